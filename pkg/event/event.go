@@ -1,0 +1,130 @@
+// Package event defines Vigil's audit event: one record per statement (plus the few records
+// that describe the trail itself, such as gaps), with the same fields in every sink — local
+// JSON lines, ClickHouse columns, `vigil events --json`. Field names are the contract in
+// DESIGN.md; add fields, never rename them.
+package event
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Type says what an event records. Most are statements; the others describe the trail.
+type Type string
+
+const (
+	// TypeStatement is one statement executed (or refused) on a database session.
+	TypeStatement Type = "statement"
+	// TypeGap says that capture or delivery lost data it could not recover: the Detail says
+	// what and where, Lost how many records. The trail is never silently incomplete.
+	TypeGap Type = "gap"
+	// TypeApproval records a step of an approval (requested, approved, denied, expired).
+	TypeApproval Type = "approval"
+)
+
+// Source says which part of Vigil saw the statement.
+const (
+	SourceEBPF  = "ebpf"
+	SourceProxy = "proxy"
+)
+
+// Protocols.
+const (
+	ProtocolPostgres = "postgres"
+	ProtocolMySQL    = "mysql"
+)
+
+// Decisions a policy can take. DecisionAllow is also what capture records when no policy
+// rule matched.
+const (
+	DecisionAllow            = "allow"
+	DecisionAlert            = "alert"
+	DecisionBlock            = "block"
+	DecisionMask             = "mask"
+	DecisionApprovalRequired = "approval_required"
+)
+
+// Process is the client process behind a connection, where the agent can see it (client on
+// the same host, or an agent on the application host).
+type Process struct {
+	PID            int32  `json:"pid,omitempty"`
+	UID            *int32 `json:"uid,omitempty"` // pointer: uid 0 (root) is meaningful
+	Comm           string `json:"comm,omitempty"`
+	Exe            string `json:"exe,omitempty"`
+	ContainerID    string `json:"container_id,omitempty"`
+	Pod            string `json:"pod,omitempty"` // pod UID, or name where known
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"service_account,omitempty"`
+}
+
+// Identity is a verified principal (OIDC), never a claim the client made about itself.
+type Identity struct {
+	Issuer  string   `json:"issuer,omitempty"`
+	Subject string   `json:"subject,omitempty"`
+	Email   string   `json:"email,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+}
+
+// Event is one audit record. JSON encoding is deterministic (field order is struct order,
+// empty fields omitted, times in UTC), which the hash chain relies on: decoding a stored
+// line and encoding it again yields the same bytes.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Type     Type      `json:"type"`
+	Source   string    `json:"source,omitempty"`
+	Protocol string    `json:"protocol,omitempty"`
+	Host     string    `json:"host,omitempty"`
+	AgentID  string    `json:"agent_id,omitempty"`
+	Seq      uint64    `json:"seq"`
+
+	DBUser      string `json:"db_user,omitempty"`
+	Database    string `json:"database,omitempty"`
+	Application string `json:"application,omitempty"`
+	ClientAddr  string `json:"client_addr,omitempty"`
+	ServerAddr  string `json:"server_addr,omitempty"`
+	SessionID   string `json:"session_id,omitempty"`
+	BackendPID  int32  `json:"backend_pid,omitempty"`
+	TLS         bool   `json:"tls,omitempty"`
+
+	Process  *Process  `json:"process,omitempty"`
+	Identity *Identity `json:"identity,omitempty"`
+
+	Statement          string   `json:"statement,omitempty"`
+	StatementTruncated bool     `json:"statement_truncated,omitempty"`
+	Params             []string `json:"params,omitempty"`
+	Fingerprint        string   `json:"fingerprint,omitempty"`
+	Kind               string   `json:"kind,omitempty"`
+	Tables             []string `json:"tables,omitempty"`
+
+	Rows         int64  `json:"rows"`
+	DurationUS   int64  `json:"duration_us"`
+	Error        string `json:"error,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
+
+	Decision      string   `json:"decision,omitempty"`
+	Rule          string   `json:"rule,omitempty"`
+	PIIColumns    []string `json:"pii_columns,omitempty"`
+	MaskedColumns []string `json:"masked_columns,omitempty"`
+	ApprovalID    string   `json:"approval_id,omitempty"`
+
+	// Gap events: how many records were lost and what happened.
+	Lost   uint64 `json:"lost,omitempty"`
+	Detail string `json:"detail,omitempty"`
+
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+// MarshalJSON pins the time to UTC so that the encoding does not depend on the agent's zone.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	p := plain(e)
+	p.Time = p.Time.UTC()
+	return json.Marshal(p)
+}
+
+// Canonical is the encoding the hash chain covers: the event with its own hash left out.
+func (e Event) Canonical() ([]byte, error) {
+	e.Hash = ""
+	return e.MarshalJSON()
+}
