@@ -33,11 +33,15 @@ type Query struct {
 	Decision     string
 	SessionID    string
 	AgentID      string
-	Limit        int // 0: no limit; otherwise the last Limit matching events
+	AfterSeq     uint64 // only events with seq > AfterSeq (a spool cursor); 0: from the start
+	Limit        int    // 0: no limit; otherwise the last Limit matching events
 }
 
 // Match reports whether e passes q's filters (not Limit).
 func (q *Query) Match(e *event.Event) bool {
+	if q.AfterSeq != 0 && e.Seq <= q.AfterSeq {
+		return false
+	}
 	if !q.Since.IsZero() && e.Time.Before(q.Since) {
 		return false
 	}
