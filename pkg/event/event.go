@@ -20,6 +20,10 @@ const (
 	TypeGap Type = "gap"
 	// TypeApproval records a step of an approval (requested, approved, denied, expired).
 	TypeApproval Type = "approval"
+	// TypeAnchor is a signed checkpoint of the hash chain: Signature covers PrevHash and
+	// Seq with the agent's private key, so a verifier holding only the public key can tell
+	// that the chain up to here is the agent's own.
+	TypeAnchor Type = "anchor"
 )
 
 // Source says which part of Vigil saw the statement.
@@ -110,6 +114,10 @@ type Event struct {
 	// Gap events: how many records were lost and what happened.
 	Lost   uint64 `json:"lost,omitempty"`
 	Detail string `json:"detail,omitempty"`
+
+	// Anchor events: the signature over the chain so far and the signing key's id.
+	Signature string `json:"signature,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
 
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
