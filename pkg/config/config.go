@@ -1,0 +1,242 @@
+// Package config loads the agent's YAML configuration. Unknown keys and bad values are
+// errors that name the file, the line and the field, so a typo never silently turns a
+// feature off. Command-line flags override what the file says.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the agent's configuration. The zero value plus Defaults() is a working agent:
+// local store under StateDir, every PostgreSQL server on the host found by itself.
+type Config struct {
+	// AgentID names this agent in the trail; default: the host name.
+	AgentID string `yaml:"agent_id"`
+	// Host is recorded in every event; default: the host name.
+	Host string `yaml:"host"`
+	// StateDir holds the signing key, the head file and the default local store.
+	StateDir string `yaml:"state_dir"`
+	// Store is where events go: local:DIR or clickhouse://host:port/db.
+	Store string `yaml:"store"`
+	// Policy is a policy file; empty: the shipped default policy.
+	Policy string `yaml:"policy"`
+	// Metrics is the listen address of /metrics and /readyz.
+	Metrics string `yaml:"metrics"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Capture configures the eBPF capture.
+	Capture Capture `yaml:"capture"`
+	// Audit configures what the trail records.
+	Audit Audit `yaml:"audit"`
+	// Proxies are enforcement proxy listeners.
+	Proxies []Proxy `yaml:"proxies"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// Capture configures the eBPF capture.
+type Capture struct {
+	// Enabled turns kernel capture on (default true). Off, the agent only proxies.
+	Enabled *bool `yaml:"enabled"`
+	// Discover finds PostgreSQL servers on the host by their executables (default true).
+	Discover *bool `yaml:"discover"`
+	// DiscoverInterval is how often the host is rescanned for new servers.
+	DiscoverInterval time.Duration `yaml:"discover_interval"`
+	// Servers are servers named explicitly (in addition to discovered ones).
+	Servers []Server `yaml:"servers"`
+	// MaxStatementBytes caps the statement text kept per event; longer statements are
+	// truncated and flagged statement_truncated.
+	MaxStatementBytes int `yaml:"max_statement_bytes"`
+	// TLS captures TLS connections in plaintext through uprobes on the server (default true).
+	TLS *bool `yaml:"tls"`
+	// UnixSockets captures Unix-socket connections through syscall tracepoints (default
+	// true). Enabling any syscall tracepoint slows every syscall on the host a little; see
+	// BENCHMARKS.md.
+	UnixSockets *bool `yaml:"unix_sockets"`
+	// RingBufferBytes is the size of the kernel→agent ring buffer.
+	RingBufferBytes int `yaml:"ring_buffer_bytes"`
+}
+
+// Server names a database server explicitly.
+type Server struct {
+	Protocol string   `yaml:"protocol"` // postgres
+	Ports    []uint16 `yaml:"ports"`
+	Binary   string   `yaml:"binary"` // server executable, for TLS uprobes
+}
+
+// Audit configures what the trail records.
+type Audit struct {
+	// RecordParams records bind parameters (default true).
+	RecordParams *bool `yaml:"record_params"`
+	// Redact is "none" (default) or "literals": statement text with constants replaced
+	// by placeholders, so values never reach the trail.
+	Redact string `yaml:"redact"`
+	// QueueEvents bounds the in-memory queue between capture and the store.
+	QueueEvents int `yaml:"queue_events"`
+}
+
+// Proxy is one enforcement proxy listener.
+type Proxy struct {
+	Listen   string `yaml:"listen"`
+	Upstream string `yaml:"upstream"`
+	// TLSCert and TLSKey enable TLS towards clients.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads a YAML file. Unknown keys are errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse parses YAML from data; name is used in error messages.
+func Parse(data []byte, name string) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// io.EOF: an empty file means all defaults.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	host, _ := os.Hostname()
+	if c.Host == "" {
+		c.Host = host
+	}
+	if c.AgentID == "" {
+		c.AgentID = c.Host
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/vigil"
+	}
+	if c.Store == "" {
+		c.Store = "local:" + strings.TrimSuffix(c.StateDir, "/") + "/events"
+	}
+	if c.Metrics == "" {
+		c.Metrics = "127.0.0.1:9477"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	t := true
+	if c.Capture.Enabled == nil {
+		c.Capture.Enabled = &t
+	}
+	if c.Capture.Discover == nil {
+		c.Capture.Discover = &t
+	}
+	if c.Capture.TLS == nil {
+		c.Capture.TLS = &t
+	}
+	if c.Capture.UnixSockets == nil {
+		c.Capture.UnixSockets = &t
+	}
+	if c.Capture.DiscoverInterval == 0 {
+		c.Capture.DiscoverInterval = 2 * time.Second
+	}
+	if c.Capture.MaxStatementBytes == 0 {
+		c.Capture.MaxStatementBytes = 1 << 20
+	}
+	if c.Capture.RingBufferBytes == 0 {
+		c.Capture.RingBufferBytes = 16 << 20
+	}
+	if c.Audit.RecordParams == nil {
+		c.Audit.RecordParams = &t
+	}
+	if c.Audit.Redact == "" {
+		c.Audit.Redact = "none"
+	}
+	if c.Audit.QueueEvents == 0 {
+		c.Audit.QueueEvents = 65536
+	}
+	for i := range c.Capture.Servers {
+		if c.Capture.Servers[i].Protocol == "" {
+			c.Capture.Servers[i].Protocol = "postgres"
+		}
+	}
+}
+
+// Validate checks values that parse but make no sense.
+func (c *Config) Validate() error {
+	var errs []error
+	if !strings.HasPrefix(c.Store, "local:") && !strings.HasPrefix(c.Store, "clickhouse://") {
+		errs = append(errs, fmt.Errorf("store: %q: want local:DIR or clickhouse://host:port/db", c.Store))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q: want json or text", c.Log.Format))
+	}
+	switch c.Audit.Redact {
+	case "none", "literals":
+	default:
+		errs = append(errs, fmt.Errorf("audit.redact: %q: want none or literals", c.Audit.Redact))
+	}
+	if c.Capture.MaxStatementBytes < 64 {
+		errs = append(errs, fmt.Errorf("capture.max_statement_bytes: %d is too small (minimum 64)", c.Capture.MaxStatementBytes))
+	}
+	for i, s := range c.Capture.Servers {
+		if s.Protocol != "postgres" {
+			errs = append(errs, fmt.Errorf("capture.servers[%d].protocol: %q: only postgres is supported", i, s.Protocol))
+		}
+		if len(s.Ports) == 0 {
+			errs = append(errs, fmt.Errorf("capture.servers[%d].ports: at least one port is required", i))
+		}
+	}
+	for i, p := range c.Proxies {
+		if p.Listen == "" || p.Upstream == "" {
+			errs = append(errs, fmt.Errorf("proxies[%d]: listen and upstream are required", i))
+		}
+		if (p.TLSCert == "") != (p.TLSKey == "") {
+			errs = append(errs, fmt.Errorf("proxies[%d]: tls_cert and tls_key go together", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseProxyFlag parses --proxy LISTEN=UPSTREAM.
+func ParseProxyFlag(s string) (Proxy, error) {
+	listen, upstream, ok := strings.Cut(s, "=")
+	if !ok || listen == "" || upstream == "" {
+		return Proxy{}, fmt.Errorf("--proxy %q: want LISTEN=UPSTREAM, e.g. 127.0.0.1:6432=127.0.0.1:5432", s)
+	}
+	return Proxy{Listen: listen, Upstream: upstream}, nil
+}

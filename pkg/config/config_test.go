@@ -1,0 +1,49 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, wantErr string
+	}{
+		{"empty", "", ""},
+		{"full", "agent_id: a1\nstore: local:/tmp/x\ncapture:\n  servers:\n    - ports: [5432]\n", ""},
+		{"typo", "stor: local:/tmp\n", "line 1: field stor not found"},
+		{"nested typo", "capture:\n  unix_socket: true\n", "line 2: field unix_socket not found"},
+		{"bad store", "store: s3://x\n", "store: \"s3://x\""},
+		{"bad redact", "audit:\n  redact: everything\n", "audit.redact"},
+		{"server without ports", "capture:\n  servers:\n    - binary: /usr/bin/postgres\n", "capture.servers[0].ports"},
+		{"bad type", "capture:\n  max_statement_bytes: lots\n", "line 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml), "vigil.yaml")
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if c.Capture.MaxStatementBytes != 1<<20 || !*c.Capture.Enabled {
+					t.Fatalf("defaults not applied: %+v", c.Capture)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "vigil.yaml") {
+				t.Fatalf("error = %v, want one naming the file and containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseProxyFlag(t *testing.T) {
+	p, err := ParseProxyFlag("127.0.0.1:6432=127.0.0.1:5432")
+	if err != nil || p.Listen != "127.0.0.1:6432" || p.Upstream != "127.0.0.1:5432" {
+		t.Fatalf("got %+v, %v", p, err)
+	}
+	for _, bad := range []string{"", "x", "=y", "x="} {
+		if _, err := ParseProxyFlag(bad); err == nil {
+			t.Errorf("ParseProxyFlag(%q): want error", bad)
+		}
+	}
+}
