@@ -1,0 +1,40 @@
+# Vigil — build, test, generate, benchmark. `make help` lists the targets.
+GO        ?= go
+BIN       := bin/vigil
+PKGS      := ./...
+TEST_FLAGS ?= -count=1 -timeout 25m
+
+.PHONY: help build test vet generate check-generate bench demo clean fuzz
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/vigil
+	$(GO) build -o $(BIN) ./cmd/agent
+
+vet: ## go vet every package
+	$(GO) vet $(PKGS)
+
+test: vet ## run every test (needs root for the eBPF and server tests)
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+generate: ## regenerate the eBPF objects from bpf/ (needs clang, llvm, libbpf-dev, bpftool)
+	$(GO) generate ./pkg/capture/ebpf/...
+
+check-generate: generate ## fail when the committed eBPF objects do not match bpf/
+	@git diff --exit-code --stat -- pkg/capture/ebpf bpf || { echo "committed eBPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for t in $$(grep -rl '^func Fuzz' --include='*_test.go' pkg | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "== $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} ./$$t || exit 1; \
+	  done; done
+
+bench: build ## run the benchmarks in bench/ and print results for BENCHMARKS.md
+	bench/run.sh
+
+demo: ## build, start a throwaway PostgreSQL, run the agent, show captured statements
+	scripts/demo.sh
+
+clean: ## remove build output
+	rm -rf bin
