@@ -1,0 +1,108 @@
+package sqlparse
+
+import (
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Classify parses sql as the given protocol's server would and says what it does. The
+// result is cached by (protocol, text): a statement seen before costs a map lookup. The
+// returned Info is shared: do not modify it.
+//
+// Text that does not parse yields Parsed=false, Kind OTHER and FlagUnparseable. A protocol
+// without a classifier (MySQL, for now) yields Parsed=false with FlagUnsupportedProtocol
+// as well: nothing is guessed.
+func Classify(protocol, sql string) *Info {
+	if info, ok := defaultCache.get(protocol, sql); ok {
+		return info
+	}
+	info := classify(protocol, sql)
+	defaultCache.put(protocol, sql, info)
+	return info
+}
+
+func classify(protocol, sql string) *Info {
+	switch protocol {
+	case ProtocolPostgres:
+		return classifyPostgres(sql)
+	default:
+		return &Info{
+			Protocol:   protocol,
+			Kind:       KindOther,
+			ParseError: fmt.Sprintf("no SQL classifier for protocol %q", protocol),
+			Flags:      FlagUnparseable | FlagUnsupportedProtocol,
+		}
+	}
+}
+
+func classifyPostgres(sql string) *Info {
+	info := &Info{Protocol: ProtocolPostgres, Kind: KindOther}
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		info.ParseError = err.Error()
+		info.Flags = FlagUnparseable
+		return info
+	}
+	if len(tree.Stmts) == 0 {
+		// Only comments or whitespace: the server answers EmptyQueryResponse.
+		info.Parsed = true
+		info.Kind = KindOther
+		return info
+	}
+	info.Parsed = true
+	if fp, err := pg.Fingerprint(sql); err == nil {
+		info.Fingerprint = fp
+	}
+	rank := -1
+	for _, rs := range tree.Stmts {
+		st := classifyStmt(sql, rs)
+		if r := kindRank[st.Kind]; r > rank {
+			rank, info.Kind = r, st.Kind
+		}
+		info.Flags |= st.Flags
+		for _, t := range st.Reads {
+			info.Tables = addName(info.Tables, t)
+		}
+		for _, t := range st.Writes {
+			info.Tables = addName(info.Tables, t)
+		}
+		info.Statements = append(info.Statements, st)
+	}
+	return info
+}
+
+func classifyStmt(sql string, rs *pg.RawStmt) Stmt {
+	st := Stmt{Text: stmtText(sql, rs), Command: command(rs.Stmt)}
+	w := &walker{st: &st, kind: KindTxn}
+	w.node(rs.Stmt)
+	st.Kind = w.kind
+	if st.Kind == KindTxn && !isTxn(rs.Stmt) {
+		st.Kind = KindOther
+	}
+	st.NoEffectiveWhere = st.Flags.Has(FlagNoEffectiveWhere)
+	return st
+}
+
+func isTxn(n *pg.Node) bool {
+	switch n.Node.(type) {
+	case *pg.Node_TransactionStmt, *pg.Node_ConstraintsSetStmt, *pg.Node_VariableSetStmt:
+		return true
+	}
+	return false
+}
+
+// stmtText slices one statement out of a multi-statement text (by byte offsets, which is
+// what the parser reports).
+func stmtText(sql string, rs *pg.RawStmt) string {
+	start := int(rs.StmtLocation)
+	if start < 0 || start > len(sql) {
+		return strings.TrimSpace(sql)
+	}
+	end := len(sql)
+	if rs.StmtLen > 0 && start+int(rs.StmtLen) <= len(sql) {
+		end = start + int(rs.StmtLen)
+	}
+	return strings.TrimSpace(sql[start:end])
+}

@@ -1,0 +1,541 @@
+package sqlparse
+
+import (
+	"math/big"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// truth is what a predicate selects, as far as the parse tree alone can tell.
+type truth uint8
+
+const (
+	// filter: depends on the row; selects some rows.
+	filter truth = iota
+	// always: true (or NULL) for every row: a tautology such as id = id.
+	always
+	// never: false for every row.
+	never
+	// rowFree: does not depend on the row and cannot be folded here ($1, now() > '2020'):
+	// it selects every row or none.
+	rowFree
+)
+
+// effectiveWhere reports whether where really restricts the rows of an UPDATE/DELETE whose
+// target is known by names. No WHERE, a tautology, and a predicate that does not depend on
+// the row (constant-foldable or not) all count as none: such a statement touches every row
+// or none, and which one is not up to the row.
+func effectiveWhere(where *pg.Node, names []string) bool {
+	if where == nil {
+		return false
+	}
+	if where.GetCurrentOfExpr() != nil {
+		return true
+	}
+	return predicate(where, names) == filter
+}
+
+// mergeTouchesAll reports whether a MERGE updates or deletes every target row: an ON
+// condition that does not filter with an unconditional WHEN MATCHED UPDATE/DELETE, or an
+// unconditional WHEN NOT MATCHED BY SOURCE UPDATE/DELETE (which hits every target row the
+// source lacks — all of them for an empty source).
+func mergeTouchesAll(x *pg.MergeStmt) bool {
+	names := targetNames(x.Relation)
+	onAll := predicate(x.JoinCondition, names) != filter
+	for _, c := range x.MergeWhenClauses {
+		wc := c.GetMergeWhenClause()
+		if wc == nil || (wc.CommandType != pg.CmdType_CMD_UPDATE && wc.CommandType != pg.CmdType_CMD_DELETE) {
+			continue
+		}
+		condAll := wc.Condition == nil || predicate(wc.Condition, names) != filter
+		switch wc.MatchKind {
+		case pg.MergeMatchKind_MERGE_WHEN_MATCHED:
+			if onAll && condAll {
+				return true
+			}
+		case pg.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE:
+			if condAll {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func predicate(n *pg.Node, names []string) truth {
+	if n == nil {
+		return always
+	}
+	if !rowDependent(n, names) {
+		switch v, ok := foldBool(n); {
+		case !ok:
+			return rowFree
+		case v:
+			return always
+		default:
+			return never
+		}
+	}
+	switch x := n.Node.(type) {
+	case *pg.Node_BoolExpr:
+		return boolPredicate(x.BoolExpr, names)
+	case *pg.Node_AExpr:
+		return exprPredicate(x.AExpr)
+	case *pg.Node_TypeCast:
+		if isBoolType(x.TypeCast.TypeName) {
+			return predicate(x.TypeCast.Arg, names)
+		}
+	case *pg.Node_BooleanTest:
+		// x IS TRUE / IS NOT FALSE keep the truth of x where x is not NULL.
+		switch x.BooleanTest.Booltesttype {
+		case pg.BoolTestType_IS_TRUE, pg.BoolTestType_IS_NOT_FALSE:
+			return predicate(x.BooleanTest.Arg, names)
+		case pg.BoolTestType_IS_FALSE, pg.BoolTestType_IS_NOT_TRUE:
+			return negate(predicate(x.BooleanTest.Arg, names))
+		}
+	}
+	return filter
+}
+
+func negate(t truth) truth {
+	switch t {
+	case always:
+		return never
+	case never:
+		return always
+	}
+	return t
+}
+
+func boolPredicate(b *pg.BoolExpr, names []string) truth {
+	switch b.Boolop {
+	case pg.BoolExprType_NOT_EXPR:
+		if len(b.Args) == 1 {
+			return negate(predicate(b.Args[0], names))
+		}
+	case pg.BoolExprType_AND_EXPR:
+		res := always
+		for _, a := range b.Args {
+			switch predicate(a, names) {
+			case never:
+				return never
+			case filter:
+				res = filter
+			case rowFree:
+				if res == always {
+					res = rowFree
+				}
+			}
+		}
+		return res
+	case pg.BoolExprType_OR_EXPR:
+		res := never
+		for _, a := range b.Args {
+			switch predicate(a, names) {
+			case always:
+				return always
+			case rowFree:
+				res = rowFree
+			case filter:
+				if res == never {
+					res = filter
+				}
+			}
+		}
+		if res == filter && complementary(b.Args) {
+			return always
+		}
+		return res
+	}
+	return filter
+}
+
+// complementary finds, among the arms of an OR, a pair that together cover every row:
+// x IS NULL / x IS NOT NULL, x / NOT x, x < y / x >= y (and the other comparison pairs).
+func complementary(args []*pg.Node) bool {
+	for i, a := range args {
+		for _, b := range args[i+1:] {
+			if complementPair(a, b) || complementPair(b, a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var opComplement = map[string]string{"<": ">=", ">": "<=", "=": "<>", "<=": ">", ">=": "<", "<>": "=", "!=": "="}
+
+func complementPair(a, b *pg.Node) bool {
+	if na, nb := a.GetNullTest(), b.GetNullTest(); na != nil && nb != nil {
+		return na.Nulltesttype != nb.Nulltesttype && sameExpr(na.Arg, nb.Arg)
+	}
+	if nb := b.GetBoolExpr(); nb != nil && nb.Boolop == pg.BoolExprType_NOT_EXPR && len(nb.Args) == 1 {
+		return sameExpr(a, nb.Args[0])
+	}
+	ea, eb := a.GetAExpr(), b.GetAExpr()
+	if ea == nil || eb == nil || ea.Kind != pg.A_Expr_Kind_AEXPR_OP || eb.Kind != pg.A_Expr_Kind_AEXPR_OP {
+		return false
+	}
+	oa, ob := opName(ea.Name), opName(eb.Name)
+	return opComplement[oa] == ob && sameExpr(ea.Lexpr, eb.Lexpr) && sameExpr(ea.Rexpr, eb.Rexpr)
+}
+
+func exprPredicate(e *pg.A_Expr) truth {
+	switch e.Kind {
+	case pg.A_Expr_Kind_AEXPR_OP:
+		switch op := opName(e.Name); op {
+		case "=", "<=", ">=":
+			if sameExpr(e.Lexpr, e.Rexpr) {
+				return always
+			}
+		case "<>", "!=", "<", ">":
+			if sameExpr(e.Lexpr, e.Rexpr) {
+				return never
+			}
+		case "~", "~*":
+			if s, ok := constString(e.Rexpr); ok && (s == "" || s == ".*" || s == "^" || s == "$") {
+				return always
+			}
+		}
+	case pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
+		if sameExpr(e.Lexpr, e.Rexpr) {
+			return always
+		}
+	case pg.A_Expr_Kind_AEXPR_DISTINCT:
+		if sameExpr(e.Lexpr, e.Rexpr) {
+			return never
+		}
+	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
+		if s, ok := constString(e.Rexpr); ok && s != "" && strings.Trim(s, "%") == "" && !strings.HasPrefix(opName(e.Name), "!") {
+			return always
+		}
+	case pg.A_Expr_Kind_AEXPR_IN:
+		if opName(e.Name) == "=" {
+			for _, it := range e.Rexpr.GetList().GetItems() {
+				if sameExpr(e.Lexpr, it) {
+					return always
+				}
+			}
+		}
+	case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_BETWEEN_SYM:
+		if items := e.Rexpr.GetList().GetItems(); len(items) == 2 && sameExpr(e.Lexpr, items[0]) && sameExpr(e.Lexpr, items[1]) {
+			return always
+		}
+	}
+	return filter
+}
+
+func opName(name []*pg.Node) string {
+	if len(name) == 0 {
+		return ""
+	}
+	return name[len(name)-1].GetString_().GetSval()
+}
+
+// rowDependent reports whether n refers to the target row. Outside subqueries any column
+// reference does; inside one, only references qualified by the target's name, or
+// unqualified ones (without the catalog we cannot tell which table they belong to).
+func rowDependent(n *pg.Node, names []string) bool {
+	d := depScan{names: names}
+	d.msg(n.ProtoReflect(), 0)
+	return d.found
+}
+
+type depScan struct {
+	names []string
+	found bool
+}
+
+func (d *depScan) msg(m protoreflect.Message, sub int) {
+	if d.found {
+		return
+	}
+	switch x := m.Interface().(type) {
+	case *pg.ColumnRef:
+		if sub == 0 || len(x.Fields) == 1 {
+			d.found = true
+			return
+		}
+		q := x.Fields[len(x.Fields)-2].GetString_().GetSval()
+		for _, nm := range d.names {
+			if q == nm {
+				d.found = true
+			}
+		}
+		return
+	case *pg.CurrentOfExpr:
+		d.found = true
+		return
+	case *pg.SubLink, *pg.RangeSubselect:
+		sub++
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				d.msg(l.Get(i).Message(), sub)
+			}
+		} else if !fd.IsMap() {
+			d.msg(v.Message(), sub)
+		}
+		return !d.found
+	})
+}
+
+// sameExpr compares two expressions structurally, ignoring source locations.
+func sameExpr(a, b *pg.Node) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return sameMsg(a.ProtoReflect(), b.ProtoReflect())
+}
+
+func sameMsg(a, b protoreflect.Message) bool {
+	if a.Descriptor() != b.Descriptor() {
+		return false
+	}
+	fields := a.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Name() == "location" {
+			continue
+		}
+		if a.Has(fd) != b.Has(fd) {
+			return false
+		}
+		if !a.Has(fd) {
+			continue
+		}
+		va, vb := a.Get(fd), b.Get(fd)
+		switch {
+		case fd.IsList():
+			la, lb := va.List(), vb.List()
+			if la.Len() != lb.Len() {
+				return false
+			}
+			for j := 0; j < la.Len(); j++ {
+				if fd.Kind() == protoreflect.MessageKind {
+					if !sameMsg(la.Get(j).Message(), lb.Get(j).Message()) {
+						return false
+					}
+				} else if !la.Get(j).Equal(lb.Get(j)) {
+					return false
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			if !sameMsg(va.Message(), vb.Message()) {
+				return false
+			}
+		default:
+			if !va.Equal(vb) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// value is a folded constant: a boolean, a number or a string.
+type value struct {
+	kind byte // 'b', 'n', 's', 'z' (NULL)
+	b    bool
+	n    *big.Rat
+	s    string
+}
+
+// foldBool folds a row-independent predicate made of literals, casts, comparisons,
+// arithmetic and boolean logic. ok is false when it contains anything else.
+func foldBool(n *pg.Node) (v, ok bool) {
+	c, ok := fold(n)
+	if !ok {
+		return false, false
+	}
+	switch c.kind {
+	case 'b':
+		return c.b, true
+	case 'z':
+		return false, true
+	case 's':
+		return parseBoolText(c.s)
+	}
+	return false, false
+}
+
+func fold(n *pg.Node) (value, bool) {
+	if n == nil {
+		return value{}, false
+	}
+	switch x := n.Node.(type) {
+	case *pg.Node_AConst:
+		c := x.AConst
+		switch {
+		case c.Isnull:
+			return value{kind: 'z'}, true
+		case c.GetBoolval() != nil:
+			return value{kind: 'b', b: c.GetBoolval().Boolval}, true
+		case c.GetIval() != nil:
+			return value{kind: 'n', n: new(big.Rat).SetInt64(int64(c.GetIval().Ival))}, true
+		case c.GetFval() != nil:
+			r, ok := new(big.Rat).SetString(c.GetFval().Fval)
+			return value{kind: 'n', n: r}, ok
+		case c.GetSval() != nil:
+			return value{kind: 's', s: c.GetSval().Sval}, true
+		}
+	case *pg.Node_TypeCast:
+		v, ok := fold(x.TypeCast.Arg)
+		if !ok {
+			return v, false
+		}
+		if isBoolType(x.TypeCast.TypeName) {
+			switch v.kind {
+			case 's':
+				b, ok := parseBoolText(v.s)
+				return value{kind: 'b', b: b}, ok
+			case 'n':
+				return value{kind: 'b', b: v.n.Sign() != 0}, true
+			}
+		}
+		return v, true
+	case *pg.Node_BoolExpr:
+		return foldBoolExpr(x.BoolExpr)
+	case *pg.Node_NullTest:
+		v, ok := fold(x.NullTest.Arg)
+		if !ok {
+			return v, false
+		}
+		isNull := v.kind == 'z'
+		return value{kind: 'b', b: isNull == (x.NullTest.Nulltesttype == pg.NullTestType_IS_NULL)}, true
+	case *pg.Node_AExpr:
+		return foldAExpr(x.AExpr)
+	}
+	return value{}, false
+}
+
+func foldBoolExpr(b *pg.BoolExpr) (value, bool) {
+	vals := make([]bool, 0, len(b.Args))
+	for _, a := range b.Args {
+		v, ok := foldBool(a)
+		if !ok {
+			return value{}, false
+		}
+		vals = append(vals, v)
+	}
+	switch b.Boolop {
+	case pg.BoolExprType_NOT_EXPR:
+		if len(vals) == 1 {
+			return value{kind: 'b', b: !vals[0]}, true
+		}
+	case pg.BoolExprType_AND_EXPR:
+		r := true
+		for _, v := range vals {
+			r = r && v
+		}
+		return value{kind: 'b', b: r}, true
+	case pg.BoolExprType_OR_EXPR:
+		r := false
+		for _, v := range vals {
+			r = r || v
+		}
+		return value{kind: 'b', b: r}, true
+	}
+	return value{}, false
+}
+
+func foldAExpr(e *pg.A_Expr) (value, bool) {
+	if e.Kind != pg.A_Expr_Kind_AEXPR_OP {
+		return value{}, false
+	}
+	op := opName(e.Name)
+	r, ok := fold(e.Rexpr)
+	if !ok {
+		return value{}, false
+	}
+	if e.Lexpr == nil {
+		if op == "-" && r.kind == 'n' {
+			return value{kind: 'n', n: new(big.Rat).Neg(r.n)}, true
+		}
+		return value{}, false
+	}
+	l, ok := fold(e.Lexpr)
+	if !ok {
+		return value{}, false
+	}
+	// An untyped literal compared with a number is read as a number, as PostgreSQL does.
+	if l.kind == 's' && r.kind == 'n' {
+		if l.n, ok = new(big.Rat).SetString(strings.TrimSpace(l.s)); !ok {
+			return value{}, false
+		}
+		l.kind = 'n'
+	}
+	if r.kind == 's' && l.kind == 'n' {
+		if r.n, ok = new(big.Rat).SetString(strings.TrimSpace(r.s)); !ok {
+			return value{}, false
+		}
+		r.kind = 'n'
+	}
+	if l.kind != r.kind {
+		return value{}, false
+	}
+	if l.kind == 'n' {
+		switch op {
+		case "+":
+			return value{kind: 'n', n: new(big.Rat).Add(l.n, r.n)}, true
+		case "-":
+			return value{kind: 'n', n: new(big.Rat).Sub(l.n, r.n)}, true
+		case "*":
+			return value{kind: 'n', n: new(big.Rat).Mul(l.n, r.n)}, true
+		}
+	}
+	var c int
+	switch l.kind {
+	case 'n':
+		c = l.n.Cmp(r.n)
+	case 's':
+		c = strings.Compare(l.s, r.s)
+	case 'b':
+		c = boolCmp(l.b, r.b)
+	default:
+		return value{kind: 'z'}, true
+	}
+	var res bool
+	switch op {
+	case "=":
+		res = c == 0
+	case "<>", "!=":
+		res = c != 0
+	case "<":
+		res = c < 0
+	case "<=":
+		res = c <= 0
+	case ">":
+		res = c > 0
+	case ">=":
+		res = c >= 0
+	default:
+		return value{}, false
+	}
+	return value{kind: 'b', b: res}, true
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
+}
+
+func isBoolType(tn *pg.TypeName) bool {
+	if tn == nil || len(tn.Names) == 0 {
+		return false
+	}
+	n := tn.Names[len(tn.Names)-1].GetString_().GetSval()
+	return n == "bool" || n == "boolean"
+}
