@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,6 +51,7 @@ func mkEvents(from, to uint64) []*event.Event {
 
 func open(t *testing.T, dir string, opts Options) *Store {
 	t.Helper()
+	opts.Logger = testLogger(t)
 	s, err := Open(dir, opts, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +260,7 @@ func TestRecoverTail(t *testing.T) {
 			}
 
 			reg := prometheus.NewRegistry()
-			s, err := Open(dir, Options{}, reg)
+			s, err := Open(dir, Options{Logger: testLogger(t)}, reg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -309,7 +311,7 @@ func TestRecoverRemovesEmptyLastSegment(t *testing.T) {
 func TestReadSkipsCorruptLine(t *testing.T) {
 	dir := t.TempDir()
 	reg := prometheus.NewRegistry()
-	s, err := Open(dir, Options{SegmentBytes: 450}, reg)
+	s, err := Open(dir, Options{SegmentBytes: 450, Logger: testLogger(t)}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +378,11 @@ func TestSyncInterval(t *testing.T) {
 	if got := seqs(t, s, store.Query{}); !slices.Equal(got, span(1, 50)) {
 		t.Fatalf("got %v", got)
 	}
+}
+
+// testLogger shows the store's messages only for a failing or verbose test.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }
 
 // value reads a counter or gauge.
