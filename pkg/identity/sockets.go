@@ -1,0 +1,256 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket is one socket a process holds: a TCP connection or listener, or a Unix stream
+// socket.
+type Socket struct {
+	Inode uint64
+	FD    int
+	// Network is "tcp" or "unix".
+	Network   string
+	Listening bool
+	// Local and Remote are a TCP socket's own address and its peer's (Remote is zero for a
+	// listener). IPv4 peers of dual-stack sockets are shown as IPv4.
+	Local, Remote netip.AddrPort
+	// Path is a Unix socket's name as the holder's mount namespace sees it ("@name" for an
+	// abstract one). A socket a server accepted carries its listener's path; a client's end
+	// usually has none.
+	Path string
+	// PeerInode is the inode of the Unix socket at the other end of a connection.
+	PeerInode uint64
+}
+
+// socketInodes returns the socket inodes a process holds, each with its lowest fd.
+func socketInodes(pid int) (map[uint64]int, error) {
+	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, procErr(pid, err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, procErr(pid, err)
+	}
+	out := make(map[uint64]int)
+	buf := make([]byte, 64)
+	for _, name := range names {
+		ino, ok := readSocketLink(int(d.Fd()), name, buf)
+		if !ok {
+			continue
+		}
+		fd, _ := strconv.Atoi(name)
+		if old, seen := out[ino]; !seen || fd < old {
+			out[ino] = fd
+		}
+	}
+	return out, nil
+}
+
+// readSocketLink reads one /proc/PID/fd entry and returns its inode when it is a socket
+// ("socket:[12345]"). Readlinkat on the open directory saves a path walk per fd, which
+// matters when Owners reads every fd on the host.
+func readSocketLink(dirfd int, name string, buf []byte) (uint64, bool) {
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil || n >= len(buf) {
+		return 0, false
+	}
+	s, ok := strings.CutPrefix(string(buf[:n]), "socket:[")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
+	return ino, err == nil
+}
+
+// Sockets describes the TCP and Unix stream sockets a process holds, sorted by fd. With
+// listening set it returns only listeners, which costs the kernel a walk of the listening
+// hash only; otherwise only connected sockets, for which it walks the network namespace's
+// connection table: fine once per connection, not per statement.
+func Sockets(pid int, listening bool) ([]Socket, error) {
+	inodes, err := socketInodes(pid)
+	if err != nil {
+		return nil, err
+	}
+	if len(inodes) == 0 {
+		return nil, nil
+	}
+	d, err := openDiag(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+
+	var out []Socket
+	unresolved := make(map[uint64]int)
+	for ino, fd := range inodes {
+		m, err := d.unixExact(uint32(ino), udiagShowName|udiagShowPeer)
+		if errors.Is(err, ErrNotFound) {
+			unresolved[ino] = fd // TCP, UDP, netlink, or closed meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("describing sockets of process %d: %w", pid, err)
+		}
+		if m.typ == unix.SOCK_DGRAM || (m.state == tcpListen) != listening {
+			continue
+		}
+		out = append(out, Socket{Inode: ino, FD: fd, Network: "unix", Listening: m.state == tcpListen, Path: m.name, PeerInode: uint64(m.peer)})
+	}
+	if len(unresolved) > 0 {
+		states := uint32(tcpConnectedStates)
+		if listening {
+			states = 1 << tcpListen
+		}
+		socks, err := d.tcpDump(states)
+		if err != nil {
+			return nil, fmt.Errorf("describing sockets of process %d: %w", pid, err)
+		}
+		for _, m := range socks {
+			fd, ok := unresolved[uint64(m.inode)]
+			if !ok || m.inode == 0 {
+				continue
+			}
+			s := Socket{Inode: uint64(m.inode), FD: fd, Network: "tcp", Listening: m.state == tcpListen, Local: m.local}
+			if !s.Listening {
+				s.Remote = m.remote
+			}
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Socket) int { return a.FD - b.FD })
+	return out, nil
+}
+
+// SocketOf returns the connected socket of a process that serves one connection, such as a
+// PostgreSQL backend: the one with the lowest fd when it holds several (a backend's client
+// socket is inherited from the postmaster before it opens any of its own).
+func SocketOf(pid int) (Socket, error) {
+	socks, err := Sockets(pid, false)
+	if err != nil {
+		return Socket{}, err
+	}
+	if len(socks) == 0 {
+		return Socket{}, fmt.Errorf("process %d holds no connected socket: %w", pid, ErrNotFound)
+	}
+	return socks[0], nil
+}
+
+// TCPOwner returns the process on this host that holds the TCP socket whose own address is
+// local and whose peer is remote; for a client of a local database, local is the client's
+// address. The lookup is exact in the kernel, but finding the holder means reading every fd
+// of every process, so it serves connections the agent did not see open (those opened before
+// it started, or before a hook attached): once per connection, then cached by the caller.
+// New connections get their process from connect/accept events instead.
+func TCPOwner(local, remote netip.AddrPort) (int, error) {
+	d, err := openDiag(0)
+	if err != nil {
+		return 0, err
+	}
+	m, err := d.tcpExact(local, remote)
+	d.Close()
+	if err != nil {
+		return 0, err
+	}
+	if m.inode == 0 {
+		return 0, fmt.Errorf("TCP socket %s→%s has no inode (closing): %w", local, remote, ErrNotFound)
+	}
+	return Owner(uint64(m.inode))
+}
+
+// UnixPeer returns the process at the other end of the Unix socket (by inode) that process
+// pid holds: for a PostgreSQL backend's client socket, the client. Like TCPOwner it reads
+// every fd on the host, once per connection.
+func UnixPeer(pid int, inode uint64) (int, error) {
+	d, err := openDiag(pid)
+	if err != nil {
+		return 0, err
+	}
+	m, err := d.unixExact(uint32(inode), udiagShowPeer)
+	d.Close()
+	if err != nil {
+		return 0, err
+	}
+	if m.peer == 0 {
+		return 0, fmt.Errorf("Unix socket %d of process %d is not connected: %w", inode, pid, ErrNotFound)
+	}
+	return Owner(uint64(m.peer))
+}
+
+// Owner returns the process holding the socket inode. When several hold it (a socket
+// inherited across fork), the earliest started is returned: the one that opened it.
+func Owner(inode uint64) (int, error) {
+	owners, err := Owners(inode)
+	if err != nil {
+		return 0, err
+	}
+	pid, ok := owners[inode]
+	if !ok {
+		return 0, fmt.Errorf("no process holds socket %d: %w", inode, ErrNotFound)
+	}
+	return pid, nil
+}
+
+// Owners finds the processes holding any of the socket inodes in one pass over /proc/*/fd,
+// so the agent resolves all connections that predate it with one scan, not one per
+// connection. Inodes no process holds are absent from the result.
+func Owners(inodes ...uint64) (map[uint64]int, error) {
+	want := make(map[uint64]bool, len(inodes))
+	for _, ino := range inodes {
+		want[ino] = true
+	}
+	pids, err := Pids()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]int, len(inodes))
+	start := make(map[int]uint64) // start times of holders, read only on a tie
+	buf := make([]byte, 64)
+	for _, pid := range pids {
+		d, err := os.Open(procRoot + "/" + strconv.Itoa(pid) + "/fd")
+		if err != nil {
+			continue // exited, or a kernel thread
+		}
+		names, _ := d.Readdirnames(-1)
+		for _, name := range names {
+			ino, ok := readSocketLink(int(d.Fd()), name, buf)
+			if !ok || !want[ino] {
+				continue
+			}
+			prev, dup := out[ino]
+			if !dup || startedBefore(pid, prev, start) {
+				out[ino] = pid
+			}
+		}
+		d.Close()
+	}
+	return out, nil
+}
+
+// startedBefore reports whether process a started before b (pids wrap, so their order does
+// not say). A process that vanished counts as later.
+func startedBefore(a, b int, cache map[int]uint64) bool {
+	t := func(pid int) uint64 {
+		if v, ok := cache[pid]; ok {
+			return v
+		}
+		v := ^uint64(0)
+		if st, err := ReadStat(pid); err == nil {
+			v = st.StartTime
+		}
+		cache[pid] = v
+		return v
+	}
+	return t(a) < t(b)
+}
