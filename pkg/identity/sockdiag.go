@@ -89,7 +89,9 @@ func putAddr(dst []byte, a netip.Addr) {
 	}
 }
 
-// inetDiagMsg is the part of struct inet_diag_msg this package uses.
+// inetDiagMsg is the part of struct inet_diag_msg this package uses. Layout: family, state,
+// timer, retrans; inet_diag_sockid at offset 4 (sport, dport, src[16], dst[16], if,
+// cookie[2]); then expires, rqueue, wqueue, uid (offset 64) and inode (offset 68).
 type inetDiagMsg struct {
 	state         uint8
 	local, remote netip.AddrPort
@@ -102,11 +104,11 @@ func parseInetDiagMsg(b []byte) (inetDiagMsg, error) {
 	}
 	var src, dst netip.Addr
 	if b[0] == unix.AF_INET {
-		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[28:32]))
+		src, dst = netip.AddrFrom4([4]byte(b[8:12])), netip.AddrFrom4([4]byte(b[24:28]))
 	} else {
 		// Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d; report them as IPv4, the
 		// way the peer itself and PostgreSQL's process title see them.
-		src, dst = netip.AddrFrom16([16]byte(b[12:28])).Unmap(), netip.AddrFrom16([16]byte(b[28:44])).Unmap()
+		src, dst = netip.AddrFrom16([16]byte(b[8:24])).Unmap(), netip.AddrFrom16([16]byte(b[24:40])).Unmap()
 	}
 	return inetDiagMsg{
 		state:  b[1],
