@@ -121,11 +121,17 @@ func Parse(data []byte, name string) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	c.applyDefaults()
-	if err := c.Validate(); err != nil {
+	if err := c.Complete(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return c, nil
+}
+
+// Complete fills what is unset with defaults and validates the result. Call it again after
+// changing a loaded configuration (command-line overrides).
+func (c *Config) Complete() error {
+	c.applyDefaults()
+	return c.Validate()
 }
 
 func (c *Config) applyDefaults() {
