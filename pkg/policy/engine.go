@@ -1,0 +1,511 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"cel.dev/cel-go/cel"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/mask"
+	"github.com/vigil-db/vigil/pkg/sqlparse"
+)
+
+// Request is one statement to decide, with everything known about who sent it and where.
+type Request struct {
+	Protocol    string // "postgres" or "mysql"
+	SQL         string
+	Source      string // "ebpf" (capture: the decision is a label) or "proxy" (enforced)
+	DBUser      string
+	Database    string
+	Application string
+	ClientAddr  string
+	ServerAddr  string
+	// Groups are verified identity groups (OIDC); Identity.Groups count as well.
+	Groups   []string
+	Process  *event.Process
+	Identity *event.Identity
+}
+
+// Decision is what the policy says about a request.
+type Decision struct {
+	// Action is allow, alert, block, mask or require_approval.
+	Action string
+	// Rule names the rule that decided, or "default" when none matched.
+	Rule    string
+	Message string
+	Info    *sqlparse.Info
+	// Mask says results must be masked for this principal (PII columns and values the
+	// detectors recognize), when the connection goes through the proxy.
+	Mask bool
+}
+
+// DefaultRule is the Rule of a decision no rule matched.
+const DefaultRule = "default"
+
+// EventDecision is the decision in the audit event's vocabulary (DESIGN.md):
+// require_approval is recorded as approval_required.
+func (d Decision) EventDecision() string {
+	if d.Action == ActionRequireApproval {
+		return event.DecisionApprovalRequired
+	}
+	return d.Action
+}
+
+// MarshalJSON emits the decision as `vigil policy eval` prints it.
+func (d Decision) MarshalJSON() ([]byte, error) {
+	out := struct {
+		Decision    string        `json:"decision"`
+		Action      string        `json:"action"`
+		Rule        string        `json:"rule"`
+		Kind        string        `json:"kind"`
+		Message     string        `json:"message"`
+		Tables      []string      `json:"tables"`
+		Flags       sqlparse.Flag `json:"flags"`
+		Mask        bool          `json:"mask"`
+		Fingerprint string        `json:"fingerprint,omitempty"`
+		ParseError  string        `json:"parse_error,omitempty"`
+	}{Decision: d.EventDecision(), Action: d.Action, Rule: d.Rule, Message: d.Message, Tables: []string{}, Mask: d.Mask}
+	if d.Info != nil {
+		out.Kind, out.Flags, out.Fingerprint, out.ParseError = d.Info.Kind, d.Info.Flags, d.Info.Fingerprint, d.Info.ParseError
+		if d.Info.Tables != nil {
+			out.Tables = d.Info.Tables
+		}
+	}
+	return json.Marshal(out)
+}
+
+// Option configures an Engine.
+type Option func(*engineOptions)
+
+type engineOptions struct {
+	tokenKey []byte
+	getenv   func(string) string
+}
+
+// WithTokenKey sets the key of the token masking strategy, overriding the policy's
+// token_key_env.
+func WithTokenKey(key []byte) Option { return func(o *engineOptions) { o.tokenKey = key } }
+
+// WithGetenv replaces os.Getenv for reading token_key_env (tests, embedding).
+func WithGetenv(f func(string) string) Option { return func(o *engineOptions) { o.getenv = f } }
+
+// Engine decides requests under one policy. It is safe for concurrent use.
+type Engine struct {
+	p         *Policy
+	rules     []rule
+	envs      []env
+	masker    *mask.Masker
+	maskByDef bool
+	strategy  mask.Strategy
+	columns   []sensitiveColumns
+	envCache  sync.Map // envKey -> string
+}
+
+type rule struct {
+	*Rule
+	flags    sqlparse.Flag
+	prg      cel.Program
+	needsWho bool
+}
+
+type env struct {
+	name      string
+	servers   []serverPattern
+	databases []string
+}
+
+type envKey struct{ server, database string }
+
+type sensitiveColumns struct {
+	tables, columns []string
+	strategy        mask.Strategy
+}
+
+// NewEngine compiles a policy (CEL conditions, patterns, masking keys) into an Engine.
+func NewEngine(p *Policy, opts ...Option) (*Engine, error) {
+	if p == nil {
+		return nil, fmt.Errorf("policy engine: no policy")
+	}
+	o := engineOptions{getenv: os.Getenv}
+	for _, f := range opts {
+		f(&o)
+	}
+	e := &Engine{p: p, maskByDef: true, strategy: mask.Strategy{Kind: mask.Full}}
+	s := &p.Sensitive
+	if s.MaskByDefault != nil {
+		e.maskByDef = *s.MaskByDefault
+	}
+	if s.Strategy != nil {
+		e.strategy = *s.Strategy
+	}
+	key := o.tokenKey
+	if key == nil && s.TokenKeyEnv != "" {
+		v := o.getenv(s.TokenKeyEnv)
+		if v == "" {
+			return nil, fmt.Errorf("policy %s: sensitive.token_key_env names %s, which is not set", p.Name, s.TokenKeyEnv)
+		}
+		key = []byte(v)
+	}
+	cfg := mask.Config{Key: key}
+	if s.Detectors != nil {
+		cfg.Detectors = *s.Detectors
+	}
+	m, err := mask.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", p.Name, err)
+	}
+	e.masker = m
+	for _, c := range s.Columns {
+		sc := sensitiveColumns{tables: c.Tables, columns: c.Columns, strategy: e.strategy}
+		if c.Strategy != nil {
+			sc.strategy = *c.Strategy
+		}
+		e.columns = append(e.columns, sc)
+	}
+	for _, en := range p.Environments {
+		ev := env{name: en.Name, databases: en.Databases}
+		for _, s := range en.Servers {
+			sp, err := parseServerPattern(s)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: environment %s: %w", p.Name, en.Name, err)
+			}
+			ev.servers = append(ev.servers, sp)
+		}
+		e.envs = append(e.envs, ev)
+	}
+	for i := range p.Rules {
+		r := rule{Rule: &p.Rules[i]}
+		for _, f := range r.Match.Flags {
+			fl, ok := sqlparse.ParseFlag(f)
+			if !ok {
+				return nil, fmt.Errorf("policy %s: rule %s: unknown flag %q", p.Name, r.Name, f)
+			}
+			r.flags |= fl
+		}
+		if r.Match.When != "" {
+			prg, err := compileCEL(r.Match.When)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: rule %s: %w", p.Name, r.Name, err)
+			}
+			r.prg = prg
+		}
+		e.rules = append(e.rules, r)
+	}
+	return e, nil
+}
+
+// Policy is the policy the engine decides with.
+func (e *Engine) Policy() *Policy { return e.p }
+
+// Masker is the masker configured by the policy's sensitive section.
+func (e *Engine) Masker() *mask.Masker { return e.masker }
+
+// Environment names the environment of a server ("ip:port" or socket path) and database:
+// the first environment whose lists match, else the policy's default environment.
+func (e *Engine) Environment(serverAddr, database string) string {
+	k := envKey{serverAddr, database}
+	if v, ok := e.envCache.Load(k); ok {
+		return v.(string)
+	}
+	name := e.p.DefaultEnvironment
+	for _, en := range e.envs {
+		if len(en.servers) > 0 {
+			ok := false
+			for _, sp := range en.servers {
+				if sp.match(serverAddr) {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				continue
+			}
+		}
+		if len(en.databases) > 0 && !anyGlob(en.databases, database) {
+			continue
+		}
+		name = en.name
+		break
+	}
+	// Bounded in practice by the set of servers and databases an agent sees.
+	e.envCache.Store(k, name)
+	return name
+}
+
+// Decide classifies the request's SQL and applies the rules to each of its statements;
+// the worst statement's decision is the message's decision. For Source "ebpf" the decision
+// is a label: nothing is enforced.
+func (e *Engine) Decide(req *Request) Decision {
+	info := sqlparse.Classify(req.Protocol, req.SQL)
+	ctx := evalCtx{e: e, req: req, info: info}
+	var best Decision
+	bestSev := -1
+	judge := func(st *sqlparse.Stmt) {
+		d := ctx.decide(st)
+		if sev := severity[d.Action]; sev > bestSev {
+			best, bestSev = d, sev
+		}
+	}
+	if len(info.Statements) == 0 {
+		// Unparseable, unsupported or empty: judge the text as a whole.
+		judge(&sqlparse.Stmt{Text: req.SQL, Kind: info.Kind, Command: info.Kind, Flags: info.Flags})
+	} else {
+		for i := range info.Statements {
+			judge(&info.Statements[i])
+		}
+	}
+	best.Info = info
+	return best
+}
+
+// Column classifies one result column for the proxy: pii says whether the policy names it
+// sensitive, s how to mask it, raw whether this principal may see it unmasked.
+func (e *Engine) Column(req *Request, schema, table, column string) (pii bool, s mask.Strategy, raw bool) {
+	raw = !e.Decide(req).Mask
+	qualified := table
+	if schema != "" {
+		qualified = schema + "." + table
+	}
+	for _, c := range e.columns {
+		if len(c.tables) > 0 {
+			ok := false
+			for _, t := range c.tables {
+				if table != "" && tableMatch(t, qualified) {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				continue
+			}
+		}
+		if anyGlob(c.columns, column) {
+			return true, c.strategy, raw
+		}
+	}
+	return false, e.strategy, raw
+}
+
+// Strategy is the masking strategy for values found by the detectors.
+func (e *Engine) Strategy() mask.Strategy { return e.strategy }
+
+// evalCtx evaluates rules for one request; principal facts are computed once, lazily.
+type evalCtx struct {
+	e        *Engine
+	req      *Request
+	info     *sqlparse.Info
+	envName  string
+	envDone  bool
+	groups   map[string]bool
+	idGroups []string
+}
+
+func (c *evalCtx) environment() string {
+	if !c.envDone {
+		c.envName, c.envDone = c.e.Environment(c.req.ServerAddr, c.req.Database), true
+	}
+	return c.envName
+}
+
+func (c *evalCtx) identityGroups() []string {
+	if c.idGroups == nil {
+		c.idGroups = append([]string{}, c.req.Groups...)
+		if c.req.Identity != nil {
+			c.idGroups = append(c.idGroups, c.req.Identity.Groups...)
+		}
+	}
+	return c.idGroups
+}
+
+// inGroup reports whether the request's principal belongs to the named policy group.
+func (c *evalCtx) inGroup(name string) bool {
+	if c.groups == nil {
+		c.groups = map[string]bool{}
+	}
+	if v, ok := c.groups[name]; ok {
+		return v
+	}
+	g := c.e.p.Principals[name]
+	v := (c.req.DBUser != "" && anyGlob(g.DBUsers, c.req.DBUser)) ||
+		(c.req.Identity != nil && c.req.Identity.Email != "" && anyGlob(g.Emails, c.req.Identity.Email)) ||
+		matchAnyWorkload(g.Workloads, c.req.Process)
+	if !v {
+		for _, og := range c.identityGroups() {
+			if anyExact(g.OIDCGroups, og) {
+				v = true
+				break
+			}
+		}
+	}
+	c.groups[name] = v
+	return v
+}
+
+func anyExact(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *evalCtx) decide(st *sqlparse.Stmt) Decision {
+	for i := range c.e.rules {
+		r := &c.e.rules[i]
+		if !c.matches(r, st) {
+			continue
+		}
+		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message}
+		d.Mask = c.e.maskByDef && !r.Raw
+		if r.Action == ActionMask {
+			d.Mask = true
+		}
+		return d
+	}
+	return Decision{Action: c.e.p.DefaultAction, Rule: DefaultRule, Mask: c.e.maskByDef}
+}
+
+func (c *evalCtx) matches(r *rule, st *sqlparse.Stmt) bool {
+	m := &r.Match
+	req := c.req
+	if len(m.Sources) > 0 && !anyExact(m.Sources, req.Source) {
+		return false
+	}
+	if len(m.Protocols) > 0 && !anyExact(m.Protocols, req.Protocol) {
+		return false
+	}
+	if r.flags != 0 && !st.Flags.Any(r.flags) {
+		return false
+	}
+	if m.NoEffectiveWhere != nil && st.Flags.Has(sqlparse.FlagNoEffectiveWhere) != *m.NoEffectiveWhere {
+		return false
+	}
+	if len(m.Kinds) > 0 && !anyExact(m.Kinds, st.Kind) {
+		return false
+	}
+	if len(m.Commands) > 0 && !anyGlob(m.Commands, st.Command) {
+		return false
+	}
+	if len(m.Tables) > 0 && !anyTable(m.Tables, st.Reads) && !anyTable(m.Tables, st.Writes) {
+		return false
+	}
+	if len(m.Writes) > 0 && !anyTable(m.Writes, st.Writes) {
+		return false
+	}
+	if len(m.Columns) > 0 && !c.anyColumn(m.Columns, st) {
+		return false
+	}
+	if len(m.Functions) > 0 && !anyFunction(m.Functions, st.Functions) {
+		return false
+	}
+	if len(m.Variables) > 0 && !anyOf(m.Variables, st.Variables) {
+		return false
+	}
+	if len(m.Databases) > 0 && !anyGlob(m.Databases, req.Database) {
+		return false
+	}
+	if len(m.Applications) > 0 && !anyGlob(m.Applications, req.Application) {
+		return false
+	}
+	if len(m.DBUsers) > 0 && !anyGlob(m.DBUsers, req.DBUser) {
+		return false
+	}
+	if len(m.Groups) > 0 && !anyOfExact(m.Groups, c.identityGroups()) {
+		return false
+	}
+	if len(m.Workloads) > 0 && !matchAnyWorkload(m.Workloads, req.Process) {
+		return false
+	}
+	if len(m.Principals) > 0 {
+		ok := false
+		for _, g := range m.Principals {
+			if c.inGroup(g) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(m.Environments) > 0 && !anyExact(m.Environments, c.environment()) {
+		return false
+	}
+	if r.prg != nil && !c.cel(r, st) {
+		return false
+	}
+	return true
+}
+
+func anyTable(patterns, tables []string) bool {
+	for _, t := range tables {
+		for _, p := range patterns {
+			if tableMatch(p, t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func anyFunction(patterns, funcs []string) bool {
+	for _, f := range funcs {
+		b := f
+		if i := strings.LastIndexByte(f, '.'); i >= 0 {
+			b = f[i+1:]
+		}
+		for _, p := range patterns {
+			if glob(p, f) || glob(p, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func anyOf(patterns, values []string) bool {
+	for _, v := range values {
+		if anyGlob(patterns, v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyOfExact(want, have []string) bool {
+	for _, h := range have {
+		if anyExact(want, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyColumn matches column patterns ("email", "users.email") against the statement's
+// column references. A star reference ("*", "u.*") reads every column, so it matches any
+// column pattern.
+func (c *evalCtx) anyColumn(patterns []string, st *sqlparse.Stmt) bool {
+	for _, col := range st.Columns {
+		name := col
+		if i := strings.LastIndexByte(col, '.'); i >= 0 {
+			name = col[i+1:]
+		}
+		for _, p := range patterns {
+			pTable, pCol := "", p
+			if i := strings.LastIndexByte(p, '.'); i >= 0 {
+				pTable, pCol = p[:i], p[i+1:]
+			}
+			if name != "*" && !glob(pCol, name) {
+				continue
+			}
+			if pTable == "" || anyTable([]string{pTable}, st.Reads) || anyTable([]string{pTable}, st.Writes) {
+				return true
+			}
+		}
+	}
+	return false
+}
