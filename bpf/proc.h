@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Emission of bytes a server process read or wrote (TLS plaintext, Unix-socket data),
+ * shared by the uprobe and syscall hooks. Each (process, fd, direction) stream carries a
+ * running byte offset so userspace can see a hole when a record is lost. */
+#ifndef __VIGIL_PROC_H__
+#define __VIGIL_PROC_H__
+
+#include "common.h"
+
+struct stream_key {
+	__u32 tgid;
+	__s32 fd;
+	__u8 kind; /* REC_TLS or REC_UNIX */
+	__u8 write;
+	__u8 _pad[2];
+};
+
+/* Next byte offset per stream. LRU: streams of exited processes age out on their own; an
+ * evicted stream restarts at 0, which userspace reads as a new stream start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct stream_key);
+	__type(value, __u64);
+} stream_offsets SEC(".maps");
+
+/* The arguments of a read/write in flight, saved at entry and consumed at return, when
+ * the number of bytes actually transferred is known. */
+struct io_args {
+	__u64 buf;
+	__s32 fd;
+	__u32 _pad;
+};
+
+static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, __s32 fd, __u64 buf, __u64 size)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct stream_key key = {.tgid = id >> 32, .fd = fd, .kind = kind, .write = write};
+	__u64 zero = 0, start;
+	__u64 *next = bpf_map_lookup_elem(&stream_offsets, &key);
+	if (!next) {
+		bpf_map_update_elem(&stream_offsets, &key, &zero, BPF_NOEXIST);
+		next = bpf_map_lookup_elem(&stream_offsets, &key);
+	}
+	start = next ? *next : 0;
+	/* Advance the offset before emitting: a record that fails below leaves a gap in
+	 * the offsets userspace sees, which is exactly how it learns of the loss. */
+	if (next)
+		__sync_fetch_and_add(next, size);
+
+	union scratch *s = scratch_slot(SCRATCH_TASK);
+	if (!s) {
+		count_lost(hook, 1, size);
+		return;
+	}
+	struct proc_hdr *hdr = &s->proc.hdr;
+	hdr->kind = kind;
+	hdr->write = write;
+	hdr->_pad0 = 0;
+	hdr->_pad1 = 0;
+	hdr->pid = id >> 32;
+	hdr->tid = (__u32)id;
+	hdr->fd = fd;
+	hdr->ktime = bpf_ktime_get_ns();
+
+	__u64 off = 0;
+	for (int i = 0; i < MAX_CHUNKS; i++) {
+		if (off >= size)
+			break;
+		__u32 n = chunk_len(size - off > CHUNK_BYTES ? CHUNK_BYTES : (__u32)(size - off));
+		hdr->len = n;
+		hdr->offset = start + off;
+		if (n == 0 || bpf_probe_read_user(s->proc.data, n, (void *)(buf + off)) ||
+		    bpf_ringbuf_output(&events, &s->proc, sizeof(*hdr) + n, ring_flags()))
+			count_lost(hook, 1, n);
+		off += n;
+	}
+	if (off < size)
+		count_lost(hook, 1, size - off);
+}
+
+#endif /* __VIGIL_PROC_H__ */

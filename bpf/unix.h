@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Unix-socket traffic of PostgreSQL backends, which no network hook sees. A backend reads
+ * its client socket with recvfrom and writes it with sendto (verified with strace on
+ * PostgreSQL 15). Enabling any syscall tracepoint slows every syscall on the host, so
+ * userspace attaches these programs only while Unix capture is wanted, and the programs
+ * bail out at once unless the caller is a watched process and the fd a stream AF_UNIX
+ * socket. */
+#ifndef __VIGIL_UNIX_H__
+#define __VIGIL_UNIX_H__
+
+#include "proc.h"
+
+/* Processes whose Unix-socket I/O is captured: postmasters (from userspace) and, added
+ * in the kernel at fork, their children (the backends). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} watched_tgids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct io_args);
+} unix_args SEC(".maps");
+
+/* Layout of syscalls:sys_enter_* and sys_exit_* records (see the tracepoint's format
+ * file): 8 bytes of common fields, the syscall number, then one 8-byte slot per argument. */
+struct sys_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+/* fd → struct file → struct socket → sock family, walked in the current task's fd table.
+ * Not cached per fd: a cache would go stale when the fd is closed and reused, and the
+ * walk only runs for watched processes. */
+static __always_inline bool fd_is_unix_stream(__s32 fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return false;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return false;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
+		return false;
+	return BPF_CORE_READ(sock, sk, __sk_common.skc_family) == AF_UNIX;
+}
+
+static __always_inline int unix_enter(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!bpf_map_lookup_elem(&watched_tgids, &tgid))
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	if (!fd_is_unix_stream(fd))
+		return 0;
+	struct io_args a = {.buf = ctx->args[1], .fd = fd};
+	bpf_map_update_elem(&unix_args, &id, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int unix_exit(struct sys_exit_ctx *ctx, bool write)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct io_args *a = bpf_map_lookup_elem(&unix_args, &id);
+	if (!a)
+		return 0;
+	struct io_args args = *a;
+	bpf_map_delete_elem(&unix_args, &id);
+	if (ctx->ret > 0)
+		emit_proc(REC_UNIX, HOOK_UNIX, write, args.fd, args.buf, ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int unix_recvfrom_enter(struct sys_enter_ctx *ctx)
+{
+	return unix_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int unix_recvfrom_exit(struct sys_exit_ctx *ctx)
+{
+	return unix_exit(ctx, false);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int unix_sendto_enter(struct sys_enter_ctx *ctx)
+{
+	return unix_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int unix_sendto_exit(struct sys_exit_ctx *ctx)
+{
+	return unix_exit(ctx, true);
+}
+
+/* A watched process's children are watched from the moment they exist, so no backend
+ * escapes between fork and a userspace reaction. Threads share the tgid and need nothing. */
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(track_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	if (!bpf_map_lookup_elem(&watched_tgids, &ptgid))
+		return 0;
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ctgid == ptgid)
+		return 0;
+	__u8 on = 1;
+	bpf_map_update_elem(&watched_tgids, &ctgid, &on, BPF_ANY);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(track_exit, struct task_struct *task)
+{
+	__u32 pid = BPF_CORE_READ(task, pid);
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	if (pid != tgid)
+		return 0;
+	bpf_map_delete_elem(&watched_tgids, &tgid);
+	return 0;
+}
+
+#endif /* __VIGIL_UNIX_H__ */

@@ -1,0 +1,400 @@
+package ebpf
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/vigil-db/vigil/internal/testpg"
+)
+
+// requireBPF skips a test that needs root and BPF, or fails it when VIGIL_REQUIRE_BPF=1
+// says the environment must provide them.
+func requireBPF(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
+		t.Fatal("this test needs root for BPF, and VIGIL_REQUIRE_BPF=1")
+	}
+	t.Skip("needs root for BPF (set VIGIL_REQUIRE_BPF=1 to make this a failure)")
+}
+
+// collector is a Handler that keeps copies of everything for the test to inspect.
+type collector struct {
+	mu    sync.Mutex
+	segs  []Segment
+	tls   []ProcData
+	unix  []ProcData
+	conns []ConnEvent
+}
+
+func (c *collector) Segment(s *Segment) {
+	cp := *s
+	cp.Payload = bytes.Clone(s.Payload)
+	c.mu.Lock()
+	c.segs = append(c.segs, cp)
+	c.mu.Unlock()
+}
+
+func (c *collector) TLS(d *ProcData) {
+	cp := *d
+	cp.Data = bytes.Clone(d.Data)
+	c.mu.Lock()
+	c.tls = append(c.tls, cp)
+	c.mu.Unlock()
+}
+
+func (c *collector) Unix(d *ProcData) {
+	cp := *d
+	cp.Data = bytes.Clone(d.Data)
+	c.mu.Lock()
+	c.unix = append(c.unix, cp)
+	c.mu.Unlock()
+}
+
+func (c *collector) Connect(e *ConnEvent) {
+	c.mu.Lock()
+	c.conns = append(c.conns, *e)
+	c.mu.Unlock()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func marker(t *testing.T) string {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "marker-" + hex.EncodeToString(b)
+}
+
+// setup starts PostgreSQL and a tracer watching its port.
+func setup(t *testing.T) (*testpg.Server, *Tracer, *collector) {
+	t.Helper()
+	requireBPF(t)
+	srv := testpg.Start(t)
+	col := &collector{}
+	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}}, col, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	for _, h := range tr.Hooks() {
+		if h.Name == "tcx/lo/ingress" && !h.Attached {
+			t.Fatalf("TCX on lo not attached: %s", h.Err)
+		}
+	}
+	return srv, tr, col
+}
+
+func query(t *testing.T, dsn, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, sql).Scan(&s); err != nil {
+		t.Fatalf("%.60s: %v", sql, err)
+	}
+}
+
+// stream concatenates the payload sent from src, ordered by sequence number relative to
+// the SYN, and says whether it has holes.
+func stream(segs []Segment, src netip.AddrPort) (data []byte, holes bool) {
+	var isn uint32
+	var mine []Segment
+	for _, s := range segs {
+		if s.Src != src {
+			continue
+		}
+		if s.SYN {
+			isn = s.Seq
+		}
+		mine = append(mine, s)
+	}
+	sort.SliceStable(mine, func(i, j int) bool { return mine[i].Seq-isn < mine[j].Seq-isn })
+	next := isn + 1
+	for _, s := range mine {
+		if len(s.Payload) == 0 {
+			continue
+		}
+		rel := int64(s.Seq - next) // retransmits overlap; gaps are holes
+		switch {
+		case s.Seq-isn < next-isn:
+			over := int(next - s.Seq)
+			if over < len(s.Payload) {
+				data = append(data, s.Payload[over:]...)
+				next += uint32(len(s.Payload) - over)
+			}
+		case rel == 0:
+			data = append(data, s.Payload...)
+			next += uint32(len(s.Payload))
+		default:
+			holes = true
+			data = append(data, s.Payload...)
+			next = s.Seq + uint32(len(s.Payload))
+		}
+	}
+	return data, holes
+}
+
+func TestPlaintextTCP(t *testing.T) {
+	srv, tr, col := setup(t)
+	m := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m+"'")
+
+	port := uint16(srv.Port)
+	var client netip.AddrPort
+	waitFor(t, "the marker in both directions", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		var toServer, toClient bool
+		for _, s := range col.segs {
+			if !bytes.Contains(s.Payload, []byte(m)) {
+				continue
+			}
+			if s.Dst.Port() == port {
+				toServer, client = true, s.Src
+			}
+			if s.Src.Port() == port {
+				toClient = true
+			}
+		}
+		return toServer && toClient
+	})
+	waitFor(t, "the connection event of this process", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, c := range col.conns {
+			if !c.Closed && c.Src == client && c.Dst.Port() == port {
+				if c.TGID != uint32(os.Getpid()) || c.UID != uint32(os.Getuid()) || c.Comm == "" || c.CgroupID == 0 {
+					t.Errorf("connection event %+v: want tgid %d uid %d, a comm and a cgroup", c, os.Getpid(), os.Getuid())
+				}
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "SYN and FIN of the flow, and its close", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		var syn, fin, closed bool
+		for _, s := range col.segs {
+			if s.Src == client {
+				syn = syn || s.SYN
+				fin = fin || s.FIN
+			}
+		}
+		for _, c := range col.conns {
+			closed = closed || (c.Closed && c.Src == client)
+		}
+		return syn && fin && closed
+	})
+	st := tr.Stats()
+	if st.TCX.Records == 0 || st.TCX.Bytes == 0 || st.Conn.Records == 0 {
+		t.Errorf("stats do not count what was delivered: %+v", st)
+	}
+	if st.TCX.LostRecords != 0 || st.Malformed != 0 {
+		t.Errorf("lost or malformed records: %+v", st)
+	}
+}
+
+func TestLargeQueryArrivesWhole(t *testing.T) {
+	srv, tr, col := setup(t)
+	m := marker(t)
+	big := "SELECT '" + m + strings.Repeat("x", 300<<10) + "'"
+	query(t, srv.DSN("postgres", "postgres"), big)
+
+	port := uint16(srv.Port)
+	waitFor(t, "the whole 300 KB statement", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		var client netip.AddrPort
+		for _, s := range col.segs {
+			if s.Dst.Port() == port && bytes.Contains(s.Payload, []byte(m)) {
+				client = s.Src
+			}
+		}
+		if !client.IsValid() {
+			return false
+		}
+		data, holes := stream(col.segs, client)
+		return !holes && bytes.Contains(data, []byte(big))
+	})
+	if st := tr.Stats(); st.TCX.LostRecords != 0 {
+		t.Errorf("lost records: %+v", st.TCX)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	srv, tr, col := setup(t)
+	if err := tr.AttachPostgresTLS(filepath.Join(testpg.BinDir, "postgres")); err != nil {
+		t.Fatalf("AttachPostgresTLS: %v", err)
+	}
+	m := marker(t)
+	query(t, strings.Replace(srv.DSN("postgres", "postgres"), "sslmode=disable", "sslmode=require", 1), "SELECT '"+m+"'")
+
+	waitFor(t, "the marker in TLS plaintext, read and written", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		var read, written bool
+		for _, d := range col.tls {
+			if bytes.Contains(d.Data, []byte(m)) {
+				read = read || !d.Write
+				written = written || d.Write
+			}
+		}
+		return read && written
+	})
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	for _, s := range col.segs {
+		if bytes.Contains(s.Payload, []byte(m)) {
+			t.Fatalf("marker of a TLS connection seen in plaintext segment %v → %v", s.Src, s.Dst)
+		}
+	}
+}
+
+func TestTLSMissingSymbol(t *testing.T) {
+	requireBPF(t)
+	tr, err := Load(Config{}, &collector{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	bin, err := exec.LookPath("psql") // a real ELF without be_tls_read
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, _ = filepath.EvalSymlinks(bin)
+	if err := tr.AttachPostgresTLS(bin); err == nil {
+		t.Fatal("attaching to a binary without be_tls_read succeeded")
+	}
+	var listed bool
+	for _, h := range tr.Hooks() {
+		if strings.Contains(h.Name, bin) {
+			listed = true
+			if h.Attached || h.Err == "" {
+				t.Errorf("hook %+v: want detached with an error", h)
+			}
+		}
+	}
+	if !listed {
+		t.Error("the failed binary is not listed in Hooks")
+	}
+}
+
+func postmasterPID(t *testing.T, srv *testpg.Server) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(srv.Dir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.ParseUint(strings.TrimSpace(line), 10, 32)
+	if err != nil {
+		t.Fatalf("postmaster.pid: %v", err)
+	}
+	return uint32(pid)
+}
+
+func TestUnixSocket(t *testing.T) {
+	srv, tr, col := setup(t)
+	if err := tr.WatchProcess(postmasterPID(t, srv)); err != nil {
+		t.Fatalf("WatchProcess: %v", err)
+	}
+	if err := tr.EnableUnix(true); err != nil {
+		t.Fatalf("EnableUnix(true): %v", err)
+	}
+	m := marker(t)
+	if _, err := srv.Psql("postgres", "SELECT '"+m+"'"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker in Unix data, read and written", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		var read, written bool
+		for _, d := range col.unix {
+			if bytes.Contains(d.Data, []byte(m)) {
+				read = read || !d.Write
+				written = written || d.Write
+			}
+		}
+		return read && written
+	})
+
+	if err := tr.EnableUnix(false); err != nil {
+		t.Fatalf("EnableUnix(false): %v", err)
+	}
+	col.mu.Lock()
+	before := len(col.unix)
+	col.mu.Unlock()
+	m2 := marker(t)
+	if _, err := srv.Psql("postgres", "SELECT '"+m2+"'"); err != nil {
+		t.Fatal(err)
+	}
+	// A TCP statement after it, once seen, proves the ring was read past the Unix one.
+	m3 := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m3+"'")
+	waitFor(t, "the TCP statement after the Unix one", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, s := range col.segs {
+			if bytes.Contains(s.Payload, []byte(m3)) {
+				return true
+			}
+		}
+		return false
+	})
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if n := len(col.unix) - before; n != 0 {
+		t.Errorf("%d Unix records after EnableUnix(false)", n)
+	}
+	for _, h := range tr.Hooks() {
+		if strings.HasPrefix(h.Name, "tracepoint/syscalls/") && h.Attached {
+			t.Errorf("%s still attached", h.Name)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package ebpf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// WatchProcess marks a server process (a postmaster) for Unix-socket capture: it, its
+// current children and — tracked in the kernel at fork — its future children. Watched
+// processes leave the set when they exit.
+func (t *Tracer) WatchProcess(tgid uint32) error {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
+		return fmt.Errorf("watching process %d: %w", tgid, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errClosed
+	}
+	// The process goes in first: from then on the kernel adds children as they fork, so
+	// the /proc scan below only has to find the ones that existed before.
+	if err := t.objs.WatchedTgids.Put(tgid, uint8(1)); err != nil {
+		return fmt.Errorf("watching process %d: %w", tgid, err)
+	}
+	children, err := childrenOf(tgid)
+	if err != nil {
+		return fmt.Errorf("listing children of process %d: %w", tgid, err)
+	}
+	for _, c := range children {
+		if err := t.objs.WatchedTgids.Put(c, uint8(1)); err != nil {
+			return fmt.Errorf("watching process %d, child of %d: %w", c, tgid, err)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is ppid, from /proc/*/stat.
+func childrenOf(ppid uint32) ([]uint32, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	for _, d := range dirs {
+		pid, err := strconv.ParseUint(d.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if p, ok := parentFromStat(stat); ok && p == ppid {
+			out = append(out, uint32(pid))
+		}
+	}
+	return out, nil
+}
+
+// parentFromStat reads the ppid from /proc/PID/stat: "pid (comm) state ppid ...", where
+// comm may itself contain spaces and parentheses, so fields are counted from the last ')'.
+func parentFromStat(stat []byte) (uint32, bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 2 {
+		return 0, false
+	}
+	p, err := strconv.ParseUint(string(f[1]), 10, 32)
+	return uint32(p), err == nil
+}
+
+// EnableUnix attaches (on) or detaches (off) the syscall tracepoints that capture Unix-socket
+// traffic of watched processes. While attached, every syscall on the host takes the kernel's
+// slower traced path, so switch it on only while such connections matter. After switching
+// off, the Unix streams' offsets restart at 0 when switched on again.
+func (t *Tracer) EnableUnix(on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errClosed
+	}
+	if on {
+		return t.attachUnix()
+	}
+	return t.detachUnix()
+}
+
+func (t *Tracer) attachUnix() error {
+	if t.unix[0].link != nil {
+		return nil
+	}
+	if err := ensureTracefs(); err != nil {
+		for _, hk := range t.unix {
+			hk.setErr(err)
+		}
+		return err
+	}
+	progs := []*ebpf.Program{t.objs.UnixRecvfromEnter, t.objs.UnixRecvfromExit, t.objs.UnixSendtoEnter, t.objs.UnixSendtoExit}
+	for i, hk := range t.unix {
+		name := filepath.Base(hk.status.Name)
+		l, err := link.Tracepoint("syscalls", name, progs[i], nil)
+		if err != nil {
+			err = fmt.Errorf("attaching tracepoint syscalls/%s: %w", name, err)
+			_ = t.detachUnix()
+			t.unix[i].setErr(err)
+			return err
+		}
+		hk.link, hk.status = l, HookStatus{Name: hk.status.Name, Attached: true}
+	}
+	t.log.Info("ebpf Unix-socket capture on")
+	return nil
+}
+
+func (t *Tracer) detachUnix() error {
+	var errs []error
+	// Entry hooks first: a call already entered still completes through its exit hook.
+	for _, hk := range t.unix {
+		if hk.link != nil {
+			if err := hk.link.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detaching %s: %w", hk.status.Name, err))
+			}
+			hk.link = nil
+		}
+		hk.status = HookStatus{Name: hk.status.Name}
+	}
+	// Forget calls left in flight and the streams' offsets: what is transferred while
+	// off is not seen, so offsets resuming later would hide that hole.
+	if err := clearMap(t.objs.UnixArgs, func([]byte) bool { return true }); err != nil {
+		errs = append(errs, fmt.Errorf("clearing pending Unix calls: %w", err))
+	}
+	if err := clearMap(t.objs.StreamOffsets, func(k []byte) bool { return k[8] == byte(bpfRecKindREC_UNIX) }); err != nil {
+		errs = append(errs, fmt.Errorf("clearing Unix stream offsets: %w", err))
+	}
+	if len(errs) == 0 {
+		t.log.Info("ebpf Unix-socket capture off")
+	}
+	return errors.Join(errs...)
+}
+
+// clearMap deletes the keys for which match is true. Keys are collected first: deleting
+// while iterating a hash map restarts the iteration.
+func clearMap(m *ebpf.Map, match func(key []byte) bool) error {
+	var keys [][]byte
+	var k []byte
+	var v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if match(k) {
+			keys = append(keys, bytes.Clone(k))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureTracefs makes sure tracefs is mounted: attaching a syscall tracepoint needs its
+// event ids. Container-like hosts often leave it unmounted.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.TRACEFS_MAGIC {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it failed (%w): run `mount -t tracefs tracefs /sys/kernel/tracing`", err)
+	}
+	return nil
+}
