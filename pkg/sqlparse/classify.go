@@ -39,6 +39,14 @@ func classify(protocol, sql string) *Info {
 
 func classifyPostgres(sql string) *Info {
 	info := &Info{Protocol: ProtocolPostgres, Kind: KindOther}
+	if strings.IndexByte(sql, 0) >= 0 {
+		// The parser reads a C string and would stop at the NUL, seeing less than was sent;
+		// the server rejects such a message. Either way, nothing after it may be judged
+		// by what comes before it.
+		info.ParseError = "statement text contains a NUL byte"
+		info.Flags = FlagUnparseable
+		return info
+	}
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		info.ParseError = err.Error()

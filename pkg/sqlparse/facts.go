@@ -68,6 +68,13 @@ var trustedLanguages = map[string]bool{
 	"pljava": true, "java": true, "plrust": true,
 }
 
+// untrustedLanguageExtension recognizes the extensions that install an untrusted
+// procedural language (plpython3u, plperlu, pltclu, ...).
+func untrustedLanguageExtension(name string) bool {
+	name = strings.ToLower(name)
+	return strings.HasPrefix(name, "pl") && strings.HasSuffix(name, "u") && !trustedLanguages[name]
+}
+
 func (w *walker) language(lang string) {
 	lang = strings.ToLower(lang)
 	w.st.Language = lang

@@ -29,7 +29,69 @@ func (w *walker) node(n *pg.Node) {
 	if n == nil || n.Node == nil {
 		return
 	}
-	w.msg(n.ProtoReflect())
+	// Fast path for the expression nodes that make up most of a tree: direct field access
+	// instead of reflection. Every *Node field of these types is visited (their other fields
+	// are names, operators and positions).
+	switch x := n.Node.(type) {
+	case *pg.Node_AConst, *pg.Node_ParamRef, *pg.Node_String_, *pg.Node_Integer,
+		*pg.Node_Float, *pg.Node_Boolean, *pg.Node_AStar, *pg.Node_BitString:
+		return
+	case *pg.Node_ColumnRef:
+		w.column(columnName(x.ColumnRef.Fields))
+		return
+	case *pg.Node_ResTarget:
+		w.nodes(x.ResTarget.Indirection)
+		w.node(x.ResTarget.Val)
+		return
+	case *pg.Node_AExpr:
+		w.node(x.AExpr.Lexpr)
+		w.node(x.AExpr.Rexpr)
+		return
+	case *pg.Node_BoolExpr:
+		w.nodes(x.BoolExpr.Args)
+		return
+	case *pg.Node_TypeCast:
+		w.node(x.TypeCast.Arg)
+		if tn := x.TypeCast.TypeName; tn != nil {
+			w.nodes(tn.Typmods)
+			w.nodes(tn.ArrayBounds)
+		}
+		return
+	case *pg.Node_NullTest:
+		w.node(x.NullTest.Arg)
+		return
+	case *pg.Node_List:
+		w.nodes(x.List.Items)
+		return
+	case *pg.Node_SortBy:
+		w.node(x.SortBy.Node)
+		return
+	case *pg.Node_JoinExpr:
+		w.node(x.JoinExpr.Larg)
+		w.node(x.JoinExpr.Rarg)
+		w.node(x.JoinExpr.Quals)
+		return
+	case *pg.Node_SubLink:
+		w.node(x.SubLink.Testexpr)
+		w.node(x.SubLink.Subselect)
+		return
+	case *pg.Node_RangeSubselect:
+		w.node(x.RangeSubselect.Subquery)
+		return
+	case *pg.Node_CaseExpr:
+		w.node(x.CaseExpr.Arg)
+		w.nodes(x.CaseExpr.Args)
+		w.node(x.CaseExpr.Defresult)
+		return
+	case *pg.Node_CaseWhen:
+		w.node(x.CaseWhen.Expr)
+		w.node(x.CaseWhen.Result)
+		return
+	case *pg.Node_CoalesceExpr:
+		w.nodes(x.CoalesceExpr.Args)
+		return
+	}
+	w.children(n.ProtoReflect())
 }
 
 func (w *walker) nodes(ns []*pg.Node) {
@@ -296,7 +358,16 @@ func (w *walker) msg(m protoreflect.Message) {
 		w.setKind(KindDDL)
 		w.flag(FlagCodeDefinition)
 		w.children(m)
-	case *pg.CreateExtensionStmt, *pg.AlterExtensionStmt, *pg.AlterExtensionContentsStmt:
+	case *pg.CreateExtensionStmt:
+		w.setKind(KindDDL)
+		w.flag(FlagExtension)
+		if untrustedLanguageExtension(x.Extname) {
+			// CREATE LANGUAGE plperlu is parsed as CREATE EXTENSION plperlu.
+			w.flag(FlagUntrustedLanguage | FlagCodeDefinition)
+			w.st.Language = strings.ToLower(x.Extname)
+		}
+		w.children(m)
+	case *pg.AlterExtensionStmt, *pg.AlterExtensionContentsStmt:
 		w.setKind(KindDDL)
 		w.flag(FlagExtension)
 		w.children(m)
