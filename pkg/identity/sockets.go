@@ -254,3 +254,22 @@ func startedBefore(a, b int, cache map[int]uint64) bool {
 	}
 	return t(a) < t(b)
 }
+
+// TCPListeners lists the listening TCP sockets in the agent's network namespace. The kernel
+// walks only its listening hash for this.
+func TCPListeners() ([]Socket, error) {
+	d, err := openDiag(0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	msgs, err := d.tcpDump(1 << tcpListen)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Socket, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, Socket{Inode: uint64(m.inode), Network: "tcp", Listening: true, Local: m.local})
+	}
+	return out, nil
+}
