@@ -7,6 +7,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,13 +59,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// LossHandler learns of events the store deleted before they were shipped: seqs first..last
-// (lost of them existed), and a sentence saying why. It runs with the store locked: it must
-// not call back into the store.
-type LossHandler func(first, last, lost uint64, detail string)
-
 type loss struct {
 	first, last, lost uint64
+	carried           uint64 // reported by gap events among the lost
 	detail            string
 }
 
@@ -92,7 +89,7 @@ type Store struct {
 	notify   chan struct{} // closed and replaced on every append
 	closed   bool
 	broken   error // a failed rollback left the files in an unknown state
-	onLoss   LossHandler
+	onLoss   func(first, last, lost uint64, detail string)
 	losses   []loss // reported before a handler was set
 
 	stopSync chan struct{}
@@ -313,10 +310,16 @@ func (s *Store) readOnlyLast() (uint64, string, error) {
 	return 0, "", nil
 }
 
-// SetLossHandler sets who learns of unshipped events deleted by the cap. Losses that
-// happened before it was set are delivered now. The audit trail sets itself here, so that
-// every loss becomes a gap event in the trail.
-func (s *Store) SetLossHandler(h LossHandler) {
+// SetLossHandler sets who learns of unshipped events that the cap deleted: lost events
+// went in this deletion (plus the losses that deleted gap events had reported, so that the
+// reports that survive add up to every loss), and every event from first (just after the
+// shipped floor) to last is now gone — cumulative, so that the newest report covers the
+// ranges of older ones even when they, stored here too, were deleted before being
+// shipped. The detail is a sentence saying so, with "seq first..last" in it. Losses from before it was
+// set are delivered at once. h runs with the store locked and must not call back into it.
+// The audit trail registers itself here (its type uses only basic types so that neither
+// package imports the other), turning every loss into a gap event in the trail.
+func (s *Store) SetLossHandler(h func(first, last, lost uint64, detail string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onLoss = h
@@ -616,8 +619,12 @@ func (s *Store) enforceCap() {
 		s.log.Info("deleted segment over the cap", "file", old.path, "bytes", old.size, "reason", reason,
 			"first_seq", old.first, "last_seq", old.last)
 		if reason == reasonUnshipped {
-			l.detail = fmt.Sprintf("local store over its cap of %d bytes deleted unshipped events seq %d..%d (%d events)",
-				s.opts.MaxBytes, l.first, l.last, l.lost)
+			l.detail = fmt.Sprintf("local store over its cap of %d bytes deleted %d unshipped events; "+
+				"lost since the last shipped event: seq %d..%d", s.opts.MaxBytes, l.lost, l.first, l.last)
+			if l.carried > 0 {
+				l.detail += fmt.Sprintf("; they include gap events that reported %d earlier losses, counted here", l.carried)
+				l.lost += l.carried
+			}
 			s.m.lostEvents.Add(float64(l.lost))
 			s.log.Error("deleted events that were never shipped", "first_seq", l.first, "last_seq", l.last, "lost", l.lost)
 			if s.onLoss != nil {
@@ -630,34 +637,39 @@ func (s *Store) enforceCap() {
 	s.updateGauges()
 }
 
-// countUnshipped counts the events in sg with seq > shipped: what deleting it loses.
+// countUnshipped counts what deleting sg loses: its events with seq > shipped, plus what
+// the gap events among them reported — a gap event deleted before it was shipped passes
+// its count on, so the surviving reports still add up to every loss. The range starts at
+// the shipped floor, not at sg: everything since the floor is gone by now, and the newest
+// report then covers the ranges of older ones that were deleted in turn.
 func countUnshipped(sg segment, shipped uint64) (loss, error) {
-	l := loss{first: max(sg.first, shipped+1), last: sg.last}
+	l := loss{first: shipped + 1, last: sg.last}
 	f, err := os.Open(sg.path)
 	if err != nil {
 		// Count the seq range, the best estimate left.
-		l.lost = l.last - l.first + 1
+		l.lost = sg.last - max(sg.first, shipped+1) + 1
 		return l, err
 	}
 	defer f.Close()
 	lr := newLineReader(f)
-	first := true
 	for {
 		line, _, err := lr.next()
 		if err != nil {
 			return l, nil
 		}
-		seq, ok := lineSeq(line)
-		if ok && seq <= shipped {
+		if seq, ok := lineSeq(line); ok && seq <= shipped {
 			continue
 		}
-		if ok && first {
-			l.first = seq
-		}
-		first = false
 		l.lost++
+		if bytes.Contains(line, gapType) {
+			if e, err := decodeLine(line); err == nil && e.Type == event.TypeGap {
+				l.carried += e.Lost
+			}
+		}
 	}
 }
+
+var gapType = []byte(`"type":"gap"`)
 
 func (s *Store) updateGauges() {
 	s.m.bytes.Set(float64(s.total))

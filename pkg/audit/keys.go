@@ -1,0 +1,183 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// Files in the agent's state directory.
+const (
+	KeyFile    = "agent.key" // Ed25519 private key, PKCS#8 PEM, mode 0600
+	PubKeyFile = "agent.pub" // its public key, PKIX PEM: what a verifier needs
+	HeadFile   = "head.json" // the signed head of the trail, rewritten on every flush
+)
+
+// KeyID names a public key in anchors and head files: the first 8 bytes of its SHA-256,
+// in hex.
+func KeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:8])
+}
+
+// LoadOrCreateKey returns the agent's signing key from dir, generating it on first start.
+// The private key never leaves dir; agent.pub beside it is for verifiers.
+func LoadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, KeyFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		key, err := parsePrivateKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		// Restore the public half if someone removed it.
+		if _, err := os.Stat(filepath.Join(dir, PubKeyFile)); errors.Is(err, os.ErrNotExist) {
+			if err := writePublicKey(dir, key.Public().(ed25519.PublicKey)); err != nil {
+				return nil, err
+			}
+		}
+		return key, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("reading signing key: %w", err)
+	}
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encoding signing key: %w", err)
+	}
+	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600, true); err != nil {
+		return nil, fmt.Errorf("writing signing key: %w", err)
+	}
+	if err := writePublicKey(dir, pub); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func writePublicKey(dir string, pub ed25519.PublicKey) error {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("encoding public key: %w", err)
+	}
+	path := filepath.Join(dir, PubKeyFile)
+	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644, true); err != nil {
+		return fmt.Errorf("writing public key: %w", err)
+	}
+	return nil
+}
+
+func parsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("not a PEM private key")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key is %T, want Ed25519", k)
+	}
+	return key, nil
+}
+
+// LoadPublicKey reads a public key written as agent.pub.
+func LoadPublicKey(path string) (ed25519.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading public key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: not a PEM public key", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: key is %T, want Ed25519", path, k)
+	}
+	return pub, nil
+}
+
+// LoadState reads what Verify needs from an agent's state directory: the public key and
+// the head file. A missing head file gives a nil head (no flush yet, or it was removed:
+// Verify then warns that it cannot check the tail).
+func LoadState(dir string) (ed25519.PublicKey, *Head, error) {
+	pub, err := LoadPublicKey(filepath.Join(dir, PubKeyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	head, err := ReadHead(filepath.Join(dir, HeadFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return pub, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return pub, head, nil
+}
+
+// anchorMessage is what an anchor's signature covers: the agent, the anchor's seq and
+// the hash of the event before it — which through the chain covers every event before.
+func anchorMessage(agentID string, seq uint64, prevHash string) []byte {
+	b := make([]byte, 0, 64+len(agentID)+len(prevHash))
+	b = append(b, "vigil-anchor/v1\x00"...)
+	b = append(b, agentID...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, 0)
+	return append(b, prevHash...)
+}
+
+// writeFileAtomic replaces path with data through a temporary file and a rename, so a
+// reader never sees half a file. sync also makes it durable (keys must be).
+func writeFileAtomic(path string, data []byte, perm os.FileMode, sync bool) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if sync {
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}
+	return nil
+}

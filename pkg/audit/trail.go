@@ -1,0 +1,475 @@
+// Package audit is the single writer of Vigil's audit trail. Capture and the proxy hand it
+// events through a bounded queue that never blocks them; its writer loop numbers them
+// (seq), redacts them, links them into a hash chain, signs the chain with periodic anchor
+// events and a head file, and appends them in batches to a store. Whatever it cannot keep
+// — a full queue, events the store had to delete, a tail lost in a crash — becomes a gap
+// event in the same chain, so the trail is never silently incomplete. Verify checks a
+// stored trail for deleted, altered, reordered, duplicated and cut-off events.
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/store"
+)
+
+// Defaults for Config.
+const (
+	DefaultQueueSize = 1 << 16
+	DefaultBatchSize = 4096
+	DefaultBatchWait = 20 * time.Millisecond
+)
+
+// Config configures a Trail.
+type Config struct {
+	// Host and AgentID are stamped on every event.
+	Host, AgentID string
+	// StateDir holds the signing key (agent.key, created on first start) and the head
+	// file.
+	StateDir string
+	// QueueSize bounds the events waiting for the writer; beyond it Emit drops and counts.
+	// Default 65536.
+	QueueSize int
+	// BatchSize is the most events per store append. Default 4096.
+	BatchSize int
+	// BatchWait is how long the first event of a batch waits for others before the batch
+	// is written: fewer, larger appends (and fsyncs) at the cost of that much latency.
+	// Default 20ms; negative: write whatever is queued at once.
+	BatchWait time.Duration
+	// AnchorInterval is the least time between anchor events. 0 anchors every batch.
+	AnchorInterval time.Duration
+	// DropParams keeps bind parameters out of the trail.
+	DropParams bool
+	// Redact rewrites statement text before it is stored (the agent passes sqlparse's
+	// normalizer, which replaces literals); nil stores it as is.
+	Redact func(sql string) string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// encodedAppender is implemented by stores that take each event's encoding along with
+// it (the local store), sparing the second encoding of every event: the trail already
+// has it from hashing.
+type encodedAppender interface {
+	AppendEncoded(ctx context.Context, events []*event.Event, lines [][]byte) error
+}
+
+// Trail is the audit trail writer. Emit is safe for concurrent use; Run runs once.
+type Trail struct {
+	cfg   Config
+	app   store.Appender
+	encA  encodedAppender // app, when it takes encodings; else nil
+	key   ed25519.PrivateKey
+	keyID string
+	log   *slog.Logger
+	m     *metrics
+	head  string // head file path
+
+	queue    chan *event.Event
+	dropped  atomic.Uint64 // dropped by Emit, not yet reported by a gap event
+	stopping atomic.Bool   // Run is draining: Emit must not queue any more
+	inflight atomic.Int64  // Emits between their stopping check and their send
+	wake     chan struct{} // a loss was reported while the queue may be empty
+
+	lossMu sync.Mutex
+	losses []*event.Event // gap events waiting for the writer
+
+	// Writer state, owned by Run.
+	seq         uint64
+	prevHash    string
+	unanchored  int // events since the last anchor
+	lastAnchor  time.Time
+	batch       []*event.Event
+	lines       [][]byte
+	writeFailed bool
+}
+
+// New prepares a trail writing to app. It loads or creates the signing key, and continues
+// the chain where the store ends (if app reports its end through a Last method, as the
+// local store does) or else where the head file says. A head file ahead of the store means
+// a tail was lost (a machine crash under a relaxed fsync policy, or a truncated store):
+// the first flush writes a gap event for it. If app can report events it deletes unshipped
+// (SetLossHandler, as the local store), each becomes a gap event too.
+func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("audit: no state directory")
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.BatchWait == 0 {
+		cfg.BatchWait = DefaultBatchWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	key, err := LoadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	t := &Trail{
+		cfg:   cfg,
+		app:   app,
+		key:   key,
+		keyID: KeyID(key.Public().(ed25519.PublicKey)),
+		log:   cfg.Logger.With("component", "audit"),
+		head:  filepath.Join(cfg.StateDir, HeadFile),
+		queue: make(chan *event.Event, cfg.QueueSize),
+		wake:  make(chan struct{}, 1),
+	}
+	t.encA, _ = app.(encodedAppender)
+	if t.m, err = newMetrics(reg, func() float64 { return float64(len(t.queue)) }); err != nil {
+		return nil, fmt.Errorf("audit: registering metrics: %w", err)
+	}
+	if err := t.resume(); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if lr, ok := app.(interface {
+		SetLossHandler(func(first, last, lost uint64, detail string))
+	}); ok {
+		lr.SetLossHandler(t.reportLoss)
+	}
+	return t, nil
+}
+
+// resume finds where the chain continues: after the store's last event, or after the
+// head file's when the store cannot say or holds less.
+func (t *Trail) resume() error {
+	head, err := ReadHead(t.head)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		head = nil
+	case err != nil:
+		t.log.Warn("ignoring unreadable head file", "err", err)
+		head = nil
+	default:
+		if err := head.Verify(t.key.Public().(ed25519.PublicKey)); err != nil {
+			t.log.Warn("ignoring head file", "file", t.head, "err", err)
+			head = nil
+		} else if head.AgentID != t.cfg.AgentID {
+			t.log.Warn("head file is another agent's", "file", t.head, "head_agent", head.AgentID, "agent", t.cfg.AgentID)
+			head = nil
+		}
+	}
+	lastr, ok := t.app.(interface{ Last() (uint64, string) })
+	if !ok {
+		if head != nil {
+			t.seq, t.prevHash = head.Seq, head.Hash
+		}
+		return nil
+	}
+	t.seq, t.prevHash = lastr.Last()
+	if head != nil && head.Seq > t.seq {
+		// Continue numbering after the head, so no seq is ever used twice (the lost events
+		// may have been shipped before they were lost here), and chain to what the store
+		// holds, so the link stays checkable.
+		lost := head.Seq - t.seq
+		t.log.Error("the store ends before the head file: events were lost", "store_seq", t.seq, "head_seq", head.Seq)
+		t.losses = append(t.losses, &event.Event{
+			Type: event.TypeGap,
+			Lost: lost,
+			Detail: fmt.Sprintf("on restart the store ended at seq %d but the signed head at seq %d: events seq %d..%d lost "+
+				"(a machine crash with a relaxed fsync policy, or the store was truncated)", t.seq, head.Seq, t.seq+1, head.Seq),
+		})
+		t.seq = head.Seq
+	}
+	return nil
+}
+
+// reportLoss turns a store's loss report into a gap event for the next flush. It never
+// blocks: it runs inside the store's Append.
+func (t *Trail) reportLoss(first, last, lost uint64, detail string) {
+	t.lossMu.Lock()
+	t.losses = append(t.losses, &event.Event{Type: event.TypeGap, Lost: lost, Detail: detail})
+	t.lossMu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (t *Trail) pendingLosses() bool {
+	t.lossMu.Lock()
+	defer t.lossMu.Unlock()
+	return len(t.losses) > 0
+}
+
+// Emit queues e for the trail and takes ownership of it. It never blocks: when the queue
+// is full the event is dropped and counted, and the next flush writes a gap event saying
+// how many. Events emitted after Run has stopped are dropped and counted the same way, but
+// nothing is left to write their gap event: stop producers before stopping Run.
+func (t *Trail) Emit(e *event.Event) {
+	if e == nil {
+		return
+	}
+	t.inflight.Add(1)
+	if t.stopping.Load() {
+		t.inflight.Add(-1)
+		t.drop()
+		return
+	}
+	select {
+	case t.queue <- e:
+	default:
+		t.drop()
+	}
+	t.inflight.Add(-1)
+}
+
+func (t *Trail) drop() {
+	t.dropped.Add(1)
+	t.m.dropped.Inc()
+}
+
+// Run is the writer loop: it batches queued events into the store until ctx ends, then
+// stops accepting events, writes everything queued, anchors the chain, writes the head and
+// returns. It returns an error only if events could not be stored.
+func (t *Trail) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		if !t.collect(ctx, timer) {
+			break
+		}
+		if err := t.flush(ctx, false); err != nil {
+			return err
+		}
+	}
+
+	// Shut down: no Emit may queue after the final drain. An Emit either sees stopping
+	// (and counts a drop) or is counted in inflight until its send is done.
+	t.stopping.Store(true)
+	for t.inflight.Load() != 0 {
+		runtime.Gosched()
+	}
+	for {
+		t.takeQueued()
+		// A final write can make the store delete, and report, more: flush until quiet.
+		more := len(t.queue) > 0 || t.pendingLosses()
+		if err := t.flush(ctx, !more); err != nil {
+			return err
+		}
+		if !more && !t.pendingLosses() {
+			break
+		}
+	}
+	if n := t.dropped.Load(); n > 0 {
+		t.log.Error("events dropped while the trail shut down", "events", n)
+	}
+	return nil
+}
+
+// collect waits for work and gathers a batch into t.batch. It returns false when ctx ends.
+func (t *Trail) collect(ctx context.Context, timer *time.Timer) bool {
+	var anchorDue <-chan time.Time
+	if t.cfg.AnchorInterval > 0 && t.unanchored > 0 {
+		d := time.Until(t.lastAnchor.Add(t.cfg.AnchorInterval))
+		anchorDue = time.After(max(d, 0))
+	}
+	select {
+	case e := <-t.queue:
+		t.batch = append(t.batch, e)
+	case <-t.wake:
+	case <-anchorDue:
+	case <-ctx.Done():
+		return false
+	}
+	if len(t.batch) > 0 && t.cfg.BatchWait > 0 {
+		timer.Reset(t.cfg.BatchWait)
+	wait:
+		for len(t.batch) < t.cfg.BatchSize {
+			select {
+			case e := <-t.queue:
+				t.batch = append(t.batch, e)
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	t.takeQueued()
+	return true
+}
+
+// takeQueued adds what is queued to the batch, up to the batch size, without waiting.
+func (t *Trail) takeQueued() {
+	for len(t.batch) < t.cfg.BatchSize {
+		select {
+		case e := <-t.queue:
+			t.batch = append(t.batch, e)
+		default:
+			return
+		}
+	}
+}
+
+// flush seals t.batch — gap events first for what was lost since the last flush, an
+// anchor last when one is due (always when final) — and appends it to the store.
+func (t *Trail) flush(ctx context.Context, final bool) error {
+	now := time.Now()
+	var out []*event.Event
+	if n := t.dropped.Swap(0); n > 0 {
+		out = append(out, &event.Event{
+			Time: now, Type: event.TypeGap, Lost: n,
+			Detail: fmt.Sprintf("audit queue full (%d events): %d events dropped before they were numbered", t.cfg.QueueSize, n),
+		})
+	}
+	t.lossMu.Lock()
+	for _, g := range t.losses {
+		g.Time = now
+		out = append(out, g)
+	}
+	t.losses = nil
+	t.lossMu.Unlock()
+	out = append(out, t.batch...)
+	if len(out) == 0 && !(final && t.unanchored > 0) && !t.anchorDue(now) {
+		return nil
+	}
+
+	t.lines = t.lines[:0]
+	sealed := out[:0]
+	for _, e := range out {
+		line, err := t.seal(e)
+		if err != nil {
+			// Unencodable (a time outside years 0-9999): not storable, so counted as
+			// dropped and reported by the next gap event.
+			t.log.Error("dropping an event that cannot be encoded", "err", err, "type", e.Type, "session", e.SessionID)
+			t.drop()
+			continue
+		}
+		sealed = append(sealed, e)
+		t.lines = append(t.lines, line)
+	}
+	if final && t.unanchored > 0 || t.anchorDue(now) {
+		a := &event.Event{Time: now, Type: event.TypeAnchor, KeyID: t.keyID}
+		line, err := t.seal(a)
+		if err != nil {
+			return fmt.Errorf("audit: sealing anchor: %w", err)
+		}
+		sealed = append(sealed, a)
+		t.lines = append(t.lines, line)
+		t.unanchored = 0
+		t.lastAnchor = now
+	}
+	if err := t.write(ctx, sealed); err != nil {
+		return err
+	}
+	for i := range t.batch {
+		t.batch[i] = nil
+	}
+	t.batch = t.batch[:0]
+	return nil
+}
+
+func (t *Trail) anchorDue(now time.Time) bool {
+	if t.unanchored == 0 {
+		return false
+	}
+	return t.cfg.AnchorInterval <= 0 || now.Sub(t.lastAnchor) >= t.cfg.AnchorInterval
+}
+
+// seal makes e the next link of the chain and returns its encoding: stamps, seq,
+// redaction, prev_hash, signature for an anchor, and hash. The hash is over
+// e.Canonical(), which is e's encoding without "hash" — the last field — so the stored
+// line is the canonical bytes with the hash spliced in before the closing brace, equal to
+// e.MarshalJSON() without a second encoding.
+func (t *Trail) seal(e *event.Event) ([]byte, error) {
+	e.Host, e.AgentID = t.cfg.Host, t.cfg.AgentID
+	e.Seq = t.seq + 1
+	if t.cfg.DropParams {
+		e.Params = nil
+	}
+	if t.cfg.Redact != nil && e.Statement != "" {
+		e.Statement = t.cfg.Redact(e.Statement)
+	}
+	e.PrevHash = t.prevHash
+	if e.Type == event.TypeAnchor {
+		e.Signature = hex.EncodeToString(ed25519.Sign(t.key, anchorMessage(e.AgentID, e.Seq, e.PrevHash)))
+	}
+	e.Hash = ""
+	canon, err := e.Canonical()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(canon)
+	var hx [2 * sha256.Size]byte
+	hex.Encode(hx[:], sum[:])
+	e.Hash = string(hx[:])
+	line := append(canon[:len(canon)-1], `,"hash":"`...)
+	line = append(append(line, hx[:]...), `"}`...)
+
+	t.seq = e.Seq
+	t.prevHash = e.Hash
+	if e.Type != event.TypeAnchor {
+		t.unanchored++
+	}
+	return line, nil
+}
+
+// write appends sealed events, retrying a failing store: the events already carry their
+// seqs and links, so the same batch is retried until it is stored. Meanwhile the queue
+// fills and Emit counts what it drops, for the gap event after. Once ctx has ended
+// (shutdown) it tries a few times more and then gives up, saying what was not stored.
+func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	// The store must finish a write even while the agent shuts down.
+	actx := context.WithoutCancel(ctx)
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		var err error
+		if t.encA != nil {
+			err = t.encA.AppendEncoded(actx, evs, t.lines)
+		} else {
+			err = t.app.Append(actx, evs)
+		}
+		t.m.write.Observe(time.Since(start).Seconds())
+		if err == nil {
+			if t.writeFailed {
+				t.log.Info("store accepts events again", "attempts", attempt)
+				t.writeFailed = false
+			}
+			break
+		}
+		t.writeFailed = true
+		t.log.Error("appending to the store", "err", err, "first_seq", evs[0].Seq, "events", len(evs), "attempt", attempt)
+		if attempt >= 5 && ctx.Err() != nil {
+			return fmt.Errorf("audit: events seq %d..%d not stored: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	for _, e := range evs {
+		t.m.countEvent(e.Type)
+	}
+	last := evs[len(evs)-1]
+	h := &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash, Time: time.Now().UTC()}
+	h.sign(t.key)
+	if err := writeHead(t.head, h); err != nil {
+		// The trail is intact without it; only tail-truncation checks lose precision.
+		t.log.Error("writing the head file", "err", err)
+	}
+	return nil
+}
