@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vishvananda/netlink"
 )
 
 // requireBPF skips a test that needs root and BPF, or fails it when VIGIL_REQUIRE_BPF=1
@@ -397,4 +398,68 @@ func TestUnixSocket(t *testing.T) {
 			t.Errorf("%s still attached", h.Name)
 		}
 	}
+}
+
+// TestLossIsCounted fills a one-page ring that nobody reads: what does not fit must show up
+// in the loss counters, and the sequence numbers of what did fit must show the hole.
+func TestLossIsCounted(t *testing.T) {
+	requireBPF(t)
+	srv := testpg.Start(t)
+	col := &collector{}
+	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}, RingBytes: os.Getpagesize()}, col, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+strings.Repeat("x", 100<<10)+"'")
+	st := tr.Stats()
+	if st.TCX.LostRecords == 0 || st.TCX.LostBytes < 90<<10 {
+		t.Fatalf("a 100 KB statement through a 4 KB ring that is not read lost %d records, %d bytes; want the loss counted", st.TCX.LostRecords, st.TCX.LostBytes)
+	}
+}
+
+// TestNewInterfaceIsAttached creates an interface (ifb: the ifc driver is not built on every
+// kernel) after Load: capture must follow it
+// there, and forget it when it goes away.
+func TestNewInterfaceIsAttached(t *testing.T) {
+	requireBPF(t)
+	tr, err := Load(Config{}, &collector{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	name := "vgtest" + marker(t)[7:13]
+	ifc := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(ifc); err != nil {
+		t.Fatalf("creating interface %s: %v", name, err)
+	}
+	deleted := false
+	defer func() {
+		if !deleted {
+			_ = netlink.LinkDel(ifc)
+		}
+	}()
+	hookState := func() (ingress, egress bool) {
+		for _, h := range tr.Hooks() {
+			switch h.Name {
+			case "tcx/" + name + "/ingress":
+				ingress = h.Attached
+			case "tcx/" + name + "/egress":
+				egress = h.Attached
+			}
+		}
+		return
+	}
+	waitFor(t, "TCX on the new interface", func() bool {
+		in, eg := hookState()
+		return in && eg
+	})
+	if err := netlink.LinkDel(ifc); err != nil {
+		t.Fatalf("deleting %s: %v", name, err)
+	}
+	deleted = true
+	waitFor(t, "the deleted interface to leave Hooks", func() bool {
+		in, eg := hookState()
+		return !in && !eg
+	})
 }
