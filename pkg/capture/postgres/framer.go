@@ -1,0 +1,368 @@
+package postgres
+
+import (
+	"bytes"
+	"encoding/binary"
+	"time"
+)
+
+// phase is where a direction's byte stream stands.
+type phase uint8
+
+const (
+	phaseStartup   phase = iota // client: an untyped startup-family message is expected
+	phaseSSLAnswer              // server: one byte answering SSLRequest/GSSENCRequest
+	phaseMessages               // typed messages, in sync with their boundaries
+	phaseResync                 // boundary lost: scanning for the next one
+	phaseIgnore                 // encrypted, or cancelled: bytes are counted, not decoded
+)
+
+// message is one framed message handed to the session. body is only valid during the call.
+type message struct {
+	typ        byte   // 0 for startup-family messages
+	body       []byte // the kept prefix of the body: all of it unless truncated or lost
+	size       int    // full body length on the wire
+	truncated  bool   // body longer than what was kept
+	lost       bool   // bytes of the body were lost to a capture gap
+	start, end time.Time
+}
+
+// framer splits one direction into messages. It buffers only the kept prefix of a message
+// that spans feeds, and during resync at most Config.MaxBufferedMessage bytes.
+type framer struct {
+	fromClient bool
+	phase      phase
+
+	hdr    [5]byte
+	hdrN   int
+	inBody bool
+	msg    message
+	got    int // body bytes passed (kept, skipped or lost)
+	keep   int // body bytes to keep
+	buf    []byte
+
+	rbuf      []byte // resync: bytes not yet known to be outside a message
+	lostSync  bool   // resync was entered by losing bytes (a gap or a bad header)
+	pairingOK bool   // the request/response pairing already accounts for this loss
+}
+
+// keepLimit is how much of a body the decoder needs: statement text up to the configured
+// limit, small control messages whole, and nothing of result rows, copy data or
+// authentication exchanges (which are never stored).
+func (s *Session) keepLimit(fromClient bool, typ byte, size int) int {
+	var k int
+	if fromClient {
+		switch typ {
+		case 'Q':
+			k = s.cfg.MaxStatementBytes + 1
+		case 'P':
+			k = s.cfg.MaxStatementBytes + 1024 // statement name, NUL, parameter type count
+		case 'd', 'p':
+			k = 0
+		default:
+			k = s.cfg.MaxBufferedMessage
+		}
+	} else {
+		switch typ {
+		case 'C', 'E', 'S', 'K', 'Z':
+			k = s.cfg.MaxBufferedMessage
+		case 0:
+			k = size
+		default:
+			k = 0 // rows, descriptions, notices, copy data, authentication
+		}
+	}
+	if fromClient && typ == 0 {
+		k = size // startup packets are at most maxStartupLength
+	}
+	return min(k, size)
+}
+
+// feed runs a direction's bytes through the framer.
+func (s *Session) feed(f *framer, data []byte, ts time.Time) {
+	for len(data) > 0 {
+		switch f.phase {
+		case phaseIgnore:
+			s.stats.IgnoredBytes += uint64(len(data))
+			return
+		case phaseSSLAnswer:
+			if s.sslAnswer(data[0]) {
+				data = data[1:]
+			}
+		case phaseStartup:
+			data = s.startupBytes(f, data, ts)
+		case phaseMessages:
+			data = s.messageBytes(f, data, ts)
+		case phaseResync:
+			s.resyncBytes(f, data, ts)
+			return
+		}
+	}
+}
+
+func (s *Session) startupBytes(f *framer, data []byte, ts time.Time) []byte {
+	if f.inBody {
+		return s.bodyBytes(f, data, ts)
+	}
+	if f.hdrN == 0 {
+		switch {
+		case data[0] == tlsHandshake:
+			// Direct TLS (PostgreSQL 17 sslnegotiation=direct): no SSLRequest at all.
+			s.encrypt()
+			return data
+		case data[0] != 0:
+			// A startup packet's length starts with a zero byte; anything else means we
+			// joined the connection after its startup. Find the next message boundary.
+			f.phase = phaseResync
+			return data
+		}
+		f.msg.start = ts
+	}
+	n := copy(f.hdr[f.hdrN:4], data)
+	f.hdrN += n
+	data = data[n:]
+	if f.hdrN < 4 {
+		return data
+	}
+	length := binary.BigEndian.Uint32(f.hdr[:4])
+	f.hdrN = 0
+	if length < 8 || length > maxStartupLength {
+		s.stats.DecodeErrors++
+		s.loseSync(f, 4)
+		return data
+	}
+	size := int(length) - 4
+	s.begin(f, 0, size, f.msg.start)
+	return s.bodyBytes(f, data, ts)
+}
+
+func (s *Session) messageBytes(f *framer, data []byte, ts time.Time) []byte {
+	if f.inBody {
+		return s.bodyBytes(f, data, ts)
+	}
+	if f.hdrN == 0 && len(data) >= 5 {
+		// Fast path: the header is whole in data, and usually the body too.
+		typ, length := data[0], binary.BigEndian.Uint32(data[1:5])
+		if !plausibleHeader(f.fromClient, typ, length) {
+			s.stats.DecodeErrors++
+			s.loseSync(f, 1)
+			return data[1:]
+		}
+		size := int(length) - 4
+		if len(data)-5 >= size {
+			keep := s.keepLimit(f.fromClient, typ, size)
+			s.dispatch(f, message{typ: typ, body: data[5 : 5+keep], size: size, truncated: keep < size, start: ts, end: ts})
+			return data[5+size:]
+		}
+		s.begin(f, typ, size, ts)
+		return s.bodyBytes(f, data[5:], ts)
+	}
+	if f.hdrN == 0 {
+		f.msg.start = ts
+	}
+	n := copy(f.hdr[f.hdrN:], data)
+	f.hdrN += n
+	data = data[n:]
+	if f.hdrN < 5 {
+		return data
+	}
+	f.hdrN = 0
+	typ, length := f.hdr[0], binary.BigEndian.Uint32(f.hdr[1:5])
+	if !plausibleHeader(f.fromClient, typ, length) {
+		s.stats.DecodeErrors++
+		// The four bytes after the bad type byte may hold the real boundary: rescan them.
+		rest := append([]byte(nil), f.hdr[1:5]...)
+		s.loseSync(f, 1)
+		s.resyncBytes(f, rest, ts)
+		return data
+	}
+	s.begin(f, typ, int(length)-4, f.msg.start)
+	return s.bodyBytes(f, data, ts)
+}
+
+func (s *Session) begin(f *framer, typ byte, size int, start time.Time) {
+	f.inBody = true
+	f.msg = message{typ: typ, size: size, start: start}
+	f.got = 0
+	f.keep = s.keepLimit(f.fromClient, typ, size)
+	f.buf = f.buf[:0]
+}
+
+func (s *Session) bodyBytes(f *framer, data []byte, ts time.Time) []byte {
+	take := min(len(data), f.msg.size-f.got)
+	if f.got < f.keep {
+		f.buf = append(f.buf, data[:min(take, f.keep-f.got)]...)
+	}
+	f.got += take
+	data = data[take:]
+	if f.got == f.msg.size {
+		s.finish(f, ts)
+	}
+	return data
+}
+
+// finish hands the message being assembled to the session.
+func (s *Session) finish(f *framer, ts time.Time) {
+	f.inBody = false
+	m := f.msg
+	m.body = f.buf
+	m.truncated = len(f.buf) < m.size
+	m.end = ts
+	s.dispatch(f, m)
+	if cap(f.buf) > 4*s.cfg.MaxBufferedMessage {
+		f.buf = nil // one huge statement should not pin its buffer for the session's life
+	}
+}
+
+func (s *Session) dispatch(f *framer, m message) {
+	s.stats.Messages++
+	if f.fromClient {
+		if m.typ == 0 {
+			s.startupMessage(m)
+		} else {
+			s.clientMessage(m)
+		}
+	} else {
+		s.serverMessage(m)
+	}
+}
+
+// gap accounts for n bytes of a direction that capture lost.
+func (s *Session) gap(f *framer, n int, ts time.Time) {
+	s.stats.SkippedBytes += uint64(n)
+	switch f.phase {
+	case phaseIgnore:
+		return
+	case phaseResync:
+		// What was waiting for confirmation is no longer contiguous with what follows.
+		s.stats.SkippedBytes += uint64(len(f.rbuf))
+		f.rbuf = f.rbuf[:0]
+		return
+	}
+	if f.inBody {
+		// The gap starts inside a message whose length we know: skip within it and stay in
+		// sync if it ends there too. Only the body's prefix before the hole is kept.
+		f.keep = min(f.keep, f.got)
+		f.msg.lost = true
+		rem := f.msg.size - f.got
+		if n < rem {
+			f.got += n
+			return
+		}
+		f.got = f.msg.size
+		s.finish(f, ts)
+		if n == rem {
+			return
+		}
+	}
+	f.hdrN = 0
+	s.loseSync(f, 0)
+}
+
+// loseSync puts a direction into resync after skipping n bytes already counted as read,
+// and tells the pairing logic that messages may have been lost.
+func (s *Session) loseSync(f *framer, skipped int) {
+	s.stats.SkippedBytes += uint64(skipped)
+	f.phase = phaseResync
+	f.inBody = false
+	f.hdrN = 0
+	f.rbuf = f.rbuf[:0]
+	f.lostSync = true
+	f.pairingOK = true
+	s.messagesLost(f.fromClient)
+}
+
+type verdict uint8
+
+const (
+	verdictNo verdict = iota
+	verdictYes
+	verdictMore
+)
+
+// candidate judges whether b starts a message: a type byte this direction sends, a length
+// within the server's own limits, a well-formed body, and a plausible header right after
+// it (or, with nothing after it yet, a body whose form is distinctive on its own).
+func (s *Session) candidate(fromClient bool, b []byte) verdict {
+	if _, _, ok := lengthBounds(fromClient, b[0]); !ok {
+		return verdictNo
+	}
+	if len(b) < 5 {
+		return verdictMore
+	}
+	length := binary.BigEndian.Uint32(b[1:5])
+	if !plausibleHeader(fromClient, b[0], length) || int64(length) >= int64(s.cfg.MaxBufferedMessage) {
+		return verdictNo
+	}
+	end := 1 + int(length)
+	if len(b) < end {
+		return verdictMore
+	}
+	valid, strong := strongBody(fromClient, b[0], b[5:end])
+	if !valid {
+		return verdictNo
+	}
+	next := b[end:]
+	if len(next) == 0 {
+		if strong {
+			return verdictYes
+		}
+		return verdictMore
+	}
+	if _, _, ok := lengthBounds(fromClient, next[0]); !ok {
+		return verdictNo
+	}
+	if len(next) < 5 {
+		if strong {
+			return verdictYes
+		}
+		return verdictMore
+	}
+	if plausibleHeader(fromClient, next[0], binary.BigEndian.Uint32(next[1:5])) {
+		return verdictYes
+	}
+	return verdictNo
+}
+
+// resyncBytes looks for the next message boundary in what arrived since sync was lost.
+func (s *Session) resyncBytes(f *framer, data []byte, ts time.Time) {
+	f.rbuf = append(f.rbuf, data...)
+	buf := f.rbuf
+	for i := range buf {
+		switch s.candidate(f.fromClient, buf[i:]) {
+		case verdictNo:
+			continue
+		case verdictMore:
+			if len(buf)-i > s.cfg.MaxBufferedMessage {
+				continue // too far to confirm within the bound: not a boundary we can use
+			}
+			s.skipResync(f, i)
+			f.rbuf = append(f.rbuf[:0], buf[i:]...)
+			return
+		case verdictYes:
+			s.skipResync(f, i)
+			rest := bytes.Clone(buf[i:])
+			f.rbuf = f.rbuf[:0]
+			f.phase = phaseMessages
+			s.stats.Resyncs++
+			f.lostSync, f.pairingOK = false, false
+			s.feed(f, rest, ts)
+			return
+		}
+	}
+	s.skipResync(f, len(buf))
+	f.rbuf = f.rbuf[:0]
+}
+
+// skipResync counts n bytes scanned over; the first ones lost tell the pairing logic.
+func (s *Session) skipResync(f *framer, n int) {
+	if n == 0 {
+		return
+	}
+	s.stats.SkippedBytes += uint64(n)
+	f.lostSync = true
+	if !f.pairingOK {
+		f.pairingOK = true
+		s.messagesLost(f.fromClient)
+	}
+}

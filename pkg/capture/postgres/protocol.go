@@ -1,0 +1,838 @@
+package postgres
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/vigil-db/vigil/pkg/event"
+)
+
+// opKind is a request that the server answers.
+type opKind uint8
+
+const (
+	opQuery opKind = iota + 1
+	opParse
+	opBind
+	opDescribe
+	opExecute
+	opClose
+	opSync
+	opFunctionCall
+	// opLost stands for requests or responses capture lost: it absorbs responses up to
+	// the next ReadyForQuery, or gives way when the client sends a new request while it is
+	// the oldest thing waiting (a client that waits for answers has had them by then).
+	opLost
+)
+
+// op is a request waiting for its response.
+type op struct {
+	kind      opKind
+	start     time.Time
+	text      string // the statement: Query text, Parse text, or what an Execute runs
+	truncated bool
+	detail    string // what the decoder could not see about the request
+	params    []string
+	rows      int64 // DataRows seen so far
+
+	// Query: the statements split out of text (nil: text is the single statement); idx is
+	// the next one a response completes; last is the final one, held for ReadyForQuery.
+	parts  []string
+	idx    int
+	failed bool
+	last   *event.Event
+
+	emitted bool // FunctionCall: answered, waiting for ReadyForQuery
+}
+
+func (o *op) numParts() int {
+	if o.parts == nil {
+		return 1
+	}
+	return len(o.parts)
+}
+
+func (o *op) part(i int) string {
+	if o.parts == nil {
+		return o.text
+	}
+	return o.parts[i]
+}
+
+// prepared is a statement created by Parse; portal is one created by Bind. Both resolve
+// what an Execute runs.
+type prepared struct {
+	text      string
+	truncated bool
+	detail    string
+	gen       uint64
+}
+
+type portal struct {
+	text      string
+	truncated bool
+	detail    string
+	params    []string
+	gen       uint64
+}
+
+func (s *Session) push(o op) { s.ops = append(s.ops, o) }
+
+func (s *Session) headOp() *op {
+	if s.head == len(s.ops) {
+		return nil
+	}
+	return &s.ops[s.head]
+}
+
+func (s *Session) pop() {
+	s.ops[s.head] = op{}
+	s.head++
+	if s.head == len(s.ops) {
+		s.head = 0
+		s.ops = s.ops[:0]
+	}
+}
+
+// startGroup notes the first byte of a request group: an Execute is timed from the first
+// Parse/Bind/Describe that the client sent for it.
+func (s *Session) startGroup(ts time.Time) {
+	if s.group.IsZero() {
+		s.group = ts
+	}
+}
+
+// ---- frontend ----
+
+func (s *Session) startupMessage(m message) {
+	if m.lost || m.truncated || len(m.body) < 4 {
+		s.stats.DecodeErrors++
+		s.loseSync(&s.client, 0)
+		return
+	}
+	switch code := binary.BigEndian.Uint32(m.body); code {
+	case codeSSL, codeGSSEnc:
+		s.server.phase = phaseSSLAnswer
+	case codeCancel:
+		// Read the target pid by hand: pgproto3 would copy the cancel key, which is a
+		// credential and has no business in this process's memory.
+		if len(m.body) < 8 {
+			s.stats.DecodeErrors++
+			return
+		}
+		e := s.newEvent(m.start)
+		e.BackendPID = int32(binary.BigEndian.Uint32(m.body[4:8]))
+		e.Detail = "cancel request"
+		s.emit(e)
+		s.client.phase, s.server.phase = phaseIgnore, phaseIgnore
+	default:
+		var sm pgproto3.StartupMessage
+		if err := sm.Decode(m.body); err != nil {
+			s.stats.DecodeErrors++
+			s.loseSync(&s.client, 0)
+			return
+		}
+		s.startupAt = m.start
+		s.user, s.database, s.app = sm.Parameters["user"], sm.Parameters["database"], sm.Parameters["application_name"]
+		if s.database == "" {
+			s.database = s.user // the server's default
+		}
+		s.client.phase = phaseMessages
+		if s.server.phase == phaseResync && len(s.server.rbuf) == 0 && !s.server.lostSync {
+			s.server.phase = phaseMessages
+		}
+	}
+}
+
+func (s *Session) sslAnswer(b byte) bool {
+	switch b {
+	case 'S', 'G':
+		s.encrypt()
+	case 'N':
+		s.server.phase = phaseMessages
+	default:
+		// Not an answer byte (a server too old for SSLRequest sends an ErrorResponse).
+		s.server.phase = phaseMessages
+		return false
+	}
+	return true
+}
+
+func (s *Session) clientMessage(m message) {
+	switch m.typ {
+	case 'p', 'd', 'c', 'f', 'H', 'X':
+		// Authentication (never read), copy data and its end, Flush, Terminate: nothing
+		// the server answers on its own.
+		return
+	}
+	if s.skipToSync && m.typ != 'S' {
+		return // the server discards everything up to Sync after an error
+	}
+	if h := s.headOp(); h != nil && h.kind == opLost {
+		s.pop()
+	}
+	switch m.typ {
+	case 'Q':
+		s.query(m)
+	case 'P':
+		s.parse(m)
+	case 'B':
+		s.bind(m)
+	case 'D':
+		s.startGroup(m.start)
+		s.push(op{kind: opDescribe, start: m.start})
+	case 'E':
+		s.execute(m)
+	case 'C':
+		s.closeMessage(m)
+	case 'S':
+		s.skipToSync = false
+		s.group = time.Time{}
+		s.push(op{kind: opSync, start: m.start})
+	case 'F':
+		s.functionCall(m)
+	}
+}
+
+// statementText extracts NUL-terminated statement text from a kept body prefix.
+func (s *Session) statementText(m message, body []byte) (text string, truncated bool, detail string) {
+	end := bytes.IndexByte(body, 0)
+	complete := end >= 0
+	if !complete {
+		end = len(body)
+		if !m.truncated && !m.lost {
+			s.stats.DecodeErrors++
+		}
+	}
+	t, cutShort := cut(body[:end], s.cfg.MaxStatementBytes)
+	truncated = cutShort || !complete
+	if m.lost {
+		detail = "statement text incomplete: capture gap"
+		truncated = true
+	}
+	if truncated {
+		s.stats.TruncatedMessages++
+	}
+	return string(t), truncated, detail
+}
+
+func (s *Session) query(m message) {
+	o := op{kind: opQuery, start: m.start}
+	if !m.truncated && !m.lost {
+		var q pgproto3.Query
+		if err := q.Decode(m.body); err == nil {
+			o.text = q.String
+			if len(o.text) > s.cfg.MaxStatementBytes {
+				o.text, o.truncated, o.detail = s.statementText(m, m.body)
+			}
+		} else {
+			s.stats.DecodeErrors++
+			o.text, o.truncated, o.detail = s.statementText(m, m.body)
+		}
+	} else {
+		o.text, o.truncated, o.detail = s.statementText(m, m.body)
+	}
+	single, parts := splitQuery(o.text)
+	if parts == nil {
+		o.text = single
+	} else {
+		o.parts = parts
+	}
+	s.group = time.Time{}
+	s.push(o)
+}
+
+func (s *Session) parse(m message) {
+	s.startGroup(m.start)
+	body := m.body
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
+		s.stats.DecodeErrors++
+		s.push(op{kind: opParse, start: m.start})
+		return
+	}
+	name := string(body[:i])
+	p := &prepared{}
+	if !m.truncated && !m.lost {
+		var pm pgproto3.Parse
+		if err := pm.Decode(body); err != nil {
+			s.stats.DecodeErrors++
+		}
+		p.text = pm.Query
+		if len(p.text) > s.cfg.MaxStatementBytes {
+			p.text, p.truncated, p.detail = s.statementText(m, body[i+1:])
+		}
+	} else {
+		p.text, p.truncated, p.detail = s.statementText(m, body[i+1:])
+	}
+	if name == "" {
+		s.unnamedStmt = p
+	} else {
+		if s.stmts == nil {
+			s.stmts = make(map[string]*prepared)
+		}
+		s.generation++
+		p.gen = s.generation
+		s.stmts[name] = p
+		s.evictStatements()
+	}
+	s.push(op{kind: opParse, start: m.start, text: p.text, truncated: p.truncated, detail: p.detail})
+}
+
+func (s *Session) notSeen(what, name string) string {
+	n := "unnamed " + what
+	if name != "" {
+		n = what + " " + strconv.Quote(name)
+	}
+	d := "text of " + n + " not seen: created before capture started or lost in a capture gap"
+	if s.stats.PreparedEvicted > 0 {
+		d += ", or forgotten beyond the per-session limit"
+	}
+	return d
+}
+
+func (s *Session) lookupStatement(name string) *prepared {
+	if name == "" {
+		return s.unnamedStmt
+	}
+	return s.stmts[name]
+}
+
+func (s *Session) bind(m message) {
+	s.startGroup(m.start)
+	body := m.body
+	i := bytes.IndexByte(body, 0)
+	j := -1
+	if i >= 0 {
+		j = bytes.IndexByte(body[i+1:], 0)
+	}
+	if j < 0 {
+		s.stats.DecodeErrors++
+		s.push(op{kind: opBind, start: m.start})
+		return
+	}
+	portalName, stmtName := body[:i], body[i+1:i+1+j]
+	pt := &portal{}
+	if st := s.lookupStatement(string(stmtName)); st != nil {
+		pt.text, pt.truncated, pt.detail = st.text, st.truncated, st.detail
+	} else {
+		pt.detail = s.notSeen("prepared statement", string(stmtName))
+	}
+	if s.cfg.RecordParams {
+		if m.truncated || m.lost {
+			s.stats.TruncatedMessages++
+			pt.detail = joinDetail(pt.detail, "parameters not recorded: Bind message larger than the buffer or cut by a capture gap")
+		} else {
+			var b pgproto3.Bind
+			if err := b.Decode(body); err != nil {
+				s.stats.DecodeErrors++
+				pt.detail = joinDetail(pt.detail, "parameters not recorded: malformed Bind")
+			} else {
+				pt.params = formatParams(b.Parameters, b.ParameterFormatCodes)
+			}
+		}
+	}
+	if len(portalName) == 0 {
+		s.unnamedPort = pt
+	} else {
+		if s.portals == nil {
+			s.portals = make(map[string]*portal)
+		}
+		s.generation++
+		pt.gen = s.generation
+		s.portals[string(portalName)] = pt
+		s.evictPortals()
+	}
+	s.push(op{kind: opBind, start: m.start, text: pt.text, truncated: pt.truncated, detail: pt.detail})
+}
+
+func joinDetail(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// formatParams renders parameters as text: text-format values as they are (when valid
+// UTF-8), binary ones and invalid text as \x-hex, NULL as NULL.
+func formatParams(values [][]byte, formats []int16) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		f := int16(0)
+		switch {
+		case len(formats) == 1:
+			f = formats[0]
+		case i < len(formats):
+			f = formats[i]
+		}
+		switch {
+		case v == nil:
+			out[i] = "NULL"
+		case f == 0 && utf8.Valid(v):
+			out[i] = string(v)
+		default:
+			out[i] = `\x` + hex.EncodeToString(v)
+		}
+	}
+	return out
+}
+
+func (s *Session) execute(m message) {
+	start := m.start
+	if !s.group.IsZero() {
+		start = s.group
+	}
+	s.group = time.Time{}
+	o := op{kind: opExecute, start: start}
+	i := bytes.IndexByte(m.body, 0)
+	if i < 0 || m.lost {
+		s.stats.DecodeErrors++
+		o.detail = "Execute message unreadable: portal unknown"
+		s.push(o)
+		return
+	}
+	name := m.body[:i]
+	var pt *portal
+	if len(name) == 0 {
+		pt = s.unnamedPort
+	} else {
+		pt = s.portals[string(name)]
+	}
+	if pt == nil {
+		o.detail = s.notSeen("portal", string(name))
+	} else {
+		o.text, o.truncated, o.detail, o.params = pt.text, pt.truncated, pt.detail, pt.params
+	}
+	s.push(o)
+}
+
+func (s *Session) closeMessage(m message) {
+	s.startGroup(m.start)
+	var c pgproto3.Close
+	if m.truncated || m.lost || c.Decode(m.body) != nil {
+		s.stats.DecodeErrors++
+	} else if c.ObjectType == 'S' {
+		if c.Name == "" {
+			s.unnamedStmt = nil
+		} else {
+			delete(s.stmts, c.Name)
+		}
+	} else {
+		if c.Name == "" {
+			s.unnamedPort = nil
+		} else {
+			delete(s.portals, c.Name)
+		}
+	}
+	s.push(op{kind: opClose, start: m.start})
+}
+
+func (s *Session) functionCall(m message) {
+	s.group = time.Time{}
+	o := op{kind: opFunctionCall, start: m.start}
+	var f pgproto3.FunctionCall
+	if m.truncated || m.lost || f.Decode(m.body) != nil {
+		if len(m.body) >= 4 {
+			o.text = fmt.Sprintf("fastpath function call: oid %d", binary.BigEndian.Uint32(m.body))
+		}
+		o.detail = "fastpath function call arguments not recorded: message incomplete"
+		s.stats.DecodeErrors++
+	} else {
+		o.text = fmt.Sprintf("fastpath function call: oid %d", f.Function)
+		if s.cfg.RecordParams {
+			formats := make([]int16, len(f.ArgFormatCodes))
+			for i, c := range f.ArgFormatCodes {
+				formats[i] = int16(c)
+			}
+			o.params = formatParams(f.Arguments, formats)
+		}
+	}
+	s.push(o)
+}
+
+// ---- backend ----
+
+func (s *Session) serverMessage(m message) {
+	switch m.typ {
+	case 'R', 'N', 'A', 'v':
+		return // authentication (never read), notices, notifications, protocol negotiation
+	case 'K':
+		// By hand rather than pgproto3, which copies the cancel key (a credential).
+		if len(m.body) >= 4 {
+			s.pid = int32(binary.BigEndian.Uint32(m.body))
+		}
+		return
+	case 'S':
+		var ps pgproto3.ParameterStatus
+		if m.truncated || m.lost || ps.Decode(m.body) != nil {
+			s.stats.DecodeErrors++
+			return
+		}
+		switch ps.Name {
+		case "application_name":
+			s.app = ps.Value
+		case "session_authorization":
+			// Reported at startup and on SET SESSION AUTHORIZATION: the user the server
+			// checks privileges as (SET ROLE is not reported).
+			s.user = ps.Value
+		}
+		return
+	}
+	for {
+		h := s.headOp()
+		if h == nil {
+			s.noRequest(m)
+			return
+		}
+		if !s.respond(h, m) {
+			return
+		}
+	}
+}
+
+// noRequest handles a response when no request is waiting.
+func (s *Session) noRequest(m message) {
+	switch {
+	case m.typ == 'Z' && !s.startupDone:
+		s.startupDone = true
+	case m.typ == 'E' && !s.startupDone && s.user != "":
+		// The server refused the connection (bad password, unknown database, ...): an
+		// audit trail wants failed logins. The message names the user, never the password.
+		e := s.newEvent(s.startupAt)
+		s.setError(e, m)
+		e.Detail = "connection refused during startup"
+		e.DurationUS = durationUS(s.startupAt, m.end)
+		s.emit(e)
+	default:
+		s.stats.UnmatchedResponses++
+	}
+}
+
+// respond applies response m to the oldest waiting request h. It returns true when h turned
+// out to be stale (its own response was lost) and was dropped, so m must be tried against
+// the next one.
+func (s *Session) respond(h *op, m message) (retry bool) {
+	switch h.kind {
+	case opLost:
+		if m.typ == 'Z' {
+			s.pop()
+		}
+		s.stats.UnmatchedResponses++
+		return false
+	case opParse, opBind, opClose:
+		switch m.typ {
+		case completion(h.kind):
+			s.pop()
+		case 'E':
+			s.extendedError(h, m)
+		default:
+			return s.stale(h)
+		}
+	case opDescribe:
+		switch m.typ {
+		case 't':
+		case 'T', 'n':
+			s.pop()
+		case 'E':
+			s.extendedError(h, m)
+		default:
+			return s.stale(h)
+		}
+	case opSync:
+		if m.typ == 'Z' {
+			s.pop()
+			s.startupDone = true
+			return false
+		}
+		s.stats.UnmatchedResponses++
+	case opExecute:
+		switch m.typ {
+		case 'D':
+			h.rows++
+		case 'C', 'I', 's':
+			e := s.statementEvent(h, h.text, h.truncated, m)
+			if m.typ == 's' {
+				e.Detail = joinDetail(e.Detail, "row limit reached: portal suspended")
+			}
+			s.emit(e)
+			s.pop()
+		case 'E':
+			s.extendedError(h, m)
+		case 'G', 'H', 'W', 'd', 'c', 'T':
+			// Copy in progress, or a row description: the Execute goes on.
+		case 'Z':
+			return s.stale(h)
+		default:
+			s.stats.UnmatchedResponses++
+		}
+	case opQuery:
+		switch m.typ {
+		case 'D':
+			h.rows++
+		case 'C', 'I', 'E':
+			s.queryStatementDone(h, m)
+		case 'Z':
+			s.queryDone(h, m.end, "")
+			s.pop()
+			s.startupDone = true
+		case 'T', 'G', 'H', 'W', 'd', 'c':
+		default:
+			s.stats.UnmatchedResponses++
+		}
+	case opFunctionCall:
+		switch m.typ {
+		case 'V', 'E':
+			if !h.emitted {
+				e := s.statementEvent(h, h.text, false, m)
+				s.emit(e)
+				h.emitted = true
+			}
+		case 'Z':
+			if !h.emitted {
+				s.notAnswered(h, "response not seen", m.end)
+			}
+			s.pop()
+		default:
+			s.stats.UnmatchedResponses++
+		}
+	}
+	return false
+}
+
+// completion is the response that acknowledges a Parse, Bind or Close.
+func completion(k opKind) byte {
+	switch k {
+	case opParse:
+		return '1'
+	case opBind:
+		return '2'
+	}
+	return '3'
+}
+
+// stale drops a request whose response must have been lost and asks for a retry.
+func (s *Session) stale(h *op) bool {
+	s.notAnswered(h, "response not seen", time.Time{})
+	s.pop()
+	return true
+}
+
+// statementEvent builds the event for a statement that response m completed.
+func (s *Session) statementEvent(h *op, text string, truncated bool, m message) *event.Event {
+	e := s.newEvent(h.start)
+	e.Statement, e.StatementTruncated = text, truncated
+	e.Params = h.params
+	e.Detail = h.detail
+	e.DurationUS = durationUS(h.start, m.end)
+	switch m.typ {
+	case 'C':
+		if n, ok := tagRows(m.body); ok {
+			e.Rows = n
+		} else {
+			e.Rows = h.rows
+		}
+	case 'E':
+		s.setError(e, m)
+	default:
+		e.Rows = h.rows
+	}
+	if m.lost {
+		e.Detail = joinDetail(e.Detail, "response partly lost: capture gap")
+	}
+	return e
+}
+
+func (s *Session) setError(e *event.Event, m message) {
+	var er pgproto3.ErrorResponse
+	if m.truncated || m.lost || er.Decode(m.body) != nil {
+		s.stats.DecodeErrors++
+		e.Error = "XX000" // internal_error: an error it was, its code unreadable
+		e.Detail = joinDetail(e.Detail, "error response unreadable")
+		return
+	}
+	e.Error, e.ErrorMessage = er.Code, er.Message
+}
+
+// queryStatementDone pairs the next statement of a simple Query with its CommandComplete,
+// EmptyQueryResponse or ErrorResponse.
+func (s *Session) queryStatementDone(h *op, m message) {
+	if h.failed {
+		s.stats.UnmatchedResponses++
+		return
+	}
+	if h.last != nil {
+		s.emit(h.last) // defensive: a response after the last statement's
+		h.last = nil
+	}
+	n := h.numParts()
+	var e *event.Event
+	if h.idx < n {
+		e = s.statementEvent(h, h.part(h.idx), h.truncated && h.idx == n-1, m)
+	} else if h.truncated {
+		// A statement past the capture limit: its text was never kept.
+		e = s.statementEvent(h, "", true, m)
+		e.Detail = joinDetail(e.Detail, "statement text beyond the capture limit")
+	} else {
+		s.stats.UnmatchedResponses++
+		return
+	}
+	h.idx++
+	h.rows = 0
+	if m.typ == 'E' {
+		h.failed = true
+	}
+	if m.typ != 'E' && h.idx >= n && !h.truncated {
+		// The last statement ends at ReadyForQuery.
+		h.last = e
+		return
+	}
+	s.emit(e)
+}
+
+// queryDone ends a simple Query at ReadyForQuery (end) or when it is given up (detail).
+func (s *Session) queryDone(h *op, end time.Time, detail string) {
+	if h.last != nil {
+		if !end.IsZero() {
+			h.last.DurationUS = durationUS(h.last.Time, end)
+		}
+		s.emit(h.last)
+		h.last = nil
+	}
+	if h.failed {
+		return
+	}
+	if detail == "" {
+		detail = "response not seen for this statement"
+	}
+	for ; h.idx < h.numParts(); h.idx++ {
+		e := s.newEvent(h.start)
+		e.Statement = h.part(h.idx)
+		e.StatementTruncated = h.truncated && h.idx == h.numParts()-1
+		e.Detail = joinDetail(h.detail, detail)
+		s.stats.ResponsesNotSeen++
+		s.emit(e)
+	}
+}
+
+// notAnswered emits a request whose response was not seen.
+func (s *Session) notAnswered(h *op, detail string, end time.Time) {
+	switch h.kind {
+	case opQuery:
+		s.queryDone(h, end, detail)
+	case opExecute, opFunctionCall:
+		if h.emitted {
+			return
+		}
+		e := s.newEvent(h.start)
+		e.Statement, e.StatementTruncated, e.Params = h.text, h.truncated, h.params
+		e.Detail = joinDetail(h.detail, detail)
+		s.stats.ResponsesNotSeen++
+		s.emit(e)
+	}
+}
+
+// extendedError handles an ErrorResponse to a Parse/Bind/Describe/Close/Execute: one event
+// for what the client tried to run, then every request up to Sync is skipped, as the server
+// does.
+func (s *Session) extendedError(h *op, m message) {
+	var attempt *op
+	for i := s.head; i < len(s.ops) && s.ops[i].kind != opSync; i++ {
+		if s.ops[i].kind == opExecute {
+			attempt = &s.ops[i]
+			break
+		}
+	}
+	if attempt == nil && (h.kind == opParse || h.kind == opBind) {
+		attempt = h
+	}
+	if attempt != nil {
+		s.emit(s.statementEvent(attempt, attempt.text, attempt.truncated, m))
+	}
+	for h := s.headOp(); h != nil && h.kind != opSync; h = s.headOp() {
+		s.pop()
+	}
+	if s.headOp() == nil {
+		s.skipToSync = true
+	}
+}
+
+// messagesLost adjusts the pairing after a direction lost messages. Lost requests may
+// still be answered, so a marker absorbs their responses; lost responses leave every
+// waiting request without one.
+func (s *Session) messagesLost(fromClient bool) {
+	if fromClient {
+		s.group = time.Time{}
+		s.skipToSync = false
+	} else {
+		s.flush("response not seen: capture gap")
+	}
+	if n := len(s.ops); n > s.head && s.ops[n-1].kind == opLost {
+		return
+	}
+	s.push(op{kind: opLost})
+}
+
+// flush emits every waiting request as not answered and forgets them.
+func (s *Session) flush(detail string) {
+	for h := s.headOp(); h != nil; h = s.headOp() {
+		if h.kind == opQuery && h.last != nil {
+			s.emit(h.last) // answered; only its ReadyForQuery is missing
+			h.last = nil
+		}
+		s.notAnswered(h, detail, time.Time{})
+		s.pop()
+	}
+}
+
+// tagRows reads the row count of the command tags that carry one.
+func tagRows(tag []byte) (int64, bool) {
+	tag = bytes.TrimRight(tag, "\x00")
+	sp := bytes.IndexByte(tag, ' ')
+	if sp < 0 {
+		return 0, false
+	}
+	switch string(tag[:sp]) {
+	case "SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE", "FETCH", "MOVE":
+	default:
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(tag[bytes.LastIndexByte(tag, ' ')+1:]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+func (s *Session) evictStatements() {
+	for len(s.stmts) > s.cfg.MaxPrepared {
+		var oldest string
+		var gen uint64
+		for name, p := range s.stmts {
+			if gen == 0 || p.gen < gen {
+				oldest, gen = name, p.gen
+			}
+		}
+		delete(s.stmts, oldest)
+		s.stats.PreparedEvicted++
+	}
+}
+
+func (s *Session) evictPortals() {
+	for len(s.portals) > s.cfg.MaxPrepared {
+		var oldest string
+		var gen uint64
+		for name, p := range s.portals {
+			if gen == 0 || p.gen < gen {
+				oldest, gen = name, p.gen
+			}
+		}
+		delete(s.portals, oldest)
+		s.stats.PreparedEvicted++
+	}
+}

@@ -1,0 +1,208 @@
+// Package postgres decodes one PostgreSQL connection, seen from the outside in both
+// directions, into one audit event per statement the server executed: its text (resolved
+// through prepared statements and portals), parameters, rows, duration and error.
+//
+// It reads the frontend/backend protocol v3 passively: message bodies are decoded with
+// pgproto3, request and response are paired in order (the protocol answers every request in
+// order, pipelined or not), and nothing is ever invented. When capture loses bytes, the
+// decoder skips within the current message if it can, else scans for the next message
+// boundary (a type byte this direction sends, a length within the server's own limits, a
+// well-formed body, confirmed by the header after it) and says in the event's Detail what
+// it could not see. Memory is bounded: only the prefix of a message the decoder needs is
+// buffered (statement text up to MaxStatementBytes; rows and copy data are counted, not
+// kept), and prepared statements are capped per session.
+//
+// Choices an auditor should know:
+//   - A statement of a multi-statement simple Query is timed from the Query's first byte to
+//     its own CommandComplete (the last one to ReadyForQuery); statements after an error did
+//     not run and yield no event.
+//   - A failing Parse/Bind/Describe in the extended protocol yields one event with the
+//     error: for the first Execute the server then skipped, or for the failing statement
+//     itself when no Execute followed.
+//   - A fastpath FunctionCall has no SQL: its event's Statement reads
+//     "fastpath function call: oid N" (never a made-up SQL call), with its arguments as Params.
+//   - A CancelRequest yields an event with no Statement, Detail "cancel request", and the
+//     target backend in BackendPID; the secret key is never recorded.
+//   - NULL parameters are recorded as "NULL"; binary ones as "\x" and hex; text ones that
+//     are not valid UTF-8 also as "\x" and hex.
+//   - Passwords, SASL exchanges and the cancel key are skipped unread; they never reach an
+//     event, a log line or an error.
+package postgres
+
+import (
+	"time"
+
+	"github.com/vigil-db/vigil/pkg/event"
+)
+
+// Config tunes a Session.
+type Config struct {
+	// MaxStatementBytes caps recorded statement text; longer text is cut (on a UTF-8
+	// boundary) and the event says statement_truncated. Default 1 MiB.
+	MaxStatementBytes int
+	// RecordParams records Bind parameters (and fastpath arguments) in events.
+	RecordParams bool
+	// MaxBufferedMessage caps how much of any other message is kept (Bind parameters,
+	// errors), and how far ahead resync looks for a boundary. Default 64 KiB.
+	MaxBufferedMessage int
+	// MaxPrepared caps named prepared statements and portals remembered per session;
+	// beyond it the oldest is forgotten (counted), and an Execute of it says so. Default 1024.
+	MaxPrepared int
+	// TLS marks events of a session fed from TLS plaintext (uprobes), not from the wire.
+	TLS bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxStatementBytes <= 0 {
+		c.MaxStatementBytes = 1 << 20
+	}
+	if c.MaxBufferedMessage <= 0 {
+		c.MaxBufferedMessage = 64 << 10
+	}
+	if c.MaxPrepared <= 0 {
+		c.MaxPrepared = 1024
+	}
+	return c
+}
+
+// Stats count what a Session decoded and what it could not. All are cumulative; Add sums
+// sessions for the agent's metrics.
+type Stats struct {
+	Messages           uint64 // protocol messages decoded, both directions
+	Statements         uint64 // statement events emitted
+	DecodeErrors       uint64 // impossible headers and malformed bodies
+	Resyncs            uint64 // times a lost message boundary was found again
+	SkippedBytes       uint64 // bytes not decoded: capture gaps, and bytes scanned over to resync
+	IgnoredBytes       uint64 // bytes not decoded because the stream is encrypted or over
+	UnmatchedResponses uint64 // responses that answer no request seen (joined mid-stream, gaps)
+	ResponsesNotSeen   uint64 // statements emitted without their response (gap, close)
+	TruncatedMessages  uint64 // statements cut at MaxStatementBytes, parameters not kept
+	PreparedEvicted    uint64 // prepared statements or portals forgotten for MaxPrepared
+}
+
+// Add adds b's counters to s.
+func (s *Stats) Add(b Stats) {
+	s.Messages += b.Messages
+	s.Statements += b.Statements
+	s.DecodeErrors += b.DecodeErrors
+	s.Resyncs += b.Resyncs
+	s.SkippedBytes += b.SkippedBytes
+	s.IgnoredBytes += b.IgnoredBytes
+	s.UnmatchedResponses += b.UnmatchedResponses
+	s.ResponsesNotSeen += b.ResponsesNotSeen
+	s.TruncatedMessages += b.TruncatedMessages
+	s.PreparedEvicted += b.PreparedEvicted
+}
+
+// Session decodes one connection. It is not safe for concurrent use.
+type Session struct {
+	cfg    Config
+	sink   func(*event.Event)
+	client framer
+	server framer
+	stats  Stats
+
+	user, database, app string
+	pid                 int32
+	encrypted           bool
+	startupDone         bool      // the first ReadyForQuery was seen
+	startupAt           time.Time // when the StartupMessage was sent
+
+	stmts       map[string]*prepared
+	portals     map[string]*portal
+	unnamedStmt *prepared
+	unnamedPort *portal
+	generation  uint64 // orders named entries for eviction
+
+	ops   []op // requests awaiting their responses, oldest first from head
+	head  int
+	group time.Time // first byte of the current Parse/Bind/.../Execute group
+
+	// skipToSync: the server reported an error in the extended protocol and discards
+	// every message until Sync; so do we.
+	skipToSync bool
+}
+
+// NewSession returns a Session that hands each finished event to sink (which takes
+// ownership of it).
+func NewSession(cfg Config, sink func(*event.Event)) *Session {
+	s := &Session{cfg: cfg.withDefaults(), sink: sink}
+	s.client = framer{fromClient: true, phase: phaseStartup}
+	s.server = framer{phase: phaseResync}
+	return s
+}
+
+// Feed decodes the next bytes of one direction; data is not retained after Feed returns.
+// ts is when the bytes were captured.
+func (s *Session) Feed(fromClient bool, data []byte, ts time.Time) {
+	if fromClient {
+		s.feed(&s.client, data, ts)
+	} else {
+		s.feed(&s.server, data, ts)
+	}
+}
+
+// Gap says that n bytes of one direction were lost at this point of the stream.
+func (s *Session) Gap(fromClient bool, n int, ts time.Time) {
+	if n <= 0 {
+		return
+	}
+	if fromClient {
+		s.gap(&s.client, n, ts)
+	} else {
+		s.gap(&s.server, n, ts)
+	}
+}
+
+// Close ends the connection: requests still waiting for their response are emitted, with
+// a Detail that says so.
+func (s *Session) Close(_ time.Time) {
+	if s.client.inBody || s.client.hdrN > 0 {
+		// A request the client never finished sending was never executed.
+		s.stats.SkippedBytes += uint64(s.client.got)
+		s.client.inBody, s.client.hdrN = false, 0
+	}
+	s.flush("response not seen: connection closed")
+	s.client.phase, s.server.phase = phaseIgnore, phaseIgnore
+}
+
+// Encrypted reports whether the connection switched to TLS or GSSAPI encryption; the rest
+// of this byte stream is ignored, and the plaintext comes from another Session.
+func (s *Session) Encrypted() bool { return s.encrypted }
+
+// Stats returns the session's counters.
+func (s *Session) Stats() Stats { return s.stats }
+
+// BackendPID is the server process of the connection, once BackendKeyData was seen.
+func (s *Session) BackendPID() int32 { return s.pid }
+
+func (s *Session) encrypt() {
+	s.encrypted = true
+	s.client.phase, s.server.phase = phaseIgnore, phaseIgnore
+}
+
+func (s *Session) newEvent(start time.Time) *event.Event {
+	return &event.Event{
+		Time:        start,
+		Type:        event.TypeStatement,
+		Source:      event.SourceEBPF,
+		Protocol:    event.ProtocolPostgres,
+		DBUser:      s.user,
+		Database:    s.database,
+		Application: s.app,
+		BackendPID:  s.pid,
+		TLS:         s.cfg.TLS,
+	}
+}
+
+func (s *Session) emit(e *event.Event) {
+	s.stats.Statements++
+	s.sink(e)
+}
+
+func durationUS(start, end time.Time) int64 {
+	if end.Before(start) {
+		return 0
+	}
+	return end.Sub(start).Microseconds()
+}
