@@ -107,10 +107,12 @@ func (r *Resolver) Close() error {
 	return nil
 }
 
-// Lookup returns the identity of a process: pid, real uid, comm, exe, and where it runs in a
-// container, its container id, pod (name where the runtime recorded it, else UID), namespace
-// and service account. It returns an error wrapping ErrNotFound when the process is gone.
-// The answer is cached by pid and start time; the caller gets its own copy.
+// Lookup returns the identity of a process: pid, real uid, comm, exe (as the process's mount
+// namespace names it), and where it runs in a container, its container id, pod (name where
+// the runtime recorded it, else UID), namespace and service account. It returns an error
+// wrapping ErrNotFound when the process is gone. The answer is cached by pid and start time,
+// so a reused pid is a miss; an exec (same pid and start time) is a miss too when it changed
+// comm. The caller gets its own copy.
 func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 	st, err := ReadStat(pid)
 	if err != nil {
@@ -124,19 +126,15 @@ func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 		return cloneProcess(&e.p), nil
 	}
 
-	p := event.Process{PID: int32(pid), Comm: st.Comm}
 	uid, err := ReadUID(pid)
 	if err != nil {
 		return nil, err
 	}
-	p.UID = &[]int32{int32(uid)}[0]
-	// Kernel threads have no exe; any other failure means the process went away.
+	uid32 := int32(uid)
+	p := event.Process{PID: int32(pid), UID: &uid32, Comm: st.Comm}
+	// Kernel threads have no exe; a process that exited meanwhile is caught below.
 	if exe, _, err := ReadExe(pid); err == nil {
 		p.Exe = exe
-	} else if errors.Is(err, ErrNotFound) {
-		if _, serr := ReadStat(pid); serr != nil {
-			return nil, serr
-		}
 	}
 	c, _, err := readProcCgroup(pid)
 	if err != nil {
@@ -210,7 +208,9 @@ func (r *Resolver) CgroupIdentity(id uint64) (*event.Process, error) {
 // bpf_get_current_cgroup_id returns) to its path from the hierarchy's root, such as
 // /kubepods.slice/.../cri-containerd-<id>.scope. It asks the kernel for the directory by
 // handle (open_by_handle_at, O(1), needs CAP_DAC_READ_SEARCH) and falls back to walking the
-// hierarchy, at most once a second; answers are cached.
+// hierarchy, at most once a second. Answers are cached without expiry: kernfs allocates ids
+// cyclically and bumps a generation in the upper 32 bits on wrap, so an id is not reused
+// within a boot.
 func (r *Resolver) CgroupPath(id uint64) (string, error) {
 	r.cgMu.Lock()
 	defer r.cgMu.Unlock()

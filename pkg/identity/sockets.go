@@ -149,17 +149,14 @@ func SocketOf(pid int) (Socket, error) {
 
 // TCPOwner returns the process on this host that holds the TCP socket whose own address is
 // local and whose peer is remote; for a client of a local database, local is the client's
-// address. The lookup is exact in the kernel, but finding the holder means reading every fd
-// of every process, so it serves connections the agent did not see open (those opened before
-// it started, or before a hook attached): once per connection, then cached by the caller.
-// New connections get their process from connect/accept events instead.
+// address. The socket is looked up exactly, first in the agent's network namespace, then in
+// each other one on the host: a client in a pod holds its socket in the pod's namespace. But
+// finding the holder means reading every fd of every process, so this serves connections the
+// agent did not see open (those opened before it started, or before a hook attached): once
+// per connection, then cached by the caller. New connections get their process from
+// connect/accept events instead.
 func TCPOwner(local, remote netip.AddrPort) (int, error) {
-	d, err := openDiag(0)
-	if err != nil {
-		return 0, err
-	}
-	m, err := d.tcpExact(local, remote)
-	d.Close()
+	m, err := tcpLookup(local, remote)
 	if err != nil {
 		return 0, err
 	}
@@ -167,6 +164,60 @@ func TCPOwner(local, remote netip.AddrPort) (int, error) {
 		return 0, fmt.Errorf("TCP socket %s→%s has no inode (closing): %w", local, remote, ErrNotFound)
 	}
 	return Owner(uint64(m.inode))
+}
+
+func tcpLookup(local, remote netip.AddrPort) (inetDiagMsg, error) {
+	d, err := openDiag(0)
+	if err != nil {
+		return inetDiagMsg{}, err
+	}
+	m, err := d.tcpExact(local, remote)
+	d.Close()
+	if !errors.Is(err, ErrNotFound) {
+		return m, err
+	}
+	others, err := otherNetns()
+	if err != nil {
+		return inetDiagMsg{}, err
+	}
+	for _, pid := range others {
+		d, err := openDiag(pid)
+		if err != nil {
+			continue // the namespace's last process exited
+		}
+		m, err := d.tcpExact(local, remote)
+		d.Close()
+		if err == nil {
+			return m, nil
+		}
+	}
+	return inetDiagMsg{}, fmt.Errorf("TCP socket %s→%s in any network namespace: %w", local, remote, ErrNotFound)
+}
+
+// otherNetns returns one process in each network namespace other than the agent's.
+func otherNetns() ([]int, error) {
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return nil, fmt.Errorf("reading the agent's network namespace: %w", err)
+	}
+	pids, err := Pids()
+	if err != nil {
+		return nil, err
+	}
+	type nsID struct{ dev, ino uint64 }
+	seen := map[nsID]bool{{self.Dev, self.Ino}: true}
+	var out []int
+	for _, pid := range pids {
+		var st unix.Stat_t
+		if unix.Stat(procRoot+"/"+strconv.Itoa(pid)+"/ns/net", &st) != nil {
+			continue
+		}
+		if id := (nsID{st.Dev, st.Ino}); !seen[id] {
+			seen[id] = true
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }
 
 // UnixPeer returns the process at the other end of the Unix socket (by inode) that process
