@@ -12,7 +12,8 @@ struct stream_key {
 	__s32 fd;
 	__u8 kind; /* REC_TLS or REC_UNIX */
 	__u8 write;
-	__u8 _pad[2];
+	__u8 _pad[6];
+	__u64 start_time; /* of the process: a reused pid must not continue a dead stream */
 };
 
 /* Next byte offset per stream. LRU: streams of exited processes age out on their own; an
@@ -35,7 +36,14 @@ struct io_args {
 static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, __s32 fd, __u64 buf, __u64 size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct stream_key key = {.tgid = id >> 32, .fd = fd, .kind = kind, .write = write};
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct stream_key key = {
+		.tgid = id >> 32,
+		.fd = fd,
+		.kind = kind,
+		.write = write,
+		.start_time = BPF_CORE_READ(task, group_leader, start_time),
+	};
 	__u64 zero = 0, start;
 	__u64 *next = bpf_map_lookup_elem(&stream_offsets, &key);
 	if (!next) {

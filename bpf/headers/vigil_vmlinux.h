@@ -252,6 +252,8 @@ struct files_struct {
 struct task_struct {
 	int pid;
 	int tgid;
+	__u64 start_time;
+	struct task_struct *group_leader;
 	struct files_struct *files;
 };
 

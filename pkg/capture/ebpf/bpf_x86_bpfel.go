@@ -123,12 +123,13 @@ type bpfSegHdr struct {
 }
 
 type bpfStreamKey struct {
-	_     structs.HostLayout
-	Tgid  uint32
-	Fd    int32
-	Kind  uint8
-	Write uint8
-	Pad   [2]uint8
+	_         structs.HostLayout
+	Tgid      uint32
+	Fd        int32
+	Kind      uint8
+	Write     uint8
+	Pad       [6]uint8
+	StartTime uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -180,6 +180,35 @@ func stream(segs []Segment, src netip.AddrPort) (data []byte, holes bool) {
 	return data, holes
 }
 
+// contiguous checks that the stream holding marker m starts at offset 0 and has no holes.
+func contiguous(t *testing.T, records []ProcData, m string) {
+	t.Helper()
+	for _, write := range []bool{false, true} {
+		var key *ProcData
+		for i, d := range records {
+			if d.Write == write && bytes.Contains(d.Data, []byte(m)) {
+				key = &records[i]
+			}
+		}
+		if key == nil {
+			t.Fatalf("no record with the marker (write=%v)", write)
+		}
+		if key.FD < 0 {
+			t.Errorf("record without its fd: %+v", *key)
+		}
+		var next uint64
+		for _, d := range records {
+			if d.PID != key.PID || d.FD != key.FD || d.Write != write {
+				continue
+			}
+			if d.Offset != next {
+				t.Fatalf("stream pid %d fd %d write=%v: record at offset %d, want %d", d.PID, d.FD, write, d.Offset, next)
+			}
+			next += uint64(len(d.Data))
+		}
+	}
+}
+
 func TestPlaintextTCP(t *testing.T) {
 	srv, tr, col := setup(t)
 	m := marker(t)
@@ -295,6 +324,7 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("marker of a TLS connection seen in plaintext segment %v → %v", s.Src, s.Dst)
 		}
 	}
+	contiguous(t, col.tls, m)
 }
 
 func TestTLSMissingSymbol(t *testing.T) {
@@ -364,6 +394,9 @@ func TestUnixSocket(t *testing.T) {
 		}
 		return read && written
 	})
+	col.mu.Lock()
+	contiguous(t, col.unix, m)
+	col.mu.Unlock()
 
 	if err := tr.EnableUnix(false); err != nil {
 		t.Fatalf("EnableUnix(false): %v", err)

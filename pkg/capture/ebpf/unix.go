@@ -136,10 +136,10 @@ func (t *Tracer) detachUnix() error {
 	}
 	// Forget calls left in flight and the streams' offsets: what is transferred while
 	// off is not seen, so offsets resuming later would hide that hole.
-	if err := clearMap(t.objs.UnixArgs, func([]byte) bool { return true }); err != nil {
+	if err := clearMap(t.objs.UnixArgs, func(uint64) bool { return true }); err != nil {
 		errs = append(errs, fmt.Errorf("clearing pending Unix calls: %w", err))
 	}
-	if err := clearMap(t.objs.StreamOffsets, func(k []byte) bool { return k[8] == byte(bpfRecKindREC_UNIX) }); err != nil {
+	if err := clearMap(t.objs.StreamOffsets, func(k bpfStreamKey) bool { return k.Kind == uint8(bpfRecKindREC_UNIX) }); err != nil {
 		errs = append(errs, fmt.Errorf("clearing Unix stream offsets: %w", err))
 	}
 	if len(errs) == 0 {
@@ -150,14 +150,14 @@ func (t *Tracer) detachUnix() error {
 
 // clearMap deletes the keys for which match is true. Keys are collected first: deleting
 // while iterating a hash map restarts the iteration.
-func clearMap(m *ebpf.Map, match func(key []byte) bool) error {
-	var keys [][]byte
-	var k []byte
+func clearMap[K any](m *ebpf.Map, match func(key K) bool) error {
+	var keys []K
+	var k K
 	var v []byte
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if match(k) {
-			keys = append(keys, bytes.Clone(k))
+			keys = append(keys, k)
 		}
 	}
 	if err := it.Err(); err != nil {
