@@ -124,7 +124,7 @@ func parse(name, sql string) *pgproto3.Parse {
 func bind(portal, stmt string, formats []int16, params ...[]byte) *pgproto3.Bind {
 	return &pgproto3.Bind{DestinationPortal: portal, PreparedStatement: stmt, ParameterFormatCodes: formats, Parameters: params}
 }
-func exec(portal string, max uint32) *pgproto3.Execute {
+func execute(portal string, max uint32) *pgproto3.Execute {
 	return &pgproto3.Execute{Portal: portal, MaxRows: max}
 }
 func describe(kind byte, name string) *pgproto3.Describe {
@@ -132,7 +132,7 @@ func describe(kind byte, name string) *pgproto3.Describe {
 }
 
 var (
-	sync      = &pgproto3.Sync{}
+	syncMsg   = &pgproto3.Sync{}
 	parseOK   = &pgproto3.ParseComplete{}
 	bindOK    = &pgproto3.BindComplete{}
 	noData    = &pgproto3.NoData{}
@@ -187,7 +187,7 @@ func TestSession(t *testing.T) {
 			name: "extended protocol, unnamed, text params",
 			cfg:  rec,
 			steps: steps(std, []step{
-				c(parse("", "SELECT $1::int"), bind("", "", nil, []byte("42")), describe('P', ""), exec("", 0), sync),
+				c(parse("", "SELECT $1::int"), bind("", "", nil, []byte("42")), describe('P', ""), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, rowDesc(), row("42"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Statement: "SELECT $1::int", Params: []string{"42"}, Rows: 1}},
@@ -195,7 +195,7 @@ func TestSession(t *testing.T) {
 		{
 			name: "params omitted unless recorded",
 			steps: steps(std, []step{
-				c(parse("", "SELECT $1::int"), bind("", "", nil, []byte("42")), exec("", 0), sync),
+				c(parse("", "SELECT $1::int"), bind("", "", nil, []byte("42")), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, row("42"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Statement: "SELECT $1::int", Rows: 1}},
@@ -204,7 +204,7 @@ func TestSession(t *testing.T) {
 			name: "binary and NULL params",
 			cfg:  rec,
 			steps: steps(std, []step{
-				c(parse("", "SELECT $1, $2, $3"), bind("", "", []int16{1, 0, 0}, []byte{0, 0, 0, 42}, nil, []byte("héllo")), exec("", 0), sync),
+				c(parse("", "SELECT $1, $2, $3"), bind("", "", []int16{1, 0, 0}, []byte{0, 0, 0, 42}, nil, []byte("héllo")), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, row("x"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Statement: "SELECT $1, $2, $3", Params: []string{`\x0000002a`, "NULL", "héllo"}, Rows: 1}},
@@ -213,11 +213,11 @@ func TestSession(t *testing.T) {
 			name: "named statement executed many times",
 			cfg:  rec,
 			steps: steps(std, []step{
-				c(parse("s1", "SELECT * FROM t WHERE id = $1"), describe('S', "s1"), sync),
+				c(parse("s1", "SELECT * FROM t WHERE id = $1"), describe('S', "s1"), syncMsg),
 				sv(parseOK, paramDesc, rowDesc(), rfq()),
-				c(bind("", "s1", nil, []byte("1")), exec("", 0), sync), sv(bindOK, row("a"), cc("SELECT 1"), rfq()),
-				c(bind("", "s1", nil, []byte("2")), exec("", 0), sync), sv(bindOK, cc("SELECT 0"), rfq()),
-				c(bind("p", "s1", nil, []byte("3")), exec("p", 0), sync), sv(bindOK, row("a"), row("b"), cc("SELECT 2"), rfq()),
+				c(bind("", "s1", nil, []byte("1")), execute("", 0), syncMsg), sv(bindOK, row("a"), cc("SELECT 1"), rfq()),
+				c(bind("", "s1", nil, []byte("2")), execute("", 0), syncMsg), sv(bindOK, cc("SELECT 0"), rfq()),
+				c(bind("p", "s1", nil, []byte("3")), execute("p", 0), syncMsg), sv(bindOK, row("a"), row("b"), cc("SELECT 2"), rfq()),
 			}),
 			want: []want{
 				{Statement: "SELECT * FROM t WHERE id = $1", Params: []string{"1"}, Rows: 1},
@@ -228,9 +228,9 @@ func TestSession(t *testing.T) {
 		{
 			name: "pipeline of three before one Sync",
 			steps: steps(std, []step{
-				c(parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), exec("", 0),
-					parse("", "UPDATE t SET a = 2"), bind("", "", nil), exec("", 0),
-					parse("", "DELETE FROM t"), bind("", "", nil), exec("", 0), sync),
+				c(parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), execute("", 0),
+					parse("", "UPDATE t SET a = 2"), bind("", "", nil), execute("", 0),
+					parse("", "DELETE FROM t"), bind("", "", nil), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, cc("INSERT 0 1"), parseOK, bindOK, cc("UPDATE 4"), parseOK, bindOK, cc("DELETE 5"), rfq()),
 			}),
 			want: []want{{Statement: "INSERT INTO t VALUES (1)", Rows: 1}, {Statement: "UPDATE t SET a = 2", Rows: 4}, {Statement: "DELETE FROM t", Rows: 5}},
@@ -238,9 +238,9 @@ func TestSession(t *testing.T) {
 		{
 			name: "error in a pipeline: the server skips to Sync",
 			steps: steps(std, []step{
-				c(parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), exec("", 0),
-					parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), exec("", 0),
-					parse("", "DELETE FROM t"), bind("", "", nil), exec("", 0), sync),
+				c(parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), execute("", 0),
+					parse("", "INSERT INTO t VALUES (1)"), bind("", "", nil), execute("", 0),
+					parse("", "DELETE FROM t"), bind("", "", nil), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, cc("INSERT 0 1"), parseOK, bindOK, errResp("23505", "duplicate key"), rfq()),
 				c(q("SELECT 1")), sv(row("1"), cc("SELECT 1"), rfq()),
 			}),
@@ -249,9 +249,9 @@ func TestSession(t *testing.T) {
 		{
 			name: "error arrives before the client's Sync: later messages are skipped too",
 			steps: steps(std, []step{
-				c(parse("", "SELEC 1"), bind("", "", nil), exec("", 0)),
+				c(parse("", "SELEC 1"), bind("", "", nil), execute("", 0)),
 				sv(errResp("42601", "syntax error")),
-				c(parse("", "SELECT 2"), bind("", "", nil), exec("", 0), sync),
+				c(parse("", "SELECT 2"), bind("", "", nil), execute("", 0), syncMsg),
 				sv(rfq()),
 			}),
 			want: []want{{Statement: "SELEC 1", Error: "42601"}},
@@ -259,7 +259,7 @@ func TestSession(t *testing.T) {
 		{
 			name: "failed prepare without Execute",
 			steps: steps(std, []step{
-				c(parse("bad", "SELECT * FROM missing"), describe('S', "bad"), sync),
+				c(parse("bad", "SELECT * FROM missing"), describe('S', "bad"), syncMsg),
 				sv(errResp("42P01", `relation "missing" does not exist`), rfq()),
 			}),
 			want: []want{{Statement: "SELECT * FROM missing", Error: "42P01"}},
@@ -267,7 +267,7 @@ func TestSession(t *testing.T) {
 		{
 			name: "Execute of a statement prepared before capture",
 			steps: steps(std, []step{
-				c(bind("", "stmtcache_9", nil), exec("", 0), sync),
+				c(bind("", "stmtcache_9", nil), execute("", 0), syncMsg),
 				sv(bindOK, row("1"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Rows: 1, Detail: `text of prepared statement "stmtcache_9" not seen: created before capture started or lost in a capture gap`}},
@@ -275,17 +275,17 @@ func TestSession(t *testing.T) {
 		{
 			name: "closed statement is forgotten",
 			steps: steps(std, []step{
-				c(parse("s", "SELECT 1"), &pgproto3.Close{ObjectType: 'S', Name: "s"}, sync), sv(parseOK, &pgproto3.CloseComplete{}, rfq()),
-				c(bind("", "s", nil), exec("", 0), sync), sv(errResp("26000", "prepared statement \"s\" does not exist"), rfq()),
+				c(parse("s", "SELECT 1"), &pgproto3.Close{ObjectType: 'S', Name: "s"}, syncMsg), sv(parseOK, &pgproto3.CloseComplete{}, rfq()),
+				c(bind("", "s", nil), execute("", 0), syncMsg), sv(errResp("26000", "prepared statement \"s\" does not exist"), rfq()),
 			}),
 			want: []want{{Error: "26000", Detail: `text of prepared statement "s" not seen: created before capture started or lost in a capture gap`}},
 		},
 		{
 			name: "portal suspended by a row limit",
 			steps: steps(std, []step{
-				c(parse("", "SELECT generate_series(1,3)"), bind("c", "", nil), exec("c", 2), sync),
+				c(parse("", "SELECT generate_series(1,3)"), bind("c", "", nil), execute("c", 2), syncMsg),
 				sv(parseOK, bindOK, row("1"), row("2"), &pgproto3.PortalSuspended{}, rfq()),
-				c(exec("c", 2), sync), sv(row("3"), cc("SELECT 1"), rfq()),
+				c(execute("c", 2), syncMsg), sv(row("3"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Statement: "SELECT generate_series(1,3)", Rows: 2, Detail: "row limit reached: portal suspended"},
 				{Statement: "SELECT generate_series(1,3)", Rows: 1}},
@@ -483,7 +483,7 @@ func TestSessionChunking(t *testing.T) {
 	// The same conversation fed whole, and one byte at a time, gives the same events.
 	conv := steps(std, []step{
 		c(q("SELECT 1; SELECT 2")), sv(rowDesc(), row("1"), cc("SELECT 1"), rowDesc(), row("2"), cc("SELECT 1"), rfq()),
-		c(parse("s", "SELECT $1"), bind("", "s", nil, []byte("x")), exec("", 0), sync), sv(parseOK, bindOK, row("x"), cc("SELECT 1"), rfq()),
+		c(parse("s", "SELECT $1"), bind("", "s", nil, []byte("x")), execute("", 0), syncMsg), sv(parseOK, bindOK, row("x"), cc("SELECT 1"), rfq()),
 	})
 	whole, _ := run(t, Config{RecordParams: true}, conv)
 	var bytewise []step
