@@ -1,0 +1,408 @@
+package enforce
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/vigil-db/vigil/pkg/mask"
+)
+
+// Result masking. A column that comes straight from a table (RowDescription names its table
+// OID and attribute number) is classified by the policy by schema, table and column name; any
+// other column (expressions, casts, row_to_json, concatenations), and table columns the
+// policy does not name, are checked value by value with the detectors. A masked value keeps
+// its column's type valid for the client: text types get the strategy's output, json/jsonb a
+// JSON string (or the document with its PII leaves masked), any other type NULL.
+
+type colAction uint8
+
+const (
+	colKeep   colAction = iota // raw access
+	colMask                    // a PII column: every value masked
+	colDetect                  // masked where the detectors recognize PII
+)
+
+type colPlan struct {
+	action colAction
+	strat  mask.Strategy
+	oid    uint32 // data type
+	binary bool
+	name   string // for events: "table.column" or the result column's label
+}
+
+// rowPlan is how one result's rows are masked.
+type rowPlan struct {
+	cols    []colPlan
+	nullAll bool // column sources unknown: every value is replaced by NULL
+}
+
+// nullPlan is used when a result must be masked but its columns could not be learned.
+var nullPlan = &rowPlan{nullAll: true}
+
+// Type OIDs the masking distinguishes.
+const (
+	oidChar    = 18
+	oidName    = 19
+	oidInt8    = 20
+	oidInt2    = 21
+	oidInt4    = 23
+	oidText    = 25
+	oidJSON    = 114
+	oidBPChar  = 1042
+	oidVarchar = 1043
+	oidNumeric = 1700
+	oidUnknown = 705
+	oidJSONB   = 3802
+)
+
+func textType(oid uint32) bool {
+	switch oid {
+	case oidName, oidText, oidBPChar, oidVarchar, oidUnknown:
+		return true
+	}
+	return false
+}
+
+// field is a result column as RowDescription (or a statement description) gives it.
+type field struct {
+	name   string
+	table  uint32
+	att    uint16
+	oid    uint32
+	binary bool
+}
+
+// planFor builds the masking plan of a RowDescription for a masked statement.
+func (ss *session) planFor(body []byte, h *item) *rowPlan {
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(body); err != nil {
+		return nullPlan
+	}
+	fields := make([]field, len(rd.Fields))
+	for i, f := range rd.Fields {
+		fields[i] = field{string(f.Name), f.TableOID, f.TableAttributeNumber, f.DataTypeOID, f.Format == 1}
+	}
+	return ss.plan(fields, h)
+}
+
+// plan classifies each result column: by the policy when it comes from a table column, by
+// the detectors otherwise. A nil plan means every column may leave raw.
+func (ss *session) plan(fields []field, h *item) *rowPlan {
+	var oids []uint32
+	for _, f := range fields {
+		if f.table != 0 {
+			oids = append(oids, f.table)
+		}
+	}
+	names, err := ss.srv.cat.columns(ss, oids)
+	if err != nil {
+		ss.srv.log.Warn("resolving result columns; falling back to value detectors", "session_id", ss.id, "err", err)
+	}
+	req := ss.req
+	if h.st != nil {
+		req.SQL = h.st.text
+	}
+	pol := ss.srv.policy
+	plan := &rowPlan{cols: make([]colPlan, len(fields))}
+	keep := 0
+	for i, f := range fields {
+		cp := colPlan{action: colDetect, strat: pol.Strategy(), oid: f.oid, binary: f.binary, name: f.name}
+		if n, ok := names[attKey{f.table, f.att}]; ok && f.table != 0 {
+			cp.name = n.table + "." + n.column
+			if n.schema != "public" && n.schema != "" {
+				cp.name = n.schema + "." + cp.name
+			}
+			pii, strat, raw := pol.Column(&req, n.schema, n.table, n.column)
+			switch {
+			case pii && raw:
+				cp.action = colKeep
+				h.cols.pii = addOnce(h.cols.pii, cp.name)
+			case raw:
+				cp.action = colKeep
+			case pii:
+				cp.action, cp.strat = colMask, strat
+				h.cols.pii = addOnce(h.cols.pii, cp.name)
+				h.cols.masked = addOnce(h.cols.masked, cp.name)
+			}
+		}
+		if cp.action == colKeep {
+			keep++
+		}
+		plan.cols[i] = cp
+	}
+	if keep == len(fields) {
+		return nil
+	}
+	return plan
+}
+
+// maskRow rewrites a DataRow under plan into ss.rowBuf.
+func (ss *session) maskRow(plan *rowPlan, msg []byte, h *item) ([]byte, error) {
+	body := msg[5:]
+	if len(body) < 2 {
+		return nil, fmt.Errorf("malformed DataRow")
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if !plan.nullAll && n != len(plan.cols) {
+		return nil, fmt.Errorf("DataRow with %d columns for a RowDescription of %d", n, len(plan.cols))
+	}
+	out, sp := beginMsg(ss.rowBuf[:0], 'D')
+	out = append(out, body[:2]...)
+	p := 2
+	masker := ss.srv.policy.Masker()
+	for i := 0; i < n; i++ {
+		if p+4 > len(body) {
+			return nil, fmt.Errorf("malformed DataRow")
+		}
+		l := int32(binary.BigEndian.Uint32(body[p:]))
+		p += 4
+		if l < 0 {
+			out = appendNull(out)
+			continue
+		}
+		if int(l) > len(body)-p {
+			return nil, fmt.Errorf("malformed DataRow")
+		}
+		v := body[p : p+int(l)]
+		p += int(l)
+		if plan.nullAll {
+			out = appendNull(out)
+			ss.srv.m.maskedValues.Inc()
+			continue
+		}
+		cp := &plan.cols[i]
+		switch cp.action {
+		case colKeep:
+			out = appendValue(out, v)
+		case colMask:
+			out = appendMasked(out, cp, masker.Apply(cp.strat, v), cp.strat.Kind == mask.Null)
+			ss.srv.m.maskedValues.Inc()
+		case colDetect:
+			mv, null, found := detectValue(masker, cp, v)
+			if !found {
+				out = appendValue(out, v)
+				continue
+			}
+			h.cols.pii = addOnce(h.cols.pii, cp.name)
+			h.cols.masked = addOnce(h.cols.masked, cp.name)
+			ss.srv.m.maskedValues.Inc()
+			if null {
+				out = appendNull(out)
+			} else {
+				out = appendValue(out, mv)
+			}
+		}
+	}
+	if p != len(body) {
+		return nil, fmt.Errorf("malformed DataRow")
+	}
+	ss.rowBuf = finishMsg(out, sp)
+	return ss.rowBuf, nil
+}
+
+func appendNull(out []byte) []byte { return append(out, 0xff, 0xff, 0xff, 0xff) }
+
+func appendValue(out, v []byte) []byte {
+	out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
+	return append(out, v...)
+}
+
+// appendMasked appends the masked form of a PII column's value, valid for its type.
+func appendMasked(out []byte, cp *colPlan, masked []byte, null bool) []byte {
+	if null {
+		return appendNull(out)
+	}
+	switch {
+	case textType(cp.oid):
+		return appendValue(out, masked)
+	case cp.oid == oidJSON || cp.oid == oidJSONB:
+		js, _ := json.Marshal(string(masked))
+		if cp.oid == oidJSONB && cp.binary {
+			js = append([]byte{1}, js...)
+		}
+		return appendValue(out, js)
+	default:
+		return appendNull(out)
+	}
+}
+
+// detectValue runs the detectors over one value of a column that is not classified by name.
+// It returns the value to send (or null), and whether anything was found.
+func detectValue(m *mask.Masker, cp *colPlan, v []byte) (out []byte, null, found bool) {
+	switch {
+	case textType(cp.oid) || (!cp.binary && cp.oid != oidJSON && cp.oid != oidJSONB):
+		masked, ok := maskEmbedded(m, cp.strat, v)
+		if !ok {
+			return nil, false, false
+		}
+		if !textType(cp.oid) || masked == nil {
+			// Arrays, numbers, composite values: no masked text is valid for the type.
+			return nil, true, true
+		}
+		return masked, false, true
+	case cp.oid == oidJSON || cp.oid == oidJSONB:
+		doc := v
+		if cp.binary && cp.oid == oidJSONB {
+			if len(doc) == 0 || doc[0] != 1 {
+				return nil, true, true // unknown jsonb version: cannot inspect, do not pass
+			}
+			doc = doc[1:]
+		}
+		masked, ok := maskJSON(m, cp.strat, doc)
+		if !ok {
+			return nil, false, false
+		}
+		if cp.binary && cp.oid == oidJSONB {
+			masked = append([]byte{1}, masked...)
+		}
+		return masked, false, true
+	case cp.oid == oidInt8 || cp.oid == oidInt4 || cp.oid == oidInt2:
+		var n int64
+		switch len(v) {
+		case 8:
+			n = int64(binary.BigEndian.Uint64(v))
+		case 4:
+			n = int64(int32(binary.BigEndian.Uint32(v)))
+		case 2:
+			n = int64(int16(binary.BigEndian.Uint16(v)))
+		}
+		if _, ok := m.Detect(strconv.AppendInt(nil, n, 10)); ok {
+			return nil, true, true
+		}
+		return nil, false, false
+	case cp.oid == oidChar:
+		return nil, false, false
+	default:
+		// A binary value of a type the proxy cannot read as text (numeric, arrays, records):
+		// it can still carry PII, so look for text inside it.
+		if _, ok := maskEmbedded(m, cp.strat, v); ok {
+			return nil, true, true
+		}
+		return nil, false, false
+	}
+}
+
+// isSep separates the tokens detectors are tried on inside a longer text. Characters that
+// occur inside emails, phone numbers and card numbers (@ . - + ( ) _) are not separators.
+func isSep(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\r', ',', ';', ':', '"', '\'', '<', '>', '[', ']', '{', '}', '|', '=', '\\', '/', '`', 0:
+		return true
+	}
+	return false
+}
+
+// maxWindow is how many adjacent tokens are tried together, for values written with spaces
+// ("4111 1111 1111 1111", "+1 (555) 123-4567").
+const maxWindow = 5
+
+// maskEmbedded masks every span of v the detectors recognize: the whole value, any token, or
+// a run of up to maxWindow tokens. nil with ok means the value becomes NULL (null strategy).
+func maskEmbedded(m *mask.Masker, s mask.Strategy, v []byte) (out []byte, ok bool) {
+	if _, hit := m.Detect(v); hit {
+		return m.Apply(s, v), true
+	}
+	type span struct{ start, end int }
+	var toks []span
+	for i := 0; i < len(v); {
+		for i < len(v) && isSep(v[i]) {
+			i++
+		}
+		j := i
+		for j < len(v) && !isSep(v[j]) {
+			j++
+		}
+		if j > i {
+			toks = append(toks, span{i, j})
+		}
+		i = j
+	}
+	var hits []span
+	for i := 0; i < len(toks); i++ {
+		// Longest run first, so a card number written in groups is masked whole.
+		for w := min(maxWindow, len(toks)-i); w >= 1; w-- {
+			sp := span{toks[i].start, toks[i+w-1].end}
+			if _, hit := m.Detect(v[sp.start:sp.end]); hit {
+				hits = append(hits, sp)
+				i += w - 1
+				break
+			}
+		}
+	}
+	if len(hits) == 0 {
+		return nil, false
+	}
+	if s.Kind == mask.Null {
+		return nil, true
+	}
+	var b bytes.Buffer
+	last := 0
+	for _, h := range hits {
+		b.Write(v[last:h.start])
+		b.Write(m.Apply(s, v[h.start:h.end]))
+		last = h.end
+	}
+	b.Write(v[last:])
+	return b.Bytes(), true
+}
+
+// maskJSON masks the string and number leaves of a JSON document that carry PII. A document
+// that does not parse is replaced whole when its text contains PII.
+func maskJSON(m *mask.Masker, s mask.Strategy, doc []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		if _, ok := maskEmbedded(m, s, doc); ok {
+			js, _ := json.Marshal(mask.Placeholder)
+			return js, true
+		}
+		return nil, false
+	}
+	found := false
+	var walk func(x any) any
+	walk = func(x any) any {
+		switch t := x.(type) {
+		case map[string]any:
+			for k, e := range t {
+				t[k] = walk(e)
+			}
+		case []any:
+			for i, e := range t {
+				t[i] = walk(e)
+			}
+		case string:
+			if out, ok := maskEmbedded(m, s, []byte(t)); ok {
+				found = true
+				if out == nil {
+					return nil
+				}
+				return string(out)
+			}
+		case json.Number:
+			if _, ok := m.Detect([]byte(t)); ok {
+				found = true
+				if s.Kind == mask.Null {
+					return nil
+				}
+				return string(m.Apply(s, []byte(t)))
+			}
+		}
+		return x
+	}
+	v = walk(v)
+	if !found {
+		return nil, false
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		js, _ := json.Marshal(mask.Placeholder)
+		return js, true
+	}
+	return out, true
+}

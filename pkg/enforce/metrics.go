@@ -1,0 +1,76 @@
+package enforce
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a session ends in error (the values of the "reason" label). A fixed set, so that
+// bad input can never create label values.
+const (
+	reasonClientProtocol = "client_protocol" // the client sent something that is not protocol
+	reasonServerProtocol = "server_protocol" // the upstream did
+	reasonUpstream       = "upstream"        // the upstream could not be reached or refused TLS
+	reasonTLS            = "tls"             // TLS handshake with the client failed
+	reasonRefused        = "refused"         // the proxy refused the session (startup policy)
+	reasonIO             = "io"              // a connection broke mid-session
+)
+
+type metrics struct {
+	connections    prometheus.Counter
+	active         prometheus.Gauge
+	sessionErrors  *prometheus.CounterVec
+	statements     *prometheus.CounterVec
+	duration       prometheus.Histogram
+	maskedValues   prometheus.Counter
+	redactedErrors prometheus.Counter
+	cancels        *prometheus.CounterVec
+	catalogLookups *prometheus.CounterVec
+}
+
+// newMetrics registers the proxy's metrics; the listener label keeps several proxies in one
+// agent apart.
+func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
+	cl := prometheus.Labels{"listener": listener}
+	m := &metrics{
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_connections_total", Help: "Client connections accepted.", ConstLabels: cl}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_proxy_sessions_active", Help: "Client sessions currently open.", ConstLabels: cl}),
+		sessionErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_session_errors_total", Help: "Sessions closed because of an error, by reason.", ConstLabels: cl},
+			[]string{"reason"}),
+		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_statements_total", Help: "Statements judged by the proxy, by decision.", ConstLabels: cl},
+			[]string{"decision"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vigil_proxy_statement_duration_seconds", Help: "Time from a statement's arrival to its completion.",
+			ConstLabels: cl, Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}),
+		maskedValues: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_masked_values_total", Help: "Result values masked before leaving the proxy.", ConstLabels: cl}),
+		redactedErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_redacted_messages_total", Help: "Error and notice messages redacted for masked sessions.", ConstLabels: cl}),
+		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_cancel_requests_total", Help: "Cancel requests, by result (forwarded, unknown_key, failed).", ConstLabels: cl},
+			[]string{"result"}),
+		catalogLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_catalog_lookups_total", Help: "Catalog queries for result-column sources, by result (ok, error).", ConstLabels: cl},
+			[]string{"result"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("enforce: metrics for listener %q already registered", listener)
+			}
+			return nil, fmt.Errorf("enforce: registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}

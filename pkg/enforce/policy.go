@@ -1,0 +1,108 @@
+package enforce
+
+import (
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/mask"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// Policy is what the proxy needs from the policy engine (*policy.Engine implements it): a
+// decision per statement text, a classification per result column, and the masker that
+// applies strategies and runs the value detectors.
+type Policy interface {
+	Decide(req *policy.Request) policy.Decision
+	Column(req *policy.Request, schema, table, column string) (pii bool, s mask.Strategy, raw bool)
+	Masker() *mask.Masker
+	// Strategy masks values that only the detectors recognize.
+	Strategy() mask.Strategy
+}
+
+// ReplicationPolicy is optionally implemented by a Policy that can allow replication
+// connections. Without it (or when it says no) the proxy refuses them: a replication stream
+// carries every row of every table and cannot be masked.
+type ReplicationPolicy interface {
+	AllowReplication(req *policy.Request) bool
+}
+
+// refusedSQL replaces a refused statement on its way to the server. It is a syntax error, so
+// the server fails it exactly as it would fail a bad statement: inside a transaction block
+// the transaction is aborted, in a pipeline everything up to Sync is skipped, and the
+// ReadyForQuery that follows carries the server's own transaction status. The proxy then
+// swaps the server's error for its own. The comment explains the server log line.
+const refusedSQL = "/* statement refused by the Vigil proxy */ vigil_refused"
+
+// stmt is one judged statement text (a Query, a Parse, a FunctionCall). It is immutable once
+// built and shared between the two directions of a session.
+type stmt struct {
+	text    string
+	dec     policy.Decision
+	blocked bool // refused: the server gets refusedSQL instead
+	mask    bool // result values are classified and masked
+	// refusal is the client's error for a refused statement.
+	refusal errorFields
+}
+
+// errorFields are the parts of an ErrorResponse the proxy writes itself.
+type errorFields struct{ code, message, hint string }
+
+// decide judges one statement text for this session.
+func (ss *session) decide(sql string) *stmt {
+	req := ss.req
+	req.SQL = sql
+	d := ss.srv.policy.Decide(&req)
+	st := &stmt{text: sql, dec: d, mask: d.Mask}
+	if d.Mask {
+		ss.masking.Store(true)
+	}
+	switch d.Action {
+	case policy.ActionBlock:
+		st.blocked = true
+		st.refusal = errorFields{"42501",
+			"Vigil: statement refused by policy rule " + quoteRule(d.Rule) + suffix(d.Message),
+			"If you need to run it, ask for an exception to the rule or an approval; the transaction state is as after any failed statement."}
+	case policy.ActionRequireApproval:
+		st.blocked = true
+		st.refusal = errorFields{"42501",
+			"Vigil: statement needs an approval under policy rule " + quoteRule(d.Rule) + suffix(d.Message),
+			"Request an approval for this statement and run it again once it is granted."}
+	}
+	if ss.unsafeEncoding.Load() && !st.blocked {
+		st.blocked = true
+		st.refusal = errorFields{"22023", "Vigil: statements are refused while client_encoding is a client-only multi-byte encoding",
+			"SET client_encoding TO 'UTF8' (the proxy cannot judge statements in this encoding)."}
+	}
+	return st
+}
+
+func quoteRule(r string) string {
+	if r == "" {
+		return "(default)"
+	}
+	return `"` + r + `"`
+}
+
+func suffix(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}
+
+// baseReq fills the session's part of every policy request.
+func (ss *session) baseReq() {
+	ss.req = policy.Request{
+		Protocol: event.ProtocolPostgres, Source: event.SourceProxy,
+		DBUser: ss.user, Database: ss.database, Application: ss.application,
+		ClientAddr: ss.clientAddr, ServerAddr: ss.serverAddr,
+		Groups: ss.principal.Groups, Process: ss.principal.Process, Identity: ss.principal.Identity,
+	}
+}
+
+func (ss *session) replicationAllowed() bool {
+	rp, ok := ss.srv.policy.(ReplicationPolicy)
+	if !ok {
+		return false
+	}
+	req := ss.req
+	return rp.AllowReplication(&req)
+}

@@ -1,0 +1,247 @@
+package enforce
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/mask"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// eventLog is a Sink that keeps events for assertions.
+type eventLog struct {
+	mu     sync.Mutex
+	events []*event.Event
+}
+
+func (l *eventLog) Emit(e *event.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) all() []*event.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*event.Event(nil), l.events...)
+}
+
+// find waits briefly for an event whose statement contains sub.
+func (l *eventLog) find(t *testing.T, sub string) *event.Event {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		for _, e := range l.all() {
+			if strings.Contains(e.Statement, sub) {
+				return e
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no event for %q; have %d events", sub, len(l.all()))
+	return nil
+}
+
+// testPolicy is the shipped default plus sensitive columns of the test schema, and raw
+// access for the "postgres" user.
+func testPolicy(t testing.TB) *policy.Engine {
+	t.Helper()
+	p := policy.Default()
+	p.Sensitive.Columns = append(p.Sensitive.Columns,
+		policy.SensitiveColumns{Tables: []string{"customers"}, Columns: []string{"email"}, Strategy: &mask.Strategy{Kind: mask.Partial, KeepLast: 4}},
+		policy.SensitiveColumns{Tables: []string{"customers"}, Columns: []string{"full_name"}},
+		policy.SensitiveColumns{Tables: []string{"customers"}, Columns: []string{"ssn"}, Strategy: &mask.Strategy{Kind: mask.Token}},
+		policy.SensitiveColumns{Tables: []string{"customers"}, Columns: []string{"birth_date"}},
+	)
+	p.Rules = append(p.Rules, policy.Rule{Name: "admin-raw", Match: policy.Match{DBUsers: []string{"postgres", "vigil_scram"}}, Action: policy.ActionAllow, Raw: true})
+	e, err := policy.NewEngine(p, policy.WithTokenKey([]byte("test-key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+const schemaSQL = `
+CREATE ROLE analyst LOGIN;
+CREATE TABLE customers (id int PRIMARY KEY, full_name text, email text UNIQUE, ssn text, birth_date date, notes text, score int);
+INSERT INTO customers VALUES
+ (1, 'Alice Liddell', 'alice@example.com', '123-45-6789', '1990-01-02', 'call +1 415 555 0100', 10),
+ (2, 'Bob Builder', 'bob@example.org', '987-65-4321', '1985-05-06', 'card 4111 1111 1111 1111', 20);
+CREATE TABLE accounts (id int PRIMARY KEY, balance int);
+INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 10) g;
+GRANT SELECT, INSERT, UPDATE, DELETE ON customers, accounts TO analyst;
+`
+
+type harness struct {
+	pg    *testpg.Server
+	srv   *Server
+	addr  string
+	log   *eventLog
+	reg   *prometheus.Registry
+	clCfg *tls.Config // what clients trust for the proxy's certificate
+}
+
+type harnessOpt func(*Config)
+
+func start(t *testing.T, opts ...harnessOpt) *harness {
+	t.Helper()
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	return startOn(t, pg, opts...)
+}
+
+func startOn(t *testing.T, pg *testpg.Server, opts ...harnessOpt) *harness {
+	t.Helper()
+	cert := selfSigned(t)
+	cfg := Config{Listen: "127.0.0.1:0", Upstream: pg.Addr(), ClientTLS: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := &harness{pg: pg, log: &eventLog{}, reg: prometheus.NewRegistry()}
+	srv, err := New(cfg, testPolicy(t), h.log, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	h.srv, h.addr = srv, srv.Addr().String()
+	return h
+}
+
+func (h *harness) port() string { _, p, _ := net.SplitHostPort(h.addr); return p }
+
+// dsn is a libpq/pgx URL through the proxy.
+func (h *harness) dsn(user, db string, extra ...string) string {
+	q := "sslmode=disable"
+	if len(extra) > 0 {
+		q = strings.Join(extra, "&")
+	}
+	return fmt.Sprintf("postgres://%s@%s/%s?%s", user, h.addr, db, q)
+}
+
+func (h *harness) connect(t *testing.T, user string, extra ...string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, h.dsn(user, "postgres", extra...))
+	if err != nil {
+		t.Fatalf("connecting through the proxy: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// psql runs psql through the proxy and returns its combined output.
+func (h *harness) psql(t *testing.T, user string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("psql", append([]string{"-X", "-A", "-t", "-h", "127.0.0.1", "-p", h.port(), "-U", user, "-d", "postgres"}, args...)...)
+	cmd.Env = append(cmd.Environ(), "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func selfSigned(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vigil-proxy"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func (h *harness) tableExists(t *testing.T, name string) {
+	t.Helper()
+	out, err := h.pg.Psql("postgres", "SELECT count(*) FROM "+name)
+	if err != nil {
+		t.Fatalf("table %s is gone: %v", name, err)
+	}
+	if n, _ := strconv.Atoi(out); n == 0 {
+		t.Fatalf("table %s is empty", name)
+	}
+}
+
+func TestSimpleAndExtendedProtocol(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	c := h.connect(t, "postgres")
+	var n int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE balance = $1", 100).Scan(&n); err != nil || n != 10 {
+		t.Fatalf("extended query: n=%d err=%v", n, err)
+	}
+	out, err := h.psql(t, "postgres", "-c", "SELECT id FROM accounts ORDER BY id LIMIT 3")
+	if err != nil || out != "1\n2\n3" {
+		t.Fatalf("psql: %q %v", out, err)
+	}
+	// Prepared statement reused many times, and a multi-statement simple query.
+	for i := 1; i <= 5; i++ {
+		var b int
+		if err := c.QueryRow(ctx, "SELECT balance FROM accounts WHERE id = $1", i).Scan(&b); err != nil || b != 100 {
+			t.Fatalf("prepared: %v %d", err, b)
+		}
+	}
+	if _, err := c.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = 1; UPDATE accounts SET balance = balance - 1 WHERE id = 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	e := h.log.find(t, "SELECT count(*) FROM accounts")
+	if e.Source != event.SourceProxy || e.Rows != 1 || e.DBUser != "postgres" || e.Database != "postgres" || e.BackendPID == 0 ||
+		e.SessionID == "" || e.ServerAddr != h.pg.Addr() || e.Kind != "SELECT" || e.Decision != event.DecisionAllow {
+		t.Fatalf("event: %+v", e)
+	}
+	if e := h.log.find(t, "UPDATE accounts SET balance = balance + 1"); e.Rows != 2 || e.Kind != "UPDATE" {
+		t.Fatalf("multi-statement event: %+v", e)
+	}
+}

@@ -1,0 +1,131 @@
+package enforce
+
+import (
+	"sync"
+	"time"
+)
+
+// Item kinds besides the message types of requests ('Q', 'P', 'B', 'D', 'E', 'C', 'S', 'F').
+// They mark where the client's COPY data started and ended, so that the Syncs a server
+// ignores during COPY FROM STDIN can be told apart from those it answers.
+const (
+	markCopyData = 'd'
+	markCopyEnd  = 'c'
+)
+
+// item is one request forwarded to the server whose response is still to come. The client
+// side pushes it before the request is written (so the response can never arrive first); the
+// server side pops it when the response is complete. Fields below "response" belong to the
+// server side.
+type item struct {
+	kind     byte
+	st       *stmt  // the statement a Query, Parse, Execute, FunctionCall or Describe is about
+	name     string // portal or statement name (Bind, Describe, Execute, Close)
+	objType  byte   // 'S' or 'P' for Describe and Close
+	injected bool   // added by the proxy (a Describe for masking): its response is not forwarded
+	start    time.Time
+
+	// response
+	rows     int64
+	errCode  string
+	errMsg   string
+	copyIn   bool
+	executed bool // a statement of a Query ran (or failed) on the server
+	cols     colSet
+}
+
+// colSet collects result column names once each.
+type colSet struct{ pii, masked []string }
+
+func addOnce(list []string, name string) []string {
+	for _, n := range list {
+		if n == name {
+			return list
+		}
+	}
+	return append(list, name)
+}
+
+// queue is the session's list of outstanding requests, in the order the server answers them.
+type queue struct {
+	mu    sync.Mutex
+	items []*item // ring buffer
+	head  int
+	n     int
+	free  []*item
+}
+
+func newQueue() *queue { return &queue{items: make([]*item, 64)} }
+
+// get returns a zeroed item to fill and push.
+func (q *queue) get() *item {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if k := len(q.free); k > 0 {
+		it := q.free[k-1]
+		q.free = q.free[:k-1]
+		return it
+	}
+	return new(item)
+}
+
+func (q *queue) push(it *item) {
+	q.mu.Lock()
+	if q.n == len(q.items) {
+		grown := make([]*item, 2*len(q.items))
+		for i := 0; i < q.n; i++ {
+			grown[i] = q.items[(q.head+i)%len(q.items)]
+		}
+		q.items, q.head = grown, 0
+	}
+	q.items[(q.head+q.n)%len(q.items)] = it
+	q.n++
+	q.mu.Unlock()
+}
+
+// peek returns the i-th outstanding item, or nil.
+func (q *queue) peek(i int) *item {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i >= q.n {
+		return nil
+	}
+	return q.items[(q.head+i)%len(q.items)]
+}
+
+// pop removes the oldest item and recycles it; the caller must not use it afterwards.
+func (q *queue) pop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return
+	}
+	it := q.items[q.head]
+	q.items[q.head] = nil
+	q.head = (q.head + 1) % len(q.items)
+	q.n--
+	*it = item{}
+	if len(q.free) < 256 {
+		q.free = append(q.free, it)
+	}
+}
+
+// removeAt drops the i-th outstanding item (i > 0: an item behind the head).
+func (q *queue) removeAt(i int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i >= q.n {
+		return
+	}
+	for j := i; j < q.n-1; j++ {
+		q.items[(q.head+j)%len(q.items)] = q.items[(q.head+j+1)%len(q.items)]
+	}
+	q.items[(q.head+q.n-1)%len(q.items)] = nil
+	q.n--
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}

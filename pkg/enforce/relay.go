@@ -1,0 +1,733 @@
+package enforce
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// session is one proxied client connection. After startup two goroutines run it: fromClient
+// judges and forwards requests, fromServer masks and forwards responses and writes the audit
+// events. They share only the queue of outstanding requests (and immutable stmts), so each
+// direction reads and writes its own buffers without locks.
+type session struct {
+	srv    *Server
+	id     string
+	client net.Conn
+	server net.Conn
+	tls    bool
+
+	user, database, application string
+	clientAddr, serverAddr      string
+	upstream                    string
+	principal                   Principal
+	req                         policy.Request
+	backendPID                  uint32
+	key                         proxyKey
+
+	cr, sr *msgReader
+	cw, sw *bufio.Writer
+	q      *queue
+
+	unsafeEncoding atomic.Bool
+	masking        atomic.Bool // some statement's results are masked: redact errors too
+	// fatal, set by fromClient, is the error the client gets once fromServer has stopped
+	// writing to it.
+	fatalMu sync.Mutex
+	fatal   *pgproto3.ErrorResponse
+
+	// client side only
+	stmts     map[string]*stmt
+	portals   map[string]*stmt
+	described map[string]bool
+	scratch   []byte
+
+	// server side only
+	plans    map[string]*rowPlan // portal -> plan from its Describe
+	curPlan  *rowPlan
+	planSet  bool
+	skipping bool // after an error in an extended-protocol batch, until ReadyForQuery
+	copyOut  *copyPlan
+	rowBuf   []byte
+}
+
+// relay runs both directions until the session ends.
+func (ss *session) relay(ctx context.Context) error {
+	ss.q = newQueue()
+	ss.stmts = make(map[string]*stmt)
+	ss.portals = make(map[string]*stmt)
+	ss.described = make(map[string]bool)
+	ss.plans = make(map[string]*rowPlan)
+	stop := context.AfterFunc(ctx, func() {
+		ss.client.Close()
+		ss.server.Close()
+	})
+	defer stop()
+	defer ss.server.Close()
+
+	serr := make(chan error, 1)
+	go func() {
+		err := ss.fromServer()
+		// Unblock fromClient without closing the client connection: a FATAL may still have
+		// to be written to it.
+		_ = ss.client.SetReadDeadline(time.Unix(1, 0))
+		serr <- err
+	}()
+	cerr := ss.fromClient()
+	if cerr != nil {
+		ss.server.Close()
+	} else if tc, ok := ss.server.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	}
+	err := <-serr
+	ss.abandon()
+
+	ss.fatalMu.Lock()
+	fatal := ss.fatal
+	ss.fatalMu.Unlock()
+	if fatal != nil {
+		if msg, encErr := encode(nil, fatal); encErr == nil {
+			_ = ss.client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = ss.cw.Write(msg)
+			_ = ss.cw.Flush()
+		}
+	}
+	switch {
+	case cerr != nil && !errors.Is(cerr, os.ErrDeadlineExceeded) && !isHangup(cerr):
+		return cerr
+	case err != nil && !isHangup(err):
+		return err
+	}
+	return nil
+}
+
+// isHangup reports errors that just mean the other side went away.
+func isHangup(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// setFatal records the error the client is told about when the session ends because of it.
+func (ss *session) setFatal(code, msg string) {
+	ss.fatalMu.Lock()
+	if ss.fatal == nil {
+		ss.fatal = errorMsg("FATAL", code, msg, "")
+	}
+	ss.fatalMu.Unlock()
+}
+
+// fromClient reads the client's messages, judges statements and forwards them (or their
+// refusal) to the server. Writes are flushed when the client's batch is consumed.
+func (ss *session) fromClient() error {
+	inCopy := false
+	for {
+		if !ss.cr.nextComplete() {
+			if err := ss.sw.Flush(); err != nil {
+				return fmt.Errorf("writing to upstream: %w", err)
+			}
+		}
+		typ, total, msg, err := ss.cr.next()
+		if err != nil {
+			if errors.Is(err, errProtocol) {
+				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
+				return &sessionError{reason: reasonClientProtocol, err: err}
+			}
+			return err
+		}
+		if typ == 'd' || typ == 'c' || typ == 'f' {
+			// COPY FROM STDIN data: forwarded as is; the markers let the response side
+			// know which Syncs the server ignored meanwhile.
+			if typ == 'd' && !inCopy {
+				ss.pushKind(markCopyData)
+			}
+			if typ != 'd' {
+				ss.pushKind(markCopyEnd)
+			}
+			inCopy = typ == 'd'
+			if msg == nil {
+				err = ss.cr.streamTo(ss.sw, total)
+			} else {
+				_, err = ss.sw.Write(msg)
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		inCopy = false
+		if msg == nil {
+			if msg, err = ss.cr.readWhole(total); err != nil {
+				if errors.Is(err, errProtocol) {
+					ss.setFatal("54000", "Vigil proxy: "+err.Error())
+					return &sessionError{reason: reasonClientProtocol, err: err}
+				}
+				return err
+			}
+		}
+		done, err := ss.clientMessage(typ, msg)
+		if err != nil {
+			if errors.Is(err, errProtocol) {
+				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
+				return &sessionError{reason: reasonClientProtocol, err: err}
+			}
+			return err
+		}
+		if done {
+			return ss.sw.Flush()
+		}
+	}
+}
+
+func (ss *session) pushKind(kind byte) {
+	it := ss.q.get()
+	it.kind = kind
+	ss.q.push(it)
+}
+
+// clientMessage handles one complete client message. done means the client terminated.
+func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
+	body := msg[5:]
+	switch typ {
+	case 'Q':
+		text, rest, ok := cstring(body)
+		if !ok || len(rest) != 0 {
+			return false, protoErr("malformed Query message")
+		}
+		st := ss.decide(string(text))
+		it := ss.q.get()
+		it.kind, it.st, it.start = 'Q', st, time.Now()
+		ss.q.push(it)
+		if st.blocked {
+			ss.scratch, _ = beginMsg(ss.scratch[:0], 'Q')
+			ss.scratch = append(append(ss.scratch, refusedSQL...), 0)
+			ss.scratch = finishMsg(ss.scratch, 0)
+			_, err = ss.sw.Write(ss.scratch)
+			return false, err
+		}
+	case 'P':
+		name, rest, ok := cstring(body)
+		query, params, ok2 := cstring(rest)
+		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
+			return false, protoErr("malformed Parse message")
+		}
+		st := ss.decide(string(query))
+		it := ss.q.get()
+		it.kind, it.st, it.start = 'P', st, time.Now()
+		ss.q.push(it)
+		if st.blocked {
+			if len(name) == 0 {
+				delete(ss.stmts, "")
+			}
+			ss.scratch, _ = beginMsg(ss.scratch[:0], 'P')
+			ss.scratch = append(append(ss.scratch, name...), 0)
+			ss.scratch = append(append(ss.scratch, refusedSQL...), 0)
+			ss.scratch = append(ss.scratch, params...)
+			ss.scratch = finishMsg(ss.scratch, 0)
+			_, err = ss.sw.Write(ss.scratch)
+			return false, err
+		}
+		ss.stmts[string(name)] = st
+	case 'B':
+		portal, rest, ok := cstring(body)
+		name, _, ok2 := cstring(rest)
+		if !ok || !ok2 {
+			return false, protoErr("malformed Bind message")
+		}
+		st := ss.stmts[string(name)]
+		if st == nil {
+			// A statement prepared with SQL PREPARE: judge its execution as the SQL
+			// equivalent (the PREPARE itself was judged when it passed).
+			st = ss.decide("EXECUTE " + quoteIdent(string(name)))
+		}
+		ss.portals[string(portal)] = st
+		ss.described[string(portal)] = false
+		it := ss.q.get()
+		it.kind, it.name, it.st = 'B', string(portal), st
+		ss.q.push(it)
+	case 'D':
+		if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+			return false, protoErr("malformed Describe message")
+		}
+		name, rest, ok := cstring(body[1:])
+		if !ok || len(rest) != 0 {
+			return false, protoErr("malformed Describe message")
+		}
+		it := ss.q.get()
+		it.kind, it.objType, it.name = 'D', body[0], string(name)
+		if body[0] == 'P' {
+			it.st = ss.portals[it.name]
+			ss.described[it.name] = true
+		} else {
+			it.st = ss.stmts[it.name]
+		}
+		ss.q.push(it)
+	case 'E':
+		portal, rest, ok := cstring(body)
+		if !ok || len(rest) != 4 {
+			return false, protoErr("malformed Execute message")
+		}
+		st := ss.portals[string(portal)]
+		if st == nil {
+			// A cursor opened with SQL DECLARE: judged as the FETCH it amounts to.
+			st = ss.decide("FETCH ALL FROM " + quoteIdent(string(portal)))
+			ss.portals[string(portal)] = st
+		}
+		if st.mask && !ss.described[string(portal)] {
+			// Masking needs the portal's columns and formats: ask, and keep the answer.
+			it := ss.q.get()
+			it.kind, it.objType, it.name, it.st, it.injected = 'D', 'P', string(portal), st, true
+			ss.q.push(it)
+			ss.scratch, _ = beginMsg(ss.scratch[:0], 'D')
+			ss.scratch = append(append(append(ss.scratch, 'P'), portal...), 0)
+			ss.scratch = finishMsg(ss.scratch, 0)
+			if _, err := ss.sw.Write(ss.scratch); err != nil {
+				return false, err
+			}
+			ss.described[string(portal)] = true
+		}
+		it := ss.q.get()
+		it.kind, it.name, it.st, it.start = 'E', string(portal), st, time.Now()
+		ss.q.push(it)
+	case 'C':
+		if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+			return false, protoErr("malformed Close message")
+		}
+		name, _, ok := cstring(body[1:])
+		if !ok {
+			return false, protoErr("malformed Close message")
+		}
+		if body[0] == 'S' {
+			delete(ss.stmts, string(name))
+		} else {
+			delete(ss.portals, string(name))
+			delete(ss.described, string(name))
+		}
+		it := ss.q.get()
+		it.kind, it.objType, it.name = 'C', body[0], string(name)
+		ss.q.push(it)
+	case 'S':
+		ss.pushKind('S')
+	case 'H':
+		if _, err := ss.sw.Write(msg); err != nil {
+			return false, err
+		}
+		return false, ss.sw.Flush()
+	case 'F':
+		return false, ss.functionCall(msg)
+	case 'X':
+		_, err := ss.sw.Write(msg)
+		return true, err
+	default:
+		return false, protoErr("unexpected message type %q from client", typ)
+	}
+	_, err = ss.sw.Write(msg)
+	return false, err
+}
+
+// functionCall judges a FunctionCall message as the SELECT of that function it amounts to;
+// a function the catalog cannot name is refused.
+func (ss *session) functionCall(msg []byte) error {
+	var fc pgproto3.FunctionCall
+	if err := fc.Decode(msg[5:]); err != nil {
+		return protoErr("malformed FunctionCall message: %v", err)
+	}
+	var st *stmt
+	name, err := ss.srv.cat.functionName(ss, fc.Function)
+	if err != nil {
+		ss.srv.log.Warn("naming a FunctionCall's function", "session_id", ss.id, "oid", fc.Function, "err", err)
+		st = &stmt{text: fmt.Sprintf("-- FunctionCall of function oid %d", fc.Function), blocked: true,
+			dec: policy.Decision{Action: policy.ActionBlock, Rule: "proxy:function_call"},
+			refusal: errorFields{"42501", "Vigil: a FunctionCall of a function the proxy cannot identify is refused", ""}}
+	} else {
+		sql := "SELECT " + name + "("
+		for i := range fc.Arguments {
+			if i > 0 {
+				sql += ", "
+			}
+			sql += fmt.Sprintf("$%d", i+1)
+		}
+		st = ss.decide(sql + ")")
+	}
+	it := ss.q.get()
+	it.kind, it.st, it.start = 'F', st, time.Now()
+	ss.q.push(it)
+	if st.blocked {
+		ss.scratch, _ = beginMsg(ss.scratch[:0], 'Q')
+		ss.scratch = append(append(ss.scratch, refusedSQL...), 0)
+		ss.scratch = finishMsg(ss.scratch, 0)
+		_, err = ss.sw.Write(ss.scratch)
+		return err
+	}
+	_, err = ss.sw.Write(msg)
+	return err
+}
+
+// head returns the oldest outstanding request, dropping COPY markers that reached the front.
+func (ss *session) head() *item {
+	for {
+		it := ss.q.peek(0)
+		if it == nil || (it.kind != markCopyData && it.kind != markCopyEnd) {
+			return it
+		}
+		ss.q.pop()
+	}
+}
+
+// popHead completes the oldest request.
+func (ss *session) popHead() {
+	ss.q.pop()
+	ss.curPlan, ss.planSet = nil, false
+}
+
+// fromServer reads the server's responses, matches them to the outstanding requests, masks
+// what must be masked, replaces the errors of refused statements and emits the events.
+func (ss *session) fromServer() error {
+	for {
+		if !ss.sr.nextComplete() {
+			if err := ss.cw.Flush(); err != nil {
+				return fmt.Errorf("writing to client: %w", err)
+			}
+		}
+		typ, total, msg, err := ss.sr.next()
+		if err != nil {
+			return serverErr("reading from upstream", err)
+		}
+		if err := ss.serverMessage(typ, total, msg); err != nil {
+			var se *sessionError
+			if errors.As(err, &se) && se.reason == reasonServerProtocol {
+				if out, encErr := encode(nil, errorMsg("FATAL", "08P01", "Vigil proxy: "+se.err.Error(), "")); encErr == nil {
+					_, _ = ss.cw.Write(out)
+					_ = ss.cw.Flush()
+				}
+			}
+			return err
+		}
+	}
+}
+
+func desync(format string, a ...any) error {
+	return &sessionError{reason: reasonServerProtocol, err: fmt.Errorf("upstream response out of step: "+format, a...)}
+}
+
+func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
+	// Data rows and COPY data are the volume: keep their path short.
+	switch typ {
+	case 'D':
+		h := ss.head()
+		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
+			return desync("DataRow without a query")
+		}
+		if h.kind == 'E' {
+			h.rows++ // CommandComplete's count replaces it; PortalSuspended has none
+		}
+		if h.kind == 'E' && !ss.planSet {
+			ss.curPlan, ss.planSet = ss.plans[h.name], true
+			if ss.curPlan == nil && h.st != nil && h.st.mask {
+				ss.curPlan = nullPlan
+			}
+		}
+		if ss.curPlan == nil {
+			return ss.forward(total, msg, ss.sr)
+		}
+		if msg == nil {
+			var err error
+			if msg, err = ss.sr.readWhole(total); err != nil {
+				return serverErr("reading a row to mask", err)
+			}
+		}
+		out, err := ss.maskRow(ss.curPlan, msg, h)
+		if err != nil {
+			return &sessionError{reason: reasonServerProtocol, err: err}
+		}
+		_, err = ss.cw.Write(out)
+		return err
+	case 'd':
+		if ss.copyOut != nil {
+			if msg == nil {
+				var err error
+				if msg, err = ss.sr.readWhole(total); err != nil {
+					return serverErr("reading COPY data to mask", err)
+				}
+			}
+			_, err := ss.cw.Write(ss.copyOut.mask(ss, msg))
+			return err
+		}
+		return ss.forward(total, msg, ss.sr)
+	}
+	if msg == nil {
+		var err error
+		if msg, err = ss.sr.readWhole(total); err != nil {
+			return serverErr("reading from upstream", err)
+		}
+	}
+	body := msg[5:]
+	h := ss.head()
+	switch typ {
+	case 'N':
+		if ss.redacting() {
+			return ss.writeRedacted(msg, nil)
+		}
+	case 'S':
+		ss.noteParameter(body)
+	case 'A':
+	case 'T':
+		if h == nil {
+			return desync("RowDescription without a request")
+		}
+		switch h.kind {
+		case 'Q':
+			ss.curPlan = nil
+			if h.st.mask {
+				ss.curPlan = ss.planFor(body, h)
+			}
+		case 'D':
+			if h.objType == 'P' {
+				delete(ss.plans, h.name)
+				if h.st != nil && h.st.mask {
+					ss.plans[h.name] = ss.planFor(body, h)
+				}
+			}
+			if h.injected {
+				ss.popHead()
+				return nil
+			}
+			ss.popHead()
+		default:
+			return desync("RowDescription answering %q", h.kind)
+		}
+	case 'n':
+		if h == nil || h.kind != 'D' {
+			return desync("NoData without a Describe")
+		}
+		injected := h.injected
+		if h.objType == 'P' {
+			delete(ss.plans, h.name)
+		}
+		ss.popHead()
+		if injected {
+			return nil
+		}
+	case 't':
+		if h == nil || h.kind != 'D' {
+			return desync("ParameterDescription without a Describe")
+		}
+	case '1', '2', '3':
+		want := map[byte]byte{'1': 'P', '2': 'B', '3': 'C'}[typ]
+		if h == nil || h.kind != want {
+			return desync("%q answering %v", typ, h)
+		}
+		if typ == '2' {
+			delete(ss.plans, h.name)
+		}
+		ss.popHead()
+	case 'C', 'I', 's':
+		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
+			return desync("%q without a query", typ)
+		}
+		ss.copyOut = nil
+		if h.kind == 'Q' {
+			if typ == 'C' {
+				h.executed = true
+				h.rows += tagRows(body)
+			}
+			ss.curPlan = nil
+			break
+		}
+		if typ == 'C' {
+			h.rows = tagRows(body)
+		}
+		if h.copyIn {
+			ss.dropIgnoredSyncs(false)
+		}
+		if typ != 'I' {
+			ss.emit(h, time.Now())
+		}
+		ss.popHead()
+	case 'E':
+		return ss.serverError(h, msg)
+	case 'Z':
+		if len(body) != 1 {
+			return desync("malformed ReadyForQuery")
+		}
+		for h != nil && ss.skipping && h.kind != 'S' {
+			ss.popHead()
+			h = ss.head()
+		}
+		ss.skipping = false
+		if h == nil || (h.kind != 'S' && h.kind != 'Q' && h.kind != 'F') {
+			return desync("ReadyForQuery answering %v", h)
+		}
+		if h.kind != 'S' && (h.executed || h.errCode != "" || h.kind == 'F') {
+			ss.emit(h, time.Now())
+		}
+		ss.popHead()
+		if body[0] == 'I' {
+			// Outside a transaction no portal survives.
+			clear(ss.plans)
+		}
+	case 'V':
+		if h == nil || h.kind != 'F' {
+			return desync("FunctionCallResponse without a FunctionCall")
+		}
+		h.executed = true
+	case 'G':
+		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
+			return desync("CopyInResponse without a query")
+		}
+		h.copyIn = true
+	case 'H':
+		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
+			return desync("CopyOutResponse without a query")
+		}
+		if h.st.mask {
+			ss.copyOut = ss.copyPlanFor(h, body)
+		}
+	case 'c':
+	case 'W':
+		return &sessionError{reason: reasonServerProtocol, err: errors.New("CopyBothResponse (replication) is not allowed through the proxy")}
+	default:
+		return &sessionError{reason: reasonServerProtocol, err: fmt.Errorf("unexpected message type %q from upstream", typ)}
+	}
+	_, err := ss.cw.Write(msg)
+	return err
+}
+
+// forward writes a message through unchanged, streaming it when it is larger than the buffer.
+func (ss *session) forward(total int, msg []byte, r *msgReader) error {
+	if msg == nil {
+		return r.streamTo(ss.cw, total)
+	}
+	_, err := ss.cw.Write(msg)
+	return err
+}
+
+// serverError handles an ErrorResponse: it belongs to the oldest request; a refused
+// statement's error is replaced by the proxy's; in an extended-protocol batch the server now
+// skips everything until Sync, and so does the bookkeeping.
+func (ss *session) serverError(h *item, msg []byte) error {
+	var er pgproto3.ErrorResponse
+	if err := er.Decode(msg[5:]); err != nil {
+		return &sessionError{reason: reasonServerProtocol, err: fmt.Errorf("malformed ErrorResponse: %w", err)}
+	}
+	if h == nil {
+		// Not an answer to a request (the server is shutting down): pass it on.
+		_, err := ss.cw.Write(msg)
+		return err
+	}
+	ss.copyOut = nil
+	if h.st != nil && h.st.blocked && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F') {
+		// The server failed refusedSQL (or is in a failed transaction and said so): tell
+		// the client why the proxy refused it, with the server's position in the stream.
+		er = *errorMsg("ERROR", h.st.refusal.code, h.st.refusal.message, h.st.refusal.hint)
+		h.errCode, h.errMsg = er.Code, er.Message
+		h.executed = true
+		out, err := encode(ss.rowBuf[:0], &er)
+		if err != nil {
+			return err
+		}
+		ss.rowBuf = out
+		if _, err := ss.cw.Write(out); err != nil {
+			return err
+		}
+		return ss.afterError(h)
+	}
+	h.errCode, h.errMsg = er.Code, er.Message
+	if ss.redacting() {
+		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, er.Message)
+		if err := ss.writeRedacted(msg, &er); err != nil {
+			return err
+		}
+	} else if _, err := ss.cw.Write(msg); err != nil {
+		return err
+	}
+	return ss.afterError(h)
+}
+
+func (ss *session) afterError(h *item) error {
+	switch h.kind {
+	case 'Q', 'F':
+		h.executed = true
+		ss.curPlan = nil
+		return nil // ReadyForQuery follows
+	case 'S':
+		return nil // an error while syncing (commit failed); ReadyForQuery follows
+	}
+	if h.kind == 'E' && h.copyIn {
+		ss.dropIgnoredSyncs(true)
+	}
+	if h.kind == 'E' || h.kind == 'P' {
+		ss.emit(h, time.Now())
+	}
+	ss.popHead()
+	ss.skipping = true
+	return nil
+}
+
+// dropIgnoredSyncs removes the Syncs the server read while in COPY FROM STDIN mode of an
+// extended-protocol Execute (the head): it ignores them, so they get no ReadyForQuery. After
+// success those are all Syncs before the client's CopyDone/CopyFail; after an error, those
+// the client sent before its first COPY data.
+func (ss *session) dropIgnoredSyncs(failed bool) {
+	for i := 1; ; {
+		it := ss.q.peek(i)
+		switch {
+		case it == nil:
+			return
+		case it.kind == 'S':
+			ss.q.removeAt(i)
+		case it.kind == markCopyEnd && !failed:
+			ss.q.removeAt(i)
+			return
+		case it.kind == markCopyData && !failed:
+			ss.q.removeAt(i)
+		default:
+			return
+		}
+	}
+}
+
+// abandon records the statements still outstanding when the session ended: they may have
+// run, and the audit trail must say so.
+func (ss *session) abandon() {
+	now := time.Now()
+	for {
+		h := ss.head()
+		if h == nil {
+			return
+		}
+		if h.kind == 'Q' || h.kind == 'E' || h.kind == 'F' {
+			if h.errCode == "" {
+				h.errCode, h.errMsg = "08006", "connection ended before the statement completed"
+			}
+			ss.emit(h, now)
+		}
+		ss.q.pop()
+	}
+}
+
+// tagRows is the row count at the end of a CommandComplete tag ("SELECT 5", "INSERT 0 3").
+func tagRows(body []byte) int64 {
+	tag, _, _ := cstring(body)
+	var n int64
+	mul := int64(1)
+	for i := len(tag) - 1; i >= 0 && tag[i] >= '0' && tag[i] <= '9'; i-- {
+		n += int64(tag[i]-'0') * mul
+		mul *= 10
+		if i == 0 || tag[i-1] == ' ' {
+			return n
+		}
+	}
+	return 0
+}
