@@ -50,6 +50,8 @@ func (s Strategy) Validate() error {
 		if s.KeepLast < 1 || s.KeepLast > 64 {
 			return fmt.Errorf("partial masking needs keep_last between 1 and 64, got %d", s.KeepLast)
 		}
+	case "":
+		return fmt.Errorf("masking strategy kind missing (to mask with NULL write \"null\" in quotes: a bare null is YAML's null)")
 	default:
 		return fmt.Errorf("unknown masking strategy %q (want %s, %s, %s or %s)", s.Kind, Full, Partial, Token, Null)
 	}
