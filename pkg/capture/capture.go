@@ -1,0 +1,305 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/capture/postgres"
+	"github.com/vigil-db/vigil/pkg/capture/tcpstream"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/identity"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// Config configures capture.
+type Config struct {
+	// Host names this machine in session ids.
+	Host string
+	// Decoder configures the PostgreSQL decoder (statement cap, bind parameters).
+	Decoder postgres.Config
+	// TLS attaches uprobes to each server binary to see TLS connections in plaintext.
+	TLS bool
+	// Unix captures Unix-socket connections (syscall tracepoints; a host-wide cost).
+	Unix bool
+	// Discover finds PostgreSQL servers by their executables; Interval is how often.
+	Discover bool
+	Interval time.Duration
+	// Servers are named explicitly, in addition to discovered ones.
+	Servers []StaticServer
+	// RingBytes sizes the kernel ring buffer.
+	RingBytes int
+}
+
+// StaticServer is a server named in the configuration.
+type StaticServer struct {
+	Ports  []uint16
+	Binary string // for TLS uprobes; optional
+}
+
+// Labeler is the policy as capture uses it: to label statements (capture cannot block).
+type Labeler interface {
+	Decide(req *policy.Request) policy.Decision
+}
+
+// Capturer runs the kernel hooks and turns what they see into events.
+type Capturer struct {
+	cfg     Config
+	sink    Sink
+	labeler Labeler
+	log     *slog.Logger
+	ident   *identity.Resolver
+	m       *metrics
+
+	tracer *ebpf.Tracer
+	table  *tcpstream.Table
+	procs  map[procKey]*conn // TLS and Unix streams, by server process
+	live   map[*conn]struct{} // every open session, for the decoder metrics
+	flows  map[flowKey]*conn  // TCP connections by their ends
+	closed postgres.Stats     // decoder counters of sessions already closed
+	pend   map[flowKey]pending
+
+	// ports are the watched server ports; read on the capture goroutine, replaced by
+	// discovery.
+	ports atomic.Pointer[map[uint16]bool]
+	// ignored are local addresses of connections Vigil itself opened (the proxy's upstream
+	// connections), which the proxy already records.
+	ignored sync.Map // netip.AddrPort → struct{}
+
+	servers *serverSet
+	ready   atomic.Bool
+	lost    uint64 // kernel losses already reported as gap events
+}
+
+// procKey names a TLS or Unix stream: one server process (a PostgreSQL backend serves one
+// connection) and the path the bytes came through.
+type procKey struct {
+	pid  uint32
+	unix bool
+}
+
+// flowKey names a TCP connection by its client and server ends.
+type flowKey struct{ client, server netip.AddrPort }
+
+// pending is a connect seen before its first packet: who opened it.
+type pending struct {
+	proc *event.Process
+	at   time.Time
+}
+
+// New prepares capture; Run loads the programs and runs until ctx ends.
+func New(cfg Config, sink Sink, labeler Labeler, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 2 * time.Second
+	}
+	c := &Capturer{
+		cfg:     cfg,
+		sink:    sink,
+		labeler: labeler,
+		log:     log,
+		ident:   identity.New(identity.Options{Logger: log}),
+		procs:   map[procKey]*conn{},
+		live:    map[*conn]struct{}{},
+		flows:   map[flowKey]*conn{},
+		pend:    map[flowKey]pending{},
+	}
+	empty := map[uint16]bool{}
+	c.ports.Store(&empty)
+	c.servers = newServerSet(c)
+	c.table = tcpstream.NewTable(tcpstream.TableConfig{IsServer: c.isServer}, c.newTCPConn)
+	m, err := newMetrics(c, reg)
+	if err != nil {
+		return nil, err
+	}
+	c.m = m
+	return c, nil
+}
+
+// Ignore tells capture that connections from local are Vigil's own (the proxy's upstream
+// side): the proxy records their statements, so capture must not record them twice.
+func (c *Capturer) Ignore(local netip.AddrPort) { c.ignored.Store(local, struct{}{}) }
+
+// Unignore forgets an address passed to Ignore once its connection is closed.
+func (c *Capturer) Unignore(local netip.AddrPort) { c.ignored.Delete(local) }
+
+// Ready reports whether the kernel hooks are attached and the reader runs.
+func (c *Capturer) Ready() bool { return c.ready.Load() }
+
+// Hooks lists the kernel hooks and whether each attached.
+func (c *Capturer) Hooks() []ebpf.HookStatus {
+	if c.tracer == nil {
+		return nil
+	}
+	return c.tracer.Hooks()
+}
+
+// Run loads and attaches the kernel programs, finds the servers, and captures until ctx
+// ends. Optional hooks that fail are logged and listed by Hooks; only a failure to load the
+// programs at all is an error.
+func (c *Capturer) Run(ctx context.Context) error {
+	tr, err := ebpf.Load(ebpf.Config{RingBytes: c.cfg.RingBytes}, handler{c}, c.log)
+	if err != nil {
+		return fmt.Errorf("loading capture programs: %w", err)
+	}
+	c.tracer = tr
+	defer tr.Close()
+	defer c.ident.Close()
+	for _, h := range tr.Hooks() {
+		if h.Attached {
+			c.log.Info("hook attached", "hook", h.Name)
+		} else if h.Err != "" {
+			c.log.Warn("hook not attached: capture degraded", "hook", h.Name, "error", h.Err)
+		}
+	}
+	if err := c.servers.refresh(); err != nil {
+		c.log.Warn("finding database servers", "error", err)
+	}
+	c.ready.Store(true)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.servers.watch(ctx, c.cfg.Interval)
+	}()
+	err = tr.Run(ctx)
+	wg.Wait()
+	c.flushAll()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("capture: %w", err)
+	}
+	return nil
+}
+
+// isServer says whether addr is a watched database server port. Ports, not addresses:
+// the kernel filter is by port too, and a server listening on 0.0.0.0 answers on every
+// address of the host.
+func (c *Capturer) isServer(addr netip.AddrPort) bool {
+	return (*c.ports.Load())[addr.Port()]
+}
+
+// handler adapts the Capturer to the tracer's callbacks, all on the tracer's goroutine.
+type handler struct{ c *Capturer }
+
+func (h handler) Segment(s *ebpf.Segment) {
+	c := h.c
+	var flags tcpstream.Flags
+	if s.SYN {
+		flags |= tcpstream.SYN
+	}
+	if s.FIN {
+		flags |= tcpstream.FIN
+	}
+	if s.RST {
+		flags |= tcpstream.RST
+	}
+	ts := ebpf.KtimeToTime(s.Ktime)
+	c.table.Add(tcpstream.Segment{Src: s.Src, Dst: s.Dst, Seq: s.Seq, Flags: flags, Payload: s.Payload, Time: ts})
+	c.housekeep(ts)
+}
+
+func (h handler) TLS(d *ebpf.ProcData)  { h.c.procData(d, false) }
+func (h handler) Unix(d *ebpf.ProcData) { h.c.procData(d, true) }
+
+func (h handler) Connect(ev *ebpf.ConnEvent) {
+	c := h.c
+	ts := ebpf.KtimeToTime(ev.Ktime)
+	k := flowKey{client: ev.Src, server: ev.Dst}
+	if ev.Closed {
+		delete(c.pend, k)
+		return
+	}
+	if _, mine := c.ignored.Load(ev.Src); mine {
+		return
+	}
+	p, err := c.ident.Lookup(int(ev.TGID))
+	if err != nil {
+		// The process may already be gone; the kernel's view is still worth keeping.
+		uid := int32(ev.UID)
+		p = &event.Process{PID: int32(ev.TGID), UID: &uid, Comm: ev.Comm}
+		c.m.identityErrors.Inc()
+	}
+	// The kernel reports the connect once it is established, by when the SYN has usually
+	// opened the flow already.
+	if cn := c.flows[k]; cn != nil {
+		if cn.proc == nil {
+			cn.proc = p
+		}
+		return
+	}
+	if len(c.pend) > maxPending {
+		c.expirePending(ts)
+	}
+	c.pend[k] = pending{proc: p, at: ts}
+}
+
+// maxPending bounds connects waiting for their first packet.
+const maxPending = 4096
+
+func (c *Capturer) expirePending(now time.Time) {
+	for k, p := range c.pend {
+		if now.Sub(p.at) > 30*time.Second {
+			delete(c.pend, k)
+		}
+	}
+}
+
+// housekeep runs periodic work from the capture goroutine, driven by the capture clock.
+func (c *Capturer) housekeep(now time.Time) {
+	if now.Sub(c.m.lastHousekeep) < 250*time.Millisecond {
+		return
+	}
+	c.m.lastHousekeep = now
+	c.table.Expire(now)
+	dec := c.closed
+	for cn := range c.live {
+		dec.Add(cn.sess.Stats())
+	}
+	c.m.mu.Lock()
+	c.m.table = c.table.Stats()
+	c.m.decoder = dec
+	c.m.mu.Unlock()
+	c.reportKernelLoss(now)
+	if now.Sub(c.m.lastSweep) > 5*time.Second {
+		c.m.lastSweep = now
+		c.sweepProcs(now)
+	}
+}
+
+// reportKernelLoss writes a gap event when the kernel could not deliver records: the trail
+// must say it is incomplete, and where.
+func (c *Capturer) reportKernelLoss(now time.Time) {
+	st := c.tracer.Stats()
+	lost := st.TCX.LostRecords + st.TLS.LostRecords + st.Unix.LostRecords + st.Conn.LostRecords
+	if lost <= c.lost {
+		return
+	}
+	n := lost - c.lost
+	c.lost = lost
+	c.sink.Emit(&event.Event{
+		Time:   now,
+		Type:   event.TypeGap,
+		Source: event.SourceEBPF,
+		Lost:   n,
+		Detail: fmt.Sprintf("kernel could not deliver %d capture records (ring buffer full or data unreadable): statements in that window may be missing or incomplete", n),
+	})
+}
+
+// flushAll closes every open session so statements in flight are recorded.
+func (c *Capturer) flushAll() {
+	now := time.Now()
+	c.reportKernelLoss(now)
+	c.table.CloseAll(now)
+	for k, cn := range c.procs {
+		cn.close(now)
+		delete(c.procs, k)
+	}
+}

@@ -1,0 +1,303 @@
+package capture
+
+import (
+	"encoding/hex"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/capture/postgres"
+	"github.com/vigil-db/vigil/pkg/capture/tcpstream"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/identity"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// conn is one database connection as capture sees it: the decoder session and what is
+// known about who is on each end. Enrichment that needs /proc happens once, lazily, when
+// the first statement is emitted — not per packet.
+type conn struct {
+	c      *Capturer
+	sess   *postgres.Session
+	id     string
+	client netip.AddrPort // zero for Unix sockets
+	server netip.AddrPort
+	path   string // Unix socket path, for server_addr
+	proc   *event.Process
+	tls    bool
+	wire   bool // seen on the network (TCX), not through a server process
+
+	backend  int32 // server process, when known
+	looked   bool  // /proc enrichment done
+	expected [2]uint64
+}
+
+// newTCPConn is called by the reassembly table for each new TCP connection.
+func (c *Capturer) newTCPConn(client, server netip.AddrPort, ts time.Time) tcpstream.Handler {
+	if _, mine := c.ignored.Load(client); mine {
+		c.m.ignoredConns.Inc()
+		return nil
+	}
+	k := flowKey{client: client, server: server}
+	cn := &conn{c: c, wire: true, client: client, server: server, id: sessionID(c.cfg.Host, client.String(), server.String(), ts)}
+	if p, ok := c.pend[k]; ok {
+		cn.proc = p.proc
+		delete(c.pend, k)
+	}
+	cn.sess = postgres.NewSession(c.cfg.Decoder, cn.emit)
+	c.flows[k] = cn
+	c.opened(cn)
+	return cn
+}
+
+func (c *Capturer) opened(cn *conn) {
+	c.live[cn] = struct{}{}
+	c.m.sessions.Inc()
+}
+
+// close ends the decoder session (recording statements in flight) and folds its counters
+// into the totals.
+func (cn *conn) close(ts time.Time) {
+	cn.sess.Close(ts)
+	c := cn.c
+	if cn.wire {
+		if k := (flowKey{client: cn.client, server: cn.server}); c.flows[k] == cn {
+			delete(c.flows, k)
+		}
+	}
+	if _, ok := c.live[cn]; ok {
+		delete(c.live, cn)
+		c.closed.Add(cn.sess.Stats())
+		c.m.sessions.Dec()
+	}
+}
+
+// Data implements tcpstream.Handler.
+func (cn *conn) Data(fromClient bool, data []byte, ts time.Time) {
+	if cn.sess.Encrypted() {
+		// TLS: the plaintext comes through the uprobes on the server process.
+		cn.tls = true
+		return
+	}
+	cn.sess.Feed(fromClient, data, ts)
+}
+
+// Gap implements tcpstream.Handler.
+func (cn *conn) Gap(fromClient bool, n int, ts time.Time) {
+	if cn.sess.Encrypted() {
+		return
+	}
+	cn.c.m.streamGaps.Inc()
+	cn.sess.Gap(fromClient, n, ts)
+}
+
+// Close implements tcpstream.Handler.
+func (cn *conn) Close(ts time.Time) { cn.close(ts) }
+
+// sweepProcs closes the TLS and Unix sessions of server processes that have exited: a
+// backend serves one connection, so its exit is the connection's end.
+func (c *Capturer) sweepProcs(now time.Time) {
+	for k, cn := range c.procs {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(int(k.pid))); err != nil {
+			cn.close(now)
+			delete(c.procs, k)
+		}
+	}
+}
+
+// procData feeds TLS plaintext or Unix-socket data read or written by a server process.
+func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
+	ts := ebpf.KtimeToTime(d.Ktime)
+	k := procKey{pid: d.PID, unix: unix}
+	cn := c.procs[k]
+	fromClient := !d.Write
+	dir := 0
+	if d.Write {
+		dir = 1
+	}
+	if cn != nil && d.Offset < cn.expected[dir] {
+		// The stream restarted (a new process with a reused pid, or capture re-enabled).
+		cn.close(ts)
+		delete(c.procs, k)
+		cn = nil
+	}
+	if cn == nil {
+		cn = c.newProcConn(d.PID, unix, ts)
+		c.procs[k] = cn
+		cn.expected[dir] = d.Offset // joining mid-stream is not a gap: the decoder resyncs
+	}
+	if d.Offset > cn.expected[dir] {
+		c.m.streamGaps.Inc()
+		cn.sess.Gap(fromClient, int(d.Offset-cn.expected[dir]), ts)
+	}
+	cn.expected[dir] = d.Offset + uint64(len(d.Data))
+	cn.sess.Feed(fromClient, d.Data, ts)
+	c.housekeep(ts)
+}
+
+func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
+	cn := &conn{c: c, backend: int32(pid), tls: !unix}
+	cfg := c.cfg.Decoder
+	cfg.TLS = !unix
+	cn.sess = postgres.NewSession(cfg, cn.emit)
+	// Addresses, session id and client process come from the backend's socket.
+	if s, err := identity.SocketOf(int(pid)); err == nil {
+		switch s.Network {
+		case "tcp":
+			cn.client, cn.server = s.Remote, s.Local
+			if tcp := c.flows[flowKey{client: unmap(s.Remote), server: unmap(s.Local)}]; tcp != nil {
+				// The same connection as seen on the wire (encrypted there): it knows who
+				// connected, from the connect event, and names the session.
+				cn.proc, cn.id = tcp.proc, tcp.id
+			} else if cn.client.Addr().IsLoopback() {
+				if owner, err := identity.TCPOwner(s.Remote, s.Local); err == nil {
+					cn.proc, _ = c.ident.Lookup(owner)
+				}
+			}
+		case "unix":
+			cn.path = s.Path
+			if owner, err := identity.UnixPeer(int(pid), s.Inode); err == nil {
+				cn.proc, _ = c.ident.Lookup(owner)
+			}
+		}
+	} else {
+		c.m.identityErrors.Inc()
+	}
+	peer := cn.client.String()
+	if unix {
+		peer = "unix:" + cn.path
+	}
+	if cn.id == "" {
+		cn.id = sessionID(c.cfg.Host, peer, strconv.Itoa(int(pid)), ts)
+	}
+	c.opened(cn)
+	return cn
+}
+
+// emit completes a decoded statement with identity and classification and hands it on.
+func (cn *conn) emit(e *event.Event) {
+	c := cn.c
+	e.SessionID = cn.id
+	if cn.client.IsValid() {
+		e.ClientAddr = cn.client.String()
+	}
+	switch {
+	case cn.path != "":
+		e.ServerAddr = cn.path
+	case cn.server.IsValid():
+		e.ServerAddr = cn.server.String()
+	}
+	if cn.tls {
+		e.TLS = true
+	}
+	if e.BackendPID == 0 || e.DBUser == "" {
+		cn.lookupBackend()
+		if e.BackendPID == 0 {
+			e.BackendPID = cn.backend
+		}
+		if e.DBUser == "" || e.Database == "" {
+			if b, ok := c.servers.backendByPID(cn.backend); ok {
+				if e.DBUser == "" {
+					e.DBUser = b.User
+				}
+				if e.Database == "" {
+					e.Database = b.Database
+				}
+			}
+		}
+	} else {
+		cn.backend = e.BackendPID
+	}
+	if cn.proc == nil && !cn.looked && cn.client.IsValid() && cn.client.Addr().IsLoopback() {
+		cn.lookupClient()
+	}
+	e.Process = cn.proc
+	if e.Type == event.TypeStatement {
+		c.classify(e)
+	}
+	c.m.countStatement(e)
+	c.sink.Emit(e)
+}
+
+// lookupBackend finds the server process of a TCP connection opened before the agent saw
+// its startup (process titles carry the client's address and port).
+func (cn *conn) lookupBackend() {
+	if cn.backend != 0 || !cn.client.IsValid() {
+		return
+	}
+	if b, ok := cn.c.servers.backendByClient(cn.client, cn.server); ok {
+		cn.backend = int32(b.PID)
+	}
+}
+
+// lookupClient finds the local client process of a loopback connection whose connect the
+// agent did not see (opened before it started). Once per connection: it reads /proc.
+func (cn *conn) lookupClient() {
+	cn.looked = true
+	pid, err := identity.TCPOwner(cn.client, cn.server)
+	if err != nil {
+		cn.c.m.identityErrors.Inc()
+		return
+	}
+	if p, err := cn.c.ident.Lookup(pid); err == nil {
+		cn.proc = p
+	}
+}
+
+// classify labels a statement with its kind, tables and fingerprint, and with what the
+// policy says of it. Capture cannot stop a statement, so a rule that would block it (or
+// hold it for approval) is recorded as an alert naming that rule.
+func (c *Capturer) classify(e *event.Event) {
+	if e.Statement == "" || c.labeler == nil {
+		return
+	}
+	d := c.labeler.Decide(&policy.Request{
+		Protocol:    e.Protocol,
+		SQL:         e.Statement,
+		Source:      event.SourceEBPF,
+		DBUser:      e.DBUser,
+		Database:    e.Database,
+		Application: e.Application,
+		ClientAddr:  e.ClientAddr,
+		ServerAddr:  e.ServerAddr,
+		Process:     e.Process,
+	})
+	if info := d.Info; info != nil {
+		e.Kind = info.Kind
+		e.Tables = info.Tables
+		e.Fingerprint = info.Fingerprint
+	}
+	switch d.Action {
+	case event.DecisionAllow, "":
+		e.Decision = event.DecisionAllow
+	default:
+		e.Decision = event.DecisionAlert
+	}
+	e.Rule = d.Rule
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// sessionID is a stable id for a connection: the same inputs give the same id, and
+// different connections (even on a reused port) differ by their start time.
+func sessionID(host, a, b string, start time.Time) string {
+	h := fnv.New64a()
+	h.Write([]byte(host))
+	h.Write([]byte{0})
+	h.Write([]byte(a))
+	h.Write([]byte{0})
+	h.Write([]byte(b))
+	h.Write([]byte{0})
+	var ts [8]byte
+	n := start.UnixNano()
+	for i := range ts {
+		ts[i] = byte(n >> (8 * i))
+	}
+	h.Write(ts[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
