@@ -1,0 +1,207 @@
+package clickhouse
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/vigil-db/vigil/pkg/event"
+)
+
+// eventColumnsBuf holds one batch column by column: clickhouse-go appends whole slices to
+// a column much faster than it appends rows value by value.
+type eventColumnsBuf struct {
+	legacy bool
+
+	time                                                             []time.Time
+	timeNs                                                           []uint32
+	typ, source, protocol, host, agentID                             []string
+	seq                                                              []uint64
+	dbUser, database, application, clientAddr, serverAddr, sessionID []string
+	backendPID                                                       []int32
+	tls, hasProcess                                                  []uint8
+	pPID                                                             []int32
+	pUID                                                             []*int32
+	pComm, pExe, pContainer, pPod, pNamespace, pSA                   []string
+	hasIdentity                                                      []uint8
+	iIssuer, iSubject, iEmail                                        []string
+	iGroups                                                          [][]string
+	statement                                                        []string
+	truncated                                                        []uint8
+	params                                                           [][]string
+	fingerprint, kind                                                []string
+	tables                                                           [][]string
+	rows, durationUS                                                 []int64
+	errCode, errMessage, decision, rule                              []string
+	pii, masked                                                      [][]string
+	approvalID                                                       []string
+	lost                                                             []uint64
+	detail, signature, keyID, prevHash, hash                         []string
+}
+
+func newColumns(n int, legacy bool) *eventColumnsBuf {
+	return &eventColumnsBuf{legacy: legacy, time: make([]time.Time, 0, n), seq: make([]uint64, 0, n)}
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// strs keeps a nil slice nil-equivalent: ClickHouse has no NULL array, and the event's
+// JSON omits empty arrays, so empty and nil are the same event.
+func strs(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
+
+func (c *eventColumnsBuf) add(e *event.Event) {
+	t := e.Time.UTC()
+	if c.legacy {
+		c.time = append(c.time, t.Truncate(time.Second))
+		c.timeNs = append(c.timeNs, uint32(t.Nanosecond()))
+	} else {
+		c.time = append(c.time, t)
+	}
+	c.typ = append(c.typ, string(e.Type))
+	c.source = append(c.source, e.Source)
+	c.protocol = append(c.protocol, e.Protocol)
+	c.host = append(c.host, e.Host)
+	c.agentID = append(c.agentID, e.AgentID)
+	c.seq = append(c.seq, e.Seq)
+	c.dbUser = append(c.dbUser, e.DBUser)
+	c.database = append(c.database, e.Database)
+	c.application = append(c.application, e.Application)
+	c.clientAddr = append(c.clientAddr, e.ClientAddr)
+	c.serverAddr = append(c.serverAddr, e.ServerAddr)
+	c.sessionID = append(c.sessionID, e.SessionID)
+	c.backendPID = append(c.backendPID, e.BackendPID)
+	c.tls = append(c.tls, b2u(e.TLS))
+	p := e.Process
+	c.hasProcess = append(c.hasProcess, b2u(p != nil))
+	if p == nil {
+		p = &event.Process{}
+	}
+	c.pPID = append(c.pPID, p.PID)
+	c.pUID = append(c.pUID, p.UID)
+	c.pComm = append(c.pComm, p.Comm)
+	c.pExe = append(c.pExe, p.Exe)
+	c.pContainer = append(c.pContainer, p.ContainerID)
+	c.pPod = append(c.pPod, p.Pod)
+	c.pNamespace = append(c.pNamespace, p.Namespace)
+	c.pSA = append(c.pSA, p.ServiceAccount)
+	id := e.Identity
+	c.hasIdentity = append(c.hasIdentity, b2u(id != nil))
+	if id == nil {
+		id = &event.Identity{}
+	}
+	c.iIssuer = append(c.iIssuer, id.Issuer)
+	c.iSubject = append(c.iSubject, id.Subject)
+	c.iEmail = append(c.iEmail, id.Email)
+	c.iGroups = append(c.iGroups, strs(id.Groups))
+	c.statement = append(c.statement, e.Statement)
+	c.truncated = append(c.truncated, b2u(e.StatementTruncated))
+	c.params = append(c.params, strs(e.Params))
+	c.fingerprint = append(c.fingerprint, e.Fingerprint)
+	c.kind = append(c.kind, e.Kind)
+	c.tables = append(c.tables, strs(e.Tables))
+	c.rows = append(c.rows, e.Rows)
+	c.durationUS = append(c.durationUS, e.DurationUS)
+	c.errCode = append(c.errCode, e.Error)
+	c.errMessage = append(c.errMessage, e.ErrorMessage)
+	c.decision = append(c.decision, e.Decision)
+	c.rule = append(c.rule, e.Rule)
+	c.pii = append(c.pii, strs(e.PIIColumns))
+	c.masked = append(c.masked, strs(e.MaskedColumns))
+	c.approvalID = append(c.approvalID, e.ApprovalID)
+	c.lost = append(c.lost, e.Lost)
+	c.detail = append(c.detail, e.Detail)
+	c.signature = append(c.signature, e.Signature)
+	c.keyID = append(c.keyID, e.KeyID)
+	c.prevHash = append(c.prevHash, e.PrevHash)
+	c.hash = append(c.hash, e.Hash)
+}
+
+// columns returns the column names and data in the same order as columnNames.
+func (c *eventColumnsBuf) columns() ([]string, []any) {
+	data := []any{c.time}
+	if c.legacy {
+		data = append(data, c.timeNs)
+	}
+	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.seq,
+		c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID, c.backendPID, c.tls,
+		c.hasProcess, c.pPID, c.pUID, c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA,
+		c.hasIdentity, c.iIssuer, c.iSubject, c.iEmail, c.iGroups,
+		c.statement, c.truncated, c.params, c.fingerprint, c.kind, c.tables,
+		c.rows, c.durationUS, c.errCode, c.errMessage, c.decision, c.rule, c.pii, c.masked, c.approvalID,
+		c.lost, c.detail, c.signature, c.keyID, c.prevHash, c.hash)
+	names := columnNames(Features{DateTime64: !c.legacy})
+	if len(names) != len(data) {
+		panic(fmt.Sprintf("clickhouse: %d column names for %d columns", len(names), len(data)))
+	}
+	return names, data
+}
+
+// scanner reads rows selected with columnNames back into events.
+type scanner struct {
+	legacy bool
+}
+
+func newScanner(legacy bool) *scanner { return &scanner{legacy: legacy} }
+
+func nilIfEmpty(v []string) []string {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
+	var (
+		e                                   event.Event
+		typ                                 string
+		timeNs                              uint32
+		tls, hasP, hasI, truncated          uint8
+		p                                   event.Process
+		id                                  event.Identity
+		groups, params, tables, pii, masked []string
+	)
+	dest := []any{&e.Time}
+	if s.legacy {
+		dest = append(dest, &timeNs)
+	}
+	dest = append(dest, &typ, &e.Source, &e.Protocol, &e.Host, &e.AgentID, &e.Seq,
+		&e.DBUser, &e.Database, &e.Application, &e.ClientAddr, &e.ServerAddr, &e.SessionID, &e.BackendPID, &tls,
+		&hasP, &p.PID, &p.UID, &p.Comm, &p.Exe, &p.ContainerID, &p.Pod, &p.Namespace, &p.ServiceAccount,
+		&hasI, &id.Issuer, &id.Subject, &id.Email, &groups,
+		&e.Statement, &truncated, &params, &e.Fingerprint, &e.Kind, &tables,
+		&e.Rows, &e.DurationUS, &e.Error, &e.ErrorMessage, &e.Decision, &e.Rule, &pii, &masked, &e.ApprovalID,
+		&e.Lost, &e.Detail, &e.Signature, &e.KeyID, &e.PrevHash, &e.Hash)
+	if err := rows.Scan(dest...); err != nil {
+		return nil, err
+	}
+	e.Time = e.Time.UTC()
+	if s.legacy {
+		e.Time = e.Time.Add(time.Duration(timeNs))
+	}
+	e.Type = event.Type(typ)
+	e.TLS = tls == 1
+	e.StatementTruncated = truncated == 1
+	if hasP == 1 {
+		e.Process = &p
+	}
+	if hasI == 1 {
+		id.Groups = nilIfEmpty(groups)
+		e.Identity = &id
+	}
+	e.Params = nilIfEmpty(params)
+	e.Tables = nilIfEmpty(tables)
+	e.PIIColumns = nilIfEmpty(pii)
+	e.MaskedColumns = nilIfEmpty(masked)
+	return &e, nil
+}
