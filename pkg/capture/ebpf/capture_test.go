@@ -95,11 +95,36 @@ func marker(t *testing.T) string {
 	return "marker-" + hex.EncodeToString(b)
 }
 
-// setup starts PostgreSQL and a tracer watching its port.
+// The tests share one PostgreSQL (initdb is most of a test's time); each test looks only for
+// its own random markers, so they do not see each other's statements.
+var (
+	sharedOnce sync.Once
+	shared     *testpg.Server
+	sharedErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		shared.Stop()
+	}
+	os.Exit(code)
+}
+
+func server(t *testing.T) *testpg.Server {
+	t.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = testpg.StartServer() })
+	if sharedErr != nil {
+		t.Fatalf("starting PostgreSQL: %v", sharedErr)
+	}
+	return shared
+}
+
+// setup starts (or reuses) PostgreSQL and a tracer watching its port.
 func setup(t *testing.T) (*testpg.Server, *Tracer, *collector) {
 	t.Helper()
 	requireBPF(t)
-	srv := testpg.Start(t)
+	srv := server(t)
 	col := &collector{}
 	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}}, col, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
@@ -437,7 +462,7 @@ func TestUnixSocket(t *testing.T) {
 // in the loss counters, and the sequence numbers of what did fit must show the hole.
 func TestLossIsCounted(t *testing.T) {
 	requireBPF(t)
-	srv := testpg.Start(t)
+	srv := server(t)
 	col := &collector{}
 	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}, RingBytes: os.Getpagesize()}, col, slog.New(slog.DiscardHandler))
 	if err != nil {
