@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/identity"
@@ -57,30 +58,9 @@ func Backends(s Server) ([]Backend, error) {
 	if s.Protocol != event.ProtocolPostgres {
 		return nil, fmt.Errorf("backends of a %s server: only PostgreSQL runs a process per connection", s.Protocol)
 	}
-	pids, err := identity.Pids()
+	kids, cluster, known, err := children(s.PID, s.StartTime)
 	if err != nil {
 		return nil, err
-	}
-	type child struct {
-		st    identity.Stat
-		title string
-	}
-	var kids []child
-	cluster, known := "", false
-	for _, pid := range pids {
-		st, err := identity.ReadStat(pid)
-		if err != nil || st.PPID != s.PID || st.StartTime < s.StartTime {
-			continue
-		}
-		args, err := identity.ReadCmdline(pid)
-		if err != nil || len(args) == 0 {
-			continue
-		}
-		title := strings.TrimRight(args[0], " ")
-		if p, ok := clusterPrefix(title); ok {
-			cluster, known = p, true
-		}
-		kids = append(kids, child{st, title})
 	}
 	var out []Backend
 	for _, k := range kids {
@@ -93,6 +73,72 @@ func Backends(s Server) ([]Backend, error) {
 	}
 	slices.SortFunc(out, func(a, b Backend) int { return a.PID - b.PID })
 	return out, nil
+}
+
+type child struct {
+	st    identity.Stat
+	title string
+}
+
+// children lists a postmaster's children with their titles, and the server's title prefix
+// (cluster) as its auxiliary processes show it; known is false when none was seen.
+func children(ppid int, pstart uint64) (kids []child, cluster string, known bool, err error) {
+	pids, err := identity.Pids()
+	if err != nil {
+		return nil, "", false, err
+	}
+	for _, pid := range pids {
+		st, err := identity.ReadStat(pid)
+		if err != nil || st.PPID != ppid || st.StartTime < pstart {
+			continue
+		}
+		args, err := identity.ReadCmdline(pid)
+		if err != nil || len(args) == 0 {
+			continue
+		}
+		title := strings.TrimRight(args[0], " ")
+		if p, ok := clusterPrefix(title); ok {
+			cluster, known = p, true
+		}
+		kids = append(kids, child{st, title})
+	}
+	cacheCluster(ppid, pstart, cluster, known)
+	return kids, cluster, known, nil
+}
+
+// The title prefix of each server, by postmaster pid and start time, for BackendByPID: a
+// handful of servers per host, so the map is simply reset when it grows past a bound.
+var clusters = struct {
+	sync.Mutex
+	m map[[2]uint64]string
+}{m: make(map[[2]uint64]string)}
+
+func cacheCluster(pid int, start uint64, cluster string, known bool) {
+	if !known {
+		return
+	}
+	clusters.Lock()
+	defer clusters.Unlock()
+	if len(clusters.m) >= 256 {
+		clear(clusters.m)
+	}
+	clusters.m[[2]uint64{uint64(pid), start}] = cluster
+}
+
+// clusterOf returns a server's title prefix, scanning its children on the first call.
+func clusterOf(pid int) (string, bool) {
+	st, err := identity.ReadStat(pid)
+	if err != nil {
+		return "", false
+	}
+	clusters.Lock()
+	c, ok := clusters.m[[2]uint64{uint64(pid), st.StartTime}]
+	clusters.Unlock()
+	if ok {
+		return c, true
+	}
+	_, c, ok, err = children(pid, st.StartTime)
+	return c, ok && err == nil
 }
 
 // clusterPrefix recognizes an auxiliary process's title and returns what stands between
@@ -119,21 +165,33 @@ var hostPortRe = regexp.MustCompile(`^(.+)\((\d{1,5})\)$`)
 //	postgres: [CLUSTER: ][walsender ]USER [DATABASE ]HOST(PORT)|[local] [STATE]
 //
 // cluster is the "CLUSTER: " prefix ("" without cluster_name) when known from the server's
-// auxiliary processes; when it is not known (a lone backend), anything up to the last ": "
-// before the client is taken for the cluster name. User and database names may contain spaces
-// (quoted identifiers); the first word is taken as the user and the rest as the database.
+// auxiliary processes; when it is not known, anything up to the last ": " before the client
+// is taken for the cluster name.
+//
+// USER and DATABASE come from the client's startup message, so a client can put anything
+// there, such as a fake "10.0.0.1(5432)"; everything after the client part is the server's
+// own. The client part is therefore the last word that looks like one. User and database
+// names may contain spaces (quoted identifiers); the first word is taken as the user and
+// the rest as the database. A role named "walsender" on an ordinary connection reads like a
+// replication connection; the title alone cannot tell them apart.
 func parseTitle(title, cluster string, known bool) (Backend, bool) {
 	rest, ok := strings.CutPrefix(strings.TrimRight(title, " "), titlePrefix)
 	if !ok {
 		return Backend{}, false
 	}
-	if cluster != "" {
+	if known {
 		if rest, ok = strings.CutPrefix(rest, cluster); !ok {
 			return Backend{}, false
 		}
 	}
 	words := strings.Split(rest, " ")
-	host := slices.IndexFunc(words, func(w string) bool { return w == "[local]" || hostPortRe.MatchString(w) })
+	host := -1
+	for i := len(words) - 1; i >= 0; i-- {
+		if words[i] == "[local]" || hostPortRe.MatchString(words[i]) {
+			host = i
+			break
+		}
+	}
 	if host < 0 {
 		return Backend{}, false
 	}
@@ -197,8 +255,8 @@ func BackendByClient(s Server, client netip.AddrPort) (Backend, error) {
 	return Backend{}, fmt.Errorf("backend of client %s on server %d: %w", client, s.PID, identity.ErrNotFound)
 }
 
-// BackendByPID describes one backend process, for a pid seen in an event. It does not scan
-// the server's other processes, so a cluster_name is recognized by the title's shape alone.
+// BackendByPID describes one backend process, for a pid seen in an event. The first call for
+// a server reads its other processes once, to learn its cluster_name from their titles.
 func BackendByPID(pid int) (Backend, error) {
 	exe, _, err := identity.ReadExe(pid)
 	if err != nil {
@@ -218,7 +276,8 @@ func BackendByPID(pid int) (Backend, error) {
 	if len(args) == 0 {
 		return Backend{}, fmt.Errorf("process %d has no title: %w", pid, ErrNotBackend)
 	}
-	b, ok := parseTitle(args[0], "", false)
+	cluster, known := clusterOf(st.PPID)
+	b, ok := parseTitle(args[0], cluster, known)
 	if !ok {
 		return Backend{}, fmt.Errorf("process %d (%q) is not a client backend: %w", pid, args[0], ErrNotBackend)
 	}

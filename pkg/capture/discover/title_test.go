@@ -79,3 +79,37 @@ func TestClusterPrefix(t *testing.T) {
 		}
 	}
 }
+
+// A client chooses its user and database names; the client address is the server's part.
+func TestParseTitleSpoofedNames(t *testing.T) {
+	got, ok := parseTitle("postgres: evil 10.9.9.9(1) shop 127.0.0.1(40000) idle", "", true)
+	if !ok || got.ClientAddr != netip.MustParseAddrPort("127.0.0.1:40000") || got.State != "idle" {
+		t.Errorf("spoofed address in the user name: %+v", got)
+	}
+	got, ok = parseTitle("postgres: x [local] y [local] idle", "", true)
+	if !ok || !got.Local || got.User != "x" || got.Database != "[local] y" {
+		t.Errorf("spoofed [local]: %+v", got)
+	}
+	got, ok = parseTitle("postgres: x 10.9.9.9(1) [local] SELECT", "", true)
+	if !ok || !got.Local || got.ClientAddr.IsValid() {
+		t.Errorf("spoofed address on a Unix-socket connection: %+v", got)
+	}
+}
+
+func FuzzParseTitle(f *testing.F) {
+	f.Add("postgres: alice shop 10.1.2.3(51234) idle", "", true)
+	f.Add("postgres: 15/main: walsender repl ::1(41000) streaming 0/3000148", "15/main: ", true)
+	f.Add("postgres: a: b c [local] idle in transaction (aborted)", "", false)
+	f.Fuzz(func(t *testing.T, title, cluster string, known bool) {
+		b, ok := parseTitle(title, cluster, known)
+		if !ok {
+			return
+		}
+		if b.User == "" || b.ClientHost == "" || (b.Local && (b.ClientPort != 0 || b.ClientAddr.IsValid())) {
+			t.Errorf("parseTitle(%q) = %+v", title, b)
+		}
+		if b.ClientAddr.IsValid() && b.ClientAddr.Port() != b.ClientPort {
+			t.Errorf("parseTitle(%q): address %s, port %d", title, b.ClientAddr, b.ClientPort)
+		}
+	})
+}
