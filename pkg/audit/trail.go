@@ -35,6 +35,9 @@ const (
 	DefaultBatchWait = 20 * time.Millisecond
 )
 
+// maxArena is the most encoding buffer kept between batches.
+const maxArena = 16 << 20
+
 // Config configures a Trail.
 type Config struct {
 	// Host and AgentID are stamped on every event.
@@ -95,7 +98,9 @@ type Trail struct {
 	unanchored  int // events since the last anchor
 	lastAnchor  time.Time
 	batch       []*event.Event
-	lines       [][]byte
+	lines       [][]byte // the encodings of a batch, in arena
+	arena       []byte
+	fast        bool // appendCanonical fits the event types (see encode.go)
 	writeFailed bool
 }
 
@@ -136,6 +141,11 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 		wake:  make(chan struct{}, 1),
 	}
 	t.encA, _ = app.(encodedAppender)
+	if err := fastEncoderFits(); err != nil {
+		t.log.Warn("the event types changed since the trail's encoder was written: encoding with encoding/json, which is slower; update pkg/audit/encode.go", "err", err)
+	} else {
+		t.fast = true
+	}
 	if t.m, err = newMetrics(reg, func() float64 { return float64(len(t.queue)) }); err != nil {
 		return nil, fmt.Errorf("audit: registering metrics: %w", err)
 	}
@@ -347,6 +357,10 @@ func (t *Trail) flush(ctx context.Context, final bool) error {
 	}
 
 	t.lines = t.lines[:0]
+	if cap(t.arena) > maxArena {
+		t.arena = nil // one batch of huge statements should not pin that memory for good
+	}
+	t.arena = t.arena[:0]
 	sealed := out[:0]
 	for _, e := range out {
 		line, err := t.seal(e)
@@ -392,7 +406,8 @@ func (t *Trail) anchorDue(now time.Time) bool {
 // redaction, prev_hash, signature for an anchor, and hash. The hash is over
 // e.Canonical(), which is e's encoding without "hash" — the last field — so the stored
 // line is the canonical bytes with the hash spliced in before the closing brace, equal to
-// e.MarshalJSON() without a second encoding.
+// e.MarshalJSON() without a second encoding. Lines live in t.arena until the batch is
+// written.
 func (t *Trail) seal(e *event.Event) ([]byte, error) {
 	e.Host, e.AgentID = t.cfg.Host, t.cfg.AgentID
 	e.Seq = t.seq + 1
@@ -407,23 +422,32 @@ func (t *Trail) seal(e *event.Event) ([]byte, error) {
 		e.Signature = hex.EncodeToString(ed25519.Sign(t.key, anchorMessage(e.AgentID, e.Seq, e.PrevHash)))
 	}
 	e.Hash = ""
-	canon, err := e.Canonical()
+	start := len(t.arena)
+	var err error
+	if t.fast {
+		t.arena, err = appendCanonical(t.arena, e)
+	} else {
+		var canon []byte
+		canon, err = e.Canonical()
+		t.arena = append(t.arena, canon...)
+	}
 	if err != nil {
+		t.arena = t.arena[:start]
 		return nil, err
 	}
-	sum := sha256.Sum256(canon)
+	sum := sha256.Sum256(t.arena[start:])
 	var hx [2 * sha256.Size]byte
 	hex.Encode(hx[:], sum[:])
 	e.Hash = string(hx[:])
-	line := append(canon[:len(canon)-1], `,"hash":"`...)
-	line = append(append(line, hx[:]...), `"}`...)
+	t.arena = append(t.arena[:len(t.arena)-1], `,"hash":"`...)
+	t.arena = append(append(t.arena, hx[:]...), `"}`...)
 
 	t.seq = e.Seq
 	t.prevHash = e.Hash
 	if e.Type != event.TypeAnchor {
 		t.unanchored++
 	}
-	return line, nil
+	return t.arena[start:len(t.arena):len(t.arena)], nil
 }
 
 // write appends sealed events, retrying a failing store: the events already carry their

@@ -198,7 +198,14 @@ func requireOK(t *testing.T, rep *Report) {
 }
 
 func TestTrailWritesChain(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_encoder=%v", fast), func(t *testing.T) { testTrailWritesChain(t, fast) })
+	}
+}
+
+func testTrailWritesChain(t *testing.T, fast bool) {
 	e := newEnv(t, Config{}, local.Options{})
+	e.tr.fast = fast
 	e.start()
 	// Several goroutines at once, as capture and the proxies are.
 	var wg sync.WaitGroup
