@@ -1,6 +1,9 @@
 package identity
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 const (
 	cid  = "3f2a9c1d5e7b8f0a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b"
@@ -93,4 +96,18 @@ func TestUnescapeMountinfo(t *testing.T) {
 	if got := unescapeMountinfo(`/sys/fs/cgroup/unified`); got != "/sys/fs/cgroup/unified" {
 		t.Errorf("got %q", got)
 	}
+}
+
+func FuzzParseProcCgroup(f *testing.F) {
+	f.Add("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + podU + ".slice/cri-containerd-" + cid + ".scope\n")
+	f.Add("12:pids:/docker/" + cid + "\n0::/\n")
+	f.Fuzz(func(t *testing.T, content string) {
+		c, _ := ParseProcCgroup([]byte(content))
+		if c.ID != "" && !containerRe.MatchString(c.ID) {
+			t.Errorf("container id %q", c.ID)
+		}
+		if c.PodUID != "" && (len(c.PodUID) != 36 || strings.Contains(c.PodUID, "_")) {
+			t.Errorf("pod uid %q", c.PodUID)
+		}
+	})
 }

@@ -40,11 +40,9 @@ const (
 
 	udiagShowName = 0x01
 	udiagShowPeer = 0x04
-	udiagShowUID  = 0x40
 
 	unixDiagName = 0
 	unixDiagPeer = 2
-	unixDiagUID  = 7
 
 	sizeofInetDiagReq = 56
 	sizeofInetDiagMsg = 72
@@ -145,8 +143,6 @@ type unixDiagMsg struct {
 	inode      uint32
 	name       string
 	peer       uint32
-	uid        uint32
-	hasUID     bool
 }
 
 func parseUnixDiagMsg(b []byte) (unixDiagMsg, error) {
@@ -154,23 +150,23 @@ func parseUnixDiagMsg(b []byte) (unixDiagMsg, error) {
 		return unixDiagMsg{}, fmt.Errorf("unix_diag_msg of %d bytes, want %d", len(b), sizeofUnixDiagMsg)
 	}
 	m := unixDiagMsg{typ: b[1], state: b[2], inode: binary.NativeEndian.Uint32(b[4:])}
-	attrs, err := nl.ParseRouteAttr(b[sizeofUnixDiagMsg:])
-	if err != nil {
-		return unixDiagMsg{}, fmt.Errorf("parsing unix_diag attributes: %w", err)
-	}
-	for _, a := range attrs {
-		switch a.Attr.Type {
+	// Attributes: {len u16, type u16, value}, each padded to 4 bytes. Walked here rather
+	// than with nl.ParseRouteAttr, which panics on a truncated attribute.
+	for rest := b[sizeofUnixDiagMsg:]; len(rest) >= 4; {
+		n := int(binary.NativeEndian.Uint16(rest))
+		if n < 4 || n > len(rest) {
+			return unixDiagMsg{}, fmt.Errorf("unix_diag attribute of length %d in %d bytes", n, len(rest))
+		}
+		typ, v := binary.NativeEndian.Uint16(rest[2:]), rest[4:n]
+		switch typ {
 		case unixDiagName:
-			m.name = unixName(a.Value)
+			m.name = unixName(v)
 		case unixDiagPeer:
-			if len(a.Value) >= 4 {
-				m.peer = binary.NativeEndian.Uint32(a.Value)
-			}
-		case unixDiagUID:
-			if len(a.Value) >= 4 {
-				m.uid, m.hasUID = binary.NativeEndian.Uint32(a.Value), true
+			if len(v) >= 4 {
+				m.peer = binary.NativeEndian.Uint32(v)
 			}
 		}
+		rest = rest[min((n+3)&^3, len(rest)):]
 	}
 	return m, nil
 }

@@ -272,3 +272,13 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	})
 }
+
+// The sock_diag parsers must not panic on short or malformed replies.
+func FuzzParseDiagMsg(f *testing.F) {
+	f.Add(make([]byte, sizeofInetDiagMsg))
+	f.Add(append(make([]byte, sizeofUnixDiagMsg), 8, 0, 2, 0, 1, 2, 3, 4))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseInetDiagMsg(b)
+		parseUnixDiagMsg(b)
+	})
+}
