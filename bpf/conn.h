@@ -109,7 +109,9 @@ int BPF_PROG(track_sock_state, struct sock *sk, int oldstate, int newstate)
 	r->uid = who.uid;
 	r->cgroup_id = who.cgroup_id;
 	__builtin_memcpy(r->comm, who.comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, ring_flags());
+	/* An open wakes the reader at once, so it reads the client's /proc entry while the
+	 * client still runs (one wakeup per connection, not per packet). */
+	bpf_ringbuf_submit(r, newstate == TCP_CLOSE ? ring_flags() : BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -78,8 +78,12 @@ static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, __s32 f
 		__u32 n = chunk_len(size - off > CHUNK_BYTES ? CHUNK_BYTES : (__u32)(size - off));
 		hdr->len = n;
 		hdr->offset = start + off;
+		/* The first bytes of a stream wake the reader at once: it looks the connection's
+		 * processes up in /proc once, and a short session's client may be gone by the next
+		 * poll. Once per connection, so the cost stays off the per-statement path. */
+		__u64 flags = start + off == 0 ? BPF_RB_FORCE_WAKEUP : ring_flags();
 		if (n == 0 || bpf_probe_read_user(s->proc.data, n, (void *)(buf + off)) ||
-		    bpf_ringbuf_output(&events, &s->proc, sizeof(*hdr) + n, ring_flags()))
+		    bpf_ringbuf_output(&events, &s->proc, sizeof(*hdr) + n, flags))
 			count_lost(hook, 1, n);
 		off += n;
 	}
