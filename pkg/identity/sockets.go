@@ -74,11 +74,16 @@ func readSocketLink(dirfd int, name string, buf []byte) (uint64, bool) {
 	return ino, err == nil
 }
 
-// Sockets describes the TCP and Unix stream sockets a process holds, sorted by fd. With
-// listening set it returns only listeners, which costs the kernel a walk of the listening
-// hash only; otherwise only connected sockets, for which it walks the network namespace's
-// connection table: fine once per connection, not per statement.
-func Sockets(pid int, listening bool) ([]Socket, error) {
+// Listeners describes the listening TCP and Unix stream sockets a process holds, sorted by
+// fd. The kernel walks only its listening hash for the TCP part.
+func Listeners(pid int) ([]Socket, error) { return sockets(pid, true) }
+
+// Connections describes the connected TCP and Unix stream sockets a process holds, sorted by
+// fd. The kernel walks the connection table of the process's network namespace for the TCP
+// part: fine once per connection, not per statement.
+func Connections(pid int) ([]Socket, error) { return sockets(pid, false) }
+
+func sockets(pid int, listening bool) ([]Socket, error) {
 	inodes, err := socketInodes(pid)
 	if err != nil {
 		return nil, err
@@ -137,7 +142,7 @@ func Sockets(pid int, listening bool) ([]Socket, error) {
 // PostgreSQL backend: the one with the lowest fd when it holds several (a backend's client
 // socket is inherited from the postmaster before it opens any of its own).
 func SocketOf(pid int) (Socket, error) {
-	socks, err := Sockets(pid, false)
+	socks, err := Connections(pid)
 	if err != nil {
 		return Socket{}, err
 	}

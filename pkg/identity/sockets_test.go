@@ -120,7 +120,7 @@ func TestBackendSockets(t *testing.T) {
 
 	// The postmaster's listeners: the TCP port and the Unix socket.
 	pm := postmasterPID(t, s.Dir)
-	ls, err := Sockets(pm, true)
+	ls, err := Listeners(pm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestBackendSockets(t *testing.T) {
 		gotTCP = gotTCP || (l.Network == "tcp" && l.Local == netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.Port)))
 		gotUnix = gotUnix || (l.Network == "unix" && l.Path == s.SocketPath())
 		if !l.Listening {
-			t.Errorf("Sockets(listening) returned %+v", l)
+			t.Errorf("Listeners returned %+v", l)
 		}
 	}
 	if !gotTCP || !gotUnix {
@@ -156,14 +156,14 @@ func TestSocketsInOtherNetns(t *testing.T) {
 		t.Fatalf("helper said %q, %v", line, err)
 	}
 	pid := cmd.Process.Pid // unshare execs the helper
-	ls, err := Sockets(pid, true)
+	ls, err := Listeners(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ls) != 2 || ls[0].Local.String() != "127.0.0.1:5999" || ls[1].Path != "@vigil-netns-test" {
 		t.Errorf("listeners in the other netns = %+v", ls)
 	}
-	conns, err := Sockets(pid, false)
+	conns, err := Connections(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,7 +253,7 @@ func describe(pid int, st identity.Stat, c candidate) (Server, error) {
 	} else {
 		s.ExePath = procPath(pid, "root") + c.exe
 	}
-	socks, err := identity.Sockets(pid, true)
+	socks, err := identity.Listeners(pid)
 	if err != nil {
 		return Server{}, fmt.Errorf("listeners of server %d: %w", pid, err)
 	}
