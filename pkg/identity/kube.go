@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// PodMeta is the Kubernetes metadata of a container, as its runtime recorded it on the node.
+// podMeta is the Kubernetes metadata of a container, as its runtime recorded it on the node.
 // It is read without the API server, from files only the runtime and the kubelet write (a
 // workload cannot forge them from inside its container):
 //
@@ -27,7 +27,7 @@ import (
 //     token there is a JWT whose claims name the service account. Only the claims are decoded
 //     (never verified, kept or logged): the file is the kubelet's, which is the trust anchor.
 //     A pod with automountServiceAccountToken: false has no service account here.
-type PodMeta struct {
+type podMeta struct {
 	Name, Namespace, UID string
 	ServiceAccount       string
 }
@@ -53,11 +53,11 @@ type ociConfig struct {
 // readPodMeta finds the container's bundle under hostRoot and reads its pod metadata. It
 // returns ErrNotFound when no runtime bundle of that id is visible (not a Kubernetes node,
 // or the runtime's state directory is not mounted into the agent).
-func readPodMeta(log *slog.Logger, hostRoot, containerID string) (PodMeta, error) {
+func readPodMeta(log *slog.Logger, hostRoot, containerID string) (podMeta, error) {
 	for _, pattern := range bundleConfigs {
 		matches, err := filepath.Glob(filepath.Join(hostRoot, strings.ReplaceAll(pattern, "{id}", containerID)))
 		if err != nil {
-			return PodMeta{}, fmt.Errorf("finding the bundle of container %s: %w", containerID, err)
+			return podMeta{}, fmt.Errorf("finding the bundle of container %s: %w", containerID, err)
 		}
 		for _, path := range matches {
 			b, err := os.ReadFile(path)
@@ -65,19 +65,19 @@ func readPodMeta(log *slog.Logger, hostRoot, containerID string) (PodMeta, error
 				continue // the container exited between glob and read
 			}
 			if err != nil {
-				return PodMeta{}, fmt.Errorf("reading the bundle of container %s: %w", containerID, err)
+				return podMeta{}, fmt.Errorf("reading the bundle of container %s: %w", containerID, err)
 			}
 			var cfg ociConfig
 			if err := json.Unmarshal(b, &cfg); err != nil {
-				return PodMeta{}, fmt.Errorf("parsing %s: %w", path, err)
+				return podMeta{}, fmt.Errorf("parsing %s: %w", path, err)
 			}
 			return podMetaOf(log, hostRoot, &cfg), nil
 		}
 	}
-	return PodMeta{}, fmt.Errorf("bundle of container %s: %w", containerID, ErrNotFound)
+	return podMeta{}, fmt.Errorf("bundle of container %s: %w", containerID, ErrNotFound)
 }
 
-func podMetaOf(log *slog.Logger, hostRoot string, cfg *ociConfig) PodMeta {
+func podMetaOf(log *slog.Logger, hostRoot string, cfg *ociConfig) podMeta {
 	a := cfg.Annotations
 	first := func(keys ...string) string {
 		for _, k := range keys {
@@ -87,7 +87,7 @@ func podMetaOf(log *slog.Logger, hostRoot string, cfg *ociConfig) PodMeta {
 		}
 		return ""
 	}
-	m := PodMeta{
+	m := podMeta{
 		Name:      first("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"),
 		Namespace: first("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"),
 		UID:       first("io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"),

@@ -70,7 +70,7 @@ type procEntry struct {
 }
 
 type podResult struct {
-	meta PodMeta
+	meta podMeta
 	ok   bool
 }
 

@@ -252,7 +252,7 @@ func TestPodMetaCRIOLegacyToken(t *testing.T) {
 		},
 	})
 	m, err := readPodMeta(slog.Default(), hostRoot, id)
-	want := PodMeta{Name: "reports-0", Namespace: "legacy", UID: podUID, ServiceAccount: "reporting"}
+	want := podMeta{Name: "reports-0", Namespace: "legacy", UID: podUID, ServiceAccount: "reporting"}
 	if err != nil || m != want {
 		t.Fatalf("readPodMeta = %+v, %v; want %+v", m, err, want)
 	}
