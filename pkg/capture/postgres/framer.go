@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"encoding/binary"
 	"time"
 )
@@ -33,7 +32,8 @@ type framer struct {
 	fromClient bool
 	phase      phase
 
-	hdr    [5]byte
+	hdr    [5]byte // a typed message's header, when it spans feeds
+	shdr   [8]byte // a startup packet's length and code
 	hdrN   int
 	inBody bool
 	msg    message
@@ -41,9 +41,11 @@ type framer struct {
 	keep   int // body bytes to keep
 	buf    []byte
 
-	rbuf      []byte // resync: bytes not yet known to be outside a message
-	lostSync  bool   // resync was entered by losing bytes (a gap or a bad header)
-	pairingOK bool   // the request/response pairing already accounts for this loss
+	rbuf      []byte    // resync: bytes not yet known to be outside a message
+	rsegs     []heldSeg // when each part of rbuf was captured
+	lostSync  bool      // resync was entered by losing bytes (a gap or a bad header)
+	pairingOK bool      // the request/response pairing already accounts for this loss
+	hdrHold   mark      // when the header being read began to arrive
 }
 
 // keepLimit is how much of a body the decoder needs: statement text up to the configured
@@ -117,23 +119,46 @@ func (s *Session) startupBytes(f *framer, data []byte, ts time.Time) []byte {
 			return data
 		}
 		f.msg.start = ts
+		f.hdrHold = s.mark(f)
 	}
-	n := copy(f.hdr[f.hdrN:4], data)
+	n := copy(f.shdr[f.hdrN:], data)
 	f.hdrN += n
 	data = data[n:]
-	if f.hdrN < 4 {
+	if f.hdrN < len(f.shdr) {
 		return data
 	}
-	length := binary.BigEndian.Uint32(f.hdr[:4])
 	f.hdrN = 0
-	if length < 8 || length > maxStartupLength {
+	length, code := binary.BigEndian.Uint32(f.shdr[:4]), binary.BigEndian.Uint32(f.shdr[4:])
+	if !plausibleStartup(length, code) {
 		s.stats.DecodeErrors++
-		s.loseSync(f, 4)
+		// Not a startup packet after all: rescan what followed its first byte.
+		rest := append([]byte(nil), f.shdr[1:]...)
+		s.loseSync(f, 1)
+		s.hold(f, rest, f.hdrHold)
+		s.scan(f, ts)
 		return data
 	}
-	size := int(length) - 4
-	s.begin(f, 0, size, f.msg.start)
+	s.begin(f, 0, int(length)-4, f.msg.start)
+	f.buf = append(f.buf, f.shdr[4:]...)
+	f.got = 4
+	if f.got == f.msg.size {
+		s.finish(f, ts)
+		return data
+	}
 	return s.bodyBytes(f, data, ts)
+}
+
+// plausibleStartup checks a startup-family header: length and request code.
+func plausibleStartup(length, code uint32) bool {
+	switch {
+	case code == codeSSL || code == codeGSSEnc:
+		return length == 8
+	case code == codeCancel:
+		return length >= 16 && length <= 16+256
+	case code>>16 == 3: // protocol 3.x
+		return length > 8 && length <= maxStartupLength
+	}
+	return false
 }
 
 func (s *Session) messageBytes(f *framer, data []byte, ts time.Time) []byte {
@@ -159,6 +184,7 @@ func (s *Session) messageBytes(f *framer, data []byte, ts time.Time) []byte {
 	}
 	if f.hdrN == 0 {
 		f.msg.start = ts
+		f.hdrHold = s.mark(f)
 	}
 	n := copy(f.hdr[f.hdrN:], data)
 	f.hdrN += n
@@ -173,7 +199,8 @@ func (s *Session) messageBytes(f *framer, data []byte, ts time.Time) []byte {
 		// The four bytes after the bad type byte may hold the real boundary: rescan them.
 		rest := append([]byte(nil), f.hdr[1:5]...)
 		s.loseSync(f, 1)
-		s.resyncBytes(f, rest, ts)
+		s.hold(f, rest, f.hdrHold)
+		s.scan(f, ts)
 		return data
 	}
 	s.begin(f, typ, int(length)-4, f.msg.start)
@@ -236,7 +263,7 @@ func (s *Session) gap(f *framer, n int, ts time.Time) {
 	case phaseResync:
 		// What was waiting for confirmation is no longer contiguous with what follows.
 		s.stats.SkippedBytes += uint64(len(f.rbuf))
-		f.rbuf = f.rbuf[:0]
+		f.rbuf, f.rsegs = f.rbuf[:0], f.rsegs[:0]
 		return
 	}
 	if f.inBody {
@@ -266,10 +293,10 @@ func (s *Session) loseSync(f *framer, skipped int) {
 	f.phase = phaseResync
 	f.inBody = false
 	f.hdrN = 0
-	f.rbuf = f.rbuf[:0]
+	f.rbuf, f.rsegs = f.rbuf[:0], f.rsegs[:0]
 	f.lostSync = true
 	f.pairingOK = true
-	s.messagesLost(f.fromClient)
+	s.messagesLost(f.fromClient, s.pushed)
 }
 
 type verdict uint8
@@ -324,34 +351,121 @@ func (s *Session) candidate(fromClient bool, b []byte) verdict {
 	return verdictNo
 }
 
+// mark records how far the other direction had got when a direction began holding bytes.
+type mark struct {
+	pushed      uint64 // requests queued
+	serverFeeds uint64 // server feeds
+}
+
+func (s *Session) mark(f *framer) mark { return mark{s.pushed, s.serverFeeds} }
+
+// movedSince reports whether the other direction made progress after m: then messages
+// decoded from bytes held since m were overtaken (a request already answered, a response
+// to an earlier request).
+func (s *Session) movedSince(f *framer, m mark) bool {
+	if f.fromClient {
+		return s.serverFeeds != m.serverFeeds
+	}
+	return s.pushed != m.pushed
+}
+
+// heldSeg says from which offset of rbuf the bytes were captured at mark m.
+type heldSeg struct {
+	off int
+	m   mark
+}
+
+// hold keeps bytes for resync, remembering when they were captured.
+func (s *Session) hold(f *framer, data []byte, m mark) {
+	if len(data) == 0 {
+		return
+	}
+	if n := len(f.rsegs); n == 0 || f.rsegs[n-1].m != m {
+		f.rsegs = append(f.rsegs, heldSeg{len(f.rbuf), m})
+	}
+	f.rbuf = append(f.rbuf, data...)
+}
+
+// dropHeld forgets the first n held bytes.
+func (f *framer) dropHeld(n int) {
+	f.rbuf = append(f.rbuf[:0], f.rbuf[n:]...)
+	k := 0
+	for k+1 < len(f.rsegs) && f.rsegs[k+1].off <= n {
+		k++
+	}
+	f.rsegs = append(f.rsegs[:0], f.rsegs[k:]...)
+	for j := range f.rsegs {
+		f.rsegs[j].off = max(0, f.rsegs[j].off-n)
+	}
+	if len(f.rbuf) == 0 {
+		f.rsegs = f.rsegs[:0]
+	}
+}
+
 // resyncBytes looks for the next message boundary in what arrived since sync was lost.
 func (s *Session) resyncBytes(f *framer, data []byte, ts time.Time) {
-	f.rbuf = append(f.rbuf, data...)
+	m := s.mark(f)
+	if s.replaying {
+		m = s.replayMark // these bytes were captured then, not now
+	}
+	s.hold(f, data, m)
+	s.scan(f, ts)
+}
+
+// scan looks for a confirmed boundary in the held bytes and, once found, decodes from it.
+// A candidate that needs more bytes to be judged does not stop the scan: a confirmed
+// boundary after it wins (the undecided one would have had to contain it), else the held
+// bytes are kept from the first undecided candidate on.
+func (s *Session) scan(f *framer, ts time.Time) {
 	buf := f.rbuf
+	undecided := -1
 	for i := range buf {
 		switch s.candidate(f.fromClient, buf[i:]) {
-		case verdictNo:
-			continue
 		case verdictMore:
-			if len(buf)-i > s.cfg.MaxBufferedMessage {
-				continue // too far to confirm within the bound: not a boundary we can use
+			if undecided < 0 && len(buf)-i <= s.cfg.MaxBufferedMessage {
+				undecided = i
 			}
-			s.skipResync(f, i)
-			f.rbuf = append(f.rbuf[:0], buf[i:]...)
-			return
 		case verdictYes:
 			s.skipResync(f, i)
-			rest := bytes.Clone(buf[i:])
-			f.rbuf = f.rbuf[:0]
+			f.dropHeld(i)
+			held, segs := f.rbuf, f.rsegs
+			f.rbuf, f.rsegs = nil, nil
 			f.phase = phaseMessages
 			s.stats.Resyncs++
 			f.lostSync, f.pairingOK = false, false
-			s.feed(f, rest, ts)
+			s.replay(f, held, segs, ts)
 			return
 		}
 	}
-	s.skipResync(f, len(buf))
-	f.rbuf = f.rbuf[:0]
+	if undecided < 0 {
+		undecided = len(buf)
+	}
+	s.skipResync(f, undecided)
+	f.dropHeld(undecided)
+}
+
+// replay decodes held bytes part by part, each as of when it was captured: a request the
+// server has answered since is not paired as if it were new, and a response is only paired
+// with requests sent before it was captured.
+func (s *Session) replay(f *framer, buf []byte, segs []heldSeg, ts time.Time) {
+	for k, seg := range segs {
+		end := len(buf)
+		if k+1 < len(segs) {
+			end = segs[k+1].off
+		}
+		data := buf[seg.off:end]
+		if f.phase == phaseResync {
+			s.hold(f, data, seg.m) // lost sync again: keep holding, with the capture marks
+			continue
+		}
+		wasReplaying, wasLate, wasMark := s.replaying, s.late, s.replayMark
+		s.replaying, s.replayMark, s.late = true, seg.m, s.movedSince(f, seg.m)
+		s.feed(f, data, ts)
+		s.replaying, s.late, s.replayMark = wasReplaying, wasLate, wasMark
+	}
+	if f.phase == phaseResync && len(f.rbuf) > 0 {
+		s.scan(f, ts)
+	}
 }
 
 // skipResync counts n bytes scanned over; the first ones lost tell the pairing logic.
@@ -363,6 +477,10 @@ func (s *Session) skipResync(f *framer, n int) {
 	f.lostSync = true
 	if !f.pairingOK {
 		f.pairingOK = true
-		s.messagesLost(f.fromClient)
+		m := s.mark(f)
+		if len(f.rsegs) > 0 {
+			m = f.rsegs[0].m
+		}
+		s.messagesLost(f.fromClient, m.pushed)
 	}
 }

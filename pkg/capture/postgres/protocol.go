@@ -34,6 +34,7 @@ const (
 // op is a request waiting for its response.
 type op struct {
 	kind      opKind
+	seq       uint64 // order of the request over the session
 	start     time.Time
 	text      string // the statement: Query text, Parse text, or what an Execute runs
 	truncated bool
@@ -82,7 +83,16 @@ type portal struct {
 	gen       uint64
 }
 
-func (s *Session) push(o op) { s.ops = append(s.ops, o) }
+func (s *Session) push(o op) {
+	if s.late && o.kind != opLost {
+		// A request decoded late: its response has already gone by, unpaired.
+		s.notAnswered(&o, "response not seen: capture gap", time.Time{})
+		return
+	}
+	s.pushed++
+	o.seq = s.pushed
+	s.ops = append(s.ops, o)
+}
 
 func (s *Session) headOp() *op {
 	if s.head == len(s.ops) {
@@ -490,6 +500,10 @@ func (s *Session) serverMessage(m message) {
 			s.noRequest(m)
 			return
 		}
+		if s.late && h.seq > s.replayMark.pushed {
+			s.stats.UnmatchedResponses++ // captured before this request was sent
+			return
+		}
 		if !s.respond(h, m) {
 			return
 		}
@@ -762,32 +776,47 @@ func (s *Session) extendedError(h *op, m message) {
 	}
 }
 
-// messagesLost adjusts the pairing after a direction lost messages. Lost requests may
-// still be answered, so a marker absorbs their responses; lost responses leave every
-// waiting request without one.
-func (s *Session) messagesLost(fromClient bool) {
+// messagesLost adjusts the pairing after a direction lost messages. mark is how many
+// requests had been sent when the lost bytes were captured. Lost requests may still be
+// answered, so a marker absorbs their responses. Lost responses leave the requests that
+// were waiting then without one; requests sent later were sent after those responses (a
+// client that pipelines across a capture gap may still be misread: its events then say
+// so only if their own responses are lost too).
+func (s *Session) messagesLost(fromClient bool, mark uint64) {
 	if fromClient {
 		s.group = time.Time{}
 		s.skipToSync = false
-	} else {
-		s.flush("response not seen: capture gap")
-	}
-	if n := len(s.ops); n > s.head && s.ops[n-1].kind == opLost {
+		if n := len(s.ops); n > s.head && s.ops[n-1].kind == opLost {
+			return
+		}
+		s.push(op{kind: opLost})
 		return
 	}
-	s.push(op{kind: opLost})
+	flushed := false
+	for h := s.headOp(); h != nil && h.seq <= mark; h = s.headOp() {
+		flushed = flushed || h.kind != opLost
+		s.notWaiting(h, "response not seen: capture gap")
+	}
+	if flushed && s.headOp() == nil {
+		s.push(op{kind: opLost})
+	}
 }
 
 // flush emits every waiting request as not answered and forgets them.
 func (s *Session) flush(detail string) {
 	for h := s.headOp(); h != nil; h = s.headOp() {
-		if h.kind == opQuery && h.last != nil {
-			s.emit(h.last) // answered; only its ReadyForQuery is missing
-			h.last = nil
-		}
-		s.notAnswered(h, detail, time.Time{})
-		s.pop()
+		s.notWaiting(h, detail)
 	}
+}
+
+// notWaiting emits the head request as not answered and forgets it.
+func (s *Session) notWaiting(h *op, detail string) {
+	if h.kind == opQuery && h.last != nil {
+		s.emit(h.last) // answered; only its ReadyForQuery is missing
+		h.last = nil
+	}
+	s.notAnswered(h, detail, time.Time{})
+	s.pop()
 }
 
 // tagRows reads the row count of the command tags that carry one.

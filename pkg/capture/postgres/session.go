@@ -114,9 +114,15 @@ type Session struct {
 	unnamedPort *portal
 	generation  uint64 // orders named entries for eviction
 
-	ops   []op // requests awaiting their responses, oldest first from head
-	head  int
-	group time.Time // first byte of the current Parse/Bind/.../Execute group
+	ops    []op // requests awaiting their responses, oldest first from head
+	head   int
+	pushed uint64    // requests ever queued
+	group  time.Time // first byte of the current Parse/Bind/.../Execute group
+
+	serverFeeds uint64 // Feed calls for the server direction
+	replaying   bool   // decoding held bytes captured at replayMark (see replay)
+	replayMark  mark
+	late        bool // ... and the other direction has moved on since
 
 	// skipToSync: the server reported an error in the extended protocol and discards
 	// every message until Sync; so do we.
@@ -138,6 +144,7 @@ func (s *Session) Feed(fromClient bool, data []byte, ts time.Time) {
 	if fromClient {
 		s.feed(&s.client, data, ts)
 	} else {
+		s.serverFeeds++
 		s.feed(&s.server, data, ts)
 	}
 }
@@ -157,10 +164,14 @@ func (s *Session) Gap(fromClient bool, n int, ts time.Time) {
 // Close ends the connection: requests still waiting for their response are emitted, with
 // a Detail that says so.
 func (s *Session) Close(_ time.Time) {
-	if s.client.inBody || s.client.hdrN > 0 {
-		// A request the client never finished sending was never executed.
-		s.stats.SkippedBytes += uint64(s.client.got)
-		s.client.inBody, s.client.hdrN = false, 0
+	for _, f := range []*framer{&s.client, &s.server} {
+		// A request the client never finished sending was never executed; bytes held for
+		// a boundary check were never decoded.
+		if f.inBody {
+			s.stats.SkippedBytes += uint64(f.got)
+		}
+		s.stats.SkippedBytes += uint64(f.hdrN + len(f.rbuf))
+		f.inBody, f.hdrN, f.rbuf, f.rsegs = false, 0, nil, nil
 	}
 	s.flush("response not seen: connection closed")
 	s.client.phase, s.server.phase = phaseIgnore, phaseIgnore
