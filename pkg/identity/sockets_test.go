@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,10 +47,11 @@ func TestTCPOwner(t *testing.T) {
 	// owner is the shell, which opened it.
 	port := addrPort(l.Addr()).Port()
 	cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; sleep 30; exit 0", port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // to end the shell and its sleep together
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 	accepted, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
