@@ -1,0 +1,49 @@
+package sqlparse
+
+import (
+	"slices"
+	"testing"
+)
+
+// FuzzClassify feeds arbitrary text to the classifier. It must never panic, and what it
+// says must hang together: parsed or flagged unparseable, a known kind, the message's kind
+// the worst of its statements', every table belonging to a statement.
+func FuzzClassify(f *testing.F) {
+	for _, tc := range corpus {
+		f.Add(tc.sql)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		info := classify(ProtocolPostgres, sql)
+		if info.Parsed == info.Flags.Has(FlagUnparseable) {
+			t.Fatalf("%q: parsed=%v but flags %s", sql, info.Parsed, info.Flags)
+		}
+		if _, ok := kindRank[info.Kind]; !ok {
+			t.Fatalf("%q: unknown kind %q", sql, info.Kind)
+		}
+		var flags Flag
+		for _, st := range info.Statements {
+			if _, ok := kindRank[st.Kind]; !ok || worseKind(st.Kind, info.Kind) {
+				t.Fatalf("%q: statement kind %q vs message kind %q", sql, st.Kind, info.Kind)
+			}
+			if st.Command == "" {
+				t.Fatalf("%q: statement without a command", sql)
+			}
+			flags |= st.Flags
+		}
+		if info.Parsed && flags != info.Flags {
+			t.Fatalf("%q: message flags %s, statements' %s", sql, info.Flags, flags)
+		}
+		for _, tbl := range info.Tables {
+			found := false
+			for _, st := range info.Statements {
+				if slices.Contains(st.Reads, tbl) || slices.Contains(st.Writes, tbl) {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("%q: table %q in no statement", sql, tbl)
+			}
+		}
+		_ = NormalizePostgres(sql)
+	})
+}
