@@ -289,6 +289,21 @@ func (e *Engine) Column(req *Request, schema, table, column string) (pii bool, s
 	return false, e.strategy, raw
 }
 
+// Enforced reports whether the policy's enforce section selects this connection's client:
+// the agent steers such connections into the proxy.
+func (e *Engine) Enforced(req *Request) bool {
+	if matchAnyWorkload(e.p.Enforce.Workloads, req.Process) {
+		return true
+	}
+	c := evalCtx{e: e, req: req}
+	for _, g := range e.p.Enforce.Principals {
+		if c.inGroup(g) {
+			return true
+		}
+	}
+	return false
+}
+
 // Strategy is the masking strategy for values found by the detectors.
 func (e *Engine) Strategy() mask.Strategy { return e.strategy }
 

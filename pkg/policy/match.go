@@ -45,8 +45,6 @@ func globFold(p, s string) bool {
 	return px == len(p)
 }
 
-func validGlob(p string) bool { return p != "" }
-
 func anyGlob(patterns []string, s string) bool {
 	for _, p := range patterns {
 		if glob(p, s) {

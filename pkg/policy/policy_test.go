@@ -81,6 +81,11 @@ func TestExamplePolicies(t *testing.T) {
 	if _, _, raw := e.Column(dba, "public", "users", "email"); !raw {
 		t.Errorf("a DBA in staging should see raw values")
 	}
+	if !e.Enforced(&Request{Process: &event.Process{Namespace: "payments", ServiceAccount: "payments-api"}}) ||
+		!e.Enforced(&Request{Process: &event.Process{Namespace: "analytics"}}) ||
+		e.Enforced(&Request{Process: &event.Process{Namespace: "payments"}}) || e.Enforced(&Request{DBUser: "app"}) {
+		t.Error("enforce selectors")
+	}
 	if len(p.Warnings) != 0 {
 		t.Errorf("warnings: %q", p.Warnings)
 	}

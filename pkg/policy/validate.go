@@ -185,19 +185,12 @@ func (v *validator) workload(path []any, w Workload) {
 	if w.Image != "" {
 		v.warnings = append(v.warnings, fmt.Sprintf("%s: line %d: workload selector on image %q never matches until the agent reports container images", v.name, v.line(path...), w.Image))
 	}
-	for _, g := range []string{w.Exe, w.Comm, w.ContainerID, w.Image, w.Pod, w.Namespace, w.ServiceAccount} {
-		if g != "" && !validGlob(g) {
-			v.errorf(path, "bad pattern %q", g)
-		}
-	}
 }
 
 func (v *validator) globs(path []any, list []string) {
 	for i, g := range list {
 		if g == "" {
 			v.errorf(at(path, i), "empty pattern")
-		} else if !validGlob(g) {
-			v.errorf(at(path, i), "bad pattern %q", g)
 		}
 	}
 }
