@@ -9,7 +9,6 @@ package clickhouse
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -394,5 +393,3 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) ([]string, 
 
 var _ store.Reader = (*Store)(nil)
 var _ store.Appender = (*Store)(nil)
-
-var errStop = errors.New("stop")

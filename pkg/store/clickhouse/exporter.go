@@ -1,0 +1,348 @@
+package clickhouse
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/store"
+)
+
+// Spool is the local store in front of ClickHouse (pkg/store/local implements it): the
+// exporter reads it in seq order from its cursor, sleeps on WaitAfter until there is more,
+// and reports progress with SetShipped so that the spool knows what it may reclaim.
+type Spool interface {
+	store.Reader
+	WaitAfter(ctx context.Context, seq uint64) error
+	SetShipped(seq uint64)
+	Last() (seq uint64, hash string)
+}
+
+// ExporterConfig tunes the exporter. Zero values take the defaults.
+type ExporterConfig struct {
+	// Dir holds the cursor (export.cursor) and dead-letter files; put it beside the spool.
+	Dir string
+	// BatchRows sends a batch as soon as this many events wait. Default 50,000.
+	BatchRows int
+	// BatchInterval sends whatever waits once the first of it has waited this long: about
+	// one insert per second, as ClickHouse prefers. Default 1s.
+	BatchInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait between retries. Defaults 200ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// FlushTimeout bounds the last send when Run is stopped. Default 5s.
+	FlushTimeout time.Duration
+	// RetentionEvery is how often retention runs on servers without TTL. Default 1h.
+	RetentionEvery time.Duration
+	Logger         *slog.Logger
+}
+
+// Exporter ships the spool to ClickHouse: batches by size and time, one batch in flight,
+// retries with backoff, a dead-letter file for batches ClickHouse rejects for their
+// schema. Delivery is exactly once in effect: a batch may reach ClickHouse more than once
+// (a lost acknowledgement, a crash before the cursor was saved), but every copy is the
+// same batch, which the schema collapses (see eventsDDL, activityDDL) and FINAL reads once.
+type Exporter struct {
+	st    *Store
+	spool Spool
+	cfg   ExporterConfig
+	log   *slog.Logger
+	m     *metrics
+
+	cursorPath string
+	cur        cursor
+	shipped    atomic.Uint64
+	lastRet    time.Time
+}
+
+// NewExporter prepares an exporter from spool to st. reg receives its metrics (nil: none).
+func NewExporter(st *Store, spool Spool, cfg ExporterConfig, reg prometheus.Registerer) (*Exporter, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("clickhouse exporter: no directory for the cursor")
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = 50_000
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 5 * time.Second
+	}
+	if cfg.RetentionEvery <= 0 {
+		cfg.RetentionEvery = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("clickhouse exporter: %w", err)
+	}
+	x := &Exporter{st: st, spool: spool, cfg: cfg, log: cfg.Logger.With("component", "clickhouse-exporter"),
+		cursorPath: filepath.Join(cfg.Dir, "export.cursor")}
+	cur, err := loadCursor(x.cursorPath)
+	if err != nil {
+		return nil, err
+	}
+	x.cur = cur
+	x.shipped.Store(cur.Shipped)
+	backlog := func() float64 {
+		last, _ := spool.Last()
+		if s := x.shipped.Load(); last > s {
+			return float64(last - s)
+		}
+		return 0
+	}
+	if x.m, err = newMetrics(reg, backlog); err != nil {
+		return nil, err
+	}
+	x.m.shipped.Set(float64(cur.Shipped))
+	if cur.Shipped > 0 {
+		spool.SetShipped(cur.Shipped)
+	}
+	return x, nil
+}
+
+// Shipped is the highest seq ClickHouse has acknowledged.
+func (x *Exporter) Shipped() uint64 { return x.shipped.Load() }
+
+// Run ships until ctx ends, then makes one bounded attempt to send what it holds and
+// returns nil. Errors from ClickHouse never end it: they are logged, counted and retried,
+// while capture goes on filling the spool. It returns an error only when the spool or the
+// cursor file fails.
+func (x *Exporter) Run(ctx context.Context) error {
+	if x.cur.InflightLast > 0 {
+		batch, err := x.readRange(ctx, x.cur.Shipped, x.cur.InflightLast)
+		if err != nil {
+			return x.stopped(ctx, err)
+		}
+		x.log.Info("resending the batch that was in flight when the exporter stopped",
+			"first", x.cur.InflightFirst, "last", x.cur.InflightLast, "events", len(batch))
+		if err := x.ship(ctx, batch, x.cur.InflightLast); err != nil {
+			return x.stopped(ctx, err)
+		}
+	}
+	for {
+		batch, err := x.collect(ctx)
+		if len(batch) > 0 {
+			sctx := ctx
+			if err != nil {
+				// Stopping: one bounded attempt, the spool keeps the rest.
+				var cancel context.CancelFunc
+				sctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), x.cfg.FlushTimeout)
+				defer cancel()
+			}
+			if serr := x.ship(sctx, batch, batch[len(batch)-1].Seq); serr != nil && err == nil {
+				err = serr
+			}
+		}
+		if err != nil {
+			return x.stopped(ctx, err)
+		}
+		x.retention(ctx)
+	}
+}
+
+// stopped turns the end of ctx into a clean return.
+func (x *Exporter) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		x.log.Info("exporter stopped", "shipped", x.Shipped())
+		return nil
+	}
+	return err
+}
+
+var errFull = errors.New("batch full")
+
+// collect waits for events after the cursor and returns a batch: BatchRows events as soon
+// as they are there, or fewer once the first has waited BatchInterval. With ctx ended it
+// returns what it has and ctx's error.
+func (x *Exporter) collect(ctx context.Context) ([]*event.Event, error) {
+	var batch []*event.Event
+	after := x.cur.Shipped
+	var deadline time.Time
+	for {
+		err := x.spool.Read(ctx, store.Query{AfterSeq: after}, func(e *event.Event) error {
+			batch = append(batch, e)
+			after = e.Seq
+			if len(batch) >= x.cfg.BatchRows {
+				return errFull
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFull) {
+			if ctx.Err() != nil {
+				return batch, ctx.Err()
+			}
+			return batch, fmt.Errorf("reading the spool after seq %d: %w", after, err)
+		}
+		if len(batch) >= x.cfg.BatchRows {
+			return batch, nil
+		}
+		if len(batch) > 0 && deadline.IsZero() {
+			deadline = time.Now().Add(x.cfg.BatchInterval)
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return batch, nil
+		}
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			wctx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		err = x.spool.WaitAfter(wctx, after)
+		cancel()
+		if ctx.Err() != nil {
+			return batch, ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return batch, fmt.Errorf("waiting for the spool: %w", err)
+		}
+	}
+}
+
+// readRange reads the events after..last from the spool: the batch that was in flight.
+func (x *Exporter) readRange(ctx context.Context, after, last uint64) ([]*event.Event, error) {
+	var batch []*event.Event
+	err := x.spool.Read(ctx, store.Query{AfterSeq: after}, func(e *event.Event) error {
+		if e.Seq > last {
+			return errFull
+		}
+		batch = append(batch, e)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFull) {
+		return nil, fmt.Errorf("reading the in-flight batch from the spool: %w", err)
+	}
+	return batch, nil
+}
+
+// ship sends one batch until ClickHouse acknowledges it, ctx ends, or ClickHouse rejects
+// it for its schema (then it goes to the dead-letter file). last is the batch's last seq.
+func (x *Exporter) ship(ctx context.Context, batch []*event.Event, last uint64) error {
+	if len(batch) == 0 {
+		return x.advance(last)
+	}
+	x.cur.InflightFirst, x.cur.InflightLast = batch[0].Seq, last
+	if err := x.cur.save(x.cursorPath); err != nil {
+		return err
+	}
+	backoff := x.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err := x.st.Append(ctx, batch)
+		if err == nil {
+			x.m.batch.Observe(time.Since(start).Seconds())
+			x.m.events.Add(float64(len(batch)))
+			if attempt > 1 {
+				x.log.Info("ClickHouse accepted the batch again", "first", batch[0].Seq, "last", last, "attempts", attempt)
+			}
+			return x.advance(last)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		kind := classify(err)
+		x.m.errors.WithLabelValues(string(kind)).Inc()
+		err = describe(err, x.st.cfg)
+		switch kind {
+		case kindSchema:
+			path, derr := x.deadLetter(batch)
+			if derr != nil {
+				return fmt.Errorf("ClickHouse rejected a batch (%v) and writing the dead-letter file failed: %w", err, derr)
+			}
+			x.m.deadLetter.Add(float64(len(batch)))
+			x.log.Error("ClickHouse REJECTED a batch for its schema: the events are in the dead-letter file and the local store, NOT in ClickHouse; fix the schema and re-import them",
+				"err", err, "first", batch[0].Seq, "last", last, "events", len(batch), "dead_letter", path)
+			return x.advance(last)
+		case kindConfig:
+			x.log.Error("cannot deliver to ClickHouse until the configuration is fixed; events wait in the spool",
+				"err", err, "attempt", attempt, "retry_in", backoff)
+		default:
+			lvl := slog.LevelWarn
+			if attempt >= 5 {
+				lvl = slog.LevelError
+			}
+			x.log.Log(ctx, lvl, "ClickHouse insert failed; events wait in the spool", "err", err, "attempt", attempt, "retry_in", backoff)
+		}
+		// Full jitter keeps a fleet of agents from retrying in step after an outage.
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, x.cfg.MaxBackoff)
+	}
+}
+
+// advance records that everything up to last is delivered.
+func (x *Exporter) advance(last uint64) error {
+	x.cur = cursor{Shipped: last}
+	if err := x.cur.save(x.cursorPath); err != nil {
+		return err
+	}
+	x.shipped.Store(last)
+	x.m.shipped.Set(float64(last))
+	x.spool.SetShipped(last)
+	return nil
+}
+
+// deadLetter writes the batch as JSON lines to dead-letter-<first>-<last>.jsonl.
+func (x *Exporter) deadLetter(batch []*event.Event) (string, error) {
+	path := filepath.Join(x.cfg.Dir, fmt.Sprintf("dead-letter-%020d-%020d.jsonl", batch[0].Seq, batch[len(batch)-1].Seq))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return path, err
+	}
+	w := bufio.NewWriter(f)
+	for _, e := range batch {
+		b, err := e.MarshalJSON()
+		if err != nil {
+			f.Close()
+			return path, err
+		}
+		w.Write(b)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return path, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return path, err
+	}
+	return path, f.Close()
+}
+
+// retention runs Store.EnforceRetention every RetentionEvery (servers without TTL).
+func (x *Exporter) retention(ctx context.Context) {
+	if time.Since(x.lastRet) < x.cfg.RetentionEvery {
+		return
+	}
+	x.lastRet = time.Now()
+	dropped, err := x.st.EnforceRetention(ctx, time.Now())
+	if err != nil {
+		x.log.Warn("enforcing ClickHouse retention", "err", err)
+		return
+	}
+	if len(dropped) > 0 {
+		x.log.Info("dropped partitions past retention", "partitions", dropped)
+	}
+}
