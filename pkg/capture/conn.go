@@ -159,9 +159,7 @@ func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
 			}
 		case "unix":
 			cn.path = s.Path
-			if owner, err := identity.UnixPeer(int(pid), s.Inode); err == nil {
-				cn.proc, _ = c.ident.Lookup(owner)
-			}
+			cn.proc = c.unixClient(int(pid), s)
 		}
 	} else {
 		c.m.identityErrors.Inc()
@@ -177,9 +175,34 @@ func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
 	return cn
 }
 
+// unixClient names the client on the other end of a server process's Unix socket: its
+// connect-time credentials first (they survive the client's exit), /proc for the rest.
+func (c *Capturer) unixClient(server int, s identity.Socket) *event.Process {
+	pid, uid, err := identity.UnixPeerCred(server, s.FD)
+	if err != nil {
+		if pid, err = identity.UnixPeer(server, s.Inode); err != nil {
+			c.m.identityErrors.Inc()
+			return nil
+		}
+		p, _ := c.ident.Lookup(pid)
+		return p
+	}
+	if p, err := c.ident.Lookup(pid); err == nil {
+		return p
+	}
+	u := int32(uid)
+	return &event.Process{PID: int32(pid), UID: &u}
+}
+
 // emit completes a decoded statement with identity and classification and hands it on.
 func (cn *conn) emit(e *event.Event) {
 	c := cn.c
+	if cn.wire {
+		// The proxy may announce its upstream connection after the kernel saw it open.
+		if _, mine := c.ignored.Load(cn.client); mine {
+			return
+		}
+	}
 	e.SessionID = cn.id
 	if cn.client.IsValid() {
 		e.ClientAddr = cn.client.String()

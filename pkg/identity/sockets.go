@@ -329,3 +329,28 @@ func TCPListeners() ([]Socket, error) {
 	}
 	return out, nil
 }
+
+// UnixPeerCred returns the credentials the kernel recorded for the client of a Unix socket
+// when it connected (SO_PEERCRED), reading them through a duplicate of the server process's
+// fd (pidfd_getfd). Unlike UnixPeer it scans nothing and answers even after the client has
+// exited, so it suits short-lived clients (psql -c): the pid is the client's at connect time.
+func UnixPeerCred(pid, fd int) (peerPID, peerUID int, err error) {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pfd)
+	sfd, err := unix.PidfdGetfd(pfd, fd, 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pidfd_getfd %d/%d: %w", pid, fd, err)
+	}
+	defer unix.Close(sfd)
+	cred, err := unix.GetsockoptUcred(sfd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return 0, 0, fmt.Errorf("SO_PEERCRED of %d/%d: %w", pid, fd, err)
+	}
+	if cred.Pid == 0 {
+		return 0, 0, fmt.Errorf("socket %d of process %d has no peer credentials: %w", fd, pid, ErrNotFound)
+	}
+	return int(cred.Pid), int(cred.Uid), nil
+}
