@@ -92,6 +92,10 @@ var corpus = []struct {
 	{"DELETE FROM t WHERE (a = 1) OR NOT (a = 1)", want{kind: KindDelete, flags: FlagNoEffectiveWhere}},
 	{"DELETE FROM t WHERE (id = id) IS TRUE", want{kind: KindDelete, flags: FlagNoEffectiveWhere}},
 	{"UPDATE t SET a = 1 FROM s", want{kind: KindUpdate, flags: FlagNoEffectiveWhere}},
+	{"UPDATE t SET a = 1 WHERE id IN (SELECT id FROM t)", want{kind: KindUpdate, flags: FlagNoEffectiveWhere}},
+	{"DELETE FROM t WHERE t.id = ANY (SELECT id FROM t)", want{kind: KindDelete, flags: FlagNoEffectiveWhere}},
+	{"DELETE FROM t WHERE id IN (SELECT id FROM t WHERE a > 1)", want{kind: KindDelete}},
+	{"DELETE FROM t WHERE id IN (SELECT id FROM s)", want{kind: KindDelete}},
 
 	// What a statement really does.
 	{"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", want{kind: KindDelete, command: "SELECT", tables: []string{"t"}, writes: []string{"t"}, flags: FlagNoEffectiveWhere}},

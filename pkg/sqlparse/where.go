@@ -2,6 +2,7 @@ package sqlparse
 
 import (
 	"math/big"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -86,6 +87,10 @@ func predicate(n *pg.Node, names []string) truth {
 	case *pg.Node_TypeCast:
 		if isBoolType(x.TypeCast.TypeName) {
 			return predicate(x.TypeCast.Arg, names)
+		}
+	case *pg.Node_SubLink:
+		if selfInSubquery(x.SubLink, names) {
+			return always
 		}
 	case *pg.Node_BooleanTest:
 		// x IS TRUE / IS NOT FALSE keep the truth of x where x is not NULL.
@@ -225,6 +230,27 @@ func exprPredicate(e *pg.A_Expr) truth {
 		}
 	}
 	return filter
+}
+
+// selfInSubquery recognizes "col IN (SELECT col FROM target)": the target's own column
+// looked up in the whole target table, which every row with a non-NULL col satisfies.
+func selfInSubquery(sl *pg.SubLink, names []string) bool {
+	if sl.SubLinkType != pg.SubLinkType_ANY_SUBLINK || (len(sl.OperName) > 0 && opName(sl.OperName) != "=") {
+		return false
+	}
+	col := sl.Testexpr.GetColumnRef()
+	sel := sl.Subselect.GetSelectStmt()
+	if col == nil || sel == nil || sel.WhereClause != nil || sel.LimitCount != nil || sel.HavingClause != nil ||
+		len(sel.GroupClause) > 0 || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.FromClause) != 1 || len(sel.TargetList) != 1 {
+		return false
+	}
+	rv := sel.FromClause[0].GetRangeVar()
+	inner := sel.TargetList[0].GetResTarget().GetVal().GetColumnRef()
+	if rv == nil || inner == nil || !slices.Contains(names, rv.Relname) && (rv.Alias == nil || !slices.Contains(names, rv.Alias.Aliasname)) {
+		return false
+	}
+	last := func(f []*pg.Node) string { return f[len(f)-1].GetString_().GetSval() }
+	return last(col.Fields) != "" && last(col.Fields) == last(inner.Fields)
 }
 
 func opName(name []*pg.Node) string {
