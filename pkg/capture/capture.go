@@ -72,7 +72,7 @@ type Capturer struct {
 	ports atomic.Pointer[map[uint16]bool]
 	// ignored are local addresses of connections Vigil itself opened (the proxy's upstream
 	// connections), which the proxy already records.
-	ignored sync.Map // netip.AddrPort → struct{}
+	ignored sync.Map // netip.AddrPort → time.Time: zero while open, else when to forget it
 
 	servers *serverSet
 	ready   atomic.Bool
@@ -125,10 +125,27 @@ func New(cfg Config, sink Sink, labeler Labeler, log *slog.Logger, reg prometheu
 
 // Ignore tells capture that connections from local are Vigil's own (the proxy's upstream
 // side): the proxy records their statements, so capture must not record them twice.
-func (c *Capturer) Ignore(local netip.AddrPort) { c.ignored.Store(local, struct{}{}) }
+func (c *Capturer) Ignore(local netip.AddrPort) { c.ignored.Store(local, time.Time{}) }
 
-// Unignore forgets an address passed to Ignore once its connection is closed.
-func (c *Capturer) Unignore(local netip.AddrPort) { c.ignored.Delete(local) }
+// Unignore says the connection from local has closed. Capture reads the kernel's records a
+// little after the fact, so the address stays ignored for a grace period: the last
+// statements of a short session must not slip through as the connection's own.
+func (c *Capturer) Unignore(local netip.AddrPort) {
+	c.ignored.Store(local, time.Now().Add(ignoreGrace))
+}
+
+// ignoreGrace outlasts the ring buffer's delivery delay and the reassembly's hole timeout.
+const ignoreGrace = 10 * time.Second
+
+// purgeIgnored drops addresses whose grace period has passed.
+func (c *Capturer) purgeIgnored(now time.Time) {
+	c.ignored.Range(func(k, v any) bool {
+		if until := v.(time.Time); !until.IsZero() && now.After(until) {
+			c.ignored.Delete(k)
+		}
+		return true
+	})
+}
 
 // Ready reports whether the kernel hooks are attached and the reader runs.
 func (c *Capturer) Ready() bool { return c.ready.Load() }
@@ -271,6 +288,7 @@ func (c *Capturer) housekeep(now time.Time) {
 	if now.Sub(c.m.lastSweep) > 5*time.Second {
 		c.m.lastSweep = now
 		c.sweepProcs(now)
+		c.purgeIgnored(time.Now())
 	}
 }
 

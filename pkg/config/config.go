@@ -85,6 +85,9 @@ type Audit struct {
 	Redact string `yaml:"redact"`
 	// QueueEvents bounds the in-memory queue between capture and the store.
 	QueueEvents int `yaml:"queue_events"`
+	// AnchorInterval is the least time between signed anchors in the chain (the signed head
+	// file is rewritten on every flush regardless).
+	AnchorInterval time.Duration `yaml:"anchor_interval"`
 }
 
 // Proxy is one enforcement proxy listener.
@@ -187,6 +190,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.QueueEvents == 0 {
 		c.Audit.QueueEvents = 65536
+	}
+	if c.Audit.AnchorInterval == 0 {
+		c.Audit.AnchorInterval = 10 * time.Second
 	}
 	for i := range c.Capture.Servers {
 		if c.Capture.Servers[i].Protocol == "" {

@@ -30,6 +30,7 @@ type Query struct {
 	Table        string // matches when the event's tables contain it
 	Kind         string
 	Type         event.Type
+	NotType      event.Type // leave out this type (the CLI's table hides anchors)
 	Decision     string
 	SessionID    string
 	AgentID      string
@@ -52,6 +53,7 @@ func (q *Query) Match(e *event.Event) bool {
 		q.Database != "" && e.Database != q.Database ||
 		q.Kind != "" && e.Kind != q.Kind ||
 		q.Type != "" && e.Type != q.Type ||
+		q.NotType != "" && e.Type == q.NotType ||
 		q.Decision != "" && e.Decision != q.Decision ||
 		q.SessionID != "" && e.SessionID != q.SessionID ||
 		q.AgentID != "" && e.AgentID != q.AgentID {
