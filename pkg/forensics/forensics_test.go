@@ -1,0 +1,220 @@
+package forensics
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/vigil-db/vigil/internal/testch"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/store/clickhouse"
+)
+
+func TestLibrary(t *testing.T) {
+	qs := List()
+	if len(qs) < 10 {
+		t.Fatalf("%d queries, want at least 10", len(qs))
+	}
+	for _, q := range qs {
+		if _, _, err := q.Bind(requiredParams(q), time.Now()); err != nil {
+			t.Errorf("%s: %v", q.Name, err)
+		}
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"undeclared placeholder", "-- title: t\n-- description: d\nSELECT {x}", "not a declared param"},
+		{"unused param", "-- title: t\n-- description: d\n-- param: x int 1  doc\nSELECT 1", "declared but not used"},
+		{"literal question mark", "-- title: t\n-- description: d\nSELECT '?'", "literal ?"},
+		{"bad default", "-- title: t\n-- description: d\n-- param: x int many  doc\nSELECT {x}", "not a non-negative integer"},
+		{"no title", "-- description: d\nSELECT 1", "needs a title"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(fstest.MapFS{"queries/q.sql": {Data: []byte(tc.text)}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestBind(t *testing.T) {
+	q, _ := Get("dangerous-statements")
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		params map[string]string
+		want   []any
+		err    string
+	}{
+		{"defaults", nil, []any{uint64(now.Add(-7 * 24 * time.Hour).Unix()), "", "", uint64(500)}, ""},
+		{"values", map[string]string{"since": "90m", "decision": "block", "limit": "5"}, []any{uint64(now.Add(-90 * time.Minute).Unix()), "block", "block", uint64(5)}, ""},
+		{"rfc3339", map[string]string{"since": "2026-11-01T00:00:00Z"}, []any{uint64(1793491200), "", "", uint64(500)}, ""},
+		{"unknown param", map[string]string{"tabel": "x"}, nil, `no parameter "tabel"`},
+		{"bad int", map[string]string{"limit": "1; DROP TABLE x"}, nil, "not a non-negative integer"},
+		{"bad since", map[string]string{"since": "yesterday"}, nil, "neither a duration"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sql, args, err := q.Bind(tc.params, now)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(args) != fmt.Sprint(tc.want) || strings.Count(sql, "?") != len(args) {
+				t.Fatalf("args %v, want %v (%d placeholders)", args, tc.want, strings.Count(sql, "?"))
+			}
+		})
+	}
+	if _, _, err := mustGet(t, "table-access").Bind(nil, now); err == nil || !strings.Contains(err.Error(), "needs --param table") {
+		t.Errorf("missing required param: %v", err)
+	}
+}
+
+func mustGet(t *testing.T, name string) Query {
+	q, ok := Get(name)
+	if !ok {
+		t.Fatalf("no query %s", name)
+	}
+	return q
+}
+
+// requiredParams gives every required parameter a value.
+func requiredParams(q Query) map[string]string {
+	p := map[string]string{}
+	for _, par := range q.Params {
+		if par.Required {
+			p[par.Name] = map[string]string{"table": "public.customers", "user": "alice", "session": "s-1"}[par.Name]
+		}
+	}
+	return p
+}
+
+// Seed writes a small trail that every query has something to say about.
+func Seed(t testing.TB, st *clickhouse.Store) {
+	t.Helper()
+	now := time.Now().UTC()
+	var evs []*event.Event
+	seq := uint64(0)
+	prev := ""
+	add := func(e *event.Event) {
+		seq++
+		e.Seq, e.AgentID, e.Host = seq, "agent-1", "db-1"
+		if e.Type == "" {
+			e.Type = event.TypeStatement
+		}
+		e.PrevHash, e.Hash = prev, fmt.Sprintf("h%d", seq)
+		prev = e.Hash
+		evs = append(evs, e)
+	}
+	uid := int32(1000)
+	psql := &event.Process{PID: 1, UID: &uid, Comm: "psql", Exe: "/usr/bin/psql"}
+	// A baseline three days ago: bob reads orders a little every hour.
+	for h := 72; h > 24; h-- {
+		add(&event.Event{Time: now.Add(-time.Duration(h) * time.Hour), DBUser: "bob", Database: "shop", Kind: "SELECT",
+			Tables: []string{"orders"}, Rows: 1, Decision: event.DecisionAllow, Process: psql, SessionID: "s-0"})
+	}
+	// The last hour: bob suddenly reads a lot; alice exports customers with PII; a new tool appears.
+	for i := 0; i < 200; i++ {
+		add(&event.Event{Time: now.Add(-30*time.Minute + time.Duration(i)*time.Second), DBUser: "bob", Database: "shop", Kind: "SELECT",
+			Tables: []string{"orders"}, Rows: 100, Decision: event.DecisionAllow, Process: psql, SessionID: "s-0"})
+	}
+	add(&event.Event{Time: now.Add(-20 * time.Minute), DBUser: "alice", Database: "shop", Kind: "SELECT", Tables: []string{"public.customers"},
+		Rows: 5000, Decision: event.DecisionAllow, PIIColumns: []string{"email", "phone"}, MaskedColumns: []string{"phone"},
+		Identity: &event.Identity{Email: "alice@example.com", Subject: "a1"}, Process: &event.Process{Comm: "exporter", Exe: "/opt/new/exporter"},
+		SessionID: "s-1", Statement: "SELECT email, phone FROM public.customers"})
+	add(&event.Event{Time: now.Add(-19 * time.Minute), DBUser: "alice", Database: "shop", Kind: "DDL", Tables: []string{"public.customers"},
+		Decision: event.DecisionBlock, Rule: "no-drop-in-prod", SessionID: "s-1", Statement: "DROP TABLE public.customers"})
+	add(&event.Event{Time: now.Add(-18 * time.Minute), Type: event.TypeApproval, DBUser: "alice", Database: "shop", ApprovalID: "apr-1",
+		Decision: event.DecisionApprovalRequired, Detail: "requested", SessionID: "s-1", Statement: "DELETE FROM public.customers WHERE id = 1"})
+	add(&event.Event{Time: now.Add(-17 * time.Minute), Type: event.TypeGap, Lost: 12, Detail: "ring buffer overflow seq 500..511"})
+	seq += 3 // three events missing: a gap no gap event accounts for
+	add(&event.Event{Time: now.Add(-16 * time.Minute), DBUser: "alice", Database: "shop", Kind: "SELECT", Tables: []string{"public.customers"},
+		Decision: event.DecisionAllow, SessionID: "s-1", Statement: "SELECT 1"})
+	evs[len(evs)-1].PrevHash = "tampered" // after a gap: nothing to link against
+	add(&event.Event{Time: now.Add(-15 * time.Minute), DBUser: "alice", Database: "shop", Kind: "SELECT", Decision: event.DecisionAllow, SessionID: "s-1"})
+	evs[len(evs)-1].PrevHash = "not-h"
+	if err := st.Append(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQueriesOn1816(t *testing.T) {
+	ctx := context.Background()
+	srv := testch.Start(t)
+	if _, err := srv.Query("CREATE DATABASE vigil"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clickhouse.ParseURL(srv.DSN("vigil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := clickhouse.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	Seed(t, st)
+	// What each query must find in the seeded trail (in its JSON output).
+	want := map[string][]string{
+		"table-access":         {`"db_user":"alice"`, `"identity":"alice@example.com"`, `"kind":"DDL"`},
+		"pii-egress":           {`"pii_column":"email","delivery":"raw"`, `"pii_column":"phone","delivery":"masked"`},
+		"user-timeline":        {`DROP TABLE public.customers`, `"identity":"alice@example.com"`},
+		"dangerous-statements": {`"decision":"block","rule":"no-drop-in-prod","kind":"DDL"`},
+		"approvals":            {`"approval_id":"apr-1"`, `"detail":"requested"`},
+		"top-talkers":          {`"db_user":"bob","process_comm":"psql"`},
+		"new-actor-pairs":      {`"process_exe":"/opt/new/exporter"`},
+		"session-replay":       {`"statement":"SELECT email, phone FROM public.customers"`},
+		"volume-anomalies":     {`"db_user":"bob"`},
+		"trail-integrity":      {`"problem":"missing","from_seq":253,"to_seq":255`, `"problem":"broken_link","from_seq":257`, `"problem":"declared_loss"`},
+		"trail-summary":        {`"missing":3`, `"declared_lost":12`},
+	}
+	for _, q := range List() {
+		t.Run(q.Name, func(t *testing.T) {
+			var js, table bytes.Buffer
+			if err := Run(ctx, st.Conn(), q.Name, requiredParams(q), &js, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if err := Run(ctx, st.Conn(), q.Name, requiredParams(q), &table, FormatTable); err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(js.String()), "\n") {
+				if line != "" && !json.Valid([]byte(line)) {
+					t.Errorf("invalid JSON line %s", line)
+				}
+			}
+			w, ok := want[q.Name]
+			if !ok {
+				t.Fatalf("no expectation for %s", q.Name)
+			}
+			for _, s := range w {
+				if !strings.Contains(js.String(), s) {
+					t.Errorf("output lacks %s:\n%s", s, js.String())
+				}
+			}
+			if header := strings.SplitN(table.String(), "\n", 2)[0]; !strings.Contains(header, "  ") {
+				t.Errorf("table output has no column header: %q", header)
+			}
+		})
+	}
+	// A hostile value is a value, not SQL.
+	var out bytes.Buffer
+	if err := Run(ctx, st.Conn(), "table-access", map[string]string{"table": `x') OR 1=1 OR has(tables, 'y`}, &out, FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("injection returned rows: %s", out.String())
+	}
+}
