@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -432,26 +433,28 @@ func (s *Store) write(ctx context.Context, events []*event.Event, buf []byte, en
 	}
 
 	undo := s.checkpoint()
-	start := 0 // buf[start:] is not yet written
-	for k, e := range events {
-		lineStart := 0
-		if k > 0 {
-			lineStart = ends[k-1]
+	lineStart := func(k int) int {
+		if k == 0 {
+			return 0
 		}
-		pending := int64(lineStart - start)
-		if s.active == nil || s.activeSize()+pending > 0 && s.activeSize()+pending+int64(ends[k]-lineStart) > s.opts.SegmentBytes {
-			if pending > 0 {
-				if err := s.writeActive(buf[start:lineStart], events[k-1].Seq); err != nil {
+		return ends[k-1]
+	}
+	first := 0 // events[first:] are not yet written
+	for k, e := range events {
+		pending := int64(lineStart(k) - lineStart(first))
+		if s.active == nil || s.activeSize()+pending > 0 && s.activeSize()+pending+int64(ends[k]-lineStart(k)) > s.opts.SegmentBytes {
+			if k > first {
+				if err := s.writeActive(events[first:k], buf[lineStart(first):lineStart(k)], ends[first:k]); err != nil {
 					return s.rollback(undo, err)
 				}
 			}
-			start = lineStart
+			first = k
 			if err := s.rotate(e.Seq); err != nil {
 				return s.rollback(undo, err)
 			}
 		}
 	}
-	if err := s.writeActive(buf[start:], events[len(events)-1].Seq); err != nil {
+	if err := s.writeActive(events[first:], buf[lineStart(first):], ends[first:]); err != nil {
 		return s.rollback(undo, err)
 	}
 	s.dirty = true
@@ -477,16 +480,25 @@ func (s *Store) activeSize() int64 {
 	return s.segs[len(s.segs)-1].size
 }
 
-// writeActive writes whole lines to the active segment; lastSeq is the seq of the last.
-func (s *Store) writeActive(data []byte, lastSeq uint64) error {
+// writeActive writes the lines of evs (data; ends are their ends in the caller's buffer)
+// to the active segment, and indexes them.
+func (s *Store) writeActive(evs []*event.Event, data []byte, ends []int) error {
 	sg := &s.segs[len(s.segs)-1]
+	base := sg.size
 	n, err := s.active.Write(data)
 	sg.size += int64(n)
 	s.total += int64(n)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", sg.path, err)
 	}
-	sg.last = lastSeq
+	sg.last = evs[len(evs)-1].Seq
+	// ends are offsets in the caller's buffer, where data starts at ends[0]-len(line 0).
+	shift := int64(ends[len(ends)-1]) - int64(len(data))
+	lineOff := base
+	for i, e := range evs {
+		sg.index = extendIndex(sg.index, e.Seq, lineOff)
+		lineOff = base + int64(ends[i]) - shift
+	}
 	return nil
 }
 
@@ -514,7 +526,7 @@ func (s *Store) rotate(first uint64) error {
 		return err
 	}
 	s.active = f
-	s.segs = append(s.segs, segment{first: first, path: path})
+	s.segs = append(s.segs, segment{first: first, path: path, indexed: true})
 	return nil
 }
 
@@ -571,6 +583,7 @@ func (s *Store) rollback(u undo, cause error) error {
 			return err
 		}
 		sg.size, sg.last = u.lastSize, u.lastSeq
+		sg.index = slices.DeleteFunc(sg.index, func(e indexEntry) bool { return e.off >= u.lastSize })
 		f, err := os.OpenFile(sg.path, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			return err
@@ -651,9 +664,9 @@ func countUnshipped(sg segment, shipped uint64) (loss, error) {
 		return l, err
 	}
 	defer f.Close()
-	lr := newLineReader(f)
+	lr := newLineReader(f, 0)
 	for {
-		line, _, err := lr.next()
+		line, _, err := lr.line()
 		if err != nil {
 			return l, nil
 		}

@@ -396,3 +396,76 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+func TestSeekWithIndex(t *testing.T) {
+	// Segments of several index intervals, read by a writer that wrote them, by a writer
+	// that reopened them (the index is built on first seek, then extended by appends), and
+	// by a read-only open (no index).
+	const n = 6000
+	dir := t.TempDir()
+	s, err := Open(dir, Options{SegmentBytes: 1 << 20, Logger: testLogger(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, mkEvents(1, n/2), 100)
+	check := func(name string, r store.Reader, last uint64) {
+		t.Run(name, func(t *testing.T) {
+			for _, after := range []uint64{1, 999, 1000, 1001, 2345, 3000, last - 1, last} {
+				if got := seqs(t, r, store.Query{AfterSeq: after}); !slices.Equal(got, span(after+1, last)) {
+					t.Fatalf("after %d: got %d events from %v", after, len(got), got[:min(3, len(got))])
+				}
+				want := span(max(after+1, last-4), last)
+				if after >= last {
+					want = nil
+				}
+				if got := seqs(t, r, store.Query{AfterSeq: after, Limit: 5}); !slices.Equal(got, want) {
+					t.Fatalf("after %d limit 5: got %v, want %v", after, got, want)
+				}
+			}
+		})
+	}
+	check("writer", s, n/2)
+	if len(s.segs[0].index) < 3 {
+		t.Fatalf("segment 0 has %d index entries", len(s.segs[0].index))
+	}
+	s.Close()
+
+	s = open(t, dir, Options{SegmentBytes: 1 << 20})
+	appendAll(t, s, mkEvents(n/2+1, n/2+500), 100) // into the reopened, unindexed active segment
+	check("reopened", s, n/2+500)
+	if !s.segs[0].indexed || len(s.segs[0].index) < 3 {
+		t.Fatal("the first seek did not index the reopened segment")
+	}
+	appendAll(t, s, mkEvents(n/2+501, n), 100)
+	check("reopened and extended", s, n)
+	ro, err := Open(dir, Options{ReadOnly: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("read-only", ro, n)
+}
+
+func TestLimitAcrossChunks(t *testing.T) {
+	// Lines longer than the backwards read's chunk, and many small ones in between.
+	s := open(t, t.TempDir(), Options{})
+	evs := mkEvents(1, 3000)
+	for i := 0; i < len(evs); i += 700 {
+		evs[i].Statement = strings.Repeat("x", backChunk+1000)
+	}
+	appendAll(t, s, evs, 500)
+	for _, limit := range []int{1, 2, 299, 300, 301, 1400, 2999, 3000, 5000} {
+		want := span(uint64(max(1, 3001-limit)), 3000)
+		if got := seqs(t, s, store.Query{Limit: limit}); !slices.Equal(got, want) {
+			t.Fatalf("limit %d: got %d events, first %v", limit, len(got), got[:min(len(got), 3)])
+		}
+	}
+	if got := seqs(t, s, store.Query{Limit: 3, AfterSeq: 2999}); !slices.Equal(got, []uint64{3000}) {
+		t.Fatalf("got %v", got)
+	}
+	if got := seqs(t, s, store.Query{Limit: 2, Kind: "DELETE"}); !slices.Equal(got, []uint64{2995, 3000}) {
+		t.Fatalf("got %v", got)
+	}
+	if value(s.m.corruptLines) != 0 {
+		t.Fatal("whole lines reported corrupt")
+	}
+}

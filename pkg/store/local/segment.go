@@ -30,6 +30,11 @@ type segment struct {
 	last  uint64
 	path  string
 	size  int64
+	// index is a sparse seq index (writer only), kept while appending and built on the
+	// first seek into a segment written before this process opened the store; indexed
+	// says it covers the segment from its start.
+	index   []indexEntry
+	indexed bool
 }
 
 func segmentName(first uint64) string {
@@ -112,27 +117,29 @@ func decodeLine(line []byte) (*event.Event, error) {
 type lineReader struct {
 	r    *bufio.Reader
 	buf  []byte
-	line int // number of the line last returned, from 1
+	off  int64 // offset of the line last returned
+	next int64 // offset of the line after it
 }
 
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 256<<10)}
+// newLineReader reads lines from r, whose first byte is at offset start of the segment.
+func newLineReader(r io.Reader, start int64) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 256<<10), next: start}
 }
 
-// next returns the next line without its newline. complete is false for a final line that
-// has no newline (a write in progress, or torn). At the end it returns io.EOF.
-func (lr *lineReader) next() (line []byte, complete bool, err error) {
+// line returns the next line without its newline. complete is false for a final line
+// that has no newline (a write in progress, or torn). At the end it returns io.EOF.
+func (lr *lineReader) line() (line []byte, complete bool, err error) {
 	lr.buf = lr.buf[:0]
 	for {
 		chunk, err := lr.r.ReadSlice('\n')
 		switch {
 		case err == nil:
-			lr.line++
-			if len(lr.buf) == 0 {
-				return chunk[:len(chunk)-1], true, nil
+			if len(lr.buf) > 0 {
+				chunk = append(lr.buf, chunk...)
+				lr.buf = chunk
 			}
-			lr.buf = append(lr.buf, chunk[:len(chunk)-1]...)
-			return lr.buf, true, nil
+			lr.off, lr.next = lr.next, lr.next+int64(len(chunk))
+			return chunk[:len(chunk)-1], true, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			lr.buf = append(lr.buf, chunk...)
 		case errors.Is(err, io.EOF):
@@ -140,10 +147,77 @@ func (lr *lineReader) next() (line []byte, complete bool, err error) {
 			if len(lr.buf) == 0 {
 				return nil, false, io.EOF
 			}
-			lr.line++
+			lr.off, lr.next = lr.next, lr.next+int64(len(lr.buf))
 			return lr.buf, false, nil
 		default:
 			return nil, false, err
+		}
+	}
+}
+
+// indexEvery is the spacing of a segment's sparse seq index: a read after a seq starts
+// at most this many bytes before it instead of at the segment's start.
+const indexEvery = 256 << 10
+
+// indexEntry says that the line at off holds seq.
+type indexEntry struct {
+	seq uint64
+	off int64
+}
+
+// seekOffset returns where to start reading sg for the events after seq: the last
+// indexed line at or before seq+1.
+func seekOffset(index []indexEntry, seq uint64) int64 {
+	i, _ := slices.BinarySearchFunc(index, seq+2, func(e indexEntry, target uint64) int {
+		return cmpUint(e.seq, target)
+	})
+	if i == 0 {
+		return 0
+	}
+	return index[i-1].off
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// extendIndex adds an entry for the line at off if it lies far enough past the last.
+func extendIndex(index []indexEntry, seq uint64, off int64) []indexEntry {
+	last := int64(0)
+	if len(index) > 0 {
+		last = index[len(index)-1].off
+	}
+	if off-last >= indexEvery {
+		index = append(index, indexEntry{seq, off})
+	}
+	return index
+}
+
+// buildIndex scans the first size bytes of a segment for its sparse index.
+func buildIndex(path string, size int64) ([]indexEntry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var index []indexEntry
+	lr := newLineReader(io.LimitReader(f, size), 0)
+	for {
+		line, complete, err := lr.line()
+		if errors.Is(err, io.EOF) || err == nil && !complete {
+			return index, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if seq, ok := lineSeq(line); ok {
+			index = extendIndex(index, seq, lr.off)
 		}
 	}
 }
