@@ -289,7 +289,9 @@ func (s *Session) parse(m message) {
 		}
 		s.generation++
 		p.gen = s.generation
+		s.forgetStatement(name)
 		s.stmts[name] = p
+		s.namedBytes += p.size()
 		s.evictStatements()
 	}
 	s.push(op{kind: opParse, start: m.start, text: p.text, truncated: p.truncated, detail: p.detail})
@@ -356,7 +358,9 @@ func (s *Session) bind(m message) {
 		}
 		s.generation++
 		pt.gen = s.generation
+		s.forgetPortal(string(portalName))
 		s.portals[string(portalName)] = pt
+		s.namedBytes += pt.size()
 		s.evictPortals()
 	}
 	s.push(op{kind: opBind, start: m.start, text: pt.text, truncated: pt.truncated, detail: pt.detail})
@@ -431,13 +435,13 @@ func (s *Session) closeMessage(m message) {
 		if c.Name == "" {
 			s.unnamedStmt = nil
 		} else {
-			delete(s.stmts, c.Name)
+			s.forgetStatement(c.Name)
 		}
 	} else {
 		if c.Name == "" {
 			s.unnamedPort = nil
 		} else {
-			delete(s.portals, c.Name)
+			s.forgetPortal(c.Name)
 		}
 	}
 	s.push(op{kind: opClose, start: m.start})
@@ -838,8 +842,39 @@ func tagRows(tag []byte) (int64, bool) {
 	return n, true
 }
 
+func (p *prepared) size() int { return len(p.text) }
+
+func (p *portal) size() int {
+	n := 0
+	for _, v := range p.params {
+		n += len(v)
+	}
+	return n // the text is the statement's, shared
+}
+
+func (s *Session) forgetStatement(name string) {
+	if p := s.stmts[name]; p != nil {
+		s.namedBytes -= p.size()
+		delete(s.stmts, name)
+	}
+}
+
+func (s *Session) forgetPortal(name string) {
+	if p := s.portals[name]; p != nil {
+		s.namedBytes -= p.size()
+		delete(s.portals, name)
+	}
+}
+
+// overBudget: too many named statements or portals, or too many bytes held for them.
+func (s *Session) overBudget(n int) bool {
+	return n > s.cfg.MaxPrepared || s.namedBytes > s.cfg.MaxPreparedBytes
+}
+
+// evictStatements forgets the oldest named statements beyond the budget. Scanning for
+// the oldest is linear, but only happens once a session holds more than the cap.
 func (s *Session) evictStatements() {
-	for len(s.stmts) > s.cfg.MaxPrepared {
+	for len(s.stmts) > 1 && s.overBudget(len(s.stmts)) {
 		var oldest string
 		var gen uint64
 		for name, p := range s.stmts {
@@ -847,13 +882,13 @@ func (s *Session) evictStatements() {
 				oldest, gen = name, p.gen
 			}
 		}
-		delete(s.stmts, oldest)
+		s.forgetStatement(oldest)
 		s.stats.PreparedEvicted++
 	}
 }
 
 func (s *Session) evictPortals() {
-	for len(s.portals) > s.cfg.MaxPrepared {
+	for len(s.portals) > 1 && s.overBudget(len(s.portals)) {
 		var oldest string
 		var gen uint64
 		for name, p := range s.portals {
@@ -861,7 +896,7 @@ func (s *Session) evictPortals() {
 				oldest, gen = name, p.gen
 			}
 		}
-		delete(s.portals, oldest)
+		s.forgetPortal(oldest)
 		s.stats.PreparedEvicted++
 	}
 }

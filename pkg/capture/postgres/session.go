@@ -48,6 +48,9 @@ type Config struct {
 	// MaxPrepared caps named prepared statements and portals remembered per session;
 	// beyond it the oldest is forgotten (counted), and an Execute of it says so. Default 1024.
 	MaxPrepared int
+	// MaxPreparedBytes caps the statement text and parameters held for named statements
+	// and portals per session, forgetting the oldest beyond it. Default 8 MiB.
+	MaxPreparedBytes int
 	// TLS marks events of a session fed from TLS plaintext (uprobes), not from the wire.
 	TLS bool
 }
@@ -61,6 +64,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPrepared <= 0 {
 		c.MaxPrepared = 1024
+	}
+	if c.MaxPreparedBytes <= 0 {
+		c.MaxPreparedBytes = 8 << 20
 	}
 	return c
 }
@@ -77,7 +83,7 @@ type Stats struct {
 	UnmatchedResponses uint64 // responses that answer no request seen (joined mid-stream, gaps)
 	ResponsesNotSeen   uint64 // statements emitted without their response (gap, close)
 	TruncatedMessages  uint64 // statements cut at MaxStatementBytes, parameters not kept
-	PreparedEvicted    uint64 // prepared statements or portals forgotten for MaxPrepared
+	PreparedEvicted    uint64 // prepared statements or portals forgotten for MaxPrepared(Bytes)
 }
 
 // Add adds b's counters to s.
@@ -113,6 +119,7 @@ type Session struct {
 	unnamedStmt *prepared
 	unnamedPort *portal
 	generation  uint64 // orders named entries for eviction
+	namedBytes  int    // bytes held by stmts and portals
 
 	ops    []op // requests awaiting their responses, oldest first from head
 	head   int

@@ -281,6 +281,17 @@ func TestSession(t *testing.T) {
 			want: []want{{Error: "26000", Detail: `text of prepared statement "s" not seen: created before capture started or lost in a capture gap`}},
 		},
 		{
+			name: "prepared statements beyond the cap are forgotten, and the event says so",
+			cfg:  Config{MaxPrepared: 2},
+			steps: steps(std, []step{
+				c(parse("a", "SELECT 'a'"), parse("b", "SELECT 'b'"), parse("c", "SELECT 'c'"), syncMsg), sv(parseOK, parseOK, parseOK, rfq()),
+				c(bind("", "a", nil), execute("", 0), bind("", "c", nil), execute("", 0), syncMsg),
+				sv(bindOK, row("a"), cc("SELECT 1"), bindOK, row("c"), cc("SELECT 1"), rfq()),
+			}),
+			want: []want{{Rows: 1, Detail: `text of prepared statement "a" not seen: created before capture started or lost in a capture gap, or forgotten beyond the per-session limit`},
+				{Statement: "SELECT 'c'", Rows: 1}},
+		},
+		{
 			name: "portal suspended by a row limit",
 			steps: steps(std, []step{
 				c(parse("", "SELECT generate_series(1,3)"), bind("c", "", nil), execute("c", 2), syncMsg),
