@@ -33,6 +33,9 @@ const (
 	DefaultQueueSize = 1 << 16
 	DefaultBatchSize = 4096
 	DefaultBatchWait = 20 * time.Millisecond
+	// DefaultAnchorInterval keeps anchors to about one stored event a second on a busy
+	// agent (each costs an Ed25519 signature and a line), and none on an idle one.
+	DefaultAnchorInterval = time.Second
 )
 
 // maxArena is the most encoding buffer kept between batches.
@@ -54,7 +57,9 @@ type Config struct {
 	// is written: fewer, larger appends (and fsyncs) at the cost of that much latency.
 	// Default 20ms; negative: write whatever is queued at once.
 	BatchWait time.Duration
-	// AnchorInterval is the least time between anchor events. 0 anchors every batch.
+	// AnchorInterval is the least time between anchor events; an anchor is written with
+	// the first batch after it has passed, and on shutdown. Default 1s; negative: every
+	// batch. The head file covers the events after the last anchor.
 	AnchorInterval time.Duration
 	// DropParams keeps bind parameters out of the trail.
 	DropParams bool
@@ -122,6 +127,9 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 	}
 	if cfg.BatchWait == 0 {
 		cfg.BatchWait = DefaultBatchWait
+	}
+	if cfg.AnchorInterval == 0 {
+		cfg.AnchorInterval = DefaultAnchorInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -196,19 +204,26 @@ func (t *Trail) resume() error {
 		t.losses = append(t.losses, &event.Event{
 			Type: event.TypeGap,
 			Lost: lost,
-			Detail: fmt.Sprintf("on restart the store ended at seq %d but the signed head at seq %d: events seq %d..%d lost "+
-				"(a machine crash with a relaxed fsync policy, or the store was truncated)", t.seq, head.Seq, t.seq+1, head.Seq),
+			Detail: lostRange(t.seq+1, head.Seq, fmt.Sprintf("on restart the store ended at seq %d but the signed head at seq %d "+
+				"(a machine crash under a relaxed fsync policy, or a truncated store)", t.seq, head.Seq)),
 		})
 		t.seq = head.Seq
 	}
 	return nil
 }
 
+// lostRange is the Detail of a gap event for seqs that were stored and then lost. Verify
+// reads the range back (declaredRange): holes in the chain that it covers are accounted
+// for.
+func lostRange(first, last uint64, why string) string {
+	return fmt.Sprintf("events seq %d..%d lost: %s", first, last, why)
+}
+
 // reportLoss turns a store's loss report into a gap event for the next flush. It never
 // blocks: it runs inside the store's Append.
 func (t *Trail) reportLoss(first, last, lost uint64, detail string) {
 	t.lossMu.Lock()
-	t.losses = append(t.losses, &event.Event{Type: event.TypeGap, Lost: lost, Detail: detail})
+	t.losses = append(t.losses, &event.Event{Type: event.TypeGap, Lost: lost, Detail: lostRange(first, last, detail)})
 	t.lossMu.Unlock()
 	select {
 	case t.wake <- struct{}{}:
@@ -481,6 +496,9 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 		t.log.Error("appending to the store", "err", err, "first_seq", evs[0].Seq, "events", len(evs), "attempt", attempt)
 		if attempt >= 5 && ctx.Err() != nil {
 			return fmt.Errorf("audit: events seq %d..%d not stored: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
+		}
+		if ctx.Err() != nil {
+			backoff = min(backoff, 200*time.Millisecond) // shutting down: a few quick tries
 		}
 		time.Sleep(backoff)
 		backoff = min(2*backoff, 5*time.Second)

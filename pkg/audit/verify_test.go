@@ -147,7 +147,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, Config{BatchSize: 8, BatchWait: -1}, local.Options{})
+			e := newEnv(t, Config{BatchSize: 8, BatchWait: -1, AnchorInterval: -1}, local.Options{})
 			for i := range n {
 				e.tr.Emit(stmt(i))
 			}

@@ -189,10 +189,6 @@ func (s *Store) openWriter() error {
 		s.log.Info("removed empty last segment", "file", last.path)
 		segs = segs[:len(segs)-1]
 	}
-	if len(segs) > 0 && s.lastSeq == 0 {
-		// Defensive: every remaining segment is empty; the loop above removed them.
-		return fmt.Errorf("segments without events")
-	}
 	for _, sg := range segs {
 		s.total += sg.size
 	}
@@ -316,7 +312,7 @@ func (s *Store) readOnlyLast() (uint64, string, error) {
 // reports that survive add up to every loss), and every event from first (just after the
 // shipped floor) to last is now gone — cumulative, so that the newest report covers the
 // ranges of older ones even when they, stored here too, were deleted before being
-// shipped. The detail is a sentence saying so, with "seq first..last" in it. Losses from before it was
+// shipped. The detail is a sentence saying what happened. Losses from before it was
 // set are delivered at once. h runs with the store locked and must not call back into it.
 // The audit trail registers itself here (its type uses only basic types so that neither
 // package imports the other), turning every loss into a gap event in the trail.
@@ -632,10 +628,10 @@ func (s *Store) enforceCap() {
 		s.log.Info("deleted segment over the cap", "file", old.path, "bytes", old.size, "reason", reason,
 			"first_seq", old.first, "last_seq", old.last)
 		if reason == reasonUnshipped {
-			l.detail = fmt.Sprintf("local store over its cap of %d bytes deleted %d unshipped events; "+
-				"lost since the last shipped event: seq %d..%d", s.opts.MaxBytes, l.lost, l.first, l.last)
+			l.detail = fmt.Sprintf("the local store, over its cap of %d bytes, deleted %d events that were not shipped",
+				s.opts.MaxBytes, l.lost)
 			if l.carried > 0 {
-				l.detail += fmt.Sprintf("; they include gap events that reported %d earlier losses, counted here", l.carried)
+				l.detail += fmt.Sprintf(", among them gap events that reported %d earlier losses (counted here again)", l.carried)
 				l.lost += l.carried
 			}
 			s.m.lostEvents.Add(float64(l.lost))
