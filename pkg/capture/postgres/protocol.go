@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -689,6 +690,14 @@ func (s *Session) queryStatementDone(h *op, m message) {
 		h.last = nil
 	}
 	n := h.numParts()
+	if m.typ == 'E' && h.parts != nil {
+		// The server parses the whole string before running any of it: a syntax error in
+		// a later statement fails the Query before the first one runs. Its position says
+		// which statement it is in.
+		if j := s.errorStatement(h, m); j > h.idx {
+			h.idx = j
+		}
+	}
 	var e *event.Event
 	if h.idx < n {
 		e = s.statementEvent(h, h.part(h.idx), h.truncated && h.idx == n-1, m)
@@ -711,6 +720,41 @@ func (s *Session) queryStatementDone(h *op, m message) {
 		return
 	}
 	s.emit(e)
+}
+
+// errorStatement returns the index of the statement an ErrorResponse's position points
+// into, or -1 when it has none.
+func (s *Session) errorStatement(h *op, m message) int {
+	var er pgproto3.ErrorResponse
+	if m.truncated || m.lost || er.Decode(m.body) != nil || er.Position <= 0 {
+		return -1
+	}
+	// Position counts characters from 1.
+	off, chars := len(h.text), int32(0)
+	for i := range h.text {
+		if chars++; chars == er.Position {
+			off = i
+			break
+		}
+	}
+	return partAt(h.text, h.parts, off)
+}
+
+// partAt returns which of parts (trimmed substrings of text, in order) byte offset off
+// falls in; an offset between two parts belongs to the next.
+func partAt(text string, parts []string, off int) int {
+	from := 0
+	for i, p := range parts {
+		k := strings.Index(text[from:], p)
+		if k < 0 {
+			return -1
+		}
+		from += k + len(p)
+		if off < from {
+			return i
+		}
+	}
+	return len(parts) - 1
 }
 
 // queryDone ends a simple Query at ReadyForQuery (end) or when it is given up (detail).

@@ -41,6 +41,7 @@ func TestRecorded(t *testing.T) {
 		{"psql", func(t *testing.T, port int) {
 			psql(t, port, "", "SELECT 1; SELECT 2")
 			psql(t, port, "", "SELECT 1/0")
+			psql(t, port, "", "SELECT 1; SELEC 2")
 			psql(t, port, "", "BEGIN; SELECT 1/0; SELECT 3")
 			psql(t, port, "20\ttwenty\n21\ttwenty-one\n", "COPY items FROM STDIN")
 			psql(t, port, "", "COPY (SELECT * FROM items ORDER BY id) TO STDOUT")
@@ -48,6 +49,7 @@ func TestRecorded(t *testing.T) {
 			expect(t, evs, []want{
 				{Statement: "SELECT 1", Rows: 1}, {Statement: "SELECT 2", Rows: 1},
 				{Statement: "SELECT 1/0", Error: "22012"},
+				{Statement: "SELEC 2", Error: "42601"},
 				{Statement: "BEGIN"}, {Statement: "SELECT 1/0", Error: "22012"},
 				{Statement: "COPY items FROM STDIN", Rows: 2},
 				{Statement: "COPY (SELECT * FROM items ORDER BY id) TO STDOUT", Rows: 7},

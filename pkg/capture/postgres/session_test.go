@@ -165,6 +165,12 @@ func TestSession(t *testing.T) {
 			want: []want{{Statement: "INSERT INTO t VALUES (1)", Rows: 1}, {Statement: "SELECT 1/0", Error: "22012"}},
 		},
 		{
+			name: "syntax error in a later statement: nothing ran, the error is that statement's",
+			steps: steps(std, []step{c(q("SELECT 1; SELEC 2; SELECT 3")),
+				sv(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "SELEC"`, Position: 11}, rfq())}),
+			want: []want{{Statement: "SELEC 2", Error: "42601"}},
+		},
+		{
 			name:  "empty query",
 			steps: steps(std, []step{c(q(";")), sv(&pgproto3.EmptyQueryResponse{}, rfq())}),
 			want:  []want{{Statement: ";"}},
@@ -532,6 +538,24 @@ func TestSplitQueryMatchesSqlparse(t *testing.T) {
 		want := sqlparseSplit(text)
 		if !reflect.DeepEqual(parts, want) {
 			t.Errorf("splitQuery(%q) = %q, sqlparse %q", text, parts, want)
+		}
+	}
+}
+
+func TestSplitKeepsDroppedStatements(t *testing.T) {
+	for text, want := range map[string][]string{
+		"SELECT 1; SELEC 2; SELECT 3":   {"SELECT 1", "SELEC 2", "SELECT 3"},
+		"SELEC 1; SELECT 2":             {"SELEC 1", "SELECT 2"},
+		"SELECT 1; SELEC 2 /* c */;":    {"SELECT 1", "SELEC 2 /* c */"},
+		"SELECT 1; -- only a comment":   {"SELECT 1"},
+		"SELECT 1; /* c */ ;; SELECT 2": {"SELECT 1", "SELECT 2"},
+	} {
+		single, parts := splitQuery(text)
+		if parts == nil {
+			parts = []string{single}
+		}
+		if !reflect.DeepEqual(parts, want) {
+			t.Errorf("splitQuery(%q) = %q, want %q", text, parts, want)
 		}
 	}
 }
