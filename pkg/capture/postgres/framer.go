@@ -108,8 +108,9 @@ func (s *Session) startupBytes(f *framer, data []byte, ts time.Time) []byte {
 	}
 	if f.hdrN == 0 {
 		switch {
-		case data[0] == tlsHandshake:
-			// Direct TLS (PostgreSQL 17 sslnegotiation=direct): no SSLRequest at all.
+		case len(data) >= 3 && data[0] == tlsHandshake && data[1] == 3 && data[2] <= 4:
+			// A TLS handshake record (PostgreSQL 17 sslnegotiation=direct): no SSLRequest
+			// at all. The version bytes keep a mid-stream 0x16 from passing for one.
 			s.encrypt()
 			return data
 		case data[0] != 0:
