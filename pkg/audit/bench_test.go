@@ -120,3 +120,26 @@ func BenchmarkHash(b *testing.B) {
 		sha256.Sum256(line)
 	}
 }
+
+// BenchmarkEmit is what capture pays per event: the enqueue, from parallel goroutines.
+func BenchmarkEmit(b *testing.B) {
+	st, err := local.Open(b.TempDir(), local.Options{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	tr, err := New(Config{Host: "db1", AgentID: "agent-1", StateDir: b.TempDir(), QueueSize: 1 << 22}, st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := stmt(1)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			tr.Emit(e)
+		}
+	})
+	b.StopTimer()
+	for len(tr.queue) > 0 { // leave no references for the next run
+		<-tr.queue
+	}
+}

@@ -381,7 +381,7 @@ func (s *Store) Append(ctx context.Context, events []*event.Event) error {
 		buf = append(append(buf, b...), '\n')
 		ends = append(ends, len(buf))
 	}
-	s.buf, s.ends = buf, ends
+	s.keepBuf(buf, ends)
 	return s.write(ctx, events, buf, ends)
 }
 
@@ -395,12 +395,25 @@ func (s *Store) AppendEncoded(ctx context.Context, events []*event.Event, lines 
 	s.encMu.Lock()
 	defer s.encMu.Unlock()
 	buf, ends := s.buf[:0], s.ends[:0]
-	for _, l := range lines {
+	for i, l := range lines {
+		// A newline inside would split the event into two undecodable lines.
+		if bytes.IndexByte(l, '\n') >= 0 {
+			return fmt.Errorf("local store: the encoding of event seq %d contains a newline", events[i].Seq)
+		}
 		buf = append(append(buf, l...), '\n')
 		ends = append(ends, len(buf))
 	}
-	s.buf, s.ends = buf, ends
+	s.keepBuf(buf, ends)
 	return s.write(ctx, events, buf, ends)
+}
+
+// keepBuf keeps the encoding buffers for the next append, unless one batch of huge
+// events made them big enough that holding on would pin the memory for good.
+func (s *Store) keepBuf(buf []byte, ends []int) {
+	if cap(buf) > 16<<20 {
+		buf, ends = nil, nil
+	}
+	s.buf, s.ends = buf, ends
 }
 
 func (s *Store) write(ctx context.Context, events []*event.Event, buf []byte, ends []int) error {

@@ -469,3 +469,41 @@ func TestLimitAcrossChunks(t *testing.T) {
 		t.Fatal("whole lines reported corrupt")
 	}
 }
+
+func TestFailedAppendRollsBack(t *testing.T) {
+	// A batch that fails halfway (the next segment cannot be created) leaves nothing
+	// behind, so the same batch can be retried.
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 900}) // three test events to a segment
+	appendAll(t, s, mkEvents(1, 2), 2)
+	before, _ := os.ReadFile(filepath.Join(dir, segmentName(1)))
+	// Event 3 fills the first segment, event 4 needs a new one: block its name.
+	batch := mkEvents(3, 8)
+	for seq := uint64(3); seq <= 8; seq++ {
+		if err := os.Mkdir(filepath.Join(dir, segmentName(seq)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Append(context.Background(), batch); err == nil {
+		t.Fatal("want an error")
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, segmentName(1)))
+	if string(after) != string(before) {
+		t.Fatal("the failed batch left bytes behind")
+	}
+	if seq, _ := s.Last(); seq != 2 {
+		t.Fatalf("Last = %d after a failed append", seq)
+	}
+	for seq := uint64(3); seq <= 8; seq++ {
+		os.Remove(filepath.Join(dir, segmentName(seq)))
+	}
+	if err := s.Append(context.Background(), batch); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if got := seqs(t, s, store.Query{}); !slices.Equal(got, span(1, 8)) {
+		t.Fatalf("got %v", got)
+	}
+	if len(s.segs) < 2 || s.segs[1].first != 4 {
+		t.Fatalf("segments %+v", s.segs)
+	}
+}
