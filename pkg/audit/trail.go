@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -66,6 +67,11 @@ type Config struct {
 	// Redact rewrites statement text before it is stored (the agent passes sqlparse's
 	// normalizer, which replaces literals); nil stores it as is.
 	Redact func(sql string) string
+	// Tee, if set, receives every event as one JSON line once the store holds it (the
+	// agent's --print), with its seq and hash. A failing Tee is logged, never fatal. Use it
+	// rather than wrapping the store: the trail needs the store's own methods (Last,
+	// SetLossHandler, AppendEncoded), which a wrapper hides.
+	Tee io.Writer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -106,6 +112,8 @@ type Trail struct {
 	lines       [][]byte // the encodings of a batch, in arena
 	arena       []byte
 	fast        bool // appendCanonical fits the event types (see encode.go)
+	teeBuf      []byte
+	teeFailed   bool
 	writeFailed bool
 }
 
@@ -465,6 +473,21 @@ func (t *Trail) seal(e *event.Event) ([]byte, error) {
 	return t.arena[start:len(t.arena):len(t.arena)], nil
 }
 
+// tee writes the stored batch's lines to cfg.Tee.
+func (t *Trail) tee() {
+	t.teeBuf = t.teeBuf[:0]
+	for _, l := range t.lines {
+		t.teeBuf = append(append(t.teeBuf, l...), '\n')
+	}
+	if _, err := t.cfg.Tee.Write(t.teeBuf); err != nil && !t.teeFailed {
+		t.log.Error("writing events to the tee (logged once)", "err", err)
+		t.teeFailed = true
+	}
+	if cap(t.teeBuf) > maxArena {
+		t.teeBuf = nil
+	}
+}
+
 // write appends sealed events, retrying a failing store: the events already carry their
 // seqs and links, so the same batch is retried until it is stored. Meanwhile the queue
 // fills and Emit counts what it drops, for the gap event after. Once ctx has ended
@@ -505,6 +528,9 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 	}
 	for _, e := range evs {
 		t.m.countEvent(e.Type)
+	}
+	if t.cfg.Tee != nil {
+		t.tee()
 	}
 	last := evs[len(evs)-1]
 	h := &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash, Time: time.Now().UTC()}

@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -278,6 +280,27 @@ func TestRedaction(t *testing.T) {
 			}
 			requireOK(t, e.verify())
 		})
+	}
+}
+
+func TestTee(t *testing.T) {
+	var out bytes.Buffer
+	e := newEnv(t, Config{Tee: &out}, local.Options{})
+	e.start()
+	for i := range 20 {
+		e.tr.Emit(stmt(i))
+	}
+	e.stop()
+	var want bytes.Buffer
+	for _, ev := range e.events() {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Write(append(b, '\n'))
+	}
+	if out.String() != want.String() {
+		t.Fatalf("tee:\n%s\nstore:\n%s", out.String(), want.String())
 	}
 }
 
