@@ -28,12 +28,12 @@ FROM
     FROM audit_events FINAL
     WHERE time >= toDateTime({since}, 'UTC')
     GROUP BY agent_id
-)
+) AS trail
 ANY LEFT JOIN
 (
     SELECT agent_id, count() AS physical_rows
     FROM audit_events
     WHERE time >= toDateTime({since}, 'UTC')
     GROUP BY agent_id
-) USING (agent_id)
+) AS physical USING (agent_id)
 ORDER BY agent_id

@@ -19,7 +19,7 @@ FROM
     FROM audit_activity_1m FINAL
     WHERE type = 'statement' AND minute >= toDateTime({since}, 'UTC')
     GROUP BY db_user, hour
-)
+) AS recent
 ANY LEFT JOIN
 (
     SELECT db_user, sum(statements) / ({baseline_days} * 24) AS baseline_statements, sum(rows_total) / ({baseline_days} * 24) AS baseline_rows
@@ -28,7 +28,7 @@ ANY LEFT JOIN
         AND minute >= toDateTime({since}, 'UTC') - {baseline_days} * 86400
         AND minute < toDateTime({since}, 'UTC')
     GROUP BY db_user
-) USING (db_user)
+) AS baseline USING (db_user)
 WHERE statements > {factor} * greatest(baseline_statements, 1) OR rows > {factor} * greatest(baseline_rows, 1)
 ORDER BY statements_ratio DESC, rows_ratio DESC
 LIMIT {limit}
