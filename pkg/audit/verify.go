@@ -299,12 +299,16 @@ func (c *chain) finish(rep *Report, pub ed25519.PublicKey, head *Head) {
 		}
 	}
 
+	var headErr error
+	if head != nil && pub != nil {
+		headErr = head.Verify(pub)
+	}
 	switch {
 	case head == nil || head.AgentID != agent:
 		rep.add(agent, c.sum.LastSeq, KindNoHead, "no head file for this agent: a cut at the end of its trail cannot be detected")
 	case pub == nil:
-	case head.Verify(pub) != nil:
-		rep.add(agent, head.Seq, KindBadHead, "%v", head.Verify(pub))
+	case headErr != nil:
+		rep.add(agent, head.Seq, KindBadHead, "%v", headErr)
 	case c.sum.LastSeq < head.Seq:
 		rep.add(agent, c.sum.LastSeq+1, KindTruncated, "the signed head (%s) says the agent stored up to seq %d, the store ends at seq %d",
 			head.Time.Format("2006-01-02T15:04:05Z07:00"), head.Seq, c.sum.LastSeq)

@@ -1,13 +1,16 @@
 package audit
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store/local"
@@ -227,5 +230,67 @@ func TestSubtract(t *testing.T) {
 				t.Fatalf("subtract(%v, %v) = %v, want %v", tt.r, tt.cover, got, tt.want)
 			}
 		}
+	}
+}
+
+func TestVerifyHead(t *testing.T) {
+	tests := []struct {
+		name     string
+		edit     func(h *Head, key ed25519.PrivateKey, lines []string) ([]string, *Head)
+		wantKind Kind
+		wantOK   bool
+	}{
+		{"forged head", func(h *Head, _ ed25519.PrivateKey, l []string) ([]string, *Head) {
+			h.Seq-- // an attacker hiding the last event must change the head too
+			return l[:len(l)-1], h
+		}, KindBadHead, false},
+		{"head from another agent", func(h *Head, key ed25519.PrivateKey, l []string) ([]string, *Head) {
+			h.AgentID = "other"
+			h.sign(key)
+			return l, h
+		}, KindTruncated, false},
+		{"events after the head and the last anchor", func(h *Head, key ed25519.PrivateKey, l []string) ([]string, *Head) {
+			// A crash after a store write, before the head and the final anchor: allowed, but
+			// the events after the signature are only a warning's worth of protected.
+			l = l[:len(l)-1] // the final anchor
+			prev := decode(t, l[len(l)-4])
+			h.Seq, h.Hash = prev.Seq, prev.Hash
+			h.sign(key)
+			return l, h
+		}, KindUnsigned, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, Config{AnchorInterval: time.Hour}, local.Options{})
+			e.start()
+			for i := range 10 {
+				e.tr.Emit(stmt(i))
+			}
+			e.stop()
+			key, err := LoadOrCreateKey(e.stateDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := ReadHead(filepath.Join(e.stateDir, HeadFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var newHead *Head
+			rewriteLines(t, e.storeDir, func(l []string) []string {
+				var out []string
+				out, newHead = tt.edit(h, key, l)
+				return out
+			})
+			if err := writeHead(filepath.Join(e.stateDir, HeadFile), newHead); err != nil {
+				t.Fatal(err)
+			}
+			rep := e.verify()
+			if rep.OK() != tt.wantOK {
+				t.Fatalf("OK = %v: %v", rep.OK(), rep.Problems)
+			}
+			if !slices.ContainsFunc(rep.Problems, func(p Problem) bool { return p.Kind == tt.wantKind }) {
+				t.Fatalf("want %s, got %v", tt.wantKind, rep.Problems)
+			}
+		})
 	}
 }

@@ -95,6 +95,7 @@ type Store struct {
 
 	stopSync chan struct{}
 	syncDone chan struct{}
+	stopOnce sync.Once
 }
 
 // Open opens (creating if needed) the store in dir. A writer takes the directory's lock,
@@ -720,11 +721,12 @@ func (s *Store) syncLoop() {
 
 // Close syncs and closes the store and releases the directory.
 func (s *Store) Close() error {
-	if s.stopSync != nil {
-		close(s.stopSync)
-		<-s.syncDone
-		s.stopSync = nil
-	}
+	s.stopOnce.Do(func() {
+		if s.stopSync != nil {
+			close(s.stopSync)
+			<-s.syncDone
+		}
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
