@@ -77,3 +77,26 @@ func BenchmarkManyRows(b *testing.B) {
 	msgs = append(msgs, cc("SELECT 1000"), rfq())
 	benchRoundTrip(b, Config{}, nil, req, enc(b, msgs...))
 }
+
+// BenchmarkResyncGarbage feeds bytes that never form a message, in small chunks: the cost
+// per byte of looking for a boundary (each byte is judged once).
+func BenchmarkResyncGarbage(b *testing.B) {
+	garbage := make([]byte, 64<<10)
+	x := uint32(1)
+	for i := range garbage {
+		x = x*1103515245 + 12345
+		garbage[i] = byte(x >> 16)
+		if i%7 == 0 {
+			garbage[i] = 0 // zeros make plausible lengths, the expensive case
+		}
+	}
+	s := NewSession(Config{}, func(*event.Event) {})
+	b.SetBytes(int64(len(garbage)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for off := 0; off < len(garbage); off += 100 {
+			s.Feed(false, garbage[off:min(off+100, len(garbage))], t0)
+		}
+	}
+}

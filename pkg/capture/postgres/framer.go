@@ -43,6 +43,8 @@ type framer struct {
 
 	rbuf      []byte    // resync: bytes not yet known to be outside a message
 	rsegs     []heldSeg // when each part of rbuf was captured
+	scanned   int       // rbuf offsets below this have been judged
+	undecided []int     // offsets judged "need more bytes", in order
 	lostSync  bool      // resync was entered by losing bytes (a gap or a bad header)
 	pairingOK bool      // the request/response pairing already accounts for this loss
 	hdrHold   mark      // when the header being read began to arrive
@@ -264,7 +266,7 @@ func (s *Session) gap(f *framer, n int, ts time.Time) {
 	case phaseResync:
 		// What was waiting for confirmation is no longer contiguous with what follows.
 		s.stats.SkippedBytes += uint64(len(f.rbuf))
-		f.rbuf, f.rsegs = f.rbuf[:0], f.rsegs[:0]
+		f.resetHeld()
 		return
 	}
 	if f.inBody {
@@ -294,7 +296,7 @@ func (s *Session) loseSync(f *framer, skipped int) {
 	f.phase = phaseResync
 	f.inBody = false
 	f.hdrN = 0
-	f.rbuf, f.rsegs = f.rbuf[:0], f.rsegs[:0]
+	f.resetHeld()
 	f.lostSync = true
 	f.pairingOK = true
 	s.messagesLost(f.fromClient, s.pushed)
@@ -387,8 +389,22 @@ func (s *Session) hold(f *framer, data []byte, m mark) {
 	f.rbuf = append(f.rbuf, data...)
 }
 
+// resetHeld forgets all held bytes.
+func (f *framer) resetHeld() {
+	f.rbuf, f.rsegs = f.rbuf[:0], f.rsegs[:0]
+	f.scanned, f.undecided = 0, f.undecided[:0]
+}
+
 // dropHeld forgets the first n held bytes.
 func (f *framer) dropHeld(n int) {
+	f.scanned = max(0, f.scanned-n)
+	u := f.undecided[:0]
+	for _, i := range f.undecided {
+		if i >= n {
+			u = append(u, i-n)
+		}
+	}
+	f.undecided = u
 	f.rbuf = append(f.rbuf[:0], f.rbuf[n:]...)
 	k := 0
 	for k+1 < len(f.rsegs) && f.rsegs[k+1].off <= n {
@@ -413,36 +429,60 @@ func (s *Session) resyncBytes(f *framer, data []byte, ts time.Time) {
 	s.scan(f, ts)
 }
 
+// maxUndecided bounds the candidates kept waiting for bytes to judge them.
+const maxUndecided = 64
+
 // scan looks for a confirmed boundary in the held bytes and, once found, decodes from it.
 // A candidate that needs more bytes to be judged does not stop the scan: a confirmed
 // boundary after it wins (the undecided one would have had to contain it), else the held
-// bytes are kept from the first undecided candidate on.
+// bytes are kept from the first undecided candidate on. A rejected position stays rejected
+// whatever follows, so each byte is judged once, plus the few undecided ones again.
 func (s *Session) scan(f *framer, ts time.Time) {
 	buf := f.rbuf
-	undecided := -1
-	for i := range buf {
+	keep := f.undecided[:0]
+	for _, i := range f.undecided {
 		switch s.candidate(f.fromClient, buf[i:]) {
-		case verdictMore:
-			if undecided < 0 && len(buf)-i <= s.cfg.MaxBufferedMessage {
-				undecided = i
-			}
 		case verdictYes:
-			s.skipResync(f, i)
-			f.dropHeld(i)
-			held, segs := f.rbuf, f.rsegs
-			f.rbuf, f.rsegs = nil, nil
-			f.phase = phaseMessages
-			s.stats.Resyncs++
-			f.lostSync, f.pairingOK = false, false
-			s.replay(f, held, segs, ts)
+			s.resynced(f, i, ts)
 			return
+		case verdictMore:
+			if len(buf)-i <= s.cfg.MaxBufferedMessage {
+				keep = append(keep, i)
+			}
 		}
 	}
-	if undecided < 0 {
-		undecided = len(buf)
+	f.undecided = keep
+	for i := f.scanned; i < len(buf); i++ {
+		switch s.candidate(f.fromClient, buf[i:]) {
+		case verdictYes:
+			s.resynced(f, i, ts)
+			return
+		case verdictMore:
+			if len(buf)-i <= s.cfg.MaxBufferedMessage && len(f.undecided) < maxUndecided {
+				f.undecided = append(f.undecided, i)
+			}
+		}
 	}
-	s.skipResync(f, undecided)
-	f.dropHeld(undecided)
+	f.scanned = len(buf)
+	first := len(buf)
+	if len(f.undecided) > 0 {
+		first = f.undecided[0]
+	}
+	s.skipResync(f, first)
+	f.dropHeld(first)
+}
+
+// resynced decodes from held offset i, a confirmed message boundary.
+func (s *Session) resynced(f *framer, i int, ts time.Time) {
+	s.skipResync(f, i)
+	f.dropHeld(i)
+	held, segs := f.rbuf, f.rsegs
+	f.resetHeld()
+	f.rbuf, f.rsegs = nil, nil
+	f.phase = phaseMessages
+	s.stats.Resyncs++
+	f.lostSync, f.pairingOK = false, false
+	s.replay(f, held, segs, ts)
 }
 
 // replay decodes held bytes part by part, each as of when it was captured: a request the

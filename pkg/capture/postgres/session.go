@@ -178,7 +178,8 @@ func (s *Session) Close(_ time.Time) {
 			s.stats.SkippedBytes += uint64(f.got)
 		}
 		s.stats.SkippedBytes += uint64(f.hdrN + len(f.rbuf))
-		f.inBody, f.hdrN, f.rbuf, f.rsegs = false, 0, nil, nil
+		f.inBody, f.hdrN = false, 0
+		f.resetHeld()
 	}
 	s.flush("response not seen: connection closed")
 	s.client.phase, s.server.phase = phaseIgnore, phaseIgnore
