@@ -155,7 +155,12 @@ func (s *Session) startupMessage(m message) {
 			s.database = s.user // the server's default
 		}
 		s.client.phase = phaseMessages
-		if s.server.phase == phaseResync && len(s.server.rbuf) == 0 && !s.server.lostSync {
+		switch {
+		case s.server.phase == phaseSSLAnswer:
+			// A stream read at the server's socket layer (secure_read) sees the SSLRequest
+			// but not the answer, sent around it: the server speaks messages now.
+			s.server.phase = phaseMessages
+		case s.server.phase == phaseResync && len(s.server.rbuf) == 0 && !s.server.lostSync:
 			s.server.phase = phaseMessages
 		}
 	}

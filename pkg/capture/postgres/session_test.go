@@ -467,6 +467,23 @@ func TestSessionSSL(t *testing.T) {
 		t.Fatalf("encrypted %v, stats %+v", s.Encrypted(), s.Stats())
 	}
 
+	// Plaintext read inside the server (uprobes): the SSLRequest shows, its answer does not.
+	evs = nil
+	s = NewSession(Config{TLS: true}, func(e *event.Event) { evs = append(evs, e) })
+	s.Feed(true, enc(t, &pgproto3.SSLRequest{}), t0)
+	for _, st := range std {
+		if st.client != nil {
+			s.Feed(true, enc(t, st.client...), t0)
+		} else {
+			s.Feed(false, enc(t, st.server...), t0)
+		}
+	}
+	s.Feed(true, enc(t, q("SELECT 1")), t0)
+	s.Feed(false, enc(t, cc("SELECT 0"), rfq()), t0)
+	if len(evs) != 1 || !evs[0].TLS || evs[0].BackendPID != 4242 || s.Encrypted() || s.Stats().DecodeErrors != 0 {
+		t.Fatalf("uprobe stream: %d events, stats %+v", len(evs), s.Stats())
+	}
+
 	s = NewSession(Config{}, func(e *event.Event) { evs = append(evs, e) })
 	s.Feed(true, []byte{0x16, 3, 1, 0, 200}, t0) // direct TLS, no SSLRequest
 	if !s.Encrypted() {
