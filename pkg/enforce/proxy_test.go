@@ -245,3 +245,41 @@ func TestSimpleAndExtendedProtocol(t *testing.T) {
 		t.Fatalf("multi-statement event: %+v", e)
 	}
 }
+
+func runCmd(name string, args ...string) (string, error) { return runCmdStdin("", name, args...) }
+
+func runCmdStdin(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(cmd.Environ(), "PGCONNECT_TIMEOUT=10")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+// metricValue reads a counter (with the given label value, if any) from the harness registry.
+func metricValue(t *testing.T, h *harness, name, label string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() != "listener" && lp.GetValue() == label {
+					match = true
+				}
+			}
+			if match {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
