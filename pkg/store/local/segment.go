@@ -3,7 +3,6 @@ package local
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -102,15 +101,6 @@ func lineSeq(line []byte) (uint64, bool) {
 	}
 	seq, err := strconv.ParseUint(string(rest[:n]), 10, 64)
 	return seq, err == nil
-}
-
-// decodeLine decodes one stored line (without its newline) into an event.
-func decodeLine(line []byte) (*event.Event, error) {
-	e := new(event.Event)
-	if err := json.Unmarshal(line, e); err != nil {
-		return nil, err
-	}
-	return e, nil
 }
 
 // lineReader yields the lines of one segment, tolerating lines longer than its buffer.
