@@ -288,13 +288,14 @@ func detectValue(m *mask.Masker, cp *colPlan, v []byte) (out []byte, null, found
 }
 
 // isSep separates the tokens detectors are tried on inside a longer text. Characters that
-// occur inside emails, phone numbers and card numbers (@ . - + ( ) _) are not separators.
+// occur inside emails, phone numbers and card numbers (@ . - + ( ) _) are not separators;
+// control bytes are, so that text inside binary values (arrays, records) is found too.
 func isSep(c byte) bool {
 	switch c {
-	case ' ', '\t', '\n', '\r', ',', ';', ':', '"', '\'', '<', '>', '[', ']', '{', '}', '|', '=', '\\', '/', '`', 0:
+	case ' ', ',', ';', ':', '"', '\'', '<', '>', '[', ']', '{', '}', '|', '=', '\\', '/', '`', 0x7f:
 		return true
 	}
-	return false
+	return c < 0x20
 }
 
 // maxWindow is how many adjacent tokens are tried together, for values written with spaces

@@ -88,7 +88,7 @@ CREATE ROLE analyst LOGIN;
 CREATE TABLE customers (id int PRIMARY KEY, full_name text, email text UNIQUE, ssn text, birth_date date, notes text, score int);
 INSERT INTO customers VALUES
  (1, 'Alice Liddell', 'alice@example.com', '123-45-6789', '1990-01-02', 'call +1 415 555 0100', 10),
- (2, 'Bob Builder', 'bob@example.org', '987-65-4321', '1985-05-06', 'card 4111 1111 1111 1111', 20);
+ (2, 'Bob Builder', 'bob@example.org', '536-22-8761', '1985-05-06', 'card 4111 1111 1111 1111', 20);
 CREATE TABLE accounts (id int PRIMARY KEY, balance int);
 INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 10) g;
 GRANT SELECT, INSERT, UPDATE, DELETE ON customers, accounts TO analyst;
@@ -282,4 +282,12 @@ func metricValue(t *testing.T, h *harness, name, label string) float64 {
 		}
 	}
 	return 0
+}
+
+func asPgError(err error) *pgconn.PgError {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return nil
 }
