@@ -507,3 +507,46 @@ func TestFailedAppendRollsBack(t *testing.T) {
 		t.Fatalf("segments %+v", s.segs)
 	}
 }
+
+func TestReadOnlyBesideWriter(t *testing.T) {
+	// What `vigil events` sees while the agent appends and rotates: always a whole prefix
+	// of the trail, never a corrupt line.
+	dir := t.TempDir()
+	w := open(t, dir, Options{SegmentBytes: 4096})
+	r, err := Open(dir, Options{ReadOnly: true, Logger: testLogger(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for from := uint64(1); from < 1400; from += 7 {
+			if err := w.Append(context.Background(), mkEvents(from, from+6)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	reads := 0
+	for running := true; running; reads++ {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		got := seqs(t, r, store.Query{})
+		if len(got) > 0 && !slices.Equal(got, span(1, got[len(got)-1])) {
+			t.Fatalf("read %d: not a whole prefix: %d events ending %v", reads, len(got), got[len(got)-1])
+		}
+		if last := seqs(t, r, store.Query{Limit: 3}); len(got) >= 3 && len(last) != 3 {
+			t.Fatalf("read %d: limit 3 gave %v", reads, last)
+		}
+	}
+	if n := value(r.m.corruptLines); n != 0 {
+		t.Fatalf("%v lines reported corrupt", n)
+	}
+	if got := seqs(t, r, store.Query{}); len(got) != 1400 {
+		t.Fatalf("final read: %d events", len(got))
+	}
+	t.Logf("%d reads beside the writer", reads)
+}
