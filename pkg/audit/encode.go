@@ -12,7 +12,7 @@ import (
 )
 
 // The writer encodes every event once, and encoding/json's reflection is most of the
-// cost of a sealed event (BENCHMARKS in the package tests). appendCanonical writes the
+// cost of a sealed event (BenchmarkEncode: ~3µs against ~0.6µs). appendCanonical writes the
 // same bytes as e.Canonical() — field order, omitempty, string escaping, RFC 3339 times
 // in UTC — directly. The hash chain depends on the two agreeing byte for byte, so the
 // encoder is used only while the event types are exactly the ones it was written for
