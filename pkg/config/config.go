@@ -36,6 +36,8 @@ type Config struct {
 	Capture Capture `yaml:"capture"`
 	// Audit configures what the trail records.
 	Audit Audit `yaml:"audit"`
+	// LocalStore tunes the embedded store (also the spool in front of ClickHouse).
+	LocalStore LocalStore `yaml:"local_store"`
 	// Proxies are enforcement proxy listeners.
 	Proxies []Proxy `yaml:"proxies"`
 }
@@ -88,6 +90,18 @@ type Audit struct {
 	// AnchorInterval is the least time between signed anchors in the chain (the signed head
 	// file is rewritten on every flush regardless).
 	AnchorInterval time.Duration `yaml:"anchor_interval"`
+}
+
+// LocalStore tunes the embedded store. Zero values take the store's defaults.
+type LocalStore struct {
+	// SegmentBytes rotates segments at this size (default 64 MiB).
+	SegmentBytes int64 `yaml:"segment_bytes"`
+	// MaxBytes caps the directory (default 1 GiB): the oldest segments go first; as a
+	// spool, losing unshipped events is recorded as a gap event.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// SyncInterval 0 fsyncs every batch before it counts as stored; above 0, fsync runs at
+	// most that often (a machine crash can then lose that much).
+	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
 // Proxy is one enforcement proxy listener.
