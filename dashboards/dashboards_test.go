@@ -38,7 +38,7 @@ func TestAgentHealthMetrics(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"rate(vigil_capture_statements_total[1m])", "vigil_capture_lost_records_total", "vigil_decoder_errors_total",
-		"vigil_decoder_resyncs_total", "vigil_spool_bytes", "vigil_store_backlog_events", "vigil_export_batch_seconds_bucket",
+		"vigil_decoder_resyncs_total", "vigil_store_local_bytes", "vigil_store_backlog_events", "vigil_export_batch_seconds_bucket",
 		"vigil_export_events_total", "vigil_export_errors_total", `vigil_events_total{type="gap"}`} {
 		if !strings.Contains(all.String(), m) {
 			t.Errorf("no panel queries %s", m)

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 	}
 	cs := []prometheus.Collector{m.events, m.errors, m.batch, m.deadLetter, m.shipped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "vigil_store_backlog_events", Help: "Events in the spool that ClickHouse has not acknowledged yet."}, backlog)}
+			Name: "vigil_export_backlog_events", Help: "Events in the spool that ClickHouse has not acknowledged yet."}, backlog)}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering export metrics: %w", err)
