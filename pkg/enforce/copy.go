@@ -63,6 +63,14 @@ func (ss *session) copyPlanFor(h *item, body []byte) *copyPlan {
 		fields[i].binary = cp.format == copyBinary
 	}
 	cp.plan = ss.plan(fields, h)
+	if cp.plan != nil {
+		for _, n := range cp.plan.pii {
+			h.cols.pii = addOnce(h.cols.pii, n)
+		}
+		for _, n := range cp.plan.masked {
+			h.cols.masked = addOnce(h.cols.masked, n)
+		}
+	}
 	return cp
 }
 

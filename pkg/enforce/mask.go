@@ -39,6 +39,35 @@ type colPlan struct {
 type rowPlan struct {
 	cols    []colPlan
 	nullAll bool // column sources unknown: every value is replaced by NULL
+	// pii and masked are the columns classified by name, for the events.
+	pii, masked []string
+}
+
+// maxCachedPlans bounds the per-session cache of plans by statement and row description.
+const maxCachedPlans = 128
+
+// cachedPlan returns the plan of a RowDescription for a masked statement, building it on the
+// first sight of that pair: classification costs catalog lookups and policy calls, and a
+// session runs the same statements again and again.
+func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
+	key := string(body) + "\x00" + h.st.text
+	p, ok := ss.planCache[key]
+	if !ok {
+		if len(ss.planCache) >= maxCachedPlans {
+			clear(ss.planCache)
+		}
+		p = ss.planFor(body, h)
+		ss.planCache[key] = p
+	}
+	if p != nil {
+		for _, n := range p.pii {
+			h.cols.pii = addOnce(h.cols.pii, n)
+		}
+		for _, n := range p.masked {
+			h.cols.masked = addOnce(h.cols.masked, n)
+		}
+	}
+	return p
 }
 
 // nullPlan is used when a result must be masked but its columns could not be learned.
@@ -121,13 +150,13 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 			switch {
 			case pii && raw:
 				cp.action = colKeep
-				h.cols.pii = addOnce(h.cols.pii, cp.name)
+				plan.pii = append(plan.pii, cp.name)
 			case raw:
 				cp.action = colKeep
 			case pii:
 				cp.action, cp.strat = colMask, strat
-				h.cols.pii = addOnce(h.cols.pii, cp.name)
-				h.cols.masked = addOnce(h.cols.masked, cp.name)
+				plan.pii = append(plan.pii, cp.name)
+				plan.masked = append(plan.masked, cp.name)
 			}
 		}
 		if cp.action == colKeep {
@@ -135,7 +164,7 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 		}
 		plan.cols[i] = cp
 	}
-	if keep == len(fields) {
+	if keep == len(fields) && len(plan.pii) == 0 {
 		return nil
 	}
 	return plan

@@ -114,7 +114,7 @@ func start(t *testing.T, opts ...harnessOpt) *harness {
 	return startOn(t, pg, opts...)
 }
 
-func startOn(t *testing.T, pg *testpg.Server, opts ...harnessOpt) *harness {
+func startOn(t testing.TB, pg *testpg.Server, opts ...harnessOpt) *harness {
 	t.Helper()
 	cert := selfSigned(t)
 	cfg := Config{Listen: "127.0.0.1:0", Upstream: pg.Addr(), ClientTLS: &tls.Config{Certificates: []tls.Certificate{cert}}}
@@ -290,4 +290,29 @@ func asPgError(err error) *pgconn.PgError {
 		return pe
 	}
 	return nil
+}
+
+// startPG starts PostgreSQL with the test schema for benchmarks and fuzz targets.
+func startPG(tb testing.TB) *testpg.Server {
+	tb.Helper()
+	pg := testpg.Start(tb)
+	if _, err := pg.Psql("postgres", schemaSQL); err != nil {
+		tb.Fatal(err)
+	}
+	return pg
+}
+
+// startOnAddr runs a proxy in front of an arbitrary upstream address (fuzzing a hostile
+// upstream); it stops when the process ends.
+func startOnAddr(t testing.TB, upstream string) *harness {
+	h := &harness{log: &eventLog{}, reg: prometheus.NewRegistry()}
+	srv, err := New(Config{Listen: "127.0.0.1:0", Upstream: upstream, DialTimeout: 2 * time.Second}, testPolicy(t), h.log, h.reg,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(context.Background())
+	<-srv.Ready()
+	h.srv, h.addr = srv, srv.Addr().String()
+	return h
 }

@@ -55,12 +55,13 @@ type session struct {
 	scratch   []byte
 
 	// server side only
-	plans    map[string]*rowPlan // portal -> plan from its Describe
-	curPlan  *rowPlan
-	planSet  bool
-	skipping bool // after an error in an extended-protocol batch, until ReadyForQuery
-	copyOut  *copyPlan
-	rowBuf   []byte
+	plans     map[string]*rowPlan // portal -> plan from its Describe
+	planCache map[string]*rowPlan
+	curPlan   *rowPlan
+	planSet   bool
+	skipping  bool // after an error in an extended-protocol batch, until ReadyForQuery
+	copyOut   *copyPlan
+	rowBuf    []byte
 }
 
 // relay runs both directions until the session ends.
@@ -70,6 +71,7 @@ func (ss *session) relay(ctx context.Context) error {
 	ss.portals = make(map[string]*stmt)
 	ss.described = make(map[string]bool)
 	ss.plans = make(map[string]*rowPlan)
+	ss.planCache = make(map[string]*rowPlan)
 	stop := context.AfterFunc(ctx, func() {
 		ss.client.Close()
 		ss.server.Close()
@@ -348,7 +350,7 @@ func (ss *session) functionCall(msg []byte) error {
 	if err != nil {
 		ss.srv.log.Warn("naming a FunctionCall's function", "session_id", ss.id, "oid", fc.Function, "err", err)
 		st = &stmt{text: fmt.Sprintf("-- FunctionCall of function oid %d", fc.Function), blocked: true,
-			dec: policy.Decision{Action: policy.ActionBlock, Rule: "proxy:function_call"},
+			dec:     policy.Decision{Action: policy.ActionBlock, Rule: "proxy:function_call"},
 			refusal: errorFields{"42501", "Vigil: a FunctionCall of a function the proxy cannot identify is refused", ""}}
 	} else {
 		sql := "SELECT " + name + "("
@@ -490,13 +492,13 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		case 'Q':
 			ss.curPlan = nil
 			if h.st.mask {
-				ss.curPlan = ss.planFor(body, h)
+				ss.curPlan = ss.cachedPlan(body, h)
 			}
 		case 'D':
 			if h.objType == 'P' {
 				delete(ss.plans, h.name)
 				if h.st != nil && h.st.mask {
-					ss.plans[h.name] = ss.planFor(body, h)
+					ss.plans[h.name] = ss.cachedPlan(body, h)
 				}
 			}
 			if h.injected {

@@ -660,4 +660,3 @@ func (ss *session) noteParameter(body []byte) {
 		ss.unsafeEncoding.Store(true)
 	}
 }
-
