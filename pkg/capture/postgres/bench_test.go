@@ -58,6 +58,18 @@ func BenchmarkPgbenchPrepared(b *testing.B) {
 	b.Run("noparams", func(b *testing.B) { benchRoundTrip(b, Config{}, prep, req, resp) })
 }
 
+// BenchmarkPgxBinary is pgx's cached statement: Parse and Describe of a named statement
+// once (the server's ParameterDescription gives the parameter types), then Bind with a
+// binary int4, Describe, Execute and Sync per query. With params, the binary parameter is
+// decoded by its type.
+func BenchmarkPgxBinary(b *testing.B) {
+	prep := enc(b, parse("stmtcache_1", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"), describe('S', "stmtcache_1"), syncMsg)
+	req := enc(b, bind("", "stmtcache_1", []int16{1}, []byte{0, 0, 0xbd, 0xe5}), describe('P', ""), execute("", 0), syncMsg)
+	resp := enc(b, bindOK, pgbenchRow(), row("0"), cc("SELECT 1"), rfq())
+	b.Run("params", func(b *testing.B) { benchRoundTrip(b, Config{RecordParams: true}, prep, req, resp) })
+	b.Run("noparams", func(b *testing.B) { benchRoundTrip(b, Config{}, prep, req, resp) })
+}
+
 // BenchmarkPgbenchExtended is pgbench -S -M extended: an unnamed Parse every time.
 func BenchmarkPgbenchExtended(b *testing.B) {
 	req := enc(b, parse("", "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"), bind("", "", nil, []byte("48613")),

@@ -70,6 +70,10 @@ func (s *Session) keepLimit(fromClient bool, typ byte, size int) int {
 		switch typ {
 		case 'C', 'E', 'S', 'K', 'Z':
 			k = s.cfg.MaxBufferedMessage
+		case 't':
+			if s.cfg.RecordParams {
+				k = s.cfg.MaxBufferedMessage // parameter types, to render binary parameters
+			}
 		case 0:
 			k = size
 		default:

@@ -3,12 +3,10 @@ package postgres
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/vigil-db/vigil/pkg/event"
@@ -51,6 +49,8 @@ type op struct {
 	last   *event.Event
 
 	emitted bool // FunctionCall: answered, waiting for ReadyForQuery
+
+	stmt *prepared // Describe of a statement: where its ParameterDescription goes
 }
 
 func (o *op) numParts() int {
@@ -70,10 +70,14 @@ func (o *op) part(i int) string {
 // prepared is a statement created by Parse; portal is one created by Bind. Both resolve
 // what an Execute runs.
 type prepared struct {
+	name      string
 	text      string
 	truncated bool
 	detail    string
 	gen       uint64
+	// oids are the parameter types, from the Parse or the server's ParameterDescription
+	// (kept only when parameters are recorded): they let Bind render binary values.
+	oids []uint32
 }
 
 type portal struct {
@@ -155,6 +159,7 @@ func (s *Session) startupMessage(m message) {
 			s.database = s.user // the server's default
 		}
 		s.client.phase = phaseMessages
+		s.pairingGuessed = false // the conversation starts here: nothing earlier to answer
 		switch {
 		case s.server.phase == phaseSSLAnswer:
 			// A stream read at the server's socket layer (secure_read) sees the SSLRequest
@@ -191,7 +196,9 @@ func (s *Session) clientMessage(m message) {
 		return // the server discards everything up to Sync after an error
 	}
 	if h := s.headOp(); h != nil && h.kind == opLost {
+		// The lost requests' responses are taken to have all come: a guess.
 		s.pop()
+		s.pairingGuessed = true
 	}
 	switch m.typ {
 	case 'Q':
@@ -201,8 +208,7 @@ func (s *Session) clientMessage(m message) {
 	case 'B':
 		s.bind(m)
 	case 'D':
-		s.startGroup(m.start)
-		s.push(op{kind: opDescribe, start: m.start})
+		s.describe(m)
 	case 'E':
 		s.execute(m)
 	case 'C':
@@ -274,13 +280,16 @@ func (s *Session) parse(m message) {
 		return
 	}
 	name := string(body[:i])
-	p := &prepared{}
+	p := &prepared{name: name}
 	if !m.truncated && !m.lost {
 		var pm pgproto3.Parse
 		if err := pm.Decode(body); err != nil {
 			s.stats.DecodeErrors++
 		}
 		p.text = pm.Query
+		if s.cfg.RecordParams {
+			p.oids = paramTypeOIDs(pm.ParameterOIDs)
+		}
 		if len(p.text) > s.cfg.MaxStatementBytes {
 			p.text, p.truncated, p.detail = s.statementText(m, body[i+1:])
 		}
@@ -337,7 +346,8 @@ func (s *Session) bind(m message) {
 	}
 	portalName, stmtName := body[:i], body[i+1:i+1+j]
 	pt := &portal{}
-	if st := s.lookupStatement(string(stmtName)); st != nil {
+	st := s.lookupStatement(string(stmtName))
+	if st != nil {
 		pt.text, pt.truncated, pt.detail = st.text, st.truncated, st.detail
 	} else {
 		pt.detail = s.notSeen("prepared statement", string(stmtName))
@@ -352,7 +362,13 @@ func (s *Session) bind(m message) {
 				s.stats.DecodeErrors++
 				pt.detail = joinDetail(pt.detail, "parameters not recorded: malformed Bind")
 			} else {
-				pt.params = formatParams(b.Parameters, b.ParameterFormatCodes)
+				var oids []uint32
+				if st != nil && len(st.oids) == len(b.Parameters) {
+					// The server refuses a Bind whose count differs; types of another
+					// count were not this statement's.
+					oids = st.oids
+				}
+				pt.params = formatParams(b.Parameters, b.ParameterFormatCodes, oids)
 			}
 		}
 	}
@@ -377,30 +393,6 @@ func joinDetail(a, b string) string {
 		return b
 	}
 	return a + "; " + b
-}
-
-// formatParams renders parameters as text: text-format values as they are (when valid
-// UTF-8), binary ones and invalid text as \x-hex, NULL as NULL.
-func formatParams(values [][]byte, formats []int16) []string {
-	out := make([]string, len(values))
-	for i, v := range values {
-		f := int16(0)
-		switch {
-		case len(formats) == 1:
-			f = formats[0]
-		case i < len(formats):
-			f = formats[i]
-		}
-		switch {
-		case v == nil:
-			out[i] = "NULL"
-		case f == 0 && utf8.Valid(v):
-			out[i] = string(v)
-		default:
-			out[i] = `\x` + hex.EncodeToString(v)
-		}
-	}
-	return out
 }
 
 func (s *Session) execute(m message) {
@@ -430,6 +422,40 @@ func (s *Session) execute(m message) {
 		o.text, o.truncated, o.detail, o.params = pt.text, pt.truncated, pt.detail, pt.params
 	}
 	s.push(o)
+}
+
+func (s *Session) describe(m message) {
+	s.startGroup(m.start)
+	o := op{kind: opDescribe, start: m.start}
+	// Only a statement's Describe is answered with its parameter types, and only recorded
+	// parameters need them.
+	if s.cfg.RecordParams && len(m.body) > 0 && m.body[0] == 'S' {
+		var d pgproto3.Describe
+		if m.truncated || m.lost || d.Decode(m.body) != nil {
+			s.stats.DecodeErrors++
+		} else {
+			o.stmt = s.lookupStatement(d.Name)
+		}
+	}
+	s.push(o)
+}
+
+// paramDescription gives statement p the parameter types the server reported for it.
+func (s *Session) paramDescription(p *prepared, m message) {
+	var pd pgproto3.ParameterDescription
+	if m.truncated || m.lost || pd.Decode(m.body) != nil {
+		// Larger than MaxBufferedMessage, or cut by a gap: the parameters stay hex.
+		return
+	}
+	named := p.name != "" && s.stmts[p.name] == p
+	if named {
+		s.namedBytes -= p.size()
+	}
+	p.oids = pd.ParameterOIDs
+	if named {
+		s.namedBytes += p.size()
+		s.evictStatements()
+	}
 }
 
 func (s *Session) closeMessage(m message) {
@@ -470,7 +496,7 @@ func (s *Session) functionCall(m message) {
 			for i, c := range f.ArgFormatCodes {
 				formats[i] = int16(c)
 			}
-			o.params = formatParams(f.Arguments, formats)
+			o.params = formatParams(f.Arguments, formats, nil) // a function's argument types are not on the wire
 		}
 	}
 	s.push(o)
@@ -535,6 +561,15 @@ func (s *Session) noRequest(m message) {
 		s.emit(e)
 	default:
 		s.stats.UnmatchedResponses++
+		s.pairingGuessed = true // responses of requests capture lost still trail in
+	}
+}
+
+// idle notes a ReadyForQuery that leaves no request waiting: responses to requests lost
+// before it have all come (or are trailing, and noRequest will say so).
+func (s *Session) idle() {
+	if s.headOp() == nil {
+		s.pairingGuessed = false
 	}
 }
 
@@ -546,6 +581,7 @@ func (s *Session) respond(h *op, m message) (retry bool) {
 	case opLost:
 		if m.typ == 'Z' {
 			s.pop()
+			s.idle()
 		}
 		s.stats.UnmatchedResponses++
 		return false
@@ -561,6 +597,11 @@ func (s *Session) respond(h *op, m message) (retry bool) {
 	case opDescribe:
 		switch m.typ {
 		case 't':
+			// Types paired by a guess would render parameters as values of another
+			// statement's types: only trusted pairings count, else parameters stay hex.
+			if h.stmt != nil && !s.pairingGuessed {
+				s.paramDescription(h.stmt, m)
+			}
 		case 'T', 'n':
 			s.pop()
 		case 'E':
@@ -572,6 +613,7 @@ func (s *Session) respond(h *op, m message) (retry bool) {
 		if m.typ == 'Z' {
 			s.pop()
 			s.startupDone = true
+			s.idle()
 			return false
 		}
 		s.stats.UnmatchedResponses++
@@ -605,6 +647,7 @@ func (s *Session) respond(h *op, m message) (retry bool) {
 			s.queryDone(h, m.end, "")
 			s.pop()
 			s.startupDone = true
+			s.idle()
 		case 'T', 'G', 'H', 'W', 'd', 'c':
 		default:
 			s.stats.UnmatchedResponses++
@@ -642,6 +685,7 @@ func completion(k opKind) byte {
 
 // stale drops a request whose response must have been lost and asks for a retry.
 func (s *Session) stale(h *op) bool {
+	s.pairingGuessed = true
 	s.notAnswered(h, "response not seen", time.Time{})
 	s.pop()
 	return true
@@ -850,8 +894,12 @@ func (s *Session) messagesLost(fromClient bool, mark uint64) {
 		flushed = flushed || h.kind != opLost
 		s.notWaiting(h, "response not seen: capture gap")
 	}
-	if flushed && s.headOp() == nil {
-		s.push(op{kind: opLost})
+	if flushed {
+		// Not all of a flushed request's responses need have been lost.
+		s.pairingGuessed = true
+		if s.headOp() == nil {
+			s.push(op{kind: opLost})
+		}
 	}
 }
 
@@ -891,7 +939,7 @@ func tagRows(tag []byte) (int64, bool) {
 	return n, true
 }
 
-func (p *prepared) size() int { return len(p.text) }
+func (p *prepared) size() int { return len(p.text) + 4*len(p.oids) }
 
 func (p *portal) size() int {
 	n := 0

@@ -14,11 +14,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/recordings from live traffic")
+
+// typedSQL takes parameters pgx sends in binary, of types the decoder renders; pgTime is
+// the instant of tstzBytes, sent from another time zone.
+const typedSQL = "SELECT $1::timestamptz, $2::uuid, $3::text, $4::bytea"
+
+var pgTime = time.Date(2026, 11, 25, 12, 0, 0, 123456000, time.FixedZone("CET", 3600))
 
 // TestRecorded drives real clients (psql, pgx, pgbench) against a real PostgreSQL 15
 // through the recording relay, then decodes the recording and checks the events.
@@ -94,6 +101,10 @@ func TestRecorded(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// pgx sends these binary: the types come from the server's ParameterDescription.
+			if _, err := conn.Exec(ctx, typedSQL, pgTime, pgtype.UUID{Bytes: [16]byte(uuidBytes), Valid: true}, nil, []byte{0xde, 0xad}); err != nil {
+				t.Fatal(err)
+			}
 			b := &pgx.Batch{}
 			b.Queue("INSERT INTO items VALUES ($1, $2)", 100, "hundred")
 			b.Queue("UPDATE items SET name = $1 WHERE id = $2", "cent", 100)
@@ -112,10 +123,10 @@ func TestRecorded(t *testing.T) {
 			sel := "SELECT name FROM items WHERE id = $1"
 			byName := "SELECT id FROM items WHERE name = $1"
 			w := []want{
-				{Statement: sel, Params: []string{`\x00000001`}, Rows: 1}, {Statement: sel, Params: []string{`\x00000002`}, Rows: 1},
-				{Statement: sel, Params: []string{`\x00000003`}, Rows: 1},
-				{Statement: sel, Params: []string{`\x00000001`}, Rows: 1}, {Statement: sel, Params: []string{`\x00000002`}, Rows: 1},
-				{Statement: sel, Params: []string{`\x00000003`}, Rows: 1},
+				{Statement: sel, Params: []string{"1"}, Rows: 1}, {Statement: sel, Params: []string{"2"}, Rows: 1},
+				{Statement: sel, Params: []string{"3"}, Rows: 1},
+				{Statement: sel, Params: []string{"1"}, Rows: 1}, {Statement: sel, Params: []string{"2"}, Rows: 1},
+				{Statement: sel, Params: []string{"3"}, Rows: 1},
 			}
 			for i := range 5 {
 				rows := int64(1)
@@ -125,11 +136,12 @@ func TestRecorded(t *testing.T) {
 				w = append(w, want{Statement: byName, Params: []string{fmt.Sprintf("item %d", i)}, Rows: rows})
 			}
 			w = append(w,
-				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{`\x00000064`, "hundred"}, Rows: 1},
-				want{Statement: "UPDATE items SET name = $1 WHERE id = $2", Params: []string{"cent", `\x00000064`}, Rows: 1},
-				want{Statement: "DELETE FROM items WHERE id = $1", Params: []string{`\x00000064`}, Rows: 1},
-				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{`\x000000c8`, "a"}, Rows: 1},
-				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{`\x000000c8`, "dup"}, Error: "23505"},
+				want{Statement: typedSQL, Params: []string{"2026-11-25T11:00:00.123456Z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "NULL", `\xdead`}, Rows: 1},
+				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{"100", "hundred"}, Rows: 1},
+				want{Statement: "UPDATE items SET name = $1 WHERE id = $2", Params: []string{"cent", "100"}, Rows: 1},
+				want{Statement: "DELETE FROM items WHERE id = $1", Params: []string{"100"}, Rows: 1},
+				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{"200", "a"}, Rows: 1},
+				want{Statement: "INSERT INTO items VALUES ($1, $2)", Params: []string{"200", "dup"}, Error: "23505"},
 			)
 			expect(t, evs, w)
 		}},

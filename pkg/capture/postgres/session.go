@@ -23,8 +23,11 @@
 //     "fastpath function call: oid N" (never a made-up SQL call), with its arguments as Params.
 //   - A CancelRequest yields an event with no Statement, Detail "cancel request", and the
 //     target backend in BackendPID; the secret key is never recorded.
-//   - NULL parameters are recorded as "NULL"; binary ones as "\x" and hex; text ones that
-//     are not valid UTF-8 also as "\x" and hex.
+//   - NULL parameters are recorded as "NULL". A binary parameter is printed as PostgreSQL
+//     would print it (timestamps as RFC 3339, timestamptz in UTC) when its type is known,
+//     from the Parse or from the server's answer to a Describe of the statement, and is one
+//     of the common scalar types; any other binary one is recorded as "\x" and hex, and so
+//     is a text one that is not valid UTF-8.
 //   - Passwords, SASL exchanges and the cancel key are skipped unread; they never reach an
 //     event, a log line or an error.
 package postgres
@@ -48,8 +51,9 @@ type Config struct {
 	// MaxPrepared caps named prepared statements and portals remembered per session;
 	// beyond it the oldest is forgotten (counted), and an Execute of it says so. Default 1024.
 	MaxPrepared int
-	// MaxPreparedBytes caps the statement text and parameters held for named statements
-	// and portals per session, forgetting the oldest beyond it. Default 8 MiB.
+	// MaxPreparedBytes caps the statement text, parameter types (4 bytes each) and
+	// parameters held for named statements and portals per session, forgetting the oldest
+	// beyond it. Default 8 MiB.
 	MaxPreparedBytes int
 	// TLS marks events of a session fed from TLS plaintext (uprobes), not from the wire.
 	TLS bool
@@ -134,12 +138,18 @@ type Session struct {
 	// skipToSync: the server reported an error in the extended protocol and discards
 	// every message until Sync; so do we.
 	skipToSync bool
+	// pairingGuessed: capture lost requests or responses, or a response did not fit its
+	// request; the pairing then rests on a guess (see opLost, stale) until the server is
+	// next idle, and responses are not trusted to describe the request they are paired with.
+	pairingGuessed bool
 }
 
 // NewSession returns a Session that hands each finished event to sink (which takes
 // ownership of it).
 func NewSession(cfg Config, sink func(*event.Event)) *Session {
-	s := &Session{cfg: cfg.withDefaults(), sink: sink}
+	// Until the StartupMessage is seen, the session may have joined mid-conversation, with
+	// requests sent before capture still to be answered.
+	s := &Session{cfg: cfg.withDefaults(), sink: sink, pairingGuessed: true}
 	s.client = framer{fromClient: true, phase: phaseStartup}
 	s.server = framer{phase: phaseResync}
 	return s

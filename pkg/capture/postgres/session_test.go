@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -139,6 +140,12 @@ var (
 	paramDesc = &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23}}
 )
 
+var (
+	uuidBytes = []byte{0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11}
+	// 2026-11-25 12:00:00.123456+01 as microseconds since 2000-01-01 UTC.
+	tstzBytes = binary.BigEndian.AppendUint64(nil, uint64(time.Date(2026, 11, 25, 11, 0, 0, 123456000, time.UTC).Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds()))
+)
+
 func TestSession(t *testing.T) {
 	rec := Config{RecordParams: true}
 	tests := []struct {
@@ -207,13 +214,76 @@ func TestSession(t *testing.T) {
 			want: []want{{Statement: "SELECT $1::int", Rows: 1}},
 		},
 		{
-			name: "binary and NULL params",
+			name: "binary params of unknown type stay hex; NULL and text params",
 			cfg:  rec,
 			steps: steps(std, []step{
 				c(parse("", "SELECT $1, $2, $3"), bind("", "", []int16{1, 0, 0}, []byte{0, 0, 0, 42}, nil, []byte("héllo")), execute("", 0), syncMsg),
 				sv(parseOK, bindOK, row("x"), cc("SELECT 1"), rfq()),
 			}),
 			want: []want{{Statement: "SELECT $1, $2, $3", Params: []string{`\x0000002a`, "NULL", "héllo"}, Rows: 1}},
+		},
+		{
+			name: "binary params decoded by the types the Parse declared",
+			cfg:  rec,
+			steps: steps(std, []step{
+				c(&pgproto3.Parse{Query: "SELECT $1, $2, $3, $4", ParameterOIDs: []uint32{23, 0, 2950, 17}},
+					bind("", "", []int16{1}, []byte{0, 0, 0, 1}, []byte{0, 0, 0, 2}, uuidBytes, []byte{0xde, 0xad}), execute("", 0), syncMsg),
+				sv(parseOK, bindOK, row("x"), cc("SELECT 1"), rfq()),
+			}),
+			// $2's type was left to the server, and no Describe asked it: hex.
+			want: []want{{Statement: "SELECT $1, $2, $3, $4", Params: []string{"1", `\x00000002`, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", `\xdead`}, Rows: 1}},
+		},
+		{
+			name: "binary params decoded by the server's ParameterDescription (pgx)",
+			cfg:  rec,
+			steps: steps(std, []step{
+				c(parse("stmtcache_1", "SELECT $1, $2, $3, $4"), describe('S', "stmtcache_1"), syncMsg),
+				sv(parseOK, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23, 1184, 25, 20}}, rowDesc(), rfq()),
+				c(bind("", "stmtcache_1", []int16{1}, []byte{0, 0, 0, 1}, tstzBytes, nil, []byte{0, 0, 0}), execute("", 0), syncMsg),
+				sv(bindOK, row("x"), cc("SELECT 1"), rfq()),
+			}),
+			// An int8 of three bytes is not an int8: hex, not a guess.
+			want: []want{{Statement: "SELECT $1, $2, $3, $4", Params: []string{"1", "2026-11-25T11:00:00.123456Z", "NULL", `\x000000`}, Rows: 1}},
+		},
+		{
+			// Joined mid-conversation: the first answers may be to requests sent before
+			// capture (here an INSERT's types, text and int4), so types are trusted only
+			// once the server has been idle.
+			name: "parameter types not trusted before the pairing is certain",
+			cfg:  rec,
+			steps: []step{
+				c(parse("u", "UPDATE t SET a = $1 WHERE id = $2"), describe('S', "u"), syncMsg),
+				sv(parseOK, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23, 25}}, noData,
+					parseOK, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{25, 23}}, noData, rfq()),
+				c(bind("", "u", []int16{0, 1}, []byte("x"), []byte{0, 0, 0, 100}), execute("", 0), syncMsg),
+				sv(bindOK, cc("UPDATE 1"), rfq()),
+				c(describe('S', "u"), syncMsg), sv(&pgproto3.ParameterDescription{ParameterOIDs: []uint32{25, 23}}, noData, rfq()),
+				c(bind("", "u", []int16{0, 1}, []byte("x"), []byte{0, 0, 0, 100}), execute("", 0), syncMsg),
+				sv(bindOK, cc("UPDATE 1"), rfq()),
+			},
+			want: []want{
+				{Statement: "UPDATE t SET a = $1 WHERE id = $2", Params: []string{"x", `\x00000064`}, Rows: 1},
+				{Statement: "UPDATE t SET a = $1 WHERE id = $2", Params: []string{"x", "100"}, Rows: 1},
+			},
+		},
+		{
+			name: "types of another parameter count are not used",
+			cfg:  rec,
+			steps: steps(std, []step{
+				c(parse("s", "SELECT $1"), describe('S', "s"), syncMsg),
+				sv(parseOK, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23, 23}}, rowDesc(), rfq()),
+				c(bind("", "s", []int16{1}, []byte{0, 0, 0, 1}), execute("", 0), syncMsg), sv(bindOK, row("1"), cc("SELECT 1"), rfq()),
+			}),
+			want: []want{{Statement: "SELECT $1", Params: []string{`\x00000001`}, Rows: 1}},
+		},
+		{
+			name: "parameter types are not kept without RecordParams",
+			steps: steps(std, []step{
+				c(&pgproto3.Parse{Name: "s", Query: "SELECT $1", ParameterOIDs: []uint32{23}}, describe('S', "s"), syncMsg),
+				sv(parseOK, paramDesc, rowDesc(), rfq()),
+				c(bind("", "s", []int16{1}, []byte{0, 0, 0, 1}), execute("", 0), syncMsg), sv(bindOK, row("x"), cc("SELECT 1"), rfq()),
+			}),
+			want: []want{{Statement: "SELECT $1", Rows: 1}},
 		},
 		{
 			name: "named statement executed many times",
