@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
 // opKind is a request that the server answers.
@@ -260,9 +261,8 @@ func (s *Session) query(m message) {
 	} else {
 		o.text, o.truncated, o.detail = s.statementText(m, m.body)
 	}
-	single, parts := splitQuery(o.text)
-	if parts == nil {
-		o.text = single
+	if parts := sqlparse.SplitPostgres(o.text); len(parts) == 1 {
+		o.text = parts[0]
 	} else {
 		o.parts = parts
 	}

@@ -611,42 +611,6 @@ func TestSessionChunking(t *testing.T) {
 	}
 }
 
-func TestSplitQueryMatchesSqlparse(t *testing.T) {
-	for _, text := range []string{
-		"SELECT 1", "SELECT 1;", " SELECT 1 ; ", "SELECT 1; SELECT 2", "SELECT 1; -- c", "-- only", "", ";", " ; ",
-		"SELECT 1;;SELECT 2;", "SELECT 'a;b'", "select $$;$$; select 2", "/* x */ SELECT 1;", "SELECT 1 -- x\n;",
-		"SELECT abalance FROM pgbench_accounts WHERE aid = 48613;", "UPDATE t SET a = 1 WHERE b = 2",
-		"SELECT 1;\n-- trailing\n", "BEGIN;SELECT 1;COMMIT;", "SELECT \"a;\" FROM t;",
-	} {
-		single, parts := splitQuery(text)
-		if parts == nil {
-			parts = []string{single}
-		}
-		want := sqlparseSplit(text)
-		if !reflect.DeepEqual(parts, want) {
-			t.Errorf("splitQuery(%q) = %q, sqlparse %q", text, parts, want)
-		}
-	}
-}
-
-func TestSplitKeepsDroppedStatements(t *testing.T) {
-	for text, want := range map[string][]string{
-		"SELECT 1; SELEC 2; SELECT 3":   {"SELECT 1", "SELEC 2", "SELECT 3"},
-		"SELEC 1; SELECT 2":             {"SELEC 1", "SELECT 2"},
-		"SELECT 1; SELEC 2 /* c */;":    {"SELECT 1", "SELEC 2 /* c */"},
-		"SELECT 1; -- only a comment":   {"SELECT 1"},
-		"SELECT 1; /* c */ ;; SELECT 2": {"SELECT 1", "SELECT 2"},
-	} {
-		single, parts := splitQuery(text)
-		if parts == nil {
-			parts = []string{single}
-		}
-		if !reflect.DeepEqual(parts, want) {
-			t.Errorf("splitQuery(%q) = %q, want %q", text, parts, want)
-		}
-	}
-}
-
 func TestCut(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
