@@ -55,6 +55,10 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 			Name: "vigil_capture_identity_errors_total", Help: "Connections whose client or server process could not be identified from /proc.",
 		}),
 	}
+	// Series exist from the start, so rate() and dashboards see zeros rather than nothing.
+	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "DDL", "DCL", "TRUNCATE", "COPY", "TXN", "SET", "OTHER"} {
+		m.byKind[k] = m.statements.WithLabelValues(k)
+	}
 	if reg == nil {
 		return m, nil
 	}

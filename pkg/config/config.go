@@ -111,6 +111,16 @@ type Proxy struct {
 	// TLSCert and TLSKey enable TLS towards clients.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// UpstreamTLS makes every upstream connection TLS (required, verified against the
+	// system roots unless UpstreamCA names a CA bundle).
+	UpstreamTLS bool   `yaml:"upstream_tls"`
+	UpstreamCA  string `yaml:"upstream_ca"`
+	// CatalogUser is the login the proxy uses on side connections to read pg_catalog
+	// (which table and column a result column comes from); default postgres.
+	// CatalogPasswordEnv names the environment variable holding its password, so the
+	// secret never sits in the file.
+	CatalogUser        string `yaml:"catalog_user"`
+	CatalogPasswordEnv string `yaml:"catalog_password_env"`
 }
 
 // Default returns the configuration used when no file is given.

@@ -1,0 +1,222 @@
+// Command proxy compares pgbench through Vigil's enforcement proxy with pgbench straight
+// to PostgreSQL and through PgBouncer (session pooling), in interleaved rounds (the order
+// rotates each round, so drift and noise hit every target alike), and reports medians:
+// TPS, p50 latency, and the proxy's CPU per transaction. The proxy runs with the default
+// policy: guardrails and masking on.
+//
+//	go run ./bench/proxy -vigil bin/vigil -rounds 3 -duration 10s
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-db/vigil/internal/testpg"
+)
+
+var server *testpg.Server
+
+func main() {
+	vigil := flag.String("vigil", "bin/vigil", "the vigil binary")
+	rounds := flag.Int("rounds", 3, "interleaved rounds")
+	duration := flag.Duration("duration", 10*time.Second, "pgbench duration per run")
+	clients := flag.String("clients", "1,8,64", "client counts")
+	modes := flag.String("modes", "simple,extended", "pgbench -M modes")
+	flag.Parse()
+
+	srv, err := testpg.StartServer(testpg.Options{Config: []string{"autovacuum = off", "max_connections = 300"}})
+	if err != nil {
+		fatal(err)
+	}
+	server = srv
+	defer srv.Stop()
+	pgbench(srv.Port, "-i", "-q", "-s", "10")
+
+	bouncerPort, stopBouncer := startPgBouncer(srv)
+	defer stopBouncer()
+	proxyPort, proxyPID, stopProxy := startProxy(*vigil, srv)
+	defer stopProxy()
+
+	targets := []struct {
+		name string
+		port int
+	}{{"direct", srv.Port}, {"pgbouncer-session", bouncerPort}, {"vigil-proxy", proxyPort}}
+	fmt.Printf("%-10s %-4s %-18s %12s %12s %14s\n", "mode", "c", "target", "tps(median)", "p50 ms", "proxy µs/tx")
+	for _, mode := range strings.Split(*modes, ",") {
+		for _, cs := range strings.Split(*clients, ",") {
+			c, _ := strconv.Atoi(cs)
+			tps := map[string][]float64{}
+			lat := map[string][]float64{}
+			var cpuPerTx []float64
+			for r := 0; r < *rounds; r++ {
+				for i := range targets {
+					tg := targets[(i+r)%len(targets)]
+					cpu0 := procCPU(proxyPID)
+					t, l50 := run(tg.port, mode, c, *duration)
+					if tg.name == "vigil-proxy" {
+						cpuPerTx = append(cpuPerTx, (procCPU(proxyPID)-cpu0).Seconds()*1e6/(t*duration.Seconds()))
+					}
+					tps[tg.name] = append(tps[tg.name], t)
+					lat[tg.name] = append(lat[tg.name], l50)
+				}
+			}
+			for _, tg := range targets {
+				extra := ""
+				if tg.name == "vigil-proxy" {
+					extra = fmt.Sprintf("%14.1f", median(cpuPerTx))
+				}
+				fmt.Printf("%-10s %-4d %-18s %12.0f %12.3f %s\n", mode, c, tg.name, median(tps[tg.name]), median(lat[tg.name]), extra)
+			}
+			fmt.Printf("%-10s %-4d ratio proxy/pgbouncer %.2f, proxy/direct %.2f; added p50 vs pgbouncer %+.0f µs\n\n", mode, c,
+				median(tps["vigil-proxy"])/median(tps["pgbouncer-session"]), median(tps["vigil-proxy"])/median(tps["direct"]),
+				(median(lat["vigil-proxy"])-median(lat["pgbouncer-session"]))*1000)
+		}
+	}
+}
+
+var (
+	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+// run returns TPS and the p50 latency in ms from pgbench's per-transaction log.
+func run(port int, mode string, clients int, d time.Duration) (float64, float64) {
+	dir, _ := os.MkdirTemp("", "vigil-proxybench-log-")
+	defer os.RemoveAll(dir)
+	jobs := min(clients, 2)
+	out := pgbench(port, "-n", "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+		"-T", strconv.Itoa(int(d.Seconds())), "-l", "--sampling-rate", "0.2", "--log-prefix", filepath.Join(dir, "log"))
+	m := tpsRe.FindStringSubmatch(out)
+	if m == nil {
+		fatal(fmt.Errorf("pgbench printed no tps:\n%s", out))
+	}
+	tps, _ := strconv.ParseFloat(m[1], 64)
+	var lat []float64
+	files, _ := filepath.Glob(filepath.Join(dir, "log*"))
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			if fs := strings.Fields(sc.Text()); len(fs) >= 3 {
+				if v, err := strconv.ParseFloat(fs[2], 64); err == nil {
+					lat = append(lat, v/1000)
+				}
+			}
+		}
+		fh.Close()
+	}
+	return tps, median(lat)
+}
+
+func pgbench(port int, args ...string) string {
+	cmd := exec.Command("pgbench", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres"}, append(args, "postgres")...)...)
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		fatal(fmt.Errorf("pgbench %v: %v\n%s", args, err, out))
+	}
+	return string(out)
+}
+
+func startPgBouncer(srv *testpg.Server) (int, func()) {
+	port, _ := testpg.FreePort()
+	dir, _ := os.MkdirTemp("", "vigil-pgbouncer-")
+	pg, _ := user.Lookup("postgres")
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+	_ = os.Chown(dir, uid, gid)
+	ini := fmt.Sprintf(`[databases]
+postgres = host=127.0.0.1 port=%d dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+auth_type = trust
+auth_file = %s/users.txt
+pool_mode = session
+default_pool_size = 100
+max_client_conn = 500
+unix_socket_dir =
+logfile = %s/pgbouncer.log
+`, srv.Port, port, dir, dir)
+	must(os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"postgres" ""`+"\n"), 0o644))
+	cmd := exec.Command("runuser", "-u", "postgres", "--", "pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
+	must(cmd.Start())
+	waitPort(port)
+	return port, func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); os.RemoveAll(dir) }
+}
+
+func startProxy(vigil string, srv *testpg.Server) (int, int, func()) {
+	port, _ := testpg.FreePort()
+	dir, _ := os.MkdirTemp("", "vigil-proxybench-")
+	cmd := exec.Command(vigil, "run", "--no-capture", "--state-dir", dir, "--metrics", "127.0.0.1:0", "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", port, srv.Addr()))
+	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	must(cmd.Start())
+	waitPort(port)
+	return port, cmd.Process.Pid, func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		os.RemoveAll(dir)
+	}
+}
+
+func waitPort(port int) {
+	for i := 0; i < 300; i++ {
+		if exec.Command("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fatal(fmt.Errorf("port %d not ready", port))
+}
+
+// procCPU is a process's user+system CPU so far.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func must(err error) {
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	if server != nil {
+		server.Stop()
+	}
+	os.Exit(1)
+}

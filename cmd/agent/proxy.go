@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/capture"
+	"github.com/vigil-db/vigil/pkg/config"
+	"github.com/vigil-db/vigil/pkg/enforce"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/identity"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// newProxy builds one enforcement proxy listener. Its upstream connections are announced to
+// capture, which then leaves them to the proxy: each statement is recorded once.
+func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *capture.Capturer, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
+	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream}
+	if px.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading the proxy's TLS certificate: %w", err)
+		}
+		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if px.UpstreamTLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if px.UpstreamCA != "" {
+			pem, err := os.ReadFile(px.UpstreamCA)
+			if err != nil {
+				return nil, fmt.Errorf("reading upstream_ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("upstream_ca %s: no PEM certificates", px.UpstreamCA)
+			}
+		}
+		cfg.UpstreamTLS = tc
+	}
+	if px.CatalogUser != "" {
+		cfg.Catalog.User = px.CatalogUser
+	}
+	if px.CatalogPasswordEnv != "" {
+		pw, ok := os.LookupEnv(px.CatalogPasswordEnv)
+		if !ok {
+			return nil, fmt.Errorf("catalog_password_env: environment variable %s is not set", px.CatalogPasswordEnv)
+		}
+		cfg.Catalog.Password = pw
+	}
+	ident := identity.New(identity.Options{Logger: log})
+	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
+		return enforce.Principal{Process: localClient(ident, client)}
+	}
+	if capt != nil {
+		cfg.OnUpstreamConn = func(local, _ net.Addr, open bool) {
+			ap, ok := addrPort(local)
+			if !ok {
+				return
+			}
+			if open {
+				capt.Ignore(ap)
+			} else {
+				capt.Unignore(ap)
+			}
+		}
+	}
+	return enforce.New(cfg, engine, sink, reg, log.With("component", "proxy", "listen", px.Listen))
+}
+
+// localClient names the process behind a proxied connection when it runs on this host.
+func localClient(ident *identity.Resolver, c net.Conn) *event.Process {
+	remote, ok1 := addrPort(c.RemoteAddr())
+	local, ok2 := addrPort(c.LocalAddr())
+	if !ok1 || !ok2 || !remote.Addr().IsLoopback() {
+		return nil
+	}
+	pid, err := identity.TCPOwner(remote, local)
+	if err != nil {
+		return nil
+	}
+	p, err := ident.Lookup(pid)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}

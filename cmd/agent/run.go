@@ -1,0 +1,373 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-db/vigil/pkg/audit"
+	"github.com/vigil-db/vigil/pkg/capture"
+	"github.com/vigil-db/vigil/pkg/capture/postgres"
+	"github.com/vigil-db/vigil/pkg/config"
+	"github.com/vigil-db/vigil/pkg/health"
+	"github.com/vigil-db/vigil/pkg/policy"
+	"github.com/vigil-db/vigil/pkg/sqlparse"
+)
+
+// runFlags are the flags of `vigil run`; set ones override the config file.
+type runFlags struct {
+	configFile, storeURL, policyFile, metrics, metricsFile, stateDir string
+	logFormat, logLevel, agentID                                     string
+	print, noCapture                                                 bool
+	proxies                                                          []string
+}
+
+func newRunCmd() *cobra.Command {
+	var fl runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent until SIGTERM/SIGINT, then flush and exit 0",
+		Long: `Run the agent: capture every statement of the PostgreSQL servers on this host with eBPF,
+label it with the policy, and write the audit trail to the store. With --proxy, also run an
+enforcement proxy in front of an upstream server.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadRunConfig(cmd, &fl)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			if err != nil {
+				return err
+			}
+			return runAgent(cmd.Context(), cfg, &fl, cmd.OutOrStdout(), log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.configFile, "config", "", "agent configuration file (YAML)")
+	f.StringVar(&fl.storeURL, "store", "", "store URL: local:DIR (default local:<state-dir>/events) or clickhouse://host:port/db")
+	f.StringVar(&fl.policyFile, "policy", "", "policy file (default: the shipped default policy)")
+	f.StringVar(&fl.metrics, "metrics", "", "listen address for /metrics and /readyz (default 127.0.0.1:9477)")
+	f.StringVar(&fl.metricsFile, "metrics-file", "", "write the bound metrics address to this file once listening (useful with --metrics 127.0.0.1:0)")
+	f.StringVar(&fl.stateDir, "state-dir", "", "state directory: signing key, head file, default store (default /var/lib/vigil)")
+	f.StringVar(&fl.agentID, "agent-id", "", "this agent's id in the trail (default: host name)")
+	f.StringVar(&fl.logFormat, "log-format", "", "json or text (default json)")
+	f.StringVar(&fl.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	f.BoolVar(&fl.print, "print", false, "also write each event as one JSON line to stdout")
+	f.BoolVar(&fl.noCapture, "no-capture", false, "do not load the eBPF capture (proxy only)")
+	f.StringArrayVar(&fl.proxies, "proxy", nil, "LISTEN=UPSTREAM: run an enforcement proxy on LISTEN in front of UPSTREAM (repeatable)")
+	return cmd
+}
+
+func loadRunConfig(cmd *cobra.Command, fl *runFlags) (*config.Config, error) {
+	var cfg *config.Config
+	if fl.configFile != "" {
+		var err error
+		if cfg, err = config.Load(fl.configFile); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg = &config.Config{}
+	}
+	set := func(name string, dst *string, v string) {
+		if cmd.Flags().Changed(name) {
+			*dst = v
+		}
+	}
+	set("store", &cfg.Store, fl.storeURL)
+	set("policy", &cfg.Policy, fl.policyFile)
+	set("metrics", &cfg.Metrics, fl.metrics)
+	set("agent-id", &cfg.AgentID, fl.agentID)
+	set("log-format", &cfg.Log.Format, fl.logFormat)
+	set("log-level", &cfg.Log.Level, fl.logLevel)
+	if cmd.Flags().Changed("state-dir") {
+		cfg.StateDir = fl.stateDir
+		if !cmd.Flags().Changed("store") && fl.configFile == "" {
+			cfg.Store = ""
+		}
+	}
+	if fl.noCapture {
+		off := false
+		cfg.Capture.Enabled = &off
+	}
+	for _, p := range fl.proxies {
+		px, err := config.ParseProxyFlag(p)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Proxies = append(cfg.Proxies, px)
+	}
+	// Defaults fill what neither the file nor the flags set; validation then sees the
+	// final configuration.
+	if err := cfg.Complete(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, l config.Log) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", l.Level, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// runAgent wires the agent: store ← trail ← (capture, proxies), plus the health server.
+// Shutdown runs in the opposite order, so every event in flight reaches the store.
+func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.Writer, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	status := health.NewStatus()
+
+	st, err := openStore(ctx, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+
+	engine, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	// Credentials in statements (CREATE ROLE … PASSWORD) are always redacted; "literals"
+	// redacts every constant.
+	redact := sqlparse.RedactSecrets
+	if cfg.Audit.Redact == "literals" {
+		redact = sqlparse.NormalizePostgres
+	}
+	var tee io.Writer
+	if fl.print {
+		tee = stdout
+	}
+	trail, err := audit.New(audit.Config{
+		Host: cfg.Host, AgentID: cfg.AgentID, StateDir: cfg.StateDir,
+		QueueSize: cfg.Audit.QueueEvents, DropParams: !*cfg.Audit.RecordParams,
+		AnchorInterval: cfg.Audit.AnchorInterval,
+		Redact:         redact, Tee: tee, Logger: log,
+	}, st.appender, reg)
+	if err != nil {
+		return fmt.Errorf("audit trail: %w", err)
+	}
+
+	hs, err := health.Listen(cfg.Metrics, reg, status, log)
+	if err != nil {
+		return err
+	}
+	if fl.metricsFile != "" {
+		if err := writeFileAtomic(fl.metricsFile, []byte(hs.Addr())); err != nil {
+			return fmt.Errorf("--metrics-file: %w", err)
+		}
+	}
+	log.Info("agent starting", "agent_id", cfg.AgentID, "store", redactURL(cfg.Store), "metrics", hs.Addr(), "policy", policyName(cfg.Policy))
+
+	// The trail outlives its producers: it stops only after capture and the proxies have
+	// returned and emitted their last events.
+	trailCtx, stopTrail := context.WithCancel(context.Background())
+	defer stopTrail()
+	trailDone := make(chan error, 1)
+	go func() { trailDone <- trail.Run(trailCtx) }()
+
+	hctx, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	go func() {
+		if err := hs.Serve(hctx); err != nil {
+			log.Error("metrics server stopped", "error", err)
+		}
+	}()
+
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var capt *capture.Capturer
+	if *cfg.Capture.Enabled {
+		capt, err = newCapturer(cfg, trail, engine, log, reg)
+		if err != nil {
+			return err
+		}
+		status.Set("capture", health.Component{Required: true, Detail: "loading eBPF programs"})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := capt.Run(runCtx); err != nil {
+				log.Error("capture stopped", "error", err)
+				status.Set("capture", health.Component{Required: true, Detail: err.Error()})
+				fail(err)
+				cancel()
+			}
+		}()
+		go reportCaptureStatus(runCtx, capt, status)
+	}
+
+	for i, px := range cfg.Proxies {
+		p, err := newProxy(px, engine, trail, capt, reg, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("proxy %d (%s → %s): %w", i, px.Listen, px.Upstream, err)
+		}
+		name := "proxy " + px.Listen
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Serve(runCtx); err != nil {
+				log.Error("proxy stopped", "listen", px.Listen, "error", err)
+				status.Set(name, health.Component{Required: true, Detail: err.Error()})
+				fail(err)
+				cancel()
+			}
+		}()
+		go func() {
+			select {
+			case <-p.Ready():
+				status.Set(name, health.Component{Required: true, Ready: true, Detail: px.Listen + " → " + px.Upstream})
+			case <-runCtx.Done():
+			}
+		}()
+		status.Set(name, health.Component{Required: true, Detail: "starting"})
+	}
+	if capt == nil && len(cfg.Proxies) == 0 {
+		return errors.New("nothing to do: capture is off and no --proxy was given")
+	}
+	status.Set("store", health.Component{Required: true, Ready: true, Detail: redactURL(cfg.Store)})
+	// The exporter drains the spool after the trail's last flush, so a clean stop leaves
+	// nothing behind in it.
+	exportCtx, stopExport := context.WithCancel(context.Background())
+	defer stopExport()
+	exportDone := make(chan struct{})
+	if st.run != nil {
+		go func() {
+			defer close(exportDone)
+			st.run(exportCtx, status)
+		}()
+	} else {
+		close(exportDone)
+	}
+
+	<-runCtx.Done()
+	log.Info("agent stopping: flushing")
+	wg.Wait()
+	stopTrail()
+	if err := <-trailDone; err != nil {
+		fail(fmt.Errorf("flushing the trail: %w", err))
+	}
+	stopExport()
+	<-exportDone
+	if err := st.close(); err != nil {
+		fail(fmt.Errorf("closing the store: %w", err))
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	log.Info("agent stopped")
+	return nil
+}
+
+// reportCaptureStatus publishes which hooks attached on /readyz.
+func reportCaptureStatus(ctx context.Context, c *capture.Capturer, status *health.Status) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c.Ready() {
+			var items []health.Item
+			for _, h := range c.Hooks() {
+				items = append(items, health.Item{Name: h.Name, OK: h.Attached, Error: h.Err})
+			}
+			status.Set("capture", health.Component{Required: true, Ready: true, Items: items})
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func newCapturer(cfg *config.Config, sink capture.Sink, engine *policy.Engine, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
+	cc := capture.Config{
+		Host:      cfg.Host,
+		Decoder:   postgres.Config{MaxStatementBytes: cfg.Capture.MaxStatementBytes, RecordParams: *cfg.Audit.RecordParams},
+		TLS:       *cfg.Capture.TLS,
+		Unix:      *cfg.Capture.UnixSockets,
+		Discover:  *cfg.Capture.Discover,
+		Interval:  cfg.Capture.DiscoverInterval,
+		RingBytes: cfg.Capture.RingBufferBytes,
+	}
+	for _, s := range cfg.Capture.Servers {
+		cc.Servers = append(cc.Servers, capture.StaticServer{Ports: s.Ports, Binary: s.Binary})
+	}
+	c, err := capture.New(cc, sink, engine, log.With("component", "capture"), reg)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	return c, nil
+}
+
+func loadPolicy(path string) (*policy.Engine, error) {
+	p := policy.Default()
+	if path != "" {
+		var err error
+		if p, err = policy.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	e, err := policy.NewEngine(p)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return e, nil
+}
+
+func policyName(path string) string {
+	if path == "" {
+		return "default"
+	}
+	return path
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Clean(path))
+}
+
+// redactURL drops credentials from a store URL before it is logged.
+func redactURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.LastIndex(u[i+3:], "@"); j >= 0 {
+			return u[:i+3] + "…@" + u[i+3+j+1:]
+		}
+	}
+	return u
+}
