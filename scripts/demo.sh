@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The demo: builds Vigil, starts a throwaway PostgreSQL 15, runs the agent on the embedded
+# local store with an enforcement proxy in front of the server, drives a short workload
+# (psql and a Go pgx client, plaintext, TLS and Unix socket, direct and through the proxy),
+# and shows what was captured, blocked and masked. Everything lives in a temp dir that is
+# removed at the end. Run as root on Debian: `make demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+
+[[ $EUID -eq 0 ]] || { echo "the demo loads eBPF programs and starts PostgreSQL as the postgres user: run it as root" >&2; exit 1; }
+scripts/deps.sh
+make -s build
+
+work=$(mktemp -d /tmp/vigil-demo.XXXXXX)
+chmod 755 "$work"
+pgbin=/usr/lib/postgresql/15/bin
+pgport=$(( 20000 + RANDOM % 20000 ))
+proxyport=$(( pgport + 1 ))
+agent_pid=""
+cleanup() {
+  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "starting a throwaway PostgreSQL 15 on 127.0.0.1:$pgport (TLS on, socket in $work)"
+chown postgres "$work"
+runuser -u postgres -- "$pgbin/initdb" -D "$work/data" -U postgres -A trust --no-sync >/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$work/data/server.key" -out "$work/data/server.crt" 2>/dev/null
+chown postgres "$work/data/server.key" "$work/data/server.crt"; chmod 600 "$work/data/server.key"
+cat >>"$work/data/postgresql.conf" <<CONF
+port = $pgport
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work'
+ssl = on
+fsync = off
+CONF
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
+
+psql_() { psql -X -q -h "$1" -p "$2" -U postgres -d postgres "${@:3}"; }
+psql_ "$work" "$pgport" -c "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text);
+  INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com', '4111 1111 1111 1111'), (2, 'Linus', 'linus@example.org', '5500 0000 0000 0004');
+  CREATE ROLE app LOGIN;
+  GRANT ALL ON customers TO app;"
+
+step "starting the agent: vigil run --store local:$work/events --proxy 127.0.0.1:$proxyport=127.0.0.1:$pgport"
+bin/vigil run --store "local:$work/events" --state-dir "$work/state" --metrics 127.0.0.1:0 \
+  --metrics-file "$work/metrics-addr" --proxy "127.0.0.1:$proxyport=127.0.0.1:$pgport" \
+  --log-format text >"$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 100); do [[ -s $work/metrics-addr ]] && curl -sf "http://$(cat "$work/metrics-addr")/readyz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://$(cat "$work/metrics-addr")/readyz" >/dev/null || { cat "$work/agent.log"; echo "agent not ready" >&2; exit 1; }
+echo "ready: $(curl -s "http://$(cat "$work/metrics-addr")/readyz")"
+
+step "workload: psql over TCP, over TLS and over the Unix socket; a Go pgx client (extended protocol)"
+PGSSLMODE=disable psql_ 127.0.0.1 "$pgport" -c "SELECT name FROM customers WHERE id = 1" >/dev/null
+PGSSLMODE=require psql_ 127.0.0.1 "$pgport" -c "UPDATE customers SET name = 'Ada L.' WHERE id = 1" >/dev/null
+psql_ "$work" "$pgport" -c "SELECT count(*) FROM customers; SELECT now()" >/dev/null
+go run ./scripts/democlient "postgres://app@127.0.0.1:$pgport/postgres?sslmode=disable"
+
+step "through the enforcement proxy (default policy): a DROP and a DELETE without WHERE are refused"
+PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DROP TABLE customers" || true
+PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DELETE FROM customers WHERE 1=1" || true
+step "through the proxy, PII leaves masked"
+PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "SELECT id, name, email, card FROM customers ORDER BY id"
+
+sleep 1
+kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
+
+step "what the agent recorded: vigil events --store local:$work/events"
+bin/vigil events --store "local:$work/events"
+step "the trail verifies: vigil verify"
+bin/vigil verify --store "local:$work/events" --state-dir "$work/state"
+step "one event in full: vigil events --json --limit 1 --kind UPDATE"
+bin/vigil events --store "local:$work/events" --json --kind UPDATE --limit 1
