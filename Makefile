@@ -15,8 +15,12 @@ build: ## build bin/vigil
 vet: ## go vet every package
 	$(GO) vet $(PKGS)
 
-test: vet ## run every test (needs root for the eBPF and server tests)
+test: vet ## run every test (needs root for the eBPF and server tests; CHDB_LIB_PATH adds the ClickHouse 26.5 checks)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
+	@if [ -n "$$CHDB_LIB_PATH" ]; then \
+	  echo "== ClickHouse 26.5 (chDB) checks"; \
+	  $(GO) test $(TEST_FLAGS) -tags chdb -run Chdb ./pkg/store/clickhouse/; \
+	else echo "CHDB_LIB_PATH not set: skipping the ClickHouse 26.5 (chDB) checks (scripts/chdb.sh fetches the library)"; fi
 
 generate: ## regenerate the eBPF objects from bpf/ (needs clang, llvm, libbpf-dev, bpftool)
 	$(GO) generate ./pkg/capture/ebpf/...
