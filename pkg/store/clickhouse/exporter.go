@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -125,36 +126,96 @@ func (x *Exporter) Shipped() uint64 { return x.shipped.Load() }
 // returns nil. Errors from ClickHouse never end it: they are logged, counted and retried,
 // while capture goes on filling the spool. It returns an error only when the spool or the
 // cursor file fails.
+//
+// Reading the spool and building the columns of the next batch (stage) runs while the
+// current batch is being sent: a batch costs about as much CPU to decode and lay out as
+// ClickHouse spends inserting it, and in one goroutine each side waited for the other.
+// Still one batch is in flight to ClickHouse, sent in seq order, and the cursor is
+// written as before; the staged batch is only read from the spool, so a crash loses
+// nothing.
 func (x *Exporter) Run(ctx context.Context) error {
 	if x.cur.InflightLast > 0 {
-		batch, err := x.readRange(ctx, x.cur.Shipped, x.cur.InflightLast)
-		if err != nil {
+		b := new(staged)
+		if err := x.readRange(ctx, b, x.cur.Shipped, x.cur.InflightLast); err != nil {
 			return x.stopped(ctx, err)
 		}
 		x.log.Info("resending the batch that was in flight when the exporter stopped",
-			"first", x.cur.InflightFirst, "last", x.cur.InflightLast, "events", len(batch))
-		if err := x.ship(ctx, batch, x.cur.InflightLast); err != nil {
+			"first", x.cur.InflightFirst, "last", x.cur.InflightLast, "events", len(b.events))
+		if err := x.ship(ctx, b, x.cur.InflightLast); err != nil {
 			return x.stopped(ctx, err)
 		}
 	}
+	ready := make(chan *staged)
+	free := make(chan *staged, 2) // one being sent, one being built
+	free <- new(staged)
+	free <- new(staged)
+	// The stage's context ends with ctx, or when Run returns for another reason: it may be
+	// waiting on the spool.
+	sctx, cancelStage := context.WithCancel(ctx)
+	stop := make(chan struct{})
+	stageDone := make(chan struct{})
+	go func(after uint64) {
+		defer close(stageDone)
+		x.stage(sctx, after, ready, free, stop)
+	}(x.cur.Shipped)
+	defer func() {
+		cancelStage()
+		close(stop)
+		<-stageDone
+	}()
 	for {
-		batch, err := x.collect(ctx)
-		if len(batch) > 0 {
-			sctx := ctx
-			if err != nil {
+		b := <-ready
+		if len(b.events) > 0 {
+			shipCtx := ctx
+			if b.err != nil {
 				// Stopping: one bounded attempt, the spool keeps the rest.
 				var cancel context.CancelFunc
-				sctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), x.cfg.FlushTimeout)
+				shipCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), x.cfg.FlushTimeout)
 				defer cancel()
 			}
-			if serr := x.ship(sctx, batch, batch[len(batch)-1].Seq); serr != nil && err == nil {
-				err = serr
+			if err := x.ship(shipCtx, b, b.events[len(b.events)-1].Seq); err != nil && b.err == nil {
+				return x.stopped(ctx, err)
 			}
 		}
-		if err != nil {
-			return x.stopped(ctx, err)
+		if b.err != nil {
+			return x.stopped(ctx, b.err)
 		}
+		free <- b
 		x.retention(ctx)
+	}
+}
+
+// staged is a batch read from the spool and laid out in columns, ready to send. err, when
+// set, is why collecting stopped (ctx ended, or the spool failed) after these events.
+type staged struct {
+	events []*event.Event
+	cols   eventColumnsBuf
+	err    error
+}
+
+// stage collects batches of the events after seq after, in order, and hands them to Run
+// through ready, taking empty buffers from free, until collecting fails (ctx ended) or
+// stop is closed (Run returned).
+func (x *Exporter) stage(ctx context.Context, after uint64, ready chan<- *staged, free <-chan *staged, stop <-chan struct{}) {
+	for {
+		var b *staged
+		select {
+		case b = <-free:
+		case <-stop:
+			return
+		}
+		b.err = x.collect(ctx, b, after)
+		if len(b.events) > 0 {
+			after = b.events[len(b.events)-1].Seq
+		}
+		select {
+		case ready <- b:
+		case <-stop:
+			return
+		}
+		if b.err != nil {
+			return
+		}
 	}
 }
 
@@ -169,36 +230,37 @@ func (x *Exporter) stopped(ctx context.Context, err error) error {
 
 var errFull = errors.New("batch full")
 
-// collect waits for events after the cursor and returns a batch: BatchRows events as soon
-// as they are there, or fewer once the first has waited BatchInterval. With ctx ended it
-// returns what it has and ctx's error.
-func (x *Exporter) collect(ctx context.Context) ([]*event.Event, error) {
-	var batch []*event.Event
-	after := x.cur.Shipped
+// collect waits for events after seq after and fills b with a batch: BatchRows events as
+// soon as they are there, or fewer once the first has waited BatchInterval. With ctx
+// ended it keeps what it has and returns ctx's error.
+func (x *Exporter) collect(ctx context.Context, b *staged, after uint64) error {
+	b.events = slices.Grow(b.events[:0], x.cfg.BatchRows)
+	b.cols.reset(x.cfg.BatchRows)
 	var deadline time.Time
 	for {
 		err := x.spool.Read(ctx, store.Query{AfterSeq: after}, func(e *event.Event) error {
-			batch = append(batch, e)
+			b.events = append(b.events, e)
+			b.cols.add(e)
 			after = e.Seq
-			if len(batch) >= x.cfg.BatchRows {
+			if len(b.events) >= x.cfg.BatchRows {
 				return errFull
 			}
 			return nil
 		})
 		if err != nil && !errors.Is(err, errFull) {
 			if ctx.Err() != nil {
-				return batch, ctx.Err()
+				return ctx.Err()
 			}
-			return batch, fmt.Errorf("reading the spool after seq %d: %w", after, err)
+			return fmt.Errorf("reading the spool after seq %d: %w", after, err)
 		}
-		if len(batch) >= x.cfg.BatchRows {
-			return batch, nil
+		if len(b.events) >= x.cfg.BatchRows {
+			return nil
 		}
-		if len(batch) > 0 && deadline.IsZero() {
+		if len(b.events) > 0 && deadline.IsZero() {
 			deadline = time.Now().Add(x.cfg.BatchInterval)
 		}
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return batch, nil
+			return nil
 		}
 		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if !deadline.IsZero() {
@@ -207,33 +269,36 @@ func (x *Exporter) collect(ctx context.Context) ([]*event.Event, error) {
 		err = x.spool.WaitAfter(wctx, after)
 		cancel()
 		if ctx.Err() != nil {
-			return batch, ctx.Err()
+			return ctx.Err()
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return batch, fmt.Errorf("waiting for the spool: %w", err)
+			return fmt.Errorf("waiting for the spool: %w", err)
 		}
 	}
 }
 
-// readRange reads the events after..last from the spool: the batch that was in flight.
-func (x *Exporter) readRange(ctx context.Context, after, last uint64) ([]*event.Event, error) {
-	var batch []*event.Event
+// readRange fills b with the events after..last from the spool: the batch that was in
+// flight.
+func (x *Exporter) readRange(ctx context.Context, b *staged, after, last uint64) error {
+	b.cols.reset(x.cfg.BatchRows)
 	err := x.spool.Read(ctx, store.Query{AfterSeq: after}, func(e *event.Event) error {
 		if e.Seq > last {
 			return errFull
 		}
-		batch = append(batch, e)
+		b.events = append(b.events, e)
+		b.cols.add(e)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFull) {
-		return nil, fmt.Errorf("reading the in-flight batch from the spool: %w", err)
+		return fmt.Errorf("reading the in-flight batch from the spool: %w", err)
 	}
-	return batch, nil
+	return nil
 }
 
 // ship sends one batch until ClickHouse acknowledges it, ctx ends, or ClickHouse rejects
 // it for its schema (then it goes to the dead-letter file). last is the batch's last seq.
-func (x *Exporter) ship(ctx context.Context, batch []*event.Event, last uint64) error {
+func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
+	batch := b.events
 	if len(batch) == 0 {
 		return x.advance(last)
 	}
@@ -244,7 +309,7 @@ func (x *Exporter) ship(ctx context.Context, batch []*event.Event, last uint64) 
 	backoff := x.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		err := x.st.Append(ctx, batch)
+		err := x.st.insert(ctx, &b.cols, batch[0].Seq, last)
 		if err == nil {
 			x.m.batch.Observe(time.Since(start).Seconds())
 			x.m.events.Add(float64(len(batch)))

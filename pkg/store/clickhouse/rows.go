@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -10,10 +11,12 @@ import (
 )
 
 // eventColumnsBuf holds one batch column by column: clickhouse-go appends whole slices to
-// a column much faster than it appends rows value by value.
+// a column much faster than it appends rows value by value. It holds both time layouts
+// (time is the full time; DateTime keeps its seconds, time_ns the rest) so that it can be
+// built before the exporter knows which one the table has. The exporter reuses two of
+// them (one being sent, one being built), so after the first batches building allocates
+// nothing.
 type eventColumnsBuf struct {
-	legacy bool
-
 	time                                                             []time.Time
 	timeNs                                                           []uint32
 	typ, source, protocol, host, agentID                             []string
@@ -40,9 +43,43 @@ type eventColumnsBuf struct {
 	detail, signature, keyID, prevHash, hash                         []string
 }
 
-func newColumns(n int, legacy bool) *eventColumnsBuf {
-	return &eventColumnsBuf{legacy: legacy, time: make([]time.Time, 0, n), seq: make([]uint64, 0, n)}
+// reset empties every column and makes room for n rows. The old rows are cleared, not just
+// cut off, so that a reused buffer does not keep the previous batch's events alive. A
+// column missing here would keep its old rows, which the server rejects (columns of
+// different sizes): every test insert would fail.
+func (c *eventColumnsBuf) reset(n int) {
+	c.time = reuse(c.time, n)
+	c.timeNs = reuse(c.timeNs, n)
+	c.typ, c.source, c.protocol, c.host, c.agentID = reuse(c.typ, n), reuse(c.source, n), reuse(c.protocol, n), reuse(c.host, n), reuse(c.agentID, n)
+	c.seq = reuse(c.seq, n)
+	c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID = reuse(c.dbUser, n), reuse(c.database, n), reuse(c.application, n), reuse(c.clientAddr, n), reuse(c.serverAddr, n), reuse(c.sessionID, n)
+	c.backendPID = reuse(c.backendPID, n)
+	c.tls, c.hasProcess = reuse(c.tls, n), reuse(c.hasProcess, n)
+	c.pPID = reuse(c.pPID, n)
+	c.pUID = reuse(c.pUID, n)
+	c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA = reuse(c.pComm, n), reuse(c.pExe, n), reuse(c.pContainer, n), reuse(c.pPod, n), reuse(c.pNamespace, n), reuse(c.pSA, n)
+	c.hasIdentity = reuse(c.hasIdentity, n)
+	c.iIssuer, c.iSubject, c.iEmail = reuse(c.iIssuer, n), reuse(c.iSubject, n), reuse(c.iEmail, n)
+	c.iGroups = reuse(c.iGroups, n)
+	c.statement = reuse(c.statement, n)
+	c.truncated = reuse(c.truncated, n)
+	c.params = reuse(c.params, n)
+	c.fingerprint, c.kind = reuse(c.fingerprint, n), reuse(c.kind, n)
+	c.tables = reuse(c.tables, n)
+	c.rows, c.durationUS = reuse(c.rows, n), reuse(c.durationUS, n)
+	c.errCode, c.errMessage, c.decision, c.rule = reuse(c.errCode, n), reuse(c.errMessage, n), reuse(c.decision, n), reuse(c.rule, n)
+	c.pii, c.masked = reuse(c.pii, n), reuse(c.masked, n)
+	c.approvalID = reuse(c.approvalID, n)
+	c.lost = reuse(c.lost, n)
+	c.detail, c.signature, c.keyID, c.prevHash, c.hash = reuse(c.detail, n), reuse(c.signature, n), reuse(c.keyID, n), reuse(c.prevHash, n), reuse(c.hash, n)
 }
+
+func reuse[T any](s []T, n int) []T {
+	clear(s)
+	return slices.Grow(s[:0], n)
+}
+
+func (c *eventColumnsBuf) len() int { return len(c.seq) }
 
 func b2u(b bool) uint8 {
 	if b {
@@ -62,12 +99,8 @@ func strs(v []string) []string {
 
 func (c *eventColumnsBuf) add(e *event.Event) {
 	t := e.Time.UTC()
-	if c.legacy {
-		c.time = append(c.time, t.Truncate(time.Second))
-		c.timeNs = append(c.timeNs, uint32(t.Nanosecond()))
-	} else {
-		c.time = append(c.time, t)
-	}
+	c.time = append(c.time, t)
+	c.timeNs = append(c.timeNs, uint32(t.Nanosecond()))
 	c.typ = append(c.typ, string(e.Type))
 	c.source = append(c.source, e.Source)
 	c.protocol = append(c.protocol, e.Protocol)
@@ -127,10 +160,11 @@ func (c *eventColumnsBuf) add(e *event.Event) {
 	c.hash = append(c.hash, e.Hash)
 }
 
-// columns returns the column names and data in the same order as columnNames.
-func (c *eventColumnsBuf) columns() ([]string, []any) {
+// columns returns the column names and data in the same order as columnNames, for a table
+// with the legacy (DateTime + time_ns) time columns or not.
+func (c *eventColumnsBuf) columns(legacy bool) ([]string, []any) {
 	data := []any{c.time}
-	if c.legacy {
+	if legacy {
 		data = append(data, c.timeNs)
 	}
 	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.seq,
@@ -140,7 +174,7 @@ func (c *eventColumnsBuf) columns() ([]string, []any) {
 		c.statement, c.truncated, c.params, c.fingerprint, c.kind, c.tables,
 		c.rows, c.durationUS, c.errCode, c.errMessage, c.decision, c.rule, c.pii, c.masked, c.approvalID,
 		c.lost, c.detail, c.signature, c.keyID, c.prevHash, c.hash)
-	names := columnNames(Features{DateTime64: !c.legacy})
+	names := columnNames(Features{DateTime64: !legacy})
 	if len(names) != len(data) {
 		panic(fmt.Sprintf("clickhouse: %d column names for %d columns", len(names), len(data)))
 	}
