@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -78,8 +79,23 @@ type Server struct {
 	log *slog.Logger
 }
 
+// Option configures the server.
+type Option func(*http.ServeMux)
+
+// WithPprof serves Go's profiler under /debug/pprof/, for finding where the agent's CPU
+// goes on a live host. Off by default: profiles reveal internals and cost CPU.
+func WithPprof() Option {
+	return func(mux *http.ServeMux) {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+}
+
 // Listen binds addr now, so that a busy port is a start-up error, not a log line later.
-func Listen(addr string, gatherer prometheus.Gatherer, status *Status, log *slog.Logger) (*Server, error) {
+func Listen(addr string, gatherer prometheus.Gatherer, status *Status, log *slog.Logger, opts ...Option) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
@@ -103,6 +119,9 @@ func Listen(addr string, gatherer prometheus.Gatherer, status *Status, log *slog
 		}{ready, comps})
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	for _, o := range opts {
+		o(mux)
+	}
 	return &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, log: log}, nil
 }
 
