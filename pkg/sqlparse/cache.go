@@ -21,32 +21,36 @@ const (
 
 type cacheKey struct{ protocol, sql string }
 
-type shard struct {
+type shard[V any] struct {
 	mu        sync.RWMutex
-	cur, prev map[cacheKey]*Info
+	cur, prev map[cacheKey]V
 	curBytes  int
 }
 
-type cache struct {
+// cache maps texts (or templates, see template.go) to what was learned from them.
+type cache[V any] struct {
 	seed   maphash.Seed
-	shards [cacheShards]shard
+	shards [cacheShards]shard[V]
 }
 
-var defaultCache = newCache()
+var (
+	defaultCache  = newCache[*Info]()
+	templateCache = newCache[*templateEntry]()
+)
 
-func newCache() *cache {
-	c := &cache{seed: maphash.MakeSeed()}
+func newCache[V any]() *cache[V] {
+	c := &cache[V]{seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].cur = make(map[cacheKey]*Info)
+		c.shards[i].cur = make(map[cacheKey]V)
 	}
 	return c
 }
 
-func (c *cache) shard(sql string) *shard {
+func (c *cache[V]) shard(sql string) *shard[V] {
 	return &c.shards[maphash.String(c.seed, sql)%cacheShards]
 }
 
-func (c *cache) get(protocol, sql string) (*Info, bool) {
+func (c *cache[V]) get(protocol, sql string) (V, bool) {
 	s := c.shard(sql)
 	k := cacheKey{protocol, sql}
 	s.mu.RLock()
@@ -58,7 +62,7 @@ func (c *cache) get(protocol, sql string) (*Info, bool) {
 	return info, ok
 }
 
-func (c *cache) put(protocol, sql string, info *Info) {
+func (c *cache[V]) put(protocol, sql string, info V) {
 	if len(sql) > maxCachedText {
 		return
 	}
@@ -67,7 +71,7 @@ func (c *cache) put(protocol, sql string, info *Info) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.cur) >= cacheEntries/cacheShards/2 || s.curBytes >= cacheBytes/cacheShards/2 {
-		s.prev, s.cur, s.curBytes = s.cur, make(map[cacheKey]*Info), 0
+		s.prev, s.cur, s.curBytes = s.cur, make(map[cacheKey]V), 0
 	}
 	s.cur[k] = info
 	// Text plus a rough allowance for the Info it maps to.

@@ -8,8 +8,10 @@ import (
 )
 
 // Classify parses sql as the given protocol's server would and says what it does. The
-// result is cached by (protocol, text): a statement seen before costs a map lookup. The
-// returned Info is shared: do not modify it.
+// result is cached by (protocol, text): a statement seen before costs a map lookup. A
+// PostgreSQL text that differs from one seen before only in its literals is served from the
+// template cache when its classification provably does not depend on them (template.go).
+// The returned Info is shared: do not modify it.
 //
 // Text that does not parse yields Parsed=false, Kind OTHER and FlagUnparseable. A protocol
 // without a classifier (MySQL, for now) yields Parsed=false with FlagUnsupportedProtocol
@@ -17,6 +19,11 @@ import (
 func Classify(protocol, sql string) *Info {
 	if info, ok := defaultCache.get(protocol, sql); ok {
 		return info
+	}
+	if protocol == ProtocolPostgres {
+		if tpl, ok := scanTemplate(sql); ok {
+			return classifyTemplate(sql, tpl)
+		}
 	}
 	info := classify(protocol, sql)
 	defaultCache.put(protocol, sql, info)
@@ -26,7 +33,7 @@ func Classify(protocol, sql string) *Info {
 func classify(protocol, sql string) *Info {
 	switch protocol {
 	case ProtocolPostgres:
-		return classifyPostgres(sql)
+		return classifyPostgres(sql, nil)
 	default:
 		return &Info{
 			Protocol:   protocol,
@@ -37,7 +44,9 @@ func classify(protocol, sql string) *Info {
 	}
 }
 
-func classifyPostgres(sql string) *Info {
+// classifyPostgres classifies a PostgreSQL text; consts, when set, receives the location of
+// every constant of the parse tree (for the template cache).
+func classifyPostgres(sql string, consts *[]int32) *Info {
 	info := &Info{Protocol: ProtocolPostgres, Kind: KindOther}
 	if strings.IndexByte(sql, 0) >= 0 {
 		// The parser reads a C string and would stop at the NUL, seeing less than was sent;
@@ -65,7 +74,7 @@ func classifyPostgres(sql string) *Info {
 	}
 	rank := -1
 	for _, rs := range tree.Stmts {
-		st := classifyStmt(sql, rs)
+		st := classifyStmt(sql, rs, consts)
 		if r := kindRank[st.Kind]; r > rank {
 			rank, info.Kind = r, st.Kind
 		}
@@ -81,9 +90,11 @@ func classifyPostgres(sql string) *Info {
 	return info
 }
 
-func classifyStmt(sql string, rs *pg.RawStmt) Stmt {
-	st := Stmt{Text: stmtText(sql, rs), Command: command(rs.Stmt)}
-	w := &walker{st: &st, kind: KindTxn}
+func classifyStmt(sql string, rs *pg.RawStmt, consts *[]int32) Stmt {
+	st := Stmt{Command: command(rs.Stmt)}
+	st.start, st.end = stmtBounds(sql, rs)
+	st.Text = strings.TrimSpace(sql[st.start:st.end])
+	w := &walker{st: &st, kind: KindTxn, consts: consts}
 	w.node(rs.Stmt)
 	st.Kind = w.kind
 	if st.Kind == KindTxn && !isTxn(rs.Stmt) {
@@ -101,16 +112,16 @@ func isTxn(n *pg.Node) bool {
 	return false
 }
 
-// stmtText slices one statement out of a multi-statement text (by byte offsets, which is
-// what the parser reports).
-func stmtText(sql string, rs *pg.RawStmt) string {
-	start := int(rs.StmtLocation)
+// stmtBounds locates one statement of a multi-statement text (by byte offsets, which is
+// what the parser reports); its Text is that slice, trimmed.
+func stmtBounds(sql string, rs *pg.RawStmt) (start, end int) {
+	start = int(rs.StmtLocation)
 	if start < 0 || start > len(sql) {
-		return strings.TrimSpace(sql)
+		return 0, len(sql)
 	}
-	end := len(sql)
+	end = len(sql)
 	if rs.StmtLen > 0 && start+int(rs.StmtLen) <= len(sql) {
 		end = start + int(rs.StmtLen)
 	}
-	return strings.TrimSpace(sql[start:end])
+	return start, end
 }

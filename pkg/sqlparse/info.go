@@ -213,6 +213,13 @@ type Stmt struct {
 	Copy *Copy `json:"copy,omitempty"`
 	// Prepared is the name a PREPARE defines or an EXECUTE runs.
 	Prepared string `json:"prepared,omitempty"`
+
+	// start and end delimit the statement in the text (before trimming): the template cache
+	// maps them onto a text with other literals.
+	start, end int
+	// readsLiteral: the classification looked at a literal's value (a tautology check, a
+	// set_config name, a flagged function's call), so it holds only for these literals.
+	readsLiteral bool
 }
 
 // Copy is what a COPY statement moves and where.

@@ -23,6 +23,9 @@ type walker struct {
 	dry int
 	// depth guards against pathological nesting in bodies classified recursively.
 	depth int
+	// consts, when set, collects the location of every constant (A_Const) visited: the
+	// template cache checks that each literal of the text is one (see template.go).
+	consts *[]int32
 }
 
 func (w *walker) node(n *pg.Node) {
@@ -33,7 +36,10 @@ func (w *walker) node(n *pg.Node) {
 	// instead of reflection. Every *Node field of these types is visited (their other fields
 	// are names, operators and positions).
 	switch x := n.Node.(type) {
-	case *pg.Node_AConst, *pg.Node_ParamRef, *pg.Node_String_, *pg.Node_Integer,
+	case *pg.Node_AConst:
+		w.constant(x.AConst)
+		return
+	case *pg.Node_ParamRef, *pg.Node_String_, *pg.Node_Integer,
 		*pg.Node_Float, *pg.Node_Boolean, *pg.Node_AStar, *pg.Node_BitString:
 		return
 	case *pg.Node_ColumnRef:
@@ -118,6 +124,12 @@ func (w *walker) children(m protoreflect.Message) {
 	})
 }
 
+func (w *walker) constant(c *pg.A_Const) {
+	if w.consts != nil {
+		*w.consts = append(*w.consts, c.Location)
+	}
+}
+
 func (w *walker) setKind(k string) {
 	if w.dry == 0 && worseKind(k, w.kind) {
 		w.kind = k
@@ -159,7 +171,12 @@ func (w *walker) function(name string) {
 		return
 	}
 	w.st.Functions = addName(w.st.Functions, name)
-	w.flag(functionFlags(name))
+	if f := functionFlags(name); f != 0 {
+		w.flag(f)
+		// The flag does not depend on the arguments, but a call that matters this much is
+		// classified afresh for every text rather than served from the template cache.
+		w.st.readsLiteral = true
+	}
 }
 
 func (w *walker) variable(name string) {
@@ -210,6 +227,8 @@ func (w *walker) msg(m protoreflect.Message) {
 	switch x := x.(type) {
 	case *pg.Node:
 		w.children(m)
+	case *pg.A_Const:
+		w.constant(x)
 	case *pg.RangeVar:
 		if x.Schemaname == "" && x.Catalogname == "" && w.inScope(x.Relname) {
 			return
@@ -221,11 +240,13 @@ func (w *walker) msg(m protoreflect.Message) {
 		name := qualifiedName(x.Funcname)
 		w.function(name)
 		if base(name) == "set_config" {
+			w.st.readsLiteral = true
 			w.setConfig(x.Args)
 		}
 		if base(name) == "ts_rewrite" && len(x.Args) == 2 {
 			// ts_rewrite(query, 'SELECT ...') runs its second argument as a query.
 			w.flag(FlagDynamicSQL)
+			w.st.readsLiteral = true
 		}
 		w.children(m)
 	case *pg.ObjectWithArgs:
@@ -258,22 +279,34 @@ func (w *walker) msg(m protoreflect.Message) {
 		for _, t := range x.TargetList {
 			w.column(t.GetResTarget().GetName())
 		}
-		if w.dry == 0 && !effectiveWhere(x.WhereClause, targetNames(x.Relation)) {
-			w.flag(FlagNoEffectiveWhere)
+		if w.dry == 0 {
+			p := pred{names: targetNames(x.Relation)}
+			if !p.effectiveWhere(x.WhereClause) {
+				w.flag(FlagNoEffectiveWhere)
+			}
+			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.DeleteStmt:
 		w.setKind(KindDelete)
 		w.target(x.Relation)
-		if w.dry == 0 && !effectiveWhere(x.WhereClause, targetNames(x.Relation)) {
-			w.flag(FlagNoEffectiveWhere)
+		if w.dry == 0 {
+			p := pred{names: targetNames(x.Relation)}
+			if !p.effectiveWhere(x.WhereClause) {
+				w.flag(FlagNoEffectiveWhere)
+			}
+			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.MergeStmt:
 		w.setKind(KindMerge)
 		w.target(x.Relation)
-		if w.dry == 0 && mergeTouchesAll(x) {
-			w.flag(FlagNoEffectiveWhere)
+		if w.dry == 0 {
+			p := pred{names: targetNames(x.Relation)}
+			if p.mergeTouchesAll(x) {
+				w.flag(FlagNoEffectiveWhere)
+			}
+			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.ExplainStmt:
@@ -286,6 +319,7 @@ func (w *walker) msg(m protoreflect.Message) {
 		}
 	case *pg.CopyStmt:
 		w.setKind(KindCopy)
+		w.st.readsLiteral = true // the file or program
 		w.copyStmt(x)
 		w.children(m)
 	case *pg.TruncateStmt:
@@ -294,6 +328,8 @@ func (w *walker) msg(m protoreflect.Message) {
 			w.target(r.GetRangeVar())
 		}
 	case *pg.VariableSetStmt:
+		// The value (a role name, a path) is a literal the policy may come to care about.
+		w.st.readsLiteral = true
 		w.variableSet(x)
 		w.children(m)
 	case *pg.TransactionStmt, *pg.ConstraintsSetStmt:

@@ -24,33 +24,48 @@ const (
 	rowFree
 )
 
+// pred judges the predicates of one DML statement whose target is known by names.
+// readsLiteral records that a verdict looked at a literal's value (1 = 1 is a tautology,
+// id = 1 is not; x = 'a' OR x <> 'a' covers every row, x = 'a' OR x <> 'b' does not): such
+// a classification holds only for the literals it was made with, so the template cache
+// never serves it for others.
+type pred struct {
+	names        []string
+	readsLiteral bool
+}
+
+// constString is constString, noting that a literal was read.
+func (p *pred) constString(n *pg.Node) (string, bool) {
+	p.readsLiteral = true
+	return constString(n)
+}
+
 // effectiveWhere reports whether where really restricts the rows of an UPDATE/DELETE whose
 // target is known by names. No WHERE, a tautology, and a predicate that does not depend on
 // the row (constant-foldable or not) all count as none: such a statement touches every row
 // or none, and which one is not up to the row.
-func effectiveWhere(where *pg.Node, names []string) bool {
+func (p *pred) effectiveWhere(where *pg.Node) bool {
 	if where == nil {
 		return false
 	}
 	if where.GetCurrentOfExpr() != nil {
 		return true
 	}
-	return predicate(where, names) == filter
+	return p.predicate(where) == filter
 }
 
 // mergeTouchesAll reports whether a MERGE updates or deletes every target row: an ON
 // condition that does not filter with an unconditional WHEN MATCHED UPDATE/DELETE, or an
 // unconditional WHEN NOT MATCHED BY SOURCE UPDATE/DELETE (which hits every target row the
 // source lacks — all of them for an empty source).
-func mergeTouchesAll(x *pg.MergeStmt) bool {
-	names := targetNames(x.Relation)
-	onAll := predicate(x.JoinCondition, names) != filter
+func (p *pred) mergeTouchesAll(x *pg.MergeStmt) bool {
+	onAll := p.predicate(x.JoinCondition) != filter
 	for _, c := range x.MergeWhenClauses {
 		wc := c.GetMergeWhenClause()
 		if wc == nil || (wc.CommandType != pg.CmdType_CMD_UPDATE && wc.CommandType != pg.CmdType_CMD_DELETE) {
 			continue
 		}
-		condAll := wc.Condition == nil || predicate(wc.Condition, names) != filter
+		condAll := wc.Condition == nil || p.predicate(wc.Condition) != filter
 		switch wc.MatchKind {
 		case pg.MergeMatchKind_MERGE_WHEN_MATCHED:
 			if onAll && condAll {
@@ -65,12 +80,12 @@ func mergeTouchesAll(x *pg.MergeStmt) bool {
 	return false
 }
 
-func predicate(n *pg.Node, names []string) truth {
+func (p *pred) predicate(n *pg.Node) truth {
 	if n == nil {
 		return always
 	}
-	if !rowDependent(n, names) {
-		switch v, ok := foldBool(n); {
+	if !rowDependent(n, p.names) {
+		switch v, ok := p.foldBool(n); {
 		case !ok:
 			return rowFree
 		case v:
@@ -81,24 +96,24 @@ func predicate(n *pg.Node, names []string) truth {
 	}
 	switch x := n.Node.(type) {
 	case *pg.Node_BoolExpr:
-		return boolPredicate(x.BoolExpr, names)
+		return p.boolPredicate(x.BoolExpr)
 	case *pg.Node_AExpr:
-		return exprPredicate(x.AExpr)
+		return p.exprPredicate(x.AExpr)
 	case *pg.Node_TypeCast:
 		if isBoolType(x.TypeCast.TypeName) {
-			return predicate(x.TypeCast.Arg, names)
+			return p.predicate(x.TypeCast.Arg)
 		}
 	case *pg.Node_SubLink:
-		if selfInSubquery(x.SubLink, names) {
+		if selfInSubquery(x.SubLink, p.names) {
 			return always
 		}
 	case *pg.Node_BooleanTest:
 		// x IS TRUE / IS NOT FALSE keep the truth of x where x is not NULL.
 		switch x.BooleanTest.Booltesttype {
 		case pg.BoolTestType_IS_TRUE, pg.BoolTestType_IS_NOT_FALSE:
-			return predicate(x.BooleanTest.Arg, names)
+			return p.predicate(x.BooleanTest.Arg)
 		case pg.BoolTestType_IS_FALSE, pg.BoolTestType_IS_NOT_TRUE:
-			return negate(predicate(x.BooleanTest.Arg, names))
+			return negate(p.predicate(x.BooleanTest.Arg))
 		}
 	}
 	return filter
@@ -114,16 +129,16 @@ func negate(t truth) truth {
 	return t
 }
 
-func boolPredicate(b *pg.BoolExpr, names []string) truth {
+func (p *pred) boolPredicate(b *pg.BoolExpr) truth {
 	switch b.Boolop {
 	case pg.BoolExprType_NOT_EXPR:
 		if len(b.Args) == 1 {
-			return negate(predicate(b.Args[0], names))
+			return negate(p.predicate(b.Args[0]))
 		}
 	case pg.BoolExprType_AND_EXPR:
 		res := always
 		for _, a := range b.Args {
-			switch predicate(a, names) {
+			switch p.predicate(a) {
 			case never:
 				return never
 			case filter:
@@ -138,7 +153,7 @@ func boolPredicate(b *pg.BoolExpr, names []string) truth {
 	case pg.BoolExprType_OR_EXPR:
 		res := never
 		for _, a := range b.Args {
-			switch predicate(a, names) {
+			switch p.predicate(a) {
 			case always:
 				return always
 			case rowFree:
@@ -149,7 +164,7 @@ func boolPredicate(b *pg.BoolExpr, names []string) truth {
 				}
 			}
 		}
-		if res == filter && complementary(b.Args) {
+		if res == filter && p.complementary(b.Args) {
 			return always
 		}
 		return res
@@ -159,10 +174,10 @@ func boolPredicate(b *pg.BoolExpr, names []string) truth {
 
 // complementary finds, among the arms of an OR, a pair that together cover every row:
 // x IS NULL / x IS NOT NULL, x / NOT x, x < y / x >= y (and the other comparison pairs).
-func complementary(args []*pg.Node) bool {
+func (p *pred) complementary(args []*pg.Node) bool {
 	for i, a := range args {
 		for _, b := range args[i+1:] {
-			if complementPair(a, b) || complementPair(b, a) {
+			if p.complementPair(a, b) || p.complementPair(b, a) {
 				return true
 			}
 		}
@@ -172,60 +187,60 @@ func complementary(args []*pg.Node) bool {
 
 var opComplement = map[string]string{"<": ">=", ">": "<=", "=": "<>", "<=": ">", ">=": "<", "<>": "=", "!=": "="}
 
-func complementPair(a, b *pg.Node) bool {
+func (p *pred) complementPair(a, b *pg.Node) bool {
 	if na, nb := a.GetNullTest(), b.GetNullTest(); na != nil && nb != nil {
-		return na.Nulltesttype != nb.Nulltesttype && sameExpr(na.Arg, nb.Arg)
+		return na.Nulltesttype != nb.Nulltesttype && p.sameExpr(na.Arg, nb.Arg)
 	}
 	if nb := b.GetBoolExpr(); nb != nil && nb.Boolop == pg.BoolExprType_NOT_EXPR && len(nb.Args) == 1 {
-		return sameExpr(a, nb.Args[0])
+		return p.sameExpr(a, nb.Args[0])
 	}
 	ea, eb := a.GetAExpr(), b.GetAExpr()
 	if ea == nil || eb == nil || ea.Kind != pg.A_Expr_Kind_AEXPR_OP || eb.Kind != pg.A_Expr_Kind_AEXPR_OP {
 		return false
 	}
 	oa, ob := opName(ea.Name), opName(eb.Name)
-	return opComplement[oa] == ob && sameExpr(ea.Lexpr, eb.Lexpr) && sameExpr(ea.Rexpr, eb.Rexpr)
+	return opComplement[oa] == ob && p.sameExpr(ea.Lexpr, eb.Lexpr) && p.sameExpr(ea.Rexpr, eb.Rexpr)
 }
 
-func exprPredicate(e *pg.A_Expr) truth {
+func (p *pred) exprPredicate(e *pg.A_Expr) truth {
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_OP:
 		switch op := opName(e.Name); op {
 		case "=", "<=", ">=":
-			if sameExpr(e.Lexpr, e.Rexpr) {
+			if p.sameExpr(e.Lexpr, e.Rexpr) {
 				return always
 			}
 		case "<>", "!=", "<", ">":
-			if sameExpr(e.Lexpr, e.Rexpr) {
+			if p.sameExpr(e.Lexpr, e.Rexpr) {
 				return never
 			}
 		case "~", "~*":
-			if s, ok := constString(e.Rexpr); ok && (s == "" || s == ".*" || s == "^" || s == "$") {
+			if s, ok := p.constString(e.Rexpr); ok && (s == "" || s == ".*" || s == "^" || s == "$") {
 				return always
 			}
 		}
 	case pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
-		if sameExpr(e.Lexpr, e.Rexpr) {
+		if p.sameExpr(e.Lexpr, e.Rexpr) {
 			return always
 		}
 	case pg.A_Expr_Kind_AEXPR_DISTINCT:
-		if sameExpr(e.Lexpr, e.Rexpr) {
+		if p.sameExpr(e.Lexpr, e.Rexpr) {
 			return never
 		}
 	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
-		if s, ok := constString(e.Rexpr); ok && s != "" && strings.Trim(s, "%") == "" && !strings.HasPrefix(opName(e.Name), "!") {
+		if s, ok := p.constString(e.Rexpr); ok && s != "" && strings.Trim(s, "%") == "" && !strings.HasPrefix(opName(e.Name), "!") {
 			return always
 		}
 	case pg.A_Expr_Kind_AEXPR_IN:
 		if opName(e.Name) == "=" {
 			for _, it := range e.Rexpr.GetList().GetItems() {
-				if sameExpr(e.Lexpr, it) {
+				if p.sameExpr(e.Lexpr, it) {
 					return always
 				}
 			}
 		}
 	case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_BETWEEN_SYM:
-		if items := e.Rexpr.GetList().GetItems(); len(items) == 2 && sameExpr(e.Lexpr, items[0]) && sameExpr(e.Lexpr, items[1]) {
+		if items := e.Rexpr.GetList().GetItems(); len(items) == 2 && p.sameExpr(e.Lexpr, items[0]) && p.sameExpr(e.Lexpr, items[1]) {
 			return always
 		}
 	}
@@ -314,16 +329,19 @@ func (d *depScan) msg(m protoreflect.Message, sub int) {
 }
 
 // sameExpr compares two expressions structurally, ignoring source locations.
-func sameExpr(a, b *pg.Node) bool {
+func (p *pred) sameExpr(a, b *pg.Node) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return sameMsg(a.ProtoReflect(), b.ProtoReflect())
+	return p.sameMsg(a.ProtoReflect(), b.ProtoReflect())
 }
 
-func sameMsg(a, b protoreflect.Message) bool {
+func (p *pred) sameMsg(a, b protoreflect.Message) bool {
 	if a.Descriptor() != b.Descriptor() {
 		return false
+	}
+	if _, ok := a.Interface().(*pg.A_Const); ok {
+		p.readsLiteral = true
 	}
 	fields := a.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ {
@@ -346,7 +364,7 @@ func sameMsg(a, b protoreflect.Message) bool {
 			}
 			for j := 0; j < la.Len(); j++ {
 				if fd.Kind() == protoreflect.MessageKind {
-					if !sameMsg(la.Get(j).Message(), lb.Get(j).Message()) {
+					if !p.sameMsg(la.Get(j).Message(), lb.Get(j).Message()) {
 						return false
 					}
 				} else if !la.Get(j).Equal(lb.Get(j)) {
@@ -354,7 +372,7 @@ func sameMsg(a, b protoreflect.Message) bool {
 				}
 			}
 		case fd.Kind() == protoreflect.MessageKind:
-			if !sameMsg(va.Message(), vb.Message()) {
+			if !p.sameMsg(va.Message(), vb.Message()) {
 				return false
 			}
 		default:
@@ -376,8 +394,8 @@ type value struct {
 
 // foldBool folds a row-independent predicate made of literals, casts, comparisons,
 // arithmetic and boolean logic. ok is false when it contains anything else.
-func foldBool(n *pg.Node) (v, ok bool) {
-	c, ok := fold(n)
+func (p *pred) foldBool(n *pg.Node) (v, ok bool) {
+	c, ok := p.fold(n)
 	if !ok {
 		return false, false
 	}
@@ -392,12 +410,13 @@ func foldBool(n *pg.Node) (v, ok bool) {
 	return false, false
 }
 
-func fold(n *pg.Node) (value, bool) {
+func (p *pred) fold(n *pg.Node) (value, bool) {
 	if n == nil {
 		return value{}, false
 	}
 	switch x := n.Node.(type) {
 	case *pg.Node_AConst:
+		p.readsLiteral = true
 		c := x.AConst
 		switch {
 		case c.Isnull:
@@ -413,7 +432,7 @@ func fold(n *pg.Node) (value, bool) {
 			return value{kind: 's', s: c.GetSval().Sval}, true
 		}
 	case *pg.Node_TypeCast:
-		v, ok := fold(x.TypeCast.Arg)
+		v, ok := p.fold(x.TypeCast.Arg)
 		if !ok {
 			return v, false
 		}
@@ -428,24 +447,24 @@ func fold(n *pg.Node) (value, bool) {
 		}
 		return v, true
 	case *pg.Node_BoolExpr:
-		return foldBoolExpr(x.BoolExpr)
+		return p.foldBoolExpr(x.BoolExpr)
 	case *pg.Node_NullTest:
-		v, ok := fold(x.NullTest.Arg)
+		v, ok := p.fold(x.NullTest.Arg)
 		if !ok {
 			return v, false
 		}
 		isNull := v.kind == 'z'
 		return value{kind: 'b', b: isNull == (x.NullTest.Nulltesttype == pg.NullTestType_IS_NULL)}, true
 	case *pg.Node_AExpr:
-		return foldAExpr(x.AExpr)
+		return p.foldAExpr(x.AExpr)
 	}
 	return value{}, false
 }
 
-func foldBoolExpr(b *pg.BoolExpr) (value, bool) {
+func (p *pred) foldBoolExpr(b *pg.BoolExpr) (value, bool) {
 	vals := make([]bool, 0, len(b.Args))
 	for _, a := range b.Args {
-		v, ok := foldBool(a)
+		v, ok := p.foldBool(a)
 		if !ok {
 			return value{}, false
 		}
@@ -472,12 +491,12 @@ func foldBoolExpr(b *pg.BoolExpr) (value, bool) {
 	return value{}, false
 }
 
-func foldAExpr(e *pg.A_Expr) (value, bool) {
+func (p *pred) foldAExpr(e *pg.A_Expr) (value, bool) {
 	if e.Kind != pg.A_Expr_Kind_AEXPR_OP {
 		return value{}, false
 	}
 	op := opName(e.Name)
-	r, ok := fold(e.Rexpr)
+	r, ok := p.fold(e.Rexpr)
 	if !ok {
 		return value{}, false
 	}
@@ -487,7 +506,7 @@ func foldAExpr(e *pg.A_Expr) (value, bool) {
 		}
 		return value{}, false
 	}
-	l, ok := fold(e.Lexpr)
+	l, ok := p.fold(e.Lexpr)
 	if !ok {
 		return value{}, false
 	}
