@@ -1,20 +1,44 @@
 package ebpf
 
 import (
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
+// bootOffset is wall-clock time minus CLOCK_MONOTONIC, in nanoseconds, with the moment it
+// was measured. Measuring it costs a real clock_gettime syscall (x/sys/unix does not use the
+// vDSO), which per record was a tenth of the agent's CPU; so it is measured at most every
+// offsetTTL, which still lets a wall-clock step (NTP) apply within that time.
+var bootOffset atomic.Pointer[offset]
+
+type offset struct {
+	ns       int64
+	measured time.Time // monotonic reading of when
+}
+
+const offsetTTL = time.Second
+
 // KtimeToTime converts a record's Ktime (bpf_ktime_get_ns: CLOCK_MONOTONIC nanoseconds) to
-// wall-clock time. The offset is taken afresh on each call, so a wall-clock step (NTP) applies
-// to later conversions rather than skewing every one after start-up.
+// wall-clock time.
 func KtimeToTime(ktime uint64) time.Time {
+	o := bootOffset.Load()
+	if o == nil || time.Since(o.measured) > offsetTTL {
+		o = measureOffset()
+	}
+	return time.Unix(0, int64(ktime)+o.ns)
+}
+
+func measureOffset() *offset {
 	var ts unix.Timespec
 	now := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		// CLOCK_MONOTONIC cannot fail on Linux; if it ever did, "now" is the best guess.
-		return now.Round(0)
+	o := &offset{measured: now}
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err == nil {
+		// CLOCK_MONOTONIC cannot fail on Linux; if it ever did, the offset stays 0 and the
+		// next measurement retries.
+		o.ns = now.UnixNano() - ts.Nano()
 	}
-	return now.Add(-time.Duration(ts.Nano() - int64(ktime))).Round(0)
+	bootOffset.Store(o)
+	return o
 }
