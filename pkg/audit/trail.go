@@ -108,6 +108,8 @@ type Trail struct {
 	prevHash    string
 	unanchored  int // events since the last anchor
 	lastAnchor  time.Time
+	pendingHead *Head     // the head of the last stored batch, not yet written
+	lastHead    time.Time // when the head file was last written
 	batch       []*event.Event
 	lines       [][]byte // the encodings of a batch, in arena
 	arena       []byte
@@ -359,6 +361,9 @@ func (t *Trail) takeQueued() {
 // flush seals t.batch — gap events first for what was lost since the last flush, an
 // anchor last when one is due (always when final) — and appends it to the store.
 func (t *Trail) flush(ctx context.Context, final bool) error {
+	if final {
+		defer t.writeHead(true)
+	}
 	now := time.Now()
 	var out []*event.Event
 	if n := t.dropped.Swap(0); n > 0 {
@@ -533,11 +538,29 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 		t.tee()
 	}
 	last := evs[len(evs)-1]
-	h := &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash, Time: time.Now().UTC()}
+	t.pendingHead = &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash}
+	t.writeHead(false)
+	return nil
+}
+
+// headEvery bounds how often the head file is rewritten: each rewrite is a file create and
+// rename, which at one batch every few milliseconds cost as much as storing the events.
+// The last stop always writes it, so between rewrites only a crash leaves an older head —
+// which Verify reports as an unsigned tail, not as tampering.
+const headEvery = 250 * time.Millisecond
+
+// writeHead signs and writes the pending head, at most every headEvery unless forced.
+func (t *Trail) writeHead(force bool) {
+	h := t.pendingHead
+	if h == nil || !force && time.Since(t.lastHead) < headEvery {
+		return
+	}
+	h.Time = time.Now().UTC()
 	h.sign(t.key)
 	if err := writeHead(t.head, h); err != nil {
 		// The trail is intact without it; only tail-truncation checks lose precision.
 		t.log.Error("writing the head file", "err", err)
+		return
 	}
-	return nil
+	t.pendingHead, t.lastHead = nil, time.Now()
 }
