@@ -19,13 +19,14 @@ func BenchmarkClassifyCached(b *testing.B) {
 	}
 }
 
-// BenchmarkClassifyFirstSight classifies texts never seen before (a new literal each time,
-// so the cache misses): the cost of the parse, the fingerprint and the walk.
+// BenchmarkClassifyFirstSight classifies texts never seen before, in shape as well (a new
+// alias each time, so both caches miss): the parse, the fingerprint, the walk and the
+// template checks.
 func BenchmarkClassifyFirstSight(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		benchSeq++
-		Classify(ProtocolPostgres, benchSQL+" AND o.id > "+strconv.Itoa(benchSeq))
+		Classify(ProtocolPostgres, benchSQL+" AND o.id > o.c"+strconv.Itoa(benchSeq))
 	}
 }
 
@@ -33,7 +34,25 @@ func BenchmarkClassifyFirstSightSimple(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		benchSeq++
-		Classify(ProtocolPostgres, "SELECT * FROM users WHERE id = "+strconv.Itoa(benchSeq))
+		Classify(ProtocolPostgres, "SELECT * FROM users WHERE id = c"+strconv.Itoa(benchSeq))
+	}
+}
+
+// BenchmarkClassifyLiteralVariant classifies texts that differ from one seen before only in
+// a literal (a simple-protocol client inlining its values): the template cache serves them.
+func BenchmarkClassifyLiteralVariant(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		benchSeq++
+		Classify(ProtocolPostgres, benchSQL+" AND o.id > "+strconv.Itoa(benchSeq))
+	}
+}
+
+func BenchmarkClassifyLiteralVariantPgbench(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		benchSeq++
+		Classify(ProtocolPostgres, "SELECT abalance FROM pgbench_accounts WHERE aid = "+strconv.Itoa(benchSeq)+";")
 	}
 }
 
