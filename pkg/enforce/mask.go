@@ -43,21 +43,38 @@ type rowPlan struct {
 	pii, masked []string
 }
 
-// maxCachedPlans bounds the per-session cache of plans by statement and row description.
+// maxCachedPlans bounds the per-session cache of plans by decision and row description.
 const maxCachedPlans = 128
+
+// planDecision is what a result's plan depends on besides its RowDescription: the decision
+// its statement was judged with. Policy.Column's raw is !Decide(req).Mask, which the rule
+// that decided determines, and a column's classification depends on the column alone; so
+// statements that differ only in literals (simple-protocol clients inline their values)
+// share one plan.
+type planDecision struct {
+	rule, action string
+	mask         bool
+}
 
 // cachedPlan returns the plan of a RowDescription for a masked statement, building it on the
 // first sight of that pair: classification costs catalog lookups and policy calls, and a
 // session runs the same statements again and again.
 func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
-	key := string(body) + "\x00" + h.st.text
-	p, ok := ss.planCache[key]
+	dk := planDecision{h.st.dec.Rule, h.st.dec.Action, h.st.mask}
+	plans := ss.planCache[dk]
+	p, ok := plans[string(body)] // indexing by string(body) does not allocate
 	if !ok {
-		if len(ss.planCache) >= maxCachedPlans {
+		if ss.plansCached >= maxCachedPlans {
 			clear(ss.planCache)
+			ss.plansCached, plans = 0, nil
+		}
+		if plans == nil {
+			plans = make(map[string]*rowPlan)
+			ss.planCache[dk] = plans
 		}
 		p = ss.planFor(body, h)
-		ss.planCache[key] = p
+		plans[string(body)] = p
+		ss.plansCached++
 	}
 	if p != nil {
 		for _, n := range p.pii {

@@ -11,6 +11,8 @@ import (
 // applies strategies and runs the value detectors.
 type Policy interface {
 	Decide(req *policy.Request) policy.Decision
+	// Column's raw must be !Decide(req).Mask, and pii and s must depend on the column
+	// alone: a session reuses a result's plan for statements judged with the same decision.
 	Column(req *policy.Request, schema, table, column string) (pii bool, s mask.Strategy, raw bool)
 	Masker() *mask.Masker
 	// Strategy masks values that only the detectors recognize.

@@ -56,12 +56,15 @@ type session struct {
 
 	// server side only
 	plans     map[string]*rowPlan // portal -> plan from its Describe
-	planCache map[string]*rowPlan
-	curPlan   *rowPlan
-	planSet   bool
-	skipping  bool // after an error in an extended-protocol batch, until ReadyForQuery
-	copyOut   *copyPlan
-	rowBuf    []byte
+	planCache map[planDecision]map[string]*rowPlan
+	// plansCached counts the plans in planCache, which is cleared when it reaches
+	// maxCachedPlans.
+	plansCached int
+	curPlan     *rowPlan
+	planSet     bool
+	skipping    bool // after an error in an extended-protocol batch, until ReadyForQuery
+	copyOut     *copyPlan
+	rowBuf      []byte
 }
 
 // relay runs both directions until the session ends.
@@ -71,7 +74,7 @@ func (ss *session) relay(ctx context.Context) error {
 	ss.portals = make(map[string]*stmt)
 	ss.described = make(map[string]bool)
 	ss.plans = make(map[string]*rowPlan)
-	ss.planCache = make(map[string]*rowPlan)
+	ss.planCache = make(map[planDecision]map[string]*rowPlan)
 	stop := context.AfterFunc(ctx, func() {
 		ss.client.Close()
 		ss.server.Close()
