@@ -3,6 +3,7 @@ package sqlparse
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 )
@@ -21,7 +22,9 @@ import (
 //   - the scanner below reads only a conservative subset of PostgreSQL's lexical grammar and
 //     gives up (full parse) on anything else: comments, backslashes, dollar quotes, prefixed
 //     strings (E'', B'', X'', N'', U&''), adjacent strings, numbers it cannot delimit;
-//   - PostgreSQL's own scanner (pg_query's Scan) found exactly the same literals there;
+//   - PostgreSQL's own scanner (pg_query's Scan) found exactly the same literals there
+//     (checked when the template is met again: a scan costs as much as a parse, and most
+//     shapes seen once are never seen again);
 //   - every literal became a constant (A_Const) of the parse tree, so the grammar did not
 //     turn it into structure (float(24) is a type, ALTER ... COLUMN 3 a column number);
 //   - every statement is a SELECT, INSERT, UPDATE, DELETE or MERGE, and the classifier never
@@ -51,6 +54,13 @@ type template struct {
 type templateEntry struct {
 	info   *Info
 	bounds [][2]segPos
+
+	// scanned runs PostgreSQL's scanner over the text the entry was made from, once, on
+	// the entry's first use; the entry serves only if it agrees (see sameLiterals).
+	scanned sync.Once
+	agrees  bool
+	sql     string
+	lits    []lit
 }
 
 // segPos is a position in a text given as segment (the text between literal seg-1 and
@@ -60,7 +70,7 @@ type segPos struct{ seg, off int }
 // classifyTemplate classifies a PostgreSQL text that has a template.
 func classifyTemplate(sql string, tpl template) *Info {
 	if e, ok := templateCache.get(ProtocolPostgres, tpl.key); ok {
-		if e.info != nil {
+		if e.info != nil && e.verified() {
 			return e.instantiate(sql, tpl)
 		}
 		info := classifyPostgres(sql, nil)
@@ -102,10 +112,17 @@ func newTemplateEntry(sql string, tpl template, info *Info, consts []int32) *tem
 			return none
 		}
 	}
-	if !sameLiterals(sql, tpl.lits) {
-		return none
-	}
+	e.sql, e.lits = sql, tpl.lits
 	return e
+}
+
+// verified reports whether PostgreSQL's scanner finds the entry's literals where ours did.
+func (e *templateEntry) verified() bool {
+	e.scanned.Do(func() {
+		e.agrees = sameLiterals(e.sql, e.lits)
+		e.sql, e.lits = "", nil
+	})
+	return e.agrees
 }
 
 // constantAt reports whether the literal starting at pos is a constant of the parse tree:

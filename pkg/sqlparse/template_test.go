@@ -16,7 +16,7 @@ func served(t *testing.T, sql string) bool {
 		return false
 	}
 	e, ok := templateCache.get(ProtocolPostgres, tpl.key)
-	return ok && e.info != nil
+	return ok && e.info != nil && e.verified()
 }
 
 // TestTemplateServesLiteralVariants: texts that differ only in literals get, from the
@@ -166,7 +166,7 @@ func FuzzTemplate(f *testing.F) {
 		}
 		var consts []int32
 		e := newTemplateEntry(sql, tpl, classifyPostgres(sql, &consts), consts)
-		if e.info == nil {
+		if e.info == nil || !e.verified() {
 			return
 		}
 		var b strings.Builder
@@ -186,4 +186,25 @@ func FuzzTemplate(f *testing.F) {
 			t.Fatalf("%q served for %q:\n%+v\nfresh:\n%+v", sql, variant, got, want)
 		}
 	})
+}
+
+// TestTemplateVerifiedByPostgresScanner: an entry serves only if PostgreSQL's scanner finds
+// the literals where ours did, token type included.
+func TestTemplateVerifiedByPostgresScanner(t *testing.T) {
+	tests := []struct {
+		sql  string
+		lits []lit
+		want bool
+	}{
+		{"SELECT 1 FROM t WHERE a = 'x'", []lit{{7, 8, 'I'}, {26, 29, 'S'}}, true},
+		{"SELECT 1 FROM t WHERE a = 'x'", []lit{{7, 8, 'F'}, {26, 29, 'S'}}, false},
+		{"SELECT 1 FROM t WHERE a = 'x'", []lit{{7, 8, 'I'}}, false},
+		{"SELECT 1 FROM t WHERE a = 'x'", []lit{{7, 8, 'I'}, {26, 28, 'S'}}, false},
+	}
+	for _, tt := range tests {
+		e := &templateEntry{info: &Info{}, sql: tt.sql, lits: tt.lits}
+		if got := e.verified(); got != tt.want {
+			t.Errorf("%q %v: verified %v, want %v", tt.sql, tt.lits, got, tt.want)
+		}
+	}
 }
