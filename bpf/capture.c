@@ -2,8 +2,9 @@
 /* Vigil's kernel side of statement capture, one object loaded by pkg/capture/ebpf:
  *   tcx.h  plaintext TCP payloads of database ports (TCX ingress/egress)
  *   tls.h  TLS plaintext from PostgreSQL's be_tls_read/be_tls_write (uprobes)
- *   unix.h Unix-socket data of watched server processes (syscall tracepoints) and the
- *          fork/exit tracking that keeps the watched set current
+ *   unix.h Unix-socket data of watched server processes (syscall tracepoints), the fork/exit
+ *          tracking that keeps the watched set current, and the connect hook that tells
+ *          userspace when to switch the tracepoints on
  *   conn.h the local process behind each connection to a database port
  * Record layouts are in records.h. Dual-licensed: the tracing helpers need a GPL-compatible license. */
 #include "tcx.h"
@@ -17,6 +18,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const struct seg_hdr *unused_seg_hdr __attribute__((unused));
 const struct proc_hdr *unused_proc_hdr __attribute__((unused));
 const struct conn_rec *unused_conn_rec __attribute__((unused));
+const struct unix_connect_rec *unused_unix_connect_rec __attribute__((unused));
 const enum rec_kind *unused_rec_kind __attribute__((unused));
 const enum hook_id *unused_hook_id __attribute__((unused));
 const enum seg_flags *unused_seg_flags __attribute__((unused));

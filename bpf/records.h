@@ -20,6 +20,7 @@ enum rec_kind {
 	REC_TLS = 2,     /* TLS plaintext from the PostgreSQL server's be_tls_read/write */
 	REC_UNIX = 3,    /* Unix-socket data read or written by a watched process */
 	REC_CONN = 4,    /* a watched TCP connection opened by a local process, or closed */
+	REC_UNIX_CONNECT = 5, /* a local process connected to a PostgreSQL Unix socket */
 };
 
 /* Hooks whose losses are counted separately, index into the lost map. */
@@ -28,7 +29,8 @@ enum hook_id {
 	HOOK_TLS = 1,
 	HOOK_UNIX = 2,
 	HOOK_CONN = 3,
-	HOOK_COUNT = 4,
+	HOOK_UNIX_CONNECT = 4,
+	HOOK_COUNT = 5,
 };
 
 enum seg_flags {
@@ -82,6 +84,25 @@ struct conn_rec {
 	__u8 saddr[16]; /* client address */
 	__u8 daddr[16]; /* server address */
 	char comm[16];
+};
+
+/* A connect() to a Unix socket whose file name is PostgreSQL's (".s.PGSQL.<port>"), in the
+ * connecting process's context, before the server has accepted. */
+struct unix_connect_rec {
+	__u8 kind;    /* REC_UNIX_CONNECT */
+	__u8 _pad0;
+	__u16 port;   /* from the file name */
+	__u32 pid;    /* thread id of the connecting task */
+	__u32 tgid;
+	__u32 uid;
+	__u64 cgroup_id;
+	__u64 ktime;
+	char comm[16];
+	__u32 path_len; /* bytes of path used; an abstract socket's path starts with a NUL */
+	__u32 _pad1;
+	/* sun_path (UNIX_PATH_MAX bytes), zero-padded to a power of two so the program can mask
+	 * its indexes into bounds */
+	char path[128];
 };
 
 /* Per-CPU loss counters, one slot per hook. */

@@ -115,6 +115,103 @@ int unix_sendto_exit(struct sys_exit_ctx *ctx)
 	return unix_exit(ctx, true);
 }
 
+/* The trigger for the tracepoints above. Userspace keeps them detached while no
+ * Unix-socket client of a watched server exists, and this hook tells it when one is about
+ * to: a cgroup connect_unix program (attached to the root cgroup, so every process below
+ * it) runs in the client's context on connect(), before the server has accepted, so
+ * userspace usually attaches the tracepoints before the new backend reads the startup
+ * message. It costs one path check per Unix connect() on the host, nothing per byte.
+ * PostgreSQL names its sockets ".s.PGSQL.<port>" whatever the directory (which differs
+ * between the client's and the agent's mount namespaces), so the file name is the filter;
+ * userspace checks the port against the servers it watches. */
+
+#define PG_SOCK_PREFIX ".s.PGSQL."
+#define PG_SOCK_PREFIX_LEN 9
+#define PATH_MASK 127 /* sizeof(unix_connect_rec.path) - 1 */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unix_connect_rec);
+} unix_connect_scratch SEC(".maps");
+
+SEC("cgroup/connect_unix")
+int unix_connect(struct bpf_sock_addr *ctx)
+{
+	/* The context is a struct bpf_sock_addr_kern underneath; its UAPI view has no path, so
+	 * the address is read through the kernel struct (the address is the kernel's copy of
+	 * the connect() argument). */
+	struct bpf_sock_addr_kern *sa = (void *)ctx;
+	struct sockaddr *uaddr = BPF_CORE_READ(sa, uaddr);
+	__u32 len = BPF_CORE_READ(sa, uaddrlen);
+	if (!uaddr || len <= 2)
+		return 1;
+	len -= 2; /* sun_family */
+	if (len > UNIX_PATH_MAX)
+		len = UNIX_PATH_MAX;
+
+	__u32 zero = 0;
+	struct unix_connect_rec *r = bpf_map_lookup_elem(&unix_connect_scratch, &zero);
+	if (!r)
+		return 1;
+	__builtin_memset(r->path, 0, sizeof(r->path));
+	if (bpf_probe_read_kernel(r->path, UNIX_PATH_MAX, (char *)uaddr + 2))
+		return 1;
+
+	/* A path name ends at its NUL; an abstract name starts with one and runs to len. */
+	__u32 end = len;
+	for (__u32 i = 1; i < UNIX_PATH_MAX; i++) {
+		if (i >= len)
+			break;
+		if (r->path[i] == 0) {
+			end = i;
+			break;
+		}
+	}
+	/* Matched from the end ("/.s.PGSQL." then 1–5 digits), not by finding the last '/'
+	 * first: a loop carrying that position makes the verifier explore every value of it. */
+	__u32 port = 0, mul = 1, digits = 0;
+	for (int j = 0; j < 5; j++) {
+		if (j >= end)
+			break;
+		char c = r->path[(end - 1 - j) & PATH_MASK];
+		if (c < '0' || c > '9')
+			break;
+		port += (c - '0') * mul;
+		mul *= 10;
+		digits++;
+	}
+	if (digits == 0 || port == 0 || port > 65535 || end < digits + PG_SOCK_PREFIX_LEN)
+		return 1;
+	__u32 name = end - digits - PG_SOCK_PREFIX_LEN;
+	const char prefix[] = PG_SOCK_PREFIX;
+	for (int j = 0; j < PG_SOCK_PREFIX_LEN; j++)
+		if (r->path[(name + j) & PATH_MASK] != prefix[j])
+			return 1;
+	/* The name is the whole file name: at the start, or after a '/' (or an abstract
+	 * name's leading NUL). */
+	if (name > 0 && r->path[(name - 1) & PATH_MASK] != '/' && !(name == 1 && r->path[0] == 0))
+		return 1;
+
+	__u64 id = bpf_get_current_pid_tgid();
+	r->kind = REC_UNIX_CONNECT;
+	r->_pad0 = 0;
+	r->port = port;
+	r->pid = (__u32)id;
+	r->tgid = id >> 32;
+	r->uid = (__u32)bpf_get_current_uid_gid();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->ktime = bpf_ktime_get_ns();
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->path_len = end;
+	r->_pad1 = 0;
+	/* Forced wakeup: userspace must attach the tracepoints before the backend reads. */
+	if (bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_FORCE_WAKEUP))
+		count_lost(HOOK_UNIX_CONNECT, 1, 0);
+	return 1; /* never deny a connect */
+}
+
 /* A watched process's children are watched from the moment they exist, so no backend
  * escapes between fork and a userspace reaction. Threads share the tgid and need nothing. */
 SEC("raw_tp/sched_process_fork")

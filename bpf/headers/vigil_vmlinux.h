@@ -127,6 +127,7 @@ _Static_assert(sizeof(struct __sk_buff) == 192, "struct __sk_buff must match the
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define UNIX_PATH_MAX 108
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
@@ -174,6 +175,10 @@ enum {
 	TCP_SYN_SENT = 2,
 	TCP_CLOSE = 7,
 };
+
+/* The context of cgroup sock_addr programs (UAPI). Its fields are the IPv4/IPv6 ones; a
+ * Unix-socket path is reached only through the kernel's struct behind it (below). */
+struct bpf_sock_addr;
 
 /* ---- registers at a uprobe: the kernel's struct pt_regs ---- */
 
@@ -247,6 +252,12 @@ struct fdtable {
 
 struct files_struct {
 	struct fdtable *fdt;
+};
+
+/* What a struct bpf_sock_addr context really points to (include/linux/filter.h). */
+struct bpf_sock_addr_kern {
+	struct sockaddr *uaddr;
+	__u32 uaddrlen;
 };
 
 struct task_struct {

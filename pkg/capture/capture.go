@@ -28,8 +28,17 @@ type Config struct {
 	Decoder postgres.Config
 	// TLS attaches uprobes to each server binary to see TLS connections in plaintext.
 	TLS bool
-	// Unix captures Unix-socket connections (syscall tracepoints; a host-wide cost).
+	// Unix captures Unix-socket connections (syscall tracepoints; a host-wide cost). By
+	// default the tracepoints are attached only while Unix-socket sessions exist: from a
+	// client's connect() to a watched server's socket until UnixQuiet after the last such
+	// session ended.
 	Unix bool
+	// UnixAlwaysOn keeps the Unix tracepoints attached whenever a server is watched (the
+	// behaviour on kernels without the cgroup connect_unix hook, before 6.7).
+	UnixAlwaysOn bool
+	// UnixQuiet is how long on-demand Unix capture stays on after its last session ended.
+	// Default 30s.
+	UnixQuiet time.Duration
 	// Discover finds PostgreSQL servers by their executables; Interval is how often.
 	Discover bool
 	Interval time.Duration
@@ -61,11 +70,15 @@ type Capturer struct {
 
 	tracer *ebpf.Tracer
 	table  *tcpstream.Table
-	procs  map[procKey]*conn // TLS and Unix streams, by server process
+	procs  map[procKey]*conn  // TLS and Unix streams, by server process
 	live   map[*conn]struct{} // every open session, for the decoder metrics
 	flows  map[flowKey]*conn  // TCP connections by their ends
 	closed postgres.Stats     // decoder counters of sessions already closed
 	pend   map[flowKey]pending
+	// unixPend are clients seen connecting to a server's Unix socket, by process, so a
+	// client that exits before its backend's first record is read is still named.
+	unixPend map[uint32]pending
+	unix     *unixGate
 
 	// ports are the watched server ports; read on the capture goroutine, replaced by
 	// discovery.
@@ -110,10 +123,13 @@ func New(cfg Config, sink Sink, labeler Labeler, log *slog.Logger, reg prometheu
 		live:    map[*conn]struct{}{},
 		flows:   map[flowKey]*conn{},
 		pend:    map[flowKey]pending{},
+
+		unixPend: map[uint32]pending{},
 	}
 	empty := map[uint16]bool{}
 	c.ports.Store(&empty)
 	c.servers = newServerSet(c)
+	c.unix = newUnixGate(c)
 	c.table = tcpstream.NewTable(tcpstream.TableConfig{IsServer: c.isServer}, c.newTCPConn)
 	m, err := newMetrics(c, reg)
 	if err != nil {
@@ -176,16 +192,21 @@ func (c *Capturer) Run(ctx context.Context) error {
 			c.log.Warn("hook not attached: capture degraded", "hook", h.Name, "error", h.Err)
 		}
 	}
+	c.unix.setup()
 	if err := c.servers.refresh(); err != nil {
 		c.log.Warn("finding database servers", "error", err)
 	}
 	c.ready.Store(true)
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		c.servers.watch(ctx, c.cfg.Interval)
+	}()
+	go func() {
+		defer wg.Done()
+		c.unix.run(ctx)
 	}()
 	err = tr.Run(ctx)
 	wg.Wait()
@@ -258,6 +279,25 @@ func (h handler) Connect(ev *ebpf.ConnEvent) {
 	c.pend[k] = pending{proc: p, at: ts}
 }
 
+// UnixConnect switches Unix capture on when the socket is a watched server's, and notes who
+// connected. Only what the kernel reported: reading /proc here would delay the records
+// behind this one, the new backend's first, whose socket must be looked up before a short
+// session's backend exits.
+func (h handler) UnixConnect(u *ebpf.UnixConnect) {
+	c := h.c
+	if !c.servers.unixPort(u.Port) {
+		return
+	}
+	c.unix.connect()
+	uid := int32(u.UID)
+	p := &event.Process{PID: int32(u.TGID), UID: &uid, Comm: u.Comm}
+	ts := ebpf.KtimeToTime(u.Ktime)
+	if len(c.unixPend) > maxPending {
+		c.expirePending(ts)
+	}
+	c.unixPend[u.TGID] = pending{proc: p, at: ts}
+}
+
 // maxPending bounds connects waiting for their first packet.
 const maxPending = 4096
 
@@ -265,6 +305,11 @@ func (c *Capturer) expirePending(now time.Time) {
 	for k, p := range c.pend {
 		if now.Sub(p.at) > 30*time.Second {
 			delete(c.pend, k)
+		}
+	}
+	for k, p := range c.unixPend {
+		if now.Sub(p.at) > 30*time.Second {
+			delete(c.unixPend, k)
 		}
 	}
 }
@@ -296,7 +341,7 @@ func (c *Capturer) housekeep(now time.Time) {
 // must say it is incomplete, and where.
 func (c *Capturer) reportKernelLoss(now time.Time) {
 	st := c.tracer.Stats()
-	lost := st.TCX.LostRecords + st.TLS.LostRecords + st.Unix.LostRecords + st.Conn.LostRecords
+	lost := st.TCX.LostRecords + st.TLS.LostRecords + st.Unix.LostRecords + st.Conn.LostRecords + st.UnixConnect.LostRecords
 	if lost <= c.lost {
 		return
 	}

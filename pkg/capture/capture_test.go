@@ -90,8 +90,9 @@ func stmtContains(s string) func(*event.Event) bool {
 	return func(e *event.Event) bool { return e.Type == event.TypeStatement && strings.Contains(e.Statement, s) }
 }
 
-// startCapture runs capture on the host and waits until it watches srv.
-func startCapture(t *testing.T, srv *testpg.Server) (*Capturer, *collector) {
+// startCapture runs capture on the host and waits until it watches srv. opts adjust the
+// configuration.
+func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Capturer, *collector) {
 	t.Helper()
 	requireBPF(t)
 	engine, err := policy.NewEngine(policy.Default())
@@ -103,10 +104,14 @@ func startCapture(t *testing.T, srv *testpg.Server) (*Capturer, *collector) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	c, err := New(Config{
+	cfg := Config{
 		Host: "test", TLS: true, Unix: true, Discover: true, Interval: 200 * time.Millisecond,
 		Decoder: postgres.Config{RecordParams: true},
-	}, col, engine, log, prometheus.NewRegistry())
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := New(cfg, col, engine, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +178,9 @@ func TestCaptureEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, col := startCapture(t, srv)
+	// Unix capture always on: this test is about decoding; TestUnixOnDemand covers switching
+	// it on from a client's connect, which races short sessions.
+	_, col := startCapture(t, srv, func(cfg *Config) { cfg.UnixAlwaysOn = true })
 
 	t.Run("simple query over TCP, several statements in one message", func(t *testing.T) {
 		psql(t, srv, "127.0.0.1", "disable", "SELECT 'tcp-m1' AS a; INSERT INTO items VALUES (1, 'one'), (2, 'two')", "")

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"hash/fnv"
 	"net/netip"
@@ -29,11 +30,23 @@ type conn struct {
 	proc   *event.Process
 	tls    bool
 	wire   bool // seen on the network (TCX), not through a server process
+	unix   bool // a Unix-socket session, seen through its server process
 
 	backend  int32 // server process, when known
 	looked   bool  // /proc enrichment done
 	expected [2]uint64
+	// joined says whether a Unix-socket session's start was seen: decided by its first
+	// client bytes, since Unix capture is switched on and off while backends live.
+	joined joinState
 }
+
+type joinState uint8
+
+const (
+	joinUnknown joinState = iota // no client bytes yet
+	joinStart                    // the startup message was seen
+	joinLate                     // capture joined after the startup
+)
 
 // newTCPConn is called by the reassembly table for each new TCP connection.
 func (c *Capturer) newTCPConn(client, server netip.AddrPort, ts time.Time) tcpstream.Handler {
@@ -67,6 +80,9 @@ func (cn *conn) close(ts time.Time) {
 		if k := (flowKey{client: cn.client, server: cn.server}); c.flows[k] == cn {
 			delete(c.flows, k)
 		}
+	}
+	if cn.unix {
+		c.unix.closed(uint32(cn.backend))
 	}
 	if _, ok := c.live[cn]; ok {
 		delete(c.live, cn)
@@ -129,6 +145,14 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 		c.procs[k] = cn
 		cn.expected[dir] = d.Offset // joining mid-stream is not a gap: the decoder resyncs
 	}
+	if unix && fromClient && cn.joined == joinUnknown {
+		cn.joined = joinLate
+		if d.Offset == 0 && startupFamily(d.Data) {
+			cn.joined = joinStart
+		} else {
+			c.m.lateSessions.Inc()
+		}
+	}
 	if d.Offset > cn.expected[dir] {
 		c.m.streamGaps.Inc()
 		cn.sess.Gap(fromClient, int(d.Offset-cn.expected[dir]), ts)
@@ -139,7 +163,7 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 }
 
 func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
-	cn := &conn{c: c, backend: int32(pid), tls: !unix}
+	cn := &conn{c: c, backend: int32(pid), tls: !unix, unix: unix}
 	cfg := c.cfg.Decoder
 	cfg.TLS = !unix
 	cn.sess = postgres.NewSession(cfg, cn.emit)
@@ -163,6 +187,9 @@ func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
 		}
 	} else {
 		c.m.identityErrors.Inc()
+	}
+	if unix {
+		c.unix.opened(pid)
 	}
 	peer := cn.client.String()
 	if unix {
@@ -190,8 +217,25 @@ func (c *Capturer) unixClient(server int, s identity.Socket) *event.Process {
 	if p, err := c.ident.Lookup(pid); err == nil {
 		return p
 	}
+	// Gone already: what the connect hook saw of it.
+	if p, ok := c.unixPend[uint32(pid)]; ok {
+		return p.proc
+	}
 	u := int32(uid)
 	return &event.Process{PID: int32(pid), UID: &u}
+}
+
+// startupFamily says whether a stream's first client bytes are a startup-family message
+// (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest): an untyped length, then a
+// protocol version or request code. A typed message never starts with a zero byte, and a
+// length under 10000 (the server's own limit for startup packets) keeps it so.
+func startupFamily(b []byte) bool {
+	if len(b) < 8 {
+		return false
+	}
+	n := binary.BigEndian.Uint32(b)
+	code := binary.BigEndian.Uint32(b[4:])
+	return n >= 8 && n <= 10000 && (code>>16 == 3 || code == 80877102 || code == 80877103 || code == 80877104)
 }
 
 // emit completes a decoded statement with identity and classification and hands it on.
@@ -238,6 +282,9 @@ func (cn *conn) emit(e *event.Event) {
 		cn.lookupClient()
 	}
 	e.Process = cn.proc
+	if cn.joined == joinLate {
+		e.Detail = joinDetail(e.Detail, "capture joined this Unix-socket session after it started: user and database are from the server's process title, and earlier statements were not seen")
+	}
 	if e.Type == event.TypeStatement {
 		c.classify(e)
 	}
@@ -300,6 +347,13 @@ func (c *Capturer) classify(e *event.Event) {
 		e.Decision = event.DecisionAlert
 	}
 	e.Rule = d.Rule
+}
+
+func joinDetail(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 func unmap(a netip.AddrPort) netip.AddrPort {

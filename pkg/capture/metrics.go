@@ -23,6 +23,9 @@ type metrics struct {
 	streamGaps     prometheus.Counter
 	ignoredConns   prometheus.Counter
 	identityErrors prometheus.Counter
+	unixOn         prometheus.Gauge
+	unixTriggers   prometheus.Counter
+	lateSessions   prometheus.Counter
 
 	lastHousekeep, lastSweep time.Time
 
@@ -54,6 +57,15 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 		identityErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_capture_identity_errors_total", Help: "Connections whose client or server process could not be identified from /proc.",
 		}),
+		unixOn: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_capture_unix_on", Help: "1 while the Unix-socket syscall tracepoints are attached (they slow every syscall on the host).",
+		}),
+		unixTriggers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_capture_unix_connects_total", Help: "Client connects to a watched server's Unix socket, each of which keeps Unix-socket capture on.",
+		}),
+		lateSessions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_capture_unix_late_sessions_total", Help: "Unix-socket sessions capture joined after their start (startup not seen): user and database come from the process title, earlier statements were missed; their events say so in detail.",
+		}),
 	}
 	// Series exist from the start, so rate() and dashboards see zeros rather than nothing.
 	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "DDL", "DCL", "TRUNCATE", "COPY", "TXN", "SET", "OTHER"} {
@@ -62,7 +74,7 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m} {
+	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m.unixOn, m.unixTriggers, m.lateSessions, m} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -116,6 +128,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			"tls":  {st.TLS.Records, st.TLS.Bytes, st.TLS.LostRecords, st.TLS.LostBytes},
 			"unix": {st.Unix.Records, st.Unix.Bytes, st.Unix.LostRecords, st.Unix.LostBytes},
 			"conn": {st.Conn.Records, st.Conn.Bytes, st.Conn.LostRecords, st.Conn.LostBytes},
+
+			"unix_connect": {st.UnixConnect.Records, st.UnixConnect.Bytes, st.UnixConnect.LostRecords, st.UnixConnect.LostBytes},
 		} {
 			ch <- prometheus.MustNewConstMetric(descRecords, prometheus.CounterValue, float64(h.r), name)
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(h.b), name)

@@ -99,11 +99,7 @@ func (s *serverSet) attach(srv discover.Server) {
 	if err := c.tracer.WatchProcess(uint32(srv.PID)); err != nil {
 		log.Warn("watching the server's processes: Unix-socket and TLS sessions of this server may be missed", "error", err)
 	}
-	if c.cfg.Unix {
-		if err := c.tracer.EnableUnix(true); err != nil {
-			log.Warn("Unix-socket capture unavailable", "error", err)
-		}
-	}
+	c.unix.serverAdded(srv, log.Warn)
 	if !c.cfg.TLS || srv.ExePath == "" {
 		return
 	}
@@ -144,6 +140,46 @@ func (s *serverSet) updatePorts() {
 	if err := s.c.tracer.SetServerPorts(list); err != nil {
 		s.c.log.Error("setting the watched server ports: TCP capture may miss servers", "ports", list, "error", err)
 	}
+}
+
+// unixPort says whether a Unix socket named ".s.PGSQL.<port>" may be a watched server's: a
+// port from a server's socket names, or a watched TCP port (a server whose sockets discovery
+// could not list uses the same port number for both).
+func (s *serverSet) unixPort(port uint16) bool {
+	if (*s.c.ports.Load())[port] {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, srv := range s.servers {
+		for _, path := range srv.UnixSockets {
+			if p, ok := pgSocketPort(path); ok && p == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// anyLocalBackend says whether a watched server has a Unix-socket client, or may have: a
+// server whose backends cannot be listed counts as having one.
+func (s *serverSet) anyLocalBackend() bool {
+	s.mu.Lock()
+	servers := make([]discover.Server, 0, len(s.servers))
+	for _, srv := range s.servers {
+		servers = append(servers, srv)
+	}
+	s.mu.Unlock()
+	for _, srv := range servers {
+		local, err := hasLocalBackends(srv)
+		if err != nil {
+			s.c.log.Warn("listing a server's backends: Unix-socket capture stays on", "server_pid", srv.PID, "error", err)
+		}
+		if local || err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // backendByClient finds the backend serving a TCP client of the server at server.

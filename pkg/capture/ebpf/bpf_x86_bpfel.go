@@ -45,11 +45,12 @@ type bpfConnector struct {
 type bpfHookId uint32
 
 const (
-	bpfHookIdHOOK_TCX   bpfHookId = 0
-	bpfHookIdHOOK_TLS   bpfHookId = 1
-	bpfHookIdHOOK_UNIX  bpfHookId = 2
-	bpfHookIdHOOK_CONN  bpfHookId = 3
-	bpfHookIdHOOK_COUNT bpfHookId = 4
+	bpfHookIdHOOK_TCX          bpfHookId = 0
+	bpfHookIdHOOK_TLS          bpfHookId = 1
+	bpfHookIdHOOK_UNIX         bpfHookId = 2
+	bpfHookIdHOOK_CONN         bpfHookId = 3
+	bpfHookIdHOOK_UNIX_CONNECT bpfHookId = 4
+	bpfHookIdHOOK_COUNT        bpfHookId = 5
 )
 
 type bpfIoArgs struct {
@@ -82,10 +83,11 @@ type bpfProcHdr struct {
 type bpfRecKind uint32
 
 const (
-	bpfRecKindREC_SEGMENT bpfRecKind = 1
-	bpfRecKindREC_TLS     bpfRecKind = 2
-	bpfRecKindREC_UNIX    bpfRecKind = 3
-	bpfRecKindREC_CONN    bpfRecKind = 4
+	bpfRecKindREC_SEGMENT      bpfRecKind = 1
+	bpfRecKindREC_TLS          bpfRecKind = 2
+	bpfRecKindREC_UNIX         bpfRecKind = 3
+	bpfRecKindREC_CONN         bpfRecKind = 4
+	bpfRecKindREC_UNIX_CONNECT bpfRecKind = 5
 )
 
 type bpfScratch struct {
@@ -132,38 +134,57 @@ type bpfStreamKey struct {
 	StartTime uint64
 }
 
+type bpfUnixConnectRec struct {
+	_        structs.HostLayout
+	Kind     uint8
+	Pad0     uint8
+	Port     uint16
+	Pid      uint32
+	Tgid     uint32
+	Uid      uint32
+	CgroupId uint64
+	Ktime    uint64
+	Comm     [16]int8
+	PathLen  uint32
+	Pad1     uint32
+	Path     [128]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapConnectors         = "connectors"
-	bpfMapEvents             = "events"
-	bpfMapLost               = "lost"
-	bpfMapScratch            = "scratch"
-	bpfMapStreamOffsets      = "stream_offsets"
-	bpfMapTlsArgs            = "tls_args"
-	bpfMapUnixArgs           = "unix_args"
-	bpfMapWatchedPorts       = "watched_ports"
-	bpfMapWatchedTgids       = "watched_tgids"
-	bpfProgCaptureTcx        = "capture_tcx"
-	bpfProgPgTlsReadEnter    = "pg_tls_read_enter"
-	bpfProgPgTlsReadExit     = "pg_tls_read_exit"
-	bpfProgPgTlsWriteEnter   = "pg_tls_write_enter"
-	bpfProgPgTlsWriteExit    = "pg_tls_write_exit"
-	bpfProgTrackExit         = "track_exit"
-	bpfProgTrackFork         = "track_fork"
-	bpfProgTrackSockState    = "track_sock_state"
-	bpfProgUnixRecvfromEnter = "unix_recvfrom_enter"
-	bpfProgUnixRecvfromExit  = "unix_recvfrom_exit"
-	bpfProgUnixSendtoEnter   = "unix_sendto_enter"
-	bpfProgUnixSendtoExit    = "unix_sendto_exit"
-	bpfVarUnusedConnRec      = "unused_conn_rec"
-	bpfVarUnusedHookId       = "unused_hook_id"
-	bpfVarUnusedProcHdr      = "unused_proc_hdr"
-	bpfVarUnusedRecKind      = "unused_rec_kind"
-	bpfVarUnusedSegFlags     = "unused_seg_flags"
-	bpfVarUnusedSegHdr       = "unused_seg_hdr"
-	bpfVarWakeupBytes        = "wakeup_bytes"
+	bpfMapConnectors           = "connectors"
+	bpfMapEvents               = "events"
+	bpfMapLost                 = "lost"
+	bpfMapScratch              = "scratch"
+	bpfMapStreamOffsets        = "stream_offsets"
+	bpfMapTlsArgs              = "tls_args"
+	bpfMapUnixArgs             = "unix_args"
+	bpfMapUnixConnectScratch   = "unix_connect_scratch"
+	bpfMapWatchedPorts         = "watched_ports"
+	bpfMapWatchedTgids         = "watched_tgids"
+	bpfProgCaptureTcx          = "capture_tcx"
+	bpfProgPgTlsReadEnter      = "pg_tls_read_enter"
+	bpfProgPgTlsReadExit       = "pg_tls_read_exit"
+	bpfProgPgTlsWriteEnter     = "pg_tls_write_enter"
+	bpfProgPgTlsWriteExit      = "pg_tls_write_exit"
+	bpfProgTrackExit           = "track_exit"
+	bpfProgTrackFork           = "track_fork"
+	bpfProgTrackSockState      = "track_sock_state"
+	bpfProgUnixConnect         = "unix_connect"
+	bpfProgUnixRecvfromEnter   = "unix_recvfrom_enter"
+	bpfProgUnixRecvfromExit    = "unix_recvfrom_exit"
+	bpfProgUnixSendtoEnter     = "unix_sendto_enter"
+	bpfProgUnixSendtoExit      = "unix_sendto_exit"
+	bpfVarUnusedConnRec        = "unused_conn_rec"
+	bpfVarUnusedHookId         = "unused_hook_id"
+	bpfVarUnusedProcHdr        = "unused_proc_hdr"
+	bpfVarUnusedRecKind        = "unused_rec_kind"
+	bpfVarUnusedSegFlags       = "unused_seg_flags"
+	bpfVarUnusedSegHdr         = "unused_seg_hdr"
+	bpfVarUnusedUnixConnectRec = "unused_unix_connect_rec"
+	bpfVarWakeupBytes          = "wakeup_bytes"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -216,6 +237,7 @@ type bpfProgramSpecs struct {
 	TrackExit         *ebpf.ProgramSpec `ebpf:"track_exit"`
 	TrackFork         *ebpf.ProgramSpec `ebpf:"track_fork"`
 	TrackSockState    *ebpf.ProgramSpec `ebpf:"track_sock_state"`
+	UnixConnect       *ebpf.ProgramSpec `ebpf:"unix_connect"`
 	UnixRecvfromEnter *ebpf.ProgramSpec `ebpf:"unix_recvfrom_enter"`
 	UnixRecvfromExit  *ebpf.ProgramSpec `ebpf:"unix_recvfrom_exit"`
 	UnixSendtoEnter   *ebpf.ProgramSpec `ebpf:"unix_sendto_enter"`
@@ -226,28 +248,30 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Connectors    *ebpf.MapSpec `ebpf:"connectors"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Lost          *ebpf.MapSpec `ebpf:"lost"`
-	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
-	StreamOffsets *ebpf.MapSpec `ebpf:"stream_offsets"`
-	TlsArgs       *ebpf.MapSpec `ebpf:"tls_args"`
-	UnixArgs      *ebpf.MapSpec `ebpf:"unix_args"`
-	WatchedPorts  *ebpf.MapSpec `ebpf:"watched_ports"`
-	WatchedTgids  *ebpf.MapSpec `ebpf:"watched_tgids"`
+	Connectors         *ebpf.MapSpec `ebpf:"connectors"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Lost               *ebpf.MapSpec `ebpf:"lost"`
+	Scratch            *ebpf.MapSpec `ebpf:"scratch"`
+	StreamOffsets      *ebpf.MapSpec `ebpf:"stream_offsets"`
+	TlsArgs            *ebpf.MapSpec `ebpf:"tls_args"`
+	UnixArgs           *ebpf.MapSpec `ebpf:"unix_args"`
+	UnixConnectScratch *ebpf.MapSpec `ebpf:"unix_connect_scratch"`
+	WatchedPorts       *ebpf.MapSpec `ebpf:"watched_ports"`
+	WatchedTgids       *ebpf.MapSpec `ebpf:"watched_tgids"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	UnusedConnRec  *ebpf.VariableSpec `ebpf:"unused_conn_rec"`
-	UnusedHookId   *ebpf.VariableSpec `ebpf:"unused_hook_id"`
-	UnusedProcHdr  *ebpf.VariableSpec `ebpf:"unused_proc_hdr"`
-	UnusedRecKind  *ebpf.VariableSpec `ebpf:"unused_rec_kind"`
-	UnusedSegFlags *ebpf.VariableSpec `ebpf:"unused_seg_flags"`
-	UnusedSegHdr   *ebpf.VariableSpec `ebpf:"unused_seg_hdr"`
-	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	UnusedConnRec        *ebpf.VariableSpec `ebpf:"unused_conn_rec"`
+	UnusedHookId         *ebpf.VariableSpec `ebpf:"unused_hook_id"`
+	UnusedProcHdr        *ebpf.VariableSpec `ebpf:"unused_proc_hdr"`
+	UnusedRecKind        *ebpf.VariableSpec `ebpf:"unused_rec_kind"`
+	UnusedSegFlags       *ebpf.VariableSpec `ebpf:"unused_seg_flags"`
+	UnusedSegHdr         *ebpf.VariableSpec `ebpf:"unused_seg_hdr"`
+	UnusedUnixConnectRec *ebpf.VariableSpec `ebpf:"unused_unix_connect_rec"`
+	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -270,15 +294,16 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Connectors    *ebpf.Map `ebpf:"connectors"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Lost          *ebpf.Map `ebpf:"lost"`
-	Scratch       *ebpf.Map `ebpf:"scratch"`
-	StreamOffsets *ebpf.Map `ebpf:"stream_offsets"`
-	TlsArgs       *ebpf.Map `ebpf:"tls_args"`
-	UnixArgs      *ebpf.Map `ebpf:"unix_args"`
-	WatchedPorts  *ebpf.Map `ebpf:"watched_ports"`
-	WatchedTgids  *ebpf.Map `ebpf:"watched_tgids"`
+	Connectors         *ebpf.Map `ebpf:"connectors"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Lost               *ebpf.Map `ebpf:"lost"`
+	Scratch            *ebpf.Map `ebpf:"scratch"`
+	StreamOffsets      *ebpf.Map `ebpf:"stream_offsets"`
+	TlsArgs            *ebpf.Map `ebpf:"tls_args"`
+	UnixArgs           *ebpf.Map `ebpf:"unix_args"`
+	UnixConnectScratch *ebpf.Map `ebpf:"unix_connect_scratch"`
+	WatchedPorts       *ebpf.Map `ebpf:"watched_ports"`
+	WatchedTgids       *ebpf.Map `ebpf:"watched_tgids"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -290,6 +315,7 @@ func (m *bpfMaps) Close() error {
 		m.StreamOffsets,
 		m.TlsArgs,
 		m.UnixArgs,
+		m.UnixConnectScratch,
 		m.WatchedPorts,
 		m.WatchedTgids,
 	)
@@ -299,13 +325,14 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	UnusedConnRec  *ebpf.Variable `ebpf:"unused_conn_rec"`
-	UnusedHookId   *ebpf.Variable `ebpf:"unused_hook_id"`
-	UnusedProcHdr  *ebpf.Variable `ebpf:"unused_proc_hdr"`
-	UnusedRecKind  *ebpf.Variable `ebpf:"unused_rec_kind"`
-	UnusedSegFlags *ebpf.Variable `ebpf:"unused_seg_flags"`
-	UnusedSegHdr   *ebpf.Variable `ebpf:"unused_seg_hdr"`
-	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
+	UnusedConnRec        *ebpf.Variable `ebpf:"unused_conn_rec"`
+	UnusedHookId         *ebpf.Variable `ebpf:"unused_hook_id"`
+	UnusedProcHdr        *ebpf.Variable `ebpf:"unused_proc_hdr"`
+	UnusedRecKind        *ebpf.Variable `ebpf:"unused_rec_kind"`
+	UnusedSegFlags       *ebpf.Variable `ebpf:"unused_seg_flags"`
+	UnusedSegHdr         *ebpf.Variable `ebpf:"unused_seg_hdr"`
+	UnusedUnixConnectRec *ebpf.Variable `ebpf:"unused_unix_connect_rec"`
+	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
@@ -320,6 +347,7 @@ type bpfPrograms struct {
 	TrackExit         *ebpf.Program `ebpf:"track_exit"`
 	TrackFork         *ebpf.Program `ebpf:"track_fork"`
 	TrackSockState    *ebpf.Program `ebpf:"track_sock_state"`
+	UnixConnect       *ebpf.Program `ebpf:"unix_connect"`
 	UnixRecvfromEnter *ebpf.Program `ebpf:"unix_recvfrom_enter"`
 	UnixRecvfromExit  *ebpf.Program `ebpf:"unix_recvfrom_exit"`
 	UnixSendtoEnter   *ebpf.Program `ebpf:"unix_sendto_enter"`
@@ -336,6 +364,7 @@ func (p *bpfPrograms) Close() error {
 		p.TrackExit,
 		p.TrackFork,
 		p.TrackSockState,
+		p.UnixConnect,
 		p.UnixRecvfromEnter,
 		p.UnixRecvfromExit,
 		p.UnixSendtoEnter,

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -42,6 +43,7 @@ type collector struct {
 	tls   []ProcData
 	unix  []ProcData
 	conns []ConnEvent
+	uconn []UnixConnect
 }
 
 func (c *collector) Segment(s *Segment) {
@@ -71,6 +73,12 @@ func (c *collector) Unix(d *ProcData) {
 func (c *collector) Connect(e *ConnEvent) {
 	c.mu.Lock()
 	c.conns = append(c.conns, *e)
+	c.mu.Unlock()
+}
+
+func (c *collector) UnixConnect(u *UnixConnect) {
+	c.mu.Lock()
+	c.uconn = append(c.uconn, *u)
 	c.mu.Unlock()
 }
 
@@ -456,6 +464,79 @@ func TestUnixSocket(t *testing.T) {
 			t.Errorf("%s still attached", h.Name)
 		}
 	}
+}
+
+// TestUnixConnectTrigger: a connect() to a PostgreSQL socket is reported with its client and
+// path, other Unix connects are not, and no connect is ever refused. Also measures how long
+// switching Unix capture on takes, since that is what races the new backend's first read.
+func TestUnixConnectTrigger(t *testing.T) {
+	srv, tr, col := setup(t)
+	if err := tr.UnixConnectHook(); err != nil {
+		t.Fatalf("connect_unix hook: %v; hooks %+v", err, tr.Hooks())
+	}
+	if _, err := srv.Psql("postgres", "SELECT 1"); err != nil { // psql over the socket directory
+		t.Fatal(err)
+	}
+	want := filepath.Join(srv.SocketDir, ".s.PGSQL."+strconv.Itoa(srv.Port))
+	waitFor(t, "a Unix connect record for psql", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, u := range col.uconn {
+			if u.Path == want && u.Port == uint16(srv.Port) && u.Comm == "psql" && u.TGID != 0 && u.PID != 0 && u.CgroupID != 0 {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A socket named like PostgreSQL's but served by us: reported (the port is userspace's
+	// to check), and the connection goes through. Another name: not reported.
+	dir := t.TempDir()
+	for _, name := range []string{".s.PGSQL.7", "other.sock", ".s.PGSQL.x"} {
+		l, err := net.Listen("unix", filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("unix", filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("connect to %s refused with the hook attached: %v", name, err)
+		}
+		c.Close()
+		l.Close()
+	}
+	// The PostgreSQL record comes last, so once it is seen, the others would have been too.
+	waitFor(t, "the record for .s.PGSQL.7", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, u := range col.uconn {
+			if u.Port == 7 && u.Path == filepath.Join(dir, ".s.PGSQL.7") && u.TGID == uint32(os.Getpid()) {
+				return true
+			}
+		}
+		return false
+	})
+	col.mu.Lock()
+	for _, u := range col.uconn {
+		if strings.HasPrefix(u.Path, dir) && u.Port != 7 {
+			t.Errorf("record for a socket that is not PostgreSQL's: %+v", u)
+		}
+	}
+	col.mu.Unlock()
+
+	var on, off []time.Duration
+	for range 5 {
+		start := time.Now()
+		if err := tr.EnableUnix(true); err != nil {
+			t.Fatal(err)
+		}
+		on = append(on, time.Since(start))
+		start = time.Now()
+		if err := tr.EnableUnix(false); err != nil {
+			t.Fatal(err)
+		}
+		off = append(off, time.Since(start))
+	}
+	t.Logf("EnableUnix(true) took %v; EnableUnix(false) %v", on, off)
 }
 
 // TestLossIsCounted fills a one-page ring that nobody reads: what does not fit must show up

@@ -22,6 +22,9 @@ type Handler interface {
 	// Connect reports a connection to a watched port opened by a local process, or the
 	// close of a watched flow.
 	Connect(c *ConnEvent)
+	// UnixConnect reports a local process connecting to a PostgreSQL Unix socket (any
+	// server's: the port is not filtered in the kernel).
+	UnixConnect(u *UnixConnect)
 }
 
 // Segment is TCP payload seen by TCX. A packet larger than one record (GSO packets reach
@@ -65,6 +68,19 @@ type ConnEvent struct {
 	Ktime     uint64
 }
 
+// UnixConnect is a connect() to a Unix socket named like PostgreSQL's (".s.PGSQL.<port>"),
+// seen in the client's context before the server accepted it. Path is as the client named
+// it, in its own mount namespace; an abstract socket's path starts with "@".
+type UnixConnect struct {
+	Port      uint16 // from the socket's file name
+	Path      string
+	PID, TGID uint32 // PID is the thread, TGID the process
+	UID       uint32
+	Comm      string
+	CgroupID  uint64
+	Ktime     uint64
+}
+
 const (
 	afInet  = 2
 	afInet6 = 10
@@ -72,6 +88,7 @@ const (
 	segHdrSize  = int(unsafe.Sizeof(bpfSegHdr{}))
 	procHdrSize = int(unsafe.Sizeof(bpfProcHdr{}))
 	connRecSize = int(unsafe.Sizeof(bpfConnRec{}))
+	unixRecSize = int(unsafe.Sizeof(bpfUnixConnectRec{}))
 )
 
 // decoder turns raw ring records into Handler calls. Its records are reused across calls,
@@ -81,6 +98,7 @@ type decoder struct {
 	seg  Segment
 	proc ProcData
 	conn ConnEvent
+	unix UnixConnect
 }
 
 // decode dispatches one ring record to the handler. It returns the hook the record belongs
@@ -146,18 +164,42 @@ func (d *decoder) decode(raw []byte) (hook bpfHookId, payload int, err error) {
 			return bpfHookIdHOOK_CONN, 0, err
 		}
 		dst, _ := addrPort(r.Family, &r.Daddr, r.Dport)
-		comm := unsafe.Slice((*byte)(unsafe.Pointer(&r.Comm[0])), len(r.Comm))
-		if i := bytes.IndexByte(comm, 0); i >= 0 {
-			comm = comm[:i]
-		}
 		d.conn = ConnEvent{
-			Src: src, Dst: dst, PID: r.Pid, TGID: r.Tgid, UID: r.Uid, Comm: string(comm),
+			Src: src, Dst: dst, PID: r.Pid, TGID: r.Tgid, UID: r.Uid, Comm: cString(r.Comm[:]),
 			CgroupID: r.CgroupId, Closed: r.Closed != 0, Ktime: r.Ktime,
 		}
 		d.h.Connect(&d.conn)
 		return bpfHookIdHOOK_CONN, 0, nil
+
+	case bpfRecKindREC_UNIX_CONNECT:
+		if len(raw) < unixRecSize {
+			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("Unix connect record of %d bytes, want %d", len(raw), unixRecSize)
+		}
+		r := (*bpfUnixConnectRec)(unsafe.Pointer(&raw[0]))
+		if int(r.PathLen) > len(r.Path) {
+			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("Unix connect record claims a %d-byte path", r.PathLen)
+		}
+		path := string(unsafe.Slice((*byte)(unsafe.Pointer(&r.Path[0])), r.PathLen))
+		if path != "" && path[0] == 0 {
+			path = "@" + path[1:] // abstract namespace, written as ss and PostgreSQL do
+		}
+		d.unix = UnixConnect{
+			Port: r.Port, Path: path, PID: r.Pid, TGID: r.Tgid, UID: r.Uid, Comm: cString(r.Comm[:]),
+			CgroupID: r.CgroupId, Ktime: r.Ktime,
+		}
+		d.h.UnixConnect(&d.unix)
+		return bpfHookIdHOOK_UNIX_CONNECT, 0, nil
 	}
 	return 0, 0, fmt.Errorf("unknown record kind %d (%d bytes)", raw[0], len(raw))
+}
+
+// cString is a kernel char array up to its first NUL.
+func cString(a []int8) string {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), len(a))
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 func addrPort(family uint8, addr *[16]uint8, port uint16) (netip.AddrPort, error) {

@@ -31,8 +31,17 @@ func (r *recorder) Unix(d *ProcData) {
 }
 func (r *recorder) Connect(c *ConnEvent) { r.calls = append(r.calls, *c) }
 
+func (r *recorder) UnixConnect(u *UnixConnect) { r.calls = append(r.calls, *u) }
+
 // raw lays out a record as the kernel does: the header struct in host byte order (little
 // endian on every target we build for), then the payload.
+func path128(s string) (p [128]int8) {
+	for i, c := range []byte(s) {
+		p[i] = int8(c)
+	}
+	return p
+}
+
 func raw(t *testing.T, hdr any, payload string) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -101,6 +110,33 @@ func TestDecode(t *testing.T) {
 			want: []any{ConnEvent{Src: netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.MustParseAddrPort("127.0.0.1:5432"),
 				PID: 3, TGID: 2, UID: 1000, Comm: "psql", CgroupID: 99, Ktime: 4}},
 			hook: bpfHookIdHOOK_CONN,
+		},
+		{
+			name: "unix connect",
+			rec: raw(t, bpfUnixConnectRec{Kind: uint8(bpfRecKindREC_UNIX_CONNECT), Port: 5432, Pid: 3, Tgid: 2, Uid: 1000,
+				CgroupId: 99, Ktime: 4, Comm: comm, PathLen: 29, Path: path128("/run/postgresql/.s.PGSQL.5432")}, ""),
+			want: []any{UnixConnect{Port: 5432, Path: "/run/postgresql/.s.PGSQL.5432", PID: 3, TGID: 2, UID: 1000,
+				Comm: "psql", CgroupID: 99, Ktime: 4}},
+			hook: bpfHookIdHOOK_UNIX_CONNECT,
+		},
+		{
+			name: "unix connect, abstract socket",
+			rec: raw(t, bpfUnixConnectRec{Kind: uint8(bpfRecKindREC_UNIX_CONNECT), Port: 5432, PathLen: 17,
+				Path: path128("\x00pg/.s.PGSQL.5432")}, ""),
+			want: []any{UnixConnect{Port: 5432, Path: "@pg/.s.PGSQL.5432"}},
+			hook: bpfHookIdHOOK_UNIX_CONNECT,
+		},
+		{
+			name:    "unix connect, path longer than the record",
+			rec:     raw(t, bpfUnixConnectRec{Kind: uint8(bpfRecKindREC_UNIX_CONNECT), PathLen: 129}, ""),
+			hook:    bpfHookIdHOOK_UNIX_CONNECT,
+			wantErr: "129-byte path",
+		},
+		{
+			name:    "short unix connect record",
+			rec:     []byte{uint8(bpfRecKindREC_UNIX_CONNECT), 0},
+			hook:    bpfHookIdHOOK_UNIX_CONNECT,
+			wantErr: "want",
 		},
 		{name: "empty", rec: nil, wantErr: "empty record"},
 		{name: "unknown kind", rec: []byte{99, 0, 0}, wantErr: "unknown record kind 99"},

@@ -88,6 +88,9 @@ type HookStats struct {
 // Stats are the tracer's counters, cumulative since Load.
 type Stats struct {
 	TCX, TLS, Unix, Conn HookStats
+	// UnixConnect counts the connect_unix hook's records: a lost one is a Unix-socket
+	// session whose start may not have switched Unix capture on.
+	UnixConnect HookStats
 	// Malformed counts ring records userspace could not decode (and so did not deliver).
 	Malformed uint64
 }
@@ -103,13 +106,14 @@ type Tracer struct {
 	delivered [bpfHookIdHOOK_COUNT]struct{ records, bytes atomic.Uint64 }
 	malformed atomic.Uint64
 
-	mu     sync.Mutex // guards everything below
-	closed bool
-	ports  map[uint16]bool
-	hooks  []*hook
-	tls    map[string][]*hook // server binary → its uprobes
-	unix   []*hook            // syscall tracepoints, attached while Unix capture is on
-	ifaces map[int][]*hook    // ifindex → TCX attachments
+	mu          sync.Mutex // guards everything below
+	closed      bool
+	ports       map[uint16]bool
+	hooks       []*hook
+	tls         map[string][]*hook // server binary → its uprobes
+	unix        []*hook            // syscall tracepoints, attached while Unix capture is on
+	unixConnect *hook              // cgroup connect_unix: says when to switch Unix capture on
+	ifaces      map[int][]*hook    // ifindex → TCX attachments
 
 	stopLinks context.CancelFunc // stops the interface watcher
 	linksDone chan struct{}
@@ -127,7 +131,7 @@ func (h *hook) setErr(err error) {
 }
 
 // Load loads the kernel programs and attaches the always-on hooks: TCX on the interfaces,
-// process fork/exit tracking and connection tracking. A hook that fails to attach is
+// process fork/exit tracking, connection tracking and the Unix connect trigger. A hook that fails to attach is
 // logged and reported by Hooks, not fatal; failing to load the programs at all is.
 func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 	cfg, err := cfg.withDefaults()
@@ -185,6 +189,8 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 		}
 		t.hooks = append(t.hooks, hk)
 	}
+	t.unixConnect = t.attachUnixConnect()
+	t.hooks = append(t.hooks, t.unixConnect)
 	for _, name := range []string{"sys_enter_recvfrom", "sys_exit_recvfrom", "sys_enter_sendto", "sys_exit_sendto"} {
 		hk := &hook{status: HookStatus{Name: "tracepoint/syscalls/" + name}}
 		t.unix = append(t.unix, hk)
@@ -286,7 +292,7 @@ func (t *Tracer) Hooks() []HookStatus {
 // Stats returns the counters. Kernel-side losses are read from a per-CPU map.
 func (t *Tracer) Stats() Stats {
 	var s Stats
-	per := []*HookStats{&s.TCX, &s.TLS, &s.Unix, &s.Conn}
+	per := []*HookStats{&s.TCX, &s.TLS, &s.Unix, &s.Conn, &s.UnixConnect}
 	for i, hs := range per {
 		hs.Records = t.delivered[i].records.Load()
 		hs.Bytes = t.delivered[i].bytes.Load()
