@@ -29,7 +29,7 @@ import (
 type runFlags struct {
 	configFile, storeURL, policyFile, metrics, metricsFile, stateDir string
 	logFormat, logLevel, agentID                                     string
-	print, noCapture                                                 bool
+	print, noCapture, pprof                                          bool
 	proxies                                                          []string
 }
 
@@ -66,6 +66,7 @@ enforcement proxy in front of an upstream server.`,
 	f.StringVar(&fl.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	f.BoolVar(&fl.print, "print", false, "also write each event as one JSON line to stdout")
 	f.BoolVar(&fl.noCapture, "no-capture", false, "do not load the eBPF capture (proxy only)")
+	f.BoolVar(&fl.pprof, "pprof", false, "serve Go's profiler on the metrics address under /debug/pprof/")
 	f.StringArrayVar(&fl.proxies, "proxy", nil, "LISTEN=UPSTREAM: run an enforcement proxy on LISTEN in front of UPSTREAM (repeatable)")
 	return cmd
 }
@@ -167,7 +168,11 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		return fmt.Errorf("audit trail: %w", err)
 	}
 
-	hs, err := health.Listen(cfg.Metrics, reg, status, log)
+	var hopts []health.Option
+	if fl.pprof {
+		hopts = append(hopts, health.WithPprof())
+	}
+	hs, err := health.Listen(cfg.Metrics, reg, status, log, hopts...)
 	if err != nil {
 		return err
 	}
@@ -314,13 +319,15 @@ func reportCaptureStatus(ctx context.Context, c *capture.Capturer, status *healt
 
 func newCapturer(cfg *config.Config, sink capture.Sink, engine *policy.Engine, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
 	cc := capture.Config{
-		Host:      cfg.Host,
-		Decoder:   postgres.Config{MaxStatementBytes: cfg.Capture.MaxStatementBytes, RecordParams: *cfg.Audit.RecordParams},
-		TLS:       *cfg.Capture.TLS,
-		Unix:      *cfg.Capture.UnixSockets,
-		Discover:  *cfg.Capture.Discover,
-		Interval:  cfg.Capture.DiscoverInterval,
-		RingBytes: cfg.Capture.RingBufferBytes,
+		Host:         cfg.Host,
+		Decoder:      postgres.Config{MaxStatementBytes: cfg.Capture.MaxStatementBytes, RecordParams: *cfg.Audit.RecordParams},
+		TLS:          *cfg.Capture.TLS,
+		Unix:         *cfg.Capture.UnixSockets,
+		UnixAlwaysOn: cfg.Capture.UnixAlwaysOn,
+		UnixQuiet:    cfg.Capture.UnixQuiet,
+		Discover:     *cfg.Capture.Discover,
+		Interval:     cfg.Capture.DiscoverInterval,
+		RingBytes:    cfg.Capture.RingBufferBytes,
 	}
 	for _, s := range cfg.Capture.Servers {
 		cc.Servers = append(cc.Servers, capture.StaticServer{Ports: s.Ports, Binary: s.Binary})

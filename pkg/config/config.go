@@ -67,6 +67,13 @@ type Capture struct {
 	// true). Enabling any syscall tracepoint slows every syscall on the host a little; see
 	// BENCHMARKS.md.
 	UnixSockets *bool `yaml:"unix_sockets"`
+	// UnixAlwaysOn keeps the Unix-socket hooks attached all the time. By default they attach
+	// when a client connects to a server's socket (a cgroup connect hook sees it) and detach
+	// after UnixQuiet without Unix-socket sessions, so TCP traffic does not pay for them
+	// while nobody uses the socket; a session so short that it ends before they attach is
+	// recorded as a gap event. Always on, nothing is missed, at a host-wide cost.
+	UnixAlwaysOn bool          `yaml:"unix_always_on"`
+	UnixQuiet    time.Duration `yaml:"unix_quiet"`
 	// RingBufferBytes is the size of the kernel→agent ring buffer.
 	RingBufferBytes int `yaml:"ring_buffer_bytes"`
 }
@@ -196,6 +203,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Capture.UnixSockets == nil {
 		c.Capture.UnixSockets = &t
+	}
+	if c.Capture.UnixQuiet == 0 {
+		c.Capture.UnixQuiet = 30 * time.Second
 	}
 	if c.Capture.DiscoverInterval == 0 {
 		c.Capture.DiscoverInterval = 2 * time.Second
