@@ -33,6 +33,9 @@ type conn struct {
 	unix   bool // a Unix-socket session, seen through its server process
 
 	backend  int32 // server process, when known
+	// From the backend's process title, for sessions joined after their startup.
+	titleUser, titleDB string
+	titleTried         time.Time
 	looked   bool  // /proc enrichment done
 	expected [2]uint64
 	// joined says whether a Unix-socket session's start was seen: decided by its first
@@ -260,23 +263,20 @@ func (cn *conn) emit(e *event.Event) {
 	if cn.tls {
 		e.TLS = true
 	}
-	if e.BackendPID == 0 || e.DBUser == "" {
-		cn.lookupBackend()
+	if e.BackendPID != 0 {
+		cn.backend = e.BackendPID
+	}
+	if e.BackendPID == 0 || e.DBUser == "" || e.Database == "" {
+		cn.fromTitle()
 		if e.BackendPID == 0 {
 			e.BackendPID = cn.backend
 		}
-		if e.DBUser == "" || e.Database == "" {
-			if b, ok := c.servers.backendByPID(cn.backend); ok {
-				if e.DBUser == "" {
-					e.DBUser = b.User
-				}
-				if e.Database == "" {
-					e.Database = b.Database
-				}
-			}
+		if e.DBUser == "" {
+			e.DBUser = cn.titleUser
 		}
-	} else {
-		cn.backend = e.BackendPID
+		if e.Database == "" {
+			e.Database = cn.titleDB
+		}
 	}
 	if cn.proc == nil && !cn.looked && cn.client.IsValid() && cn.client.Addr().IsLoopback() {
 		cn.lookupClient()
@@ -290,6 +290,20 @@ func (cn *conn) emit(e *event.Event) {
 	}
 	c.m.countStatement(e)
 	c.sink.Emit(e)
+}
+
+// fromTitle learns the backend pid, user and database of a session whose startup was not
+// seen, from the backend's process title. /proc is read once per connection (again after a
+// second if the title was not there yet), never per statement.
+func (cn *conn) fromTitle() {
+	if cn.titleUser != "" || time.Since(cn.titleTried) < time.Second {
+		return
+	}
+	cn.titleTried = time.Now()
+	cn.lookupBackend()
+	if b, ok := cn.c.servers.backendByPID(cn.backend); ok {
+		cn.titleUser, cn.titleDB = b.User, b.Database
+	}
 }
 
 // lookupBackend finds the server process of a TCP connection opened before the agent saw
