@@ -32,12 +32,12 @@ type conn struct {
 	wire   bool // seen on the network (TCX), not through a server process
 	unix   bool // a Unix-socket session, seen through its server process
 
-	backend  int32 // server process, when known
+	backend int32 // server process, when known
 	// From the backend's process title, for sessions joined after their startup.
 	titleUser, titleDB string
 	titleTried         time.Time
-	looked   bool  // /proc enrichment done
-	expected [2]uint64
+	looked             bool // /proc enrichment done
+	expected           [2]uint64
 	// joined says whether a Unix-socket session's start was seen: decided by its first
 	// client bytes, since Unix capture is switched on and off while backends live.
 	joined joinState
