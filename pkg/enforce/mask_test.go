@@ -155,3 +155,41 @@ func detail(err error) string {
 	}
 	return s
 }
+
+// TestMaskingLiteralVariants: statements that differ only in literals share one masking
+// plan per session (keyed by decision and row description); every variant's rows are
+// masked and every variant's event names its masked columns.
+func TestMaskingLiteralVariants(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	pc := h.connect(t, "analyst").PgConn()
+	for _, q := range []string{
+		"SELECT email, ssn, score FROM customers WHERE id = 1",
+		"SELECT email, ssn, score FROM customers WHERE id = 2",
+		"SELECT email, ssn, score FROM customers WHERE id = 1 /* another shape */",
+		"SELECT email, ssn, score FROM customers WHERE id = 2",
+	} {
+		res, err := pc.Exec(ctx, q).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		var all []byte
+		for _, r := range res {
+			for _, row := range r.Rows {
+				for _, v := range row {
+					all = append(append(all, v...), '|')
+				}
+			}
+		}
+		if len(all) == 0 {
+			t.Fatalf("%s: no rows", q)
+		}
+		assertNoPII(t, q, all)
+	}
+	for _, sub := range []string{"WHERE id = 1", "WHERE id = 2"} {
+		e := h.log.find(t, sub)
+		if !strings.Contains(strings.Join(e.MaskedColumns, ","), "customers.email") {
+			t.Errorf("%s: masked columns %v", sub, e.MaskedColumns)
+		}
+	}
+}
