@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,6 +24,9 @@ import (
 	"time"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/store"
+	"github.com/vigil-db/vigil/pkg/store/local"
 )
 
 type scenario struct {
@@ -55,6 +59,7 @@ func main() {
 
 	scenarios := []scenario{
 		{name: "select-only c8", args: []string{"-S"}, ssl: "disable", clients: 8},
+		{name: "select-only c8 prepared", args: []string{"-S", "-M", "prepared"}, ssl: "disable", clients: 8},
 		{name: "tpcb-like c8", args: nil, ssl: "disable", clients: 8},
 		{name: "select-only c64", args: []string{"-S"}, ssl: "disable", clients: 64},
 		{name: "select-only c8 TLS", args: []string{"-S"}, ssl: "require", clients: 8},
@@ -127,21 +132,22 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			}
 			a := startAgent(vigil, srv)
 			must("", resetStatements(srv))
+			a.resetAt = time.Now()
 			cpu0 := a.cpu()
-			c0 := a.captured()
 			with = run(srv, sc, d, rate)
 			time.Sleep(300 * time.Millisecond) // the reader's poll interval and batch wait
-			captured := a.captured() - c0
 			cpu := a.cpu() - cpu0
 			executed := executedStatements(srv)
+			r.Lost = append(r.Lost, a.metric("vigil_capture_lost_records_total"))
+			r.RSSMiB = append(r.RSSMiB, a.rssMiB())
+			a.stop() // flushes the trail
+			captured := a.capturedFor(srv.Port)
 			r.Captured = append(r.Captured, captured)
 			r.Executed = append(r.Executed, executed)
 			r.Completeness = append(r.Completeness, captured/executed)
 			r.CPUPerStmtUS = append(r.CPUPerStmtUS, cpu.Seconds()*1e6/captured)
-			r.Lost = append(r.Lost, a.metric("vigil_capture_lost_records_total"))
-			r.RSSMiB = append(r.RSSMiB, a.rssMiB())
 			r.AgentStartSecs = append(r.AgentStartSecs, a.startup.Seconds())
-			a.stop()
+			a.cleanup()
 		}
 		r.BaseTPS = append(r.BaseTPS, base.tps)
 		r.AgentTPS = append(r.AgentTPS, with.tps)
@@ -234,6 +240,7 @@ func executedStatements(srv *testpg.Server) float64 {
 }
 
 type agent struct {
+	resetAt time.Time
 	cmd     *exec.Cmd
 	dir     string
 	addr    string
@@ -260,7 +267,7 @@ func startAgent(vigil string, srv *testpg.Server) *agent {
 			a.addr = string(b)
 			if resp, err := http.Get("http://" + a.addr + "/readyz"); err == nil {
 				resp.Body.Close()
-				if resp.StatusCode == 200 && a.watching(srv.Port) {
+				if resp.StatusCode == 200 && a.watching(srv) {
 					a.startup = time.Since(start)
 					return a
 				}
@@ -273,10 +280,40 @@ func startAgent(vigil string, srv *testpg.Server) *agent {
 	return nil
 }
 
-// watching: discovery has found the bench server (a statement through it is captured).
-func (a *agent) watching(port int) bool {
-	return a.metric("vigil_capture_servers") > 0
+// watching: capture records statements of the bench server (a probe statement shows up).
+func (a *agent) watching(srv *testpg.Server) bool {
+	if a.metric("vigil_capture_servers") == 0 {
+		return false
+	}
+	before := a.metric("vigil_capture_statements_total")
+	pgbench(srv, "disable", "-n", "-t", "1", "-c", "1", "-S")
+	time.Sleep(200 * time.Millisecond)
+	return a.metric("vigil_capture_statements_total") > before
 }
+
+// capturedFor counts the statements the agent stored for the server on port, leaving out
+// the bench's own bookkeeping (the same filter as executedStatements).
+func (a *agent) capturedFor(port int) float64 {
+	st, err := local.Open(filepath.Join(a.dir, "events"), local.Options{ReadOnly: true}, nil)
+	if err != nil {
+		fatal(err)
+	}
+	defer st.Close()
+	suffix := ":" + strconv.Itoa(port)
+	n := 0.0
+	err = st.Read(context.Background(), store.Query{Type: event.TypeStatement}, func(e *event.Event) error {
+		if strings.HasSuffix(e.ServerAddr, suffix) && !strings.Contains(e.Statement, "pg_stat_statements") && e.Time.After(a.resetAt) {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		fatal(err)
+	}
+	return n
+}
+
+func (a *agent) cleanup() { os.RemoveAll(a.dir) }
 
 func (a *agent) stop() {
 	_ = a.cmd.Process.Signal(os.Interrupt)
@@ -288,10 +325,7 @@ func (a *agent) stop() {
 		_ = a.cmd.Process.Kill()
 		<-done
 	}
-	os.RemoveAll(a.dir)
 }
-
-func (a *agent) captured() float64 { return a.metric("vigil_capture_statements_total") }
 
 // metric sums every series of a metric family from /metrics.
 func (a *agent) metric(name string) float64 {
