@@ -119,17 +119,26 @@ func TestRetriedBatchCollapses(t *testing.T) {
 	ctx := context.Background()
 	srv, st := startDB(t, "vigil")
 	var batch []*event.Event
-	for s := uint64(1); s <= 1000; s++ {
+	for s := uint64(1); s <= 5000; s++ { // more than one insert block (insertBlockRows)
 		batch = append(batch, fullEvent(s))
 	}
 	for i := 0; i < 3; i++ { // the same batch, as a retry after a lost acknowledgement sends it
 		if err := st.Append(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
+		if i == 0 {
+			// The server squashes the insert's blocks into one: the view made one rollup
+			// row per minute of the batch, not one per block.
+			rollups := queryUint(t, srv, "SELECT count() FROM vigil.audit_activity_1m")
+			minutes := queryUint(t, srv, "SELECT uniqExact(toStartOfMinute(time)) FROM vigil.audit_events")
+			if rollups != minutes {
+				t.Errorf("one batch made %d rollup rows over %d minutes: the view saw more than one block", rollups, minutes)
+			}
+		}
 	}
 	checks := []struct{ sql, want string }{
-		{"SELECT count() FROM vigil.audit_events FINAL", "1000"},
-		{"SELECT sum(statements), sum(rows_total), sum(pii_columns_total) FROM vigil.audit_activity_1m FINAL", "1000\t-1000\t2000"},
+		{"SELECT count() FROM vigil.audit_events FINAL", "5000"},
+		{"SELECT sum(statements), sum(rows_total), sum(pii_columns_total) FROM vigil.audit_activity_1m FINAL", "5000\t-5000\t10000"},
 		{"SELECT count() FROM (SELECT db_user, minMerge(first_seen) FROM vigil.audit_actor_pairs GROUP BY agent_id, process_comm, process_exe, db_user, database)", "1"},
 	}
 	for _, phase := range []string{"before merges", "after OPTIMIZE FINAL"} {
@@ -144,8 +153,8 @@ func TestRetriedBatchCollapses(t *testing.T) {
 			}
 		}
 	}
-	if got := queryUint(t, srv, "SELECT count() FROM vigil.audit_events"); got != 1000 {
-		t.Errorf("after merges %d physical rows, want 1000", got)
+	if got := queryUint(t, srv, "SELECT count() FROM vigil.audit_events"); got != 5000 {
+		t.Errorf("after merges %d physical rows, want 5000", got)
 	}
 }
 

@@ -276,16 +276,61 @@ func (s *Store) insert(ctx context.Context, cols *eventColumnsBuf, first, last u
 	if err != nil {
 		return fmt.Errorf("preparing insert of %d events: %w", cols.len(), err)
 	}
-	for i, d := range data {
-		if err := appendColumn(batch.Column(i), d); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("filling column %s: %w", names[i], err)
+	for from := 0; from < cols.len(); from += insertBlockRows {
+		to := min(from+insertBlockRows, cols.len())
+		if from > 0 {
+			if err := batch.Flush(); err != nil {
+				_ = batch.Abort()
+				return fmt.Errorf("inserting %d events (seq %d..%d): %w", cols.len(), first, last, err)
+			}
+		}
+		for i, d := range data {
+			if err := appendColumn(batch.Column(i), rowRange(d, from, to)); err != nil {
+				_ = batch.Abort()
+				return fmt.Errorf("filling column %s: %w", names[i], err)
+			}
 		}
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("inserting %d events (seq %d..%d): %w", cols.len(), first, last, err)
 	}
 	return nil
+}
+
+// insertBlockRows: an insert is sent as blocks of this many rows (Flush), not as one block
+// of the whole batch. clickhouse-go builds a fresh block for every insert and grows its
+// string buffers by appending, so one 50,000-row block meant ~25 MB of new memory touched,
+// copied on every growth and left to the GC, each batch; a 2,000-row block is reused
+// after each Flush and stays in cache. This cut the exporter's CPU per event by about a
+// third. The server squashes the blocks of one INSERT back into one (18.16 and current
+// releases, up to min_insert_block_size_rows/bytes), so the table and the materialized
+// views still see the batch as one block; and a retried batch is cut at the same rows, so
+// its copies stay identical either way.
+const insertBlockRows = 2_000
+
+// rowRange is rows from..to of a column from eventColumnsBuf.columns.
+func rowRange(data any, from, to int) any {
+	switch d := data.(type) {
+	case []time.Time:
+		return d[from:to]
+	case []uint32:
+		return d[from:to]
+	case []string:
+		return d[from:to]
+	case []uint64:
+		return d[from:to]
+	case []int32:
+		return d[from:to]
+	case []*int32:
+		return d[from:to]
+	case []uint8:
+		return d[from:to]
+	case []int64:
+		return d[from:to]
+	case [][]string:
+		return d[from:to]
+	}
+	panic(fmt.Sprintf("clickhouse: no row range for %T", data))
 }
 
 // appendColumn appends a whole column. clickhouse-go's Append of [][]string reflects on
