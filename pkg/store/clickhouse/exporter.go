@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -234,7 +233,7 @@ var errFull = errors.New("batch full")
 // soon as they are there, or fewer once the first has waited BatchInterval. With ctx
 // ended it keeps what it has and returns ctx's error.
 func (x *Exporter) collect(ctx context.Context, b *staged, after uint64) error {
-	b.events = slices.Grow(b.events[:0], x.cfg.BatchRows)
+	b.events = reuse(b.events, x.cfg.BatchRows)
 	b.cols.reset(x.cfg.BatchRows)
 	var deadline time.Time
 	for {
