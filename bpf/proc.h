@@ -12,7 +12,10 @@ struct stream_key {
 	__s32 fd;
 	__u8 kind; /* REC_TLS or REC_UNIX */
 	__u8 write;
-	__u8 _pad[6];
+	__u8 _pad[2];
+	/* REC_UNIX: the capture period (unix_epoch): a stream seen again after Unix capture was
+	 * off starts a new key at offset 0, since what passed while off was not seen. */
+	__u32 epoch;
 	__u64 start_time; /* of the process: a reused pid must not continue a dead stream */
 };
 
@@ -30,18 +33,23 @@ struct {
 struct io_args {
 	__u64 buf;
 	__s32 fd;
+	__u32 peer; /* see proc_hdr.peer */
+	__u32 epoch; /* see stream_key.epoch */
 	__u32 _pad;
 };
 
-static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, __s32 fd, __u64 buf, __u64 size)
+static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, struct io_args *args, __u64 size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct task_struct *task = (void *)bpf_get_current_task();
+	__s32 fd = args->fd;
+	__u64 buf = args->buf;
 	struct stream_key key = {
 		.tgid = id >> 32,
 		.fd = fd,
 		.kind = kind,
 		.write = write,
+		.epoch = args->epoch,
 		.start_time = BPF_CORE_READ(task, group_leader, start_time),
 	};
 	__u64 zero = 0, start;
@@ -65,7 +73,7 @@ static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, __s32 f
 	hdr->kind = kind;
 	hdr->write = write;
 	hdr->_pad0 = 0;
-	hdr->_pad1 = 0;
+	hdr->peer = args->peer;
 	hdr->pid = id >> 32;
 	hdr->tid = (__u32)id;
 	hdr->fd = fd;

@@ -63,7 +63,10 @@ struct proc_hdr {
 	__u32 pid; /* tgid */
 	__u32 tid;
 	__s32 fd;
-	__u32 _pad1;
+	/* REC_UNIX: the client process (tgid) on the other end of the socket, from the
+	 * credentials the kernel recorded at connect (they outlive the client); 0 for REC_TLS
+	 * or when unknown */
+	__u32 peer;
 	__u64 offset; /* byte offset of this payload within the (pid, fd, direction) stream */
 	__u64 ktime;
 };

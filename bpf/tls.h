@@ -36,7 +36,7 @@ static __always_inline int tls_exit(long ret, bool write)
 	struct io_args args = *a;
 	bpf_map_delete_elem(&tls_args, &id);
 	if (ret > 0)
-		emit_proc(REC_TLS, HOOK_TLS, write, args.fd, args.buf, ret);
+		emit_proc(REC_TLS, HOOK_TLS, write, &args, ret);
 	return 0;
 }
 

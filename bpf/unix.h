@@ -42,10 +42,23 @@ struct sys_exit_ctx {
 	__s64 ret;
 };
 
+/* The capture period: userspace bumps it each time it attaches the programs below, so
+ * streams seen again after Unix capture was off restart at offset 0 (see stream_key). A
+ * counter instead of clearing the offsets at detach, which took a scan of the map while
+ * the next attach waited. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} unix_epoch SEC(".maps");
+
 /* fd → struct file → struct socket → sock family, walked in the current task's fd table.
  * Not cached per fd: a cache would go stale when the fd is closed and reused, and the
- * walk only runs for watched processes. */
-static __always_inline bool fd_is_unix_stream(__s32 fd)
+ * walk only runs for watched processes. For a Unix stream socket, *peer is the process
+ * that connected to it (the kernel's SO_PEERCRED pid, in the initial pid namespace like
+ * every pid the programs report), 0 if none was recorded. */
+static __always_inline bool fd_is_unix_stream(__s32 fd, __u32 *peer)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -61,7 +74,12 @@ static __always_inline bool fd_is_unix_stream(__s32 fd)
 	struct socket *sock = BPF_CORE_READ(f, private_data);
 	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
 		return false;
-	return BPF_CORE_READ(sock, sk, __sk_common.skc_family) == AF_UNIX;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+		return false;
+	struct pid *p = BPF_CORE_READ(sk, sk_peer_pid);
+	*peer = p ? BPF_CORE_READ(p, numbers[0].nr) : 0;
+	return true;
 }
 
 static __always_inline int unix_enter(struct sys_enter_ctx *ctx)
@@ -71,9 +89,11 @@ static __always_inline int unix_enter(struct sys_enter_ctx *ctx)
 	if (!bpf_map_lookup_elem(&watched_tgids, &tgid))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	if (!fd_is_unix_stream(fd))
+	__u32 peer = 0, zero = 0;
+	if (!fd_is_unix_stream(fd, &peer))
 		return 0;
-	struct io_args a = {.buf = ctx->args[1], .fd = fd};
+	__u32 *epoch = bpf_map_lookup_elem(&unix_epoch, &zero);
+	struct io_args a = {.buf = ctx->args[1], .fd = fd, .peer = peer, .epoch = epoch ? *epoch : 0};
 	bpf_map_update_elem(&unix_args, &id, &a, BPF_ANY);
 	return 0;
 }
@@ -86,8 +106,13 @@ static __always_inline int unix_exit(struct sys_exit_ctx *ctx, bool write)
 		return 0;
 	struct io_args args = *a;
 	bpf_map_delete_elem(&unix_args, &id);
-	if (ctx->ret > 0)
-		emit_proc(REC_UNIX, HOOK_UNIX, write, args.fd, args.buf, ctx->ret);
+	/* An entry from an earlier capture period is a call whose exit went unseen while off
+	 * (nothing clears the map at detach): this exit is another call's, entered before the
+	 * attach, with other arguments. */
+	__u32 zero = 0;
+	__u32 *epoch = bpf_map_lookup_elem(&unix_epoch, &zero);
+	if (ctx->ret > 0 && epoch && args.epoch == *epoch)
+		emit_proc(REC_UNIX, HOOK_UNIX, write, &args, ctx->ret);
 	return 0;
 }
 

@@ -221,9 +221,20 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+struct upid {
+	int nr;
+};
+
+/* numbers[] is a flexible array in the kernel; only the initial namespace's entry, [0], is
+ * read. */
+struct pid {
+	struct upid numbers[1];
+};
+
 struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
+	struct pid *sk_peer_pid;
 };
 
 struct inet_sock {

@@ -75,10 +75,14 @@ type Capturer struct {
 	flows  map[flowKey]*conn  // TCP connections by their ends
 	closed postgres.Stats     // decoder counters of sessions already closed
 	pend   map[flowKey]pending
-	// unixPend are clients seen connecting to a server's Unix socket, by process, so a
-	// client that exits before its backend's first record is read is still named.
-	unixPend map[uint32]pending
-	unix     *unixGate
+	unix   *unixGate
+	// unixPend are clients' connects to a watched server's Unix socket, by client process,
+	// oldest first, until capture sees their sessions: a client that exits before its
+	// backend's first record is read is still named, and a session capture never sees is
+	// reported (see unixmiss.go).
+	unixPend      map[uint32][]unixConnect
+	unixPendN     int
+	lastUnixSweep time.Time
 
 	// ports are the watched server ports; read on the capture goroutine, replaced by
 	// discovery.
@@ -124,7 +128,7 @@ func New(cfg Config, sink Sink, labeler Labeler, log *slog.Logger, reg prometheu
 		flows:   map[flowKey]*conn{},
 		pend:    map[flowKey]pending{},
 
-		unixPend: map[uint32]pending{},
+		unixPend: map[uint32][]unixConnect{},
 	}
 	empty := map[uint16]bool{}
 	c.ports.Store(&empty)
@@ -247,6 +251,9 @@ func (h handler) Segment(s *ebpf.Segment) {
 func (h handler) TLS(d *ebpf.ProcData)  { h.c.procData(d, false) }
 func (h handler) Unix(d *ebpf.ProcData) { h.c.procData(d, true) }
 
+// Idle reports Unix-socket sessions missed on time when no records come to drive housekeep.
+func (h handler) Idle() { h.c.sweepUnixConnects(time.Now()) }
+
 func (h handler) Connect(ev *ebpf.ConnEvent) {
 	c := h.c
 	ts := ebpf.KtimeToTime(ev.Ktime)
@@ -289,13 +296,12 @@ func (h handler) UnixConnect(u *ebpf.UnixConnect) {
 		return
 	}
 	c.unix.connect()
+	if !c.cfg.Unix {
+		return
+	}
 	uid := int32(u.UID)
 	p := &event.Process{PID: int32(u.TGID), UID: &uid, Comm: u.Comm}
-	ts := ebpf.KtimeToTime(u.Ktime)
-	if len(c.unixPend) > maxPending {
-		c.expirePending(ts)
-	}
-	c.unixPend[u.TGID] = pending{proc: p, at: ts}
+	c.awaitUnixSession(u.TGID, unixConnect{proc: p, path: u.Path, at: ebpf.KtimeToTime(u.Ktime)})
 }
 
 // maxPending bounds connects waiting for their first packet.
@@ -305,11 +311,6 @@ func (c *Capturer) expirePending(now time.Time) {
 	for k, p := range c.pend {
 		if now.Sub(p.at) > 30*time.Second {
 			delete(c.pend, k)
-		}
-	}
-	for k, p := range c.unixPend {
-		if now.Sub(p.at) > 30*time.Second {
-			delete(c.unixPend, k)
 		}
 	}
 }
@@ -330,6 +331,7 @@ func (c *Capturer) housekeep(now time.Time) {
 	c.m.decoder = dec
 	c.m.mu.Unlock()
 	c.reportKernelLoss(now)
+	c.sweepUnixConnects(now)
 	if now.Sub(c.m.lastSweep) > 5*time.Second {
 		c.m.lastSweep = now
 		c.sweepProcs(now)

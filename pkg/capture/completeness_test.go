@@ -30,7 +30,9 @@ func TestCompletenessUnderPgbench(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgbench(t, srv, "-i", "-q", "-s", "2")
-	c, col := startCapture(t, srv)
+	// Unix capture always on: the marker statements go through psql over the socket, and
+	// on demand a short session can end before capture attaches (TestUnixOnDemand).
+	c, col := startCapture(t, srv, func(cfg *Config) { cfg.UnixAlwaysOn = true })
 
 	for _, sc := range []struct {
 		name string
@@ -113,7 +115,7 @@ func TestRingOverflowWritesGap(t *testing.T) {
 	pgbench(t, srv, "-n", "-S", "-c", "8", "-j", "2", "-T", "2")
 	loaded.Store(true)
 	time.Sleep(500 * time.Millisecond) // the reader catches up and reports
-	st := c.tracer.Stats() // before Run returns and closes the tracer
+	st := c.tracer.Stats()             // before Run returns and closes the tracer
 	lost := st.TCX.LostRecords + st.TLS.LostRecords + st.Unix.LostRecords + st.Conn.LostRecords
 	cancel()
 	if err := <-done; err != nil {

@@ -41,6 +41,12 @@ type conn struct {
 	// joined says whether a Unix-socket session's start was seen: decided by its first
 	// client bytes, since Unix capture is switched on and off while backends live.
 	joined joinState
+	// peer is a Unix-socket session's client process as the kernel recorded it at connect;
+	// accounted says its connect was settled (see unixAccounted).
+	peer      uint32
+	accounted bool
+	// goneAt is when the server process was seen gone (see sweepProcs).
+	goneAt time.Time
 }
 
 type joinState uint8
@@ -117,12 +123,22 @@ func (cn *conn) Gap(fromClient bool, n int, ts time.Time) {
 func (cn *conn) Close(ts time.Time) { cn.close(ts) }
 
 // sweepProcs closes the TLS and Unix sessions of server processes that have exited: a
-// backend serves one connection, so its exit is the connection's end.
+// backend serves one connection, so its exit is the connection's end. Not at once: under
+// load the ring holds records written before the exit that are not read yet, and closing
+// first would split a short session in two, the second part without its start. So a
+// session closes once the capture clock (now, the time of the records being read) has
+// passed the moment its process was seen gone.
 func (c *Capturer) sweepProcs(now time.Time) {
 	for k, cn := range c.procs {
+		if !cn.goneAt.IsZero() {
+			if now.After(cn.goneAt) {
+				cn.close(now)
+				delete(c.procs, k)
+			}
+			continue
+		}
 		if _, err := os.Stat("/proc/" + strconv.Itoa(int(k.pid))); err != nil {
-			cn.close(now)
-			delete(c.procs, k)
+			cn.goneAt = time.Now()
 		}
 	}
 }
@@ -144,7 +160,7 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 		cn = nil
 	}
 	if cn == nil {
-		cn = c.newProcConn(d.PID, unix, ts)
+		cn = c.newProcConn(d.PID, d.Peer, unix, ts)
 		c.procs[k] = cn
 		cn.expected[dir] = d.Offset // joining mid-stream is not a gap: the decoder resyncs
 	}
@@ -152,6 +168,8 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 		cn.joined = joinLate
 		if d.Offset == 0 && startupFamily(d.Data) {
 			cn.joined = joinStart
+			// Seen whole from here on: whatever it does is recorded.
+			c.unixAccounted(cn)
 		} else {
 			c.m.lateSessions.Inc()
 		}
@@ -165,7 +183,9 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 	c.housekeep(ts)
 }
 
-func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
+// newProcConn starts the session of a server process; peer is the client of a Unix-socket
+// session as the kernel reported it (0 if unknown).
+func (c *Capturer) newProcConn(pid, peer uint32, unix bool, ts time.Time) *conn {
 	cn := &conn{c: c, backend: int32(pid), tls: !unix, unix: unix}
 	cfg := c.cfg.Decoder
 	cfg.TLS = !unix
@@ -186,46 +206,66 @@ func (c *Capturer) newProcConn(pid uint32, unix bool, ts time.Time) *conn {
 			}
 		case "unix":
 			cn.path = s.Path
-			cn.proc = c.unixClient(int(pid), s)
+			cn.proc, peer = c.unixClient(int(pid), s, peer)
 		}
 	} else {
 		c.m.identityErrors.Inc()
 	}
 	if unix {
+		cn.peer = peer
+		if q := c.unixPend[peer]; cn.proc == nil && len(q) > 0 {
+			// The backend is gone already (a short session read late): its client's connect
+			// still names the client and the socket.
+			cn.proc, cn.path = q[0].proc, q[0].path
+		}
 		c.unix.opened(pid)
 	}
-	peer := cn.client.String()
+	end := cn.client.String()
 	if unix {
-		peer = "unix:" + cn.path
+		end = "unix:" + cn.path
 	}
 	if cn.id == "" {
-		cn.id = sessionID(c.cfg.Host, peer, strconv.Itoa(int(pid)), ts)
+		cn.id = sessionID(c.cfg.Host, end, strconv.Itoa(int(pid)), ts)
 	}
 	c.opened(cn)
 	return cn
 }
 
-// unixClient names the client on the other end of a server process's Unix socket: its
-// connect-time credentials first (they survive the client's exit), /proc for the rest.
-func (c *Capturer) unixClient(server int, s identity.Socket) *event.Process {
-	pid, uid, err := identity.UnixPeerCred(server, s.FD)
-	if err != nil {
-		if pid, err = identity.UnixPeer(server, s.Inode); err != nil {
-			c.m.identityErrors.Inc()
-			return nil
+// unixClient names the client on the other end of a server process's Unix socket, given
+// the kernel's peer pid if known: its connect-time credentials first (they survive the
+// client's exit), /proc for the rest. It returns the client's pid too, 0 if unknown.
+func (c *Capturer) unixClient(server int, s identity.Socket, peer uint32) (*event.Process, uint32) {
+	uid := -1
+	if peer == 0 {
+		pid, u, err := identity.UnixPeerCred(server, s.FD)
+		if err != nil {
+			if pid, err = identity.UnixPeer(server, s.Inode); err != nil {
+				c.m.identityErrors.Inc()
+				return nil, 0
+			}
+			p, _ := c.ident.Lookup(pid)
+			return p, uint32(pid)
 		}
-		p, _ := c.ident.Lookup(pid)
-		return p
+		peer, uid = uint32(pid), u
 	}
-	if p, err := c.ident.Lookup(pid); err == nil {
-		return p
+	if p, err := c.ident.Lookup(int(peer)); err == nil {
+		return p, peer
 	}
 	// Gone already: what the connect hook saw of it.
-	if p, ok := c.unixPend[uint32(pid)]; ok {
-		return p.proc
+	if q := c.unixPend[peer]; len(q) > 0 {
+		return q[0].proc, peer
 	}
-	u := int32(uid)
-	return &event.Process{PID: int32(pid), UID: &u}
+	p := &event.Process{PID: int32(peer)}
+	if uid < 0 {
+		if _, u, err := identity.UnixPeerCred(server, s.FD); err == nil {
+			uid = u
+		}
+	}
+	if uid >= 0 {
+		u := int32(uid)
+		p.UID = &u
+	}
+	return p, peer
 }
 
 // startupFamily says whether a stream's first client bytes are a startup-family message
@@ -282,6 +322,10 @@ func (cn *conn) emit(e *event.Event) {
 		cn.lookupClient()
 	}
 	e.Process = cn.proc
+	if cn.unix && !cn.accounted {
+		// Joined late, but it is in the trail, with the detail below saying so.
+		c.unixAccounted(cn)
+	}
 	if cn.joined == joinLate {
 		e.Detail = joinDetail(e.Detail, "capture joined this Unix-socket session after it started: user and database are from the server's process title, and earlier statements were not seen")
 	}

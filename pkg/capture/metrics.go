@@ -26,6 +26,7 @@ type metrics struct {
 	unixOn         prometheus.Gauge
 	unixTriggers   prometheus.Counter
 	lateSessions   prometheus.Counter
+	unixMissed     prometheus.Counter
 
 	lastHousekeep, lastSweep time.Time
 
@@ -66,6 +67,9 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 		lateSessions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_capture_unix_late_sessions_total", Help: "Unix-socket sessions capture joined after their start (startup not seen): user and database come from the process title, earlier statements were missed; their events say so in detail.",
 		}),
+		unixMissed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_capture_unix_missed_sessions_total", Help: "Unix-socket sessions capture did not see at all (most often: over before on-demand capture attached); each is also a gap event naming the client process.",
+		}),
 	}
 	// Series exist from the start, so rate() and dashboards see zeros rather than nothing.
 	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "DDL", "DCL", "TRUNCATE", "COPY", "TXN", "SET", "OTHER"} {
@@ -74,7 +78,7 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m.unixOn, m.unixTriggers, m.lateSessions, m} {
+	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m.unixOn, m.unixTriggers, m.lateSessions, m.unixMissed, m} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

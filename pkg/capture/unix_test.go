@@ -60,7 +60,8 @@ func waitUnixOff(t *testing.T, c *Capturer, within time.Duration) {
 
 // TestUnixOnDemand: the Unix syscall tracepoints, which tax every syscall on the host, are
 // attached only while Unix-socket sessions exist — switched on by a client's connect(),
-// off again after a quiet period — and short sessions are still captured whole.
+// off again after a quiet period — and short sessions are captured whole, or, when one
+// ends before capture attaches, reported.
 func TestUnixOnDemand(t *testing.T) {
 	srv := testpg.Start(t)
 	ctx := context.Background()
@@ -93,42 +94,91 @@ func TestUnixOnDemand(t *testing.T) {
 		waitUnixOff(t, c, 10*time.Second)
 	})
 
-	t.Run("short psql sessions switch capture on and are captured whole", func(t *testing.T) {
+	t.Run("short psql sessions are captured, or reported missed", func(t *testing.T) {
+		// Each run starts with the tracepoints detached, so each one races the new
+		// backend's first read against attaching them. Under load the session can win: then
+		// one gap event must name its client, and never one for a session captured.
 		const runs = 20
-		var captured, late int // late: captured whole, but after the startup message
-		var missed []string
+		type run struct {
+			marker string
+			pid    int
+		}
+		var rs []run
 		for i := range runs {
-			// Each run starts with the tracepoints detached, so each one races the new
-			// backend's first read against attaching them.
 			waitUnixOff(t, c, 10*time.Second)
 			m := fmt.Sprintf("od-unix-%d-%d", time.Now().UnixNano(), i)
 			cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", srv.SocketDir, "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", "SELECT '"+m+"'")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("psql: %v\n%s", err, out)
 			}
-			var got *event.Event
-			for deadline := time.Now().Add(3 * time.Second); got == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				for _, e := range col.snapshot() {
-					if stmtContains(m)(e) {
-						got = e
+			rs = append(rs, run{m, cmd.Process.Pid})
+		}
+		missed := func(e *event.Event, pid int) bool {
+			return e.Type == event.TypeGap && e.Process != nil && int(e.Process.PID) == pid &&
+				strings.Contains(e.Detail, fmt.Sprintf("(pid %d, ", pid)) && strings.Contains(e.Detail, "statements were not recorded")
+		}
+		// settled says, per run, its statement events and the gap events naming its psql.
+		settled := func() (stmts, gaps [runs][]*event.Event, all bool) {
+			all = true
+			evs := col.snapshot()
+			for i, r := range rs {
+				for _, e := range evs {
+					if stmtContains(r.marker)(e) {
+						stmts[i] = append(stmts[i], e)
+					}
+					if missed(e, r.pid) {
+						gaps[i] = append(gaps[i], e)
 					}
 				}
+				all = all && len(stmts[i])+len(gaps[i]) > 0
 			}
+			return
+		}
+		// A missed session is reported unixMissAfter after its connect; a little longer
+		// shows that no second report, or a late capture, follows.
+		deadline := time.Now().Add(unixMissAfter + 5*time.Second)
+		for _, _, all := settled(); !all && time.Now().Before(deadline); _, _, all = settled() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		stmts, gaps, _ := settled()
+		var whole, late, reported int
+		for i, r := range rs {
 			switch {
-			case got == nil:
-				missed = append(missed, m+": no event")
-			case got.Statement != "SELECT '"+m+"'" || got.Process == nil || got.Process.Comm != "psql" || got.DBUser != "postgres" || got.Rows != 1:
-				missed = append(missed, dump([]*event.Event{got}))
-			default:
-				captured++
-				if strings.Contains(got.Detail, "joined") {
+			case len(stmts[i]) > 0 && len(gaps[i]) > 0:
+				t.Errorf("psql %d (%s) both captured and reported missed:\n%s", r.pid, r.marker, dump(append(stmts[i], gaps[i]...)))
+			case len(stmts[i]) == 1:
+				e := stmts[i][0]
+				if e.Statement != "SELECT '"+r.marker+"'" || e.Process == nil || e.Process.Comm != "psql" || int(e.Process.PID) != r.pid || e.Rows != 1 {
+					t.Errorf("psql %d: statement event:\n%s", r.pid, dump(stmts[i]))
+				}
+				switch {
+				case strings.Contains(e.Detail, "joined this Unix-socket session after it started"):
+					// User and database come from the backend's title, gone if it has exited.
 					late++
+				case e.DBUser != "postgres":
+					t.Errorf("psql %d: session seen from its start without its user:\n%s", r.pid, dump(stmts[i]))
+				default:
+					whole++
+				}
+			case len(stmts[i]) > 1:
+				t.Errorf("psql %d: statement recorded %d times:\n%s", r.pid, len(stmts[i]), dump(stmts[i]))
+			case len(gaps[i]) != 1:
+				t.Errorf("psql %d (%s): %d gap events, want exactly one for a session not captured:\n%s", r.pid, r.marker, len(gaps[i]), dump(gaps[i]))
+			default:
+				reported++
+				e := gaps[i][0]
+				if e.Lost != 1 || e.Source != event.SourceEBPF || e.Process.Comm != "psql" || !strings.Contains(e.Detail, srv.SocketDir) {
+					t.Errorf("psql %d: gap event:\n%s", r.pid, dump(gaps[i]))
 				}
 			}
 		}
-		t.Logf("on-demand Unix capture: %d of %d short psql sessions' statements captured whole with their client; %d of them joined after the startup message (marked in detail)", captured, runs, late)
-		if captured < runs-1 {
-			t.Errorf("captured %d of %d; misses:\n%s", captured, runs, strings.Join(missed, "\n"))
+		t.Logf("on-demand Unix capture: of %d short psql sessions, %d captured whole, %d joined late (marked in detail), %d missed and reported by a gap event", runs, whole, late, reported)
+		if whole < 12 {
+			t.Errorf("captured %d of %d sessions whole, want at least 12", whole, runs)
+		}
+		if n := value(t, c.m.unixMissed); n < float64(reported) {
+			t.Errorf("missed Unix sessions metric = %v, want at least %d", n, reported)
 		}
 		if n := value(t, c.m.unixTriggers); n < runs {
 			t.Errorf("Unix connects metric = %v, want at least %d", n, runs)

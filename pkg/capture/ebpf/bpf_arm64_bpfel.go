@@ -54,10 +54,12 @@ const (
 )
 
 type bpfIoArgs struct {
-	_   structs.HostLayout
-	Buf uint64
-	Fd  int32
-	Pad uint32
+	_     structs.HostLayout
+	Buf   uint64
+	Fd    int32
+	Peer  uint32
+	Epoch uint32
+	Pad   uint32
 }
 
 type bpfLostStats struct {
@@ -75,7 +77,7 @@ type bpfProcHdr struct {
 	Pid    uint32
 	Tid    uint32
 	Fd     int32
-	Pad1   uint32
+	Peer   uint32
 	Offset uint64
 	Ktime  uint64
 }
@@ -130,7 +132,8 @@ type bpfStreamKey struct {
 	Fd        int32
 	Kind      uint8
 	Write     uint8
-	Pad       [6]uint8
+	Pad       [2]uint8
+	Epoch     uint32
 	StartTime uint64
 }
 
@@ -162,6 +165,7 @@ const (
 	bpfMapTlsArgs              = "tls_args"
 	bpfMapUnixArgs             = "unix_args"
 	bpfMapUnixConnectScratch   = "unix_connect_scratch"
+	bpfMapUnixEpoch            = "unix_epoch"
 	bpfMapWatchedPorts         = "watched_ports"
 	bpfMapWatchedTgids         = "watched_tgids"
 	bpfProgCaptureTcx          = "capture_tcx"
@@ -256,6 +260,7 @@ type bpfMapSpecs struct {
 	TlsArgs            *ebpf.MapSpec `ebpf:"tls_args"`
 	UnixArgs           *ebpf.MapSpec `ebpf:"unix_args"`
 	UnixConnectScratch *ebpf.MapSpec `ebpf:"unix_connect_scratch"`
+	UnixEpoch          *ebpf.MapSpec `ebpf:"unix_epoch"`
 	WatchedPorts       *ebpf.MapSpec `ebpf:"watched_ports"`
 	WatchedTgids       *ebpf.MapSpec `ebpf:"watched_tgids"`
 }
@@ -302,6 +307,7 @@ type bpfMaps struct {
 	TlsArgs            *ebpf.Map `ebpf:"tls_args"`
 	UnixArgs           *ebpf.Map `ebpf:"unix_args"`
 	UnixConnectScratch *ebpf.Map `ebpf:"unix_connect_scratch"`
+	UnixEpoch          *ebpf.Map `ebpf:"unix_epoch"`
 	WatchedPorts       *ebpf.Map `ebpf:"watched_ports"`
 	WatchedTgids       *ebpf.Map `ebpf:"watched_tgids"`
 }
@@ -316,6 +322,7 @@ func (m *bpfMaps) Close() error {
 		m.TlsArgs,
 		m.UnixArgs,
 		m.UnixConnectScratch,
+		m.UnixEpoch,
 		m.WatchedPorts,
 		m.WatchedTgids,
 	)

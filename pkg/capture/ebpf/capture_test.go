@@ -82,6 +82,8 @@ func (c *collector) UnixConnect(u *UnixConnect) {
 	c.mu.Unlock()
 }
 
+func (c *collector) Idle() {}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -429,11 +431,19 @@ func TestUnixSocket(t *testing.T) {
 	})
 	col.mu.Lock()
 	contiguous(t, col.unix, m)
+	for _, d := range col.unix {
+		// Every record names the client: psql, which is neither the backend nor us.
+		if d.Peer == 0 || d.Peer == d.PID || d.Peer == uint32(os.Getpid()) {
+			t.Errorf("Unix record of backend %d names client %d", d.PID, d.Peer)
+			break
+		}
+	}
 	col.mu.Unlock()
 
 	if err := tr.EnableUnix(false); err != nil {
 		t.Fatalf("EnableUnix(false): %v", err)
 	}
+	tr.detaching.Wait() // links close in the background, and may deliver until closed
 	col.mu.Lock()
 	before := len(col.unix)
 	col.mu.Unlock()

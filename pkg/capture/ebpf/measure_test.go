@@ -23,6 +23,7 @@ func (c *counter) TLS(d *ProcData)            { c.n.Add(1) }
 func (c *counter) Unix(d *ProcData)           { c.n.Add(1) }
 func (c *counter) Connect(e *ConnEvent)       { c.n.Add(1) }
 func (c *counter) UnixConnect(u *UnixConnect) { c.n.Add(1) }
+func (c *counter) Idle()                      {}
 
 var tpsRe = regexp.MustCompile(`tps = ([0-9.]+)`)
 

@@ -25,6 +25,9 @@ type Handler interface {
 	// UnixConnect reports a local process connecting to a PostgreSQL Unix socket (any
 	// server's: the port is not filtered in the kernel).
 	UnixConnect(u *UnixConnect)
+	// Idle is called when the reader has drained the ring and waited PollInterval without
+	// a wakeup: work that must happen on time even when no record comes goes here.
+	Idle()
 }
 
 // Segment is TCP payload seen by TCX. A packet larger than one record (GSO packets reach
@@ -49,10 +52,14 @@ type Segment struct {
 type ProcData struct {
 	PID, TID uint32
 	FD       int32
-	Write    bool // true: the server wrote (server → client); false: it read
-	Offset   uint64
-	Data     []byte
-	Ktime    uint64
+	// Peer is, for Unix data, the client process (tgid) on the other end of the socket as
+	// the kernel recorded it at connect (SO_PEERCRED, still known after the client exits);
+	// 0 for TLS or when unknown.
+	Peer   uint32
+	Write  bool // true: the server wrote (server → client); false: it read
+	Offset uint64
+	Data   []byte
+	Ktime  uint64
 }
 
 // ConnEvent is a connection to a watched server port, oriented client → server. For an
@@ -143,7 +150,7 @@ func (d *decoder) decode(raw []byte) (hook bpfHookId, payload int, err error) {
 			return hook, 0, fmt.Errorf("process data record claims %d payload bytes, has %d", h.Len, len(raw)-procHdrSize)
 		}
 		d.proc = ProcData{
-			PID: h.Pid, TID: h.Tid, FD: h.Fd, Write: h.Write != 0, Offset: h.Offset,
+			PID: h.Pid, TID: h.Tid, FD: h.Fd, Peer: h.Peer, Write: h.Write != 0, Offset: h.Offset,
 			Data:  raw[procHdrSize : procHdrSize+int(h.Len) : procHdrSize+int(h.Len)],
 			Ktime: h.Ktime,
 		}

@@ -32,6 +32,7 @@ func (r *recorder) Unix(d *ProcData) {
 func (r *recorder) Connect(c *ConnEvent) { r.calls = append(r.calls, *c) }
 
 func (r *recorder) UnixConnect(u *UnixConnect) { r.calls = append(r.calls, *u) }
+func (r *recorder) Idle()                      {}
 
 // raw lays out a record as the kernel does: the header struct in host byte order (little
 // endian on every target we build for), then the payload.

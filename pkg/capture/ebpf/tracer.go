@@ -113,7 +113,11 @@ type Tracer struct {
 	tls         map[string][]*hook // server binary → its uprobes
 	unix        []*hook            // syscall tracepoints, attached while Unix capture is on
 	unixConnect *hook              // cgroup connect_unix: says when to switch Unix capture on
-	ifaces      map[int][]*hook    // ifindex → TCX attachments
+	unixEpoch   uint32             // capture periods of the Unix tracepoints so far
+	// detaching closes detached tracepoint links in the background (Close waits for it):
+	// closing one takes tens of milliseconds, which an attach must not wait for.
+	detaching sync.WaitGroup
+	ifaces    map[int][]*hook // ifindex → TCX attachments
 
 	stopLinks context.CancelFunc // stops the interface watcher
 	linksDone chan struct{}
@@ -221,6 +225,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 			// what makes us look. It is reset only here, not per record, to keep the
 			// hot loop free of clock reads.
 			t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
+			t.dec.h.Idle()
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		default:
@@ -331,6 +336,7 @@ func (t *Tracer) Close() error {
 		stop()
 		<-done
 	}
+	t.detaching.Wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var errs []error

@@ -86,7 +86,15 @@ func parentFromStat(stat []byte) (uint32, bool) {
 // traffic of watched processes. While attached, every syscall on the host takes the kernel's
 // slower traced path, so switch it on only while such connections matter. After switching
 // off, the Unix streams' offsets restart at 0 when switched on again.
+//
+// Switching off returns at once: the links close in the background (tens of milliseconds
+// each), their hooks reported attached until closed, and may deliver a few records
+// meanwhile. Switching on waits for that, since the kernel refuses a program on a tracepoint
+// it is still attached to. Callers must not switch concurrently.
 func (t *Tracer) EnableUnix(on bool) error {
+	if on {
+		t.detaching.Wait() // without t.mu: Stats and Hooks must not wait on the closes
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -95,7 +103,8 @@ func (t *Tracer) EnableUnix(on bool) error {
 	if on {
 		return t.attachUnix()
 	}
-	return t.detachUnix()
+	t.detachUnix()
+	return nil
 }
 
 func (t *Tracer) attachUnix() error {
@@ -108,13 +117,23 @@ func (t *Tracer) attachUnix() error {
 		}
 		return err
 	}
+	// A new capture period: what passed while off was not seen, so streams must not
+	// resume at their old offsets, which would hide that hole.
+	t.unixEpoch++
+	if err := t.objs.UnixEpoch.Put(uint32(0), t.unixEpoch); err != nil {
+		err = fmt.Errorf("starting a Unix capture period: %w", err)
+		for _, hk := range t.unix {
+			hk.setErr(err)
+		}
+		return err
+	}
 	progs := []*ebpf.Program{t.objs.UnixRecvfromEnter, t.objs.UnixRecvfromExit, t.objs.UnixSendtoEnter, t.objs.UnixSendtoExit}
 	for i, hk := range t.unix {
 		name := filepath.Base(hk.status.Name)
 		l, err := link.Tracepoint("syscalls", name, progs[i], nil)
 		if err != nil {
 			err = fmt.Errorf("attaching tracepoint syscalls/%s: %w", name, err)
-			_ = t.detachUnix()
+			t.detachUnix()
 			t.unix[i].setErr(err)
 			return err
 		}
@@ -124,53 +143,38 @@ func (t *Tracer) attachUnix() error {
 	return nil
 }
 
-func (t *Tracer) detachUnix() error {
-	var errs []error
-	// Entry hooks first: a call already entered still completes through its exit hook.
+// detachUnix takes the tracepoint links and closes them in the background; t.mu is held.
+// Closing outside t.mu keeps Stats, which the capture goroutine reads, from waiting on it.
+func (t *Tracer) detachUnix() {
+	var hooks []*hook
+	var links []link.Link
 	for _, hk := range t.unix {
 		if hk.link != nil {
-			if err := hk.link.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("detaching %s: %w", hk.status.Name, err))
-			}
+			hooks = append(hooks, hk)
+			links = append(links, hk.link)
 			hk.link = nil
+		} else {
+			hk.status = HookStatus{Name: hk.status.Name}
 		}
-		hk.status = HookStatus{Name: hk.status.Name}
 	}
-	// Forget calls left in flight and the streams' offsets: what is transferred while
-	// off is not seen, so offsets resuming later would hide that hole.
-	if err := clearMap(t.objs.UnixArgs, func(uint64) bool { return true }); err != nil {
-		errs = append(errs, fmt.Errorf("clearing pending Unix calls: %w", err))
+	if len(links) == 0 {
+		return
 	}
-	if err := clearMap(t.objs.StreamOffsets, func(k bpfStreamKey) bool { return k.Kind == uint8(bpfRecKindREC_UNIX) }); err != nil {
-		errs = append(errs, fmt.Errorf("clearing Unix stream offsets: %w", err))
-	}
-	if len(errs) == 0 {
+	t.detaching.Add(1)
+	go func() {
+		defer t.detaching.Done()
+		// Entry hooks first: a call already entered still completes through its exit hook.
+		for i, l := range links {
+			err := l.Close()
+			t.mu.Lock()
+			hooks[i].status = HookStatus{Name: hooks[i].status.Name}
+			t.mu.Unlock()
+			if err != nil {
+				t.log.Error("detaching a Unix-socket capture tracepoint", "hook", hooks[i].status.Name, "err", err)
+			}
+		}
 		t.log.Info("ebpf Unix-socket capture off")
-	}
-	return errors.Join(errs...)
-}
-
-// clearMap deletes the keys for which match is true. Keys are collected first: deleting
-// while iterating a hash map restarts the iteration.
-func clearMap[K any](m *ebpf.Map, match func(key K) bool) error {
-	var keys []K
-	var k K
-	var v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if match(k) {
-			keys = append(keys, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-	}
-	return nil
+	}()
 }
 
 // ensureTracefs makes sure tracefs is mounted: attaching a syscall tracepoint needs its
