@@ -224,14 +224,26 @@ func pgbench(srv *testpg.Server, ssl string, args ...string) string {
 }
 
 func resetStatements(srv *testpg.Server) error {
-	_, err := srv.Psql("postgres", "SELECT pg_stat_statements_reset()")
+	_, err := psqlTCP(srv, "SELECT pg_stat_statements_reset()")
 	return err
+}
+
+// psqlTCP runs the bench's bookkeeping over TCP: a Unix-socket client would switch on the
+// agent's on-demand Unix capture, whose host-wide cost is not what the TCP rounds measure.
+func psqlTCP(srv *testpg.Server, sql string) (string, error) {
+	cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", srv.Host, "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("psql %q: %v: %s", sql, err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // executedStatements counts statements the server ran since the reset, leaving out the
 // bench's own bookkeeping queries.
 func executedStatements(srv *testpg.Server) float64 {
-	out, err := srv.Psql("postgres", "SELECT coalesce(sum(calls),0) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'")
+	out, err := psqlTCP(srv, "SELECT coalesce(sum(calls),0) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'")
 	if err != nil {
 		fatal(err)
 	}
@@ -378,7 +390,17 @@ func (a *agent) rssMiB() float64 {
 	return 0
 }
 
-func median(v []float64) float64 { return percentile(v, 0.5) }
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
 
 func percentile(v []float64, p float64) float64 {
 	if len(v) == 0 {
