@@ -2,7 +2,9 @@
 GO        ?= go
 BIN       := bin/vigil
 PKGS      := ./...
-TEST_FLAGS ?= -count=1 -timeout 25m
+# -p 1: the end-to-end tests each load eBPF programs that see every server on the host and
+# time short-lived clients; running packages one at a time keeps them from starving each other.
+TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
 .PHONY: help build test vet generate check-generate bench demo clean fuzz
 

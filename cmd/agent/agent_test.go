@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -34,21 +35,10 @@ func vigil(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
-		t.Fatal("the agent loads eBPF programs and needs root (VIGIL_REQUIRE_BPF=1)")
-	}
-	t.Skip("needs root")
-}
-
 // TestAgentEndToEnd runs `vigil run` with capture and a proxy in front of a real
 // PostgreSQL, then reads the trail back with `vigil events` and checks it with `vigil verify`.
 func TestAgentEndToEnd(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireBPF(t)
 	srv := testpg.Start(t)
 	if _, err := srv.Psql("postgres", "CREATE TABLE customers (id int PRIMARY KEY, email text); INSERT INTO customers VALUES (1, 'ada@example.com')"); err != nil {
 		t.Fatal(err)

@@ -17,13 +17,14 @@ import (
 
 	"github.com/vigil-db/vigil/dashboards"
 	"github.com/vigil-db/vigil/internal/testch"
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 )
 
 // TestAgentWithClickHouse: `vigil run --store clickhouse://…` ships the trail through the
 // spool into ClickHouse, where `vigil events`, `vigil verify` and `vigil forensics` read it.
 func TestAgentWithClickHouse(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireBPF(t)
 	ch := testch.Start(t)
 	// Operators create the database (with their own grants); the agent migrates its tables.
 	if _, err := ch.Query("CREATE DATABASE vigil"); err != nil {

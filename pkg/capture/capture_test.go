@@ -18,24 +18,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
-
-// requireBPF skips (or, in CI, fails) when the test cannot load eBPF programs.
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
-		t.Fatal("this test loads eBPF programs and needs root (VIGIL_REQUIRE_BPF=1)")
-	}
-	t.Skip("needs root to load eBPF programs")
-}
 
 // collector is a Sink that keeps every event.
 type collector struct {
@@ -94,7 +83,7 @@ func stmtContains(s string) func(*event.Event) bool {
 // configuration.
 func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Capturer, *collector) {
 	t.Helper()
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	engine, err := policy.NewEngine(policy.Default())
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/event"
@@ -86,7 +87,7 @@ func TestCompletenessUnderPgbench(t *testing.T) {
 // TestRingOverflowWritesGap: when the reader falls behind and the ring fills, the trail gets
 // a gap event that says how many records were lost, and the metric counts them.
 func TestRingOverflowWritesGap(t *testing.T) {
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	srv := testpg.Start(t)
 	pgbench(t, srv, "-i", "-q", "-s", "1")
 	var gaps, lostInGaps atomic.Uint64

@@ -19,22 +19,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vishvananda/netlink"
 )
-
-// requireBPF skips a test that needs root and BPF, or fails it when VIGIL_REQUIRE_BPF=1
-// says the environment must provide them.
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
-		t.Fatal("this test needs root for BPF, and VIGIL_REQUIRE_BPF=1")
-	}
-	t.Skip("needs root for BPF (set VIGIL_REQUIRE_BPF=1 to make this a failure)")
-}
 
 // collector is a Handler that keeps copies of everything for the test to inspect.
 type collector struct {
@@ -133,7 +121,7 @@ func server(t *testing.T) *testpg.Server {
 // setup starts (or reuses) PostgreSQL and a tracer watching its port.
 func setup(t *testing.T) (*testpg.Server, *Tracer, *collector) {
 	t.Helper()
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	srv := server(t)
 	col := &collector{}
 	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}}, col, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -363,7 +351,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestTLSMissingSymbol(t *testing.T) {
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	tr, err := Load(Config{}, &collector{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -552,7 +540,7 @@ func TestUnixConnectTrigger(t *testing.T) {
 // TestLossIsCounted fills a one-page ring that nobody reads: what does not fit must show up
 // in the loss counters, and the sequence numbers of what did fit must show the hole.
 func TestLossIsCounted(t *testing.T) {
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	srv := server(t)
 	col := &collector{}
 	tr, err := Load(Config{ServerPorts: []uint16{uint16(srv.Port)}, RingBytes: os.Getpagesize()}, col, slog.New(slog.DiscardHandler))
@@ -571,7 +559,7 @@ func TestLossIsCounted(t *testing.T) {
 // kernel) after Load: capture must follow it
 // there, and forget it when it goes away.
 func TestNewInterfaceIsAttached(t *testing.T) {
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	tr, err := Load(Config{}, &collector{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("Load: %v", err)

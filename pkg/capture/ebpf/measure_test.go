@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
 )
 
@@ -34,7 +35,7 @@ func TestMeasureOverhead(t *testing.T) {
 	if os.Getenv("VIGIL_MEASURE") != "1" {
 		t.Skip("set VIGIL_MEASURE=1 to measure capture overhead (about a minute)")
 	}
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	srv := testpg.Start(t)
 	port := strconv.Itoa(srv.Port)
 	if out, err := exec.Command("pgbench", "-i", "-q", "-s", "1", "-h", srv.Host, "-p", port, "-U", "postgres", "postgres").CombinedOutput(); err != nil {
