@@ -81,9 +81,14 @@ func splitFast(sql string) (string, bool) {
 	if semi < 0 {
 		return strings.TrimSpace(sql), true
 	}
-	if strings.TrimSpace(sql[semi+1:]) != "" || strings.ContainsAny(sql[:semi], `'"$-/`) {
+	// A ';' can hide only inside quotes, dollar quotes, identifiers and comments: with none
+	// of those before it, it ends the statement. (Minus and slash alone are operators —
+	// pgbench's "abalance + -123" must not cost a scan; only "--" and "/*" open comments.)
+	head := sql[:semi]
+	if strings.TrimSpace(sql[semi+1:]) != "" || strings.ContainsAny(head, `'"$`) ||
+		strings.Contains(head, "--") || strings.Contains(head, "/*") {
 		return "", false
 	}
-	t := strings.TrimSpace(sql[:semi])
+	t := strings.TrimSpace(head)
 	return t, t != ""
 }
