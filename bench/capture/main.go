@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +30,9 @@ import (
 	"github.com/vigil-db/vigil/pkg/store/local"
 )
 
+// profileDir, when set, receives a CPU profile of the agent per scenario.
+var profileDir string
+
 type scenario struct {
 	name    string
 	args    []string // pgbench arguments besides -c/-j/-T
@@ -43,6 +47,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "pgbench duration per run")
 	only := flag.String("only", "", "comma-separated scenario names to run (default all)")
 	out := flag.String("json", "", "also write results as JSON to this file")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of the agent in each scenario's first round to this directory (the agent runs with --pprof)")
 	flag.Parse()
 
 	srv, err := testpg.StartServer(testpg.Options{Config: []string{
@@ -134,7 +139,14 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			must("", resetStatements(srv))
 			a.resetAt = time.Now()
 			cpu0 := a.cpu()
+			var profiled chan struct{}
+			if profileDir != "" && i == 0 {
+				profiled = a.profile(sc.name, d)
+			}
 			with = run(srv, sc, d, rate)
+			if profiled != nil {
+				<-profiled
+			}
 			time.Sleep(300 * time.Millisecond) // the reader's poll interval and batch wait
 			cpu := a.cpu() - cpu0
 			executed := executedStatements(srv)
@@ -266,8 +278,12 @@ func startAgent(vigil string, srv *testpg.Server) *agent {
 	}
 	a := &agent{dir: dir}
 	start := time.Now()
-	a.cmd = exec.Command(vigil, "run", "--state-dir", dir, "--metrics", "127.0.0.1:0",
-		"--metrics-file", filepath.Join(dir, "addr"), "--log-format", "text", "--log-level", "warn")
+	args := []string{"run", "--state-dir", dir, "--metrics", "127.0.0.1:0",
+		"--metrics-file", filepath.Join(dir, "addr"), "--log-format", "text", "--log-level", "warn"}
+	if profileDir != "" {
+		args = append(args, "--pprof")
+	}
+	a.cmd = exec.Command(vigil, args...)
 	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
@@ -326,6 +342,31 @@ func (a *agent) capturedFor(port int) float64 {
 }
 
 func (a *agent) cleanup() { os.RemoveAll(a.dir) }
+
+// profile fetches a CPU profile of the agent covering most of a pgbench run of length d
+// into profileDir/<scenario>.pprof; the channel closes when it is written.
+func (a *agent) profile(name string, d time.Duration) chan struct{} {
+	done := make(chan struct{})
+	secs := max(1, int(d.Seconds())-1)
+	path := filepath.Join(profileDir, strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".pprof")
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.addr, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return done
+}
 
 func (a *agent) stop() {
 	_ = a.cmd.Process.Signal(os.Interrupt)

@@ -44,6 +44,9 @@ func FuzzClassify(f *testing.F) {
 				t.Fatalf("%q: table %q in no statement", sql, tbl)
 			}
 		}
+		if info.Flags&secretFlags != 0 && !containsAnyFold(sql, secretFirst) {
+			t.Fatalf("%q: flags %s but none of the secret words: RedactSecrets would skip it", sql, info.Flags)
+		}
 		_ = NormalizePostgres(sql)
 	})
 }

@@ -18,6 +18,14 @@ func NormalizePostgres(sql string) string {
 	if out, err := pg.Normalize(sql); err == nil {
 		return out
 	}
+	return replaceConstants(sql)
+}
+
+// replaceConstants replaces every constant token PostgreSQL's scanner finds with $1, $2, ...
+// It is stricter than pg_query's Normalize, which leaves some constants of utility
+// statements in place (the values of ALTER SERVER … OPTIONS (SET …)); text the scanner
+// rejects is replaced entirely.
+func replaceConstants(sql string) string {
 	res, err := pg.Scan(sql)
 	if err != nil {
 		return redactedUnreadable
