@@ -64,6 +64,7 @@ type Capturer struct {
 	cfg     Config
 	sink    Sink
 	labeler Labeler
+	req     policy.Request // classify's, reused
 	log     *slog.Logger
 	ident   *identity.Resolver
 	m       *metrics
@@ -342,6 +343,9 @@ func (c *Capturer) housekeep(now time.Time) {
 // reportKernelLoss writes a gap event when the kernel could not deliver records: the trail
 // must say it is incomplete, and where.
 func (c *Capturer) reportKernelLoss(now time.Time) {
+	if c.tracer == nil { // fed without the kernel (BenchmarkPipeline)
+		return
+	}
 	st := c.tracer.Stats()
 	lost := st.TCX.LostRecords + st.TLS.LostRecords + st.Unix.LostRecords + st.Conn.LostRecords + st.UnixConnect.LostRecords
 	if lost <= c.lost {

@@ -47,6 +47,23 @@ type conn struct {
 	accounted bool
 	// goneAt is when the server process was seen gone (see sweepProcs).
 	goneAt time.Time
+	// The addresses as event strings, formatted once (see addrString): per statement it
+	// was an allocation each.
+	clientStr, serverStr addrString
+}
+
+// addrString caches an address's text; the address of a TLS session can still change
+// when its server process reports the socket.
+type addrString struct {
+	of  netip.AddrPort
+	str string
+}
+
+func (a *addrString) get(ap netip.AddrPort) string {
+	if a.str == "" || a.of != ap {
+		a.of, a.str = ap, ap.String()
+	}
+	return a.str
 }
 
 type joinState uint8
@@ -292,13 +309,13 @@ func (cn *conn) emit(e *event.Event) {
 	}
 	e.SessionID = cn.id
 	if cn.client.IsValid() {
-		e.ClientAddr = cn.client.String()
+		e.ClientAddr = cn.clientStr.get(cn.client)
 	}
 	switch {
 	case cn.path != "":
 		e.ServerAddr = cn.path
 	case cn.server.IsValid():
-		e.ServerAddr = cn.server.String()
+		e.ServerAddr = cn.serverStr.get(cn.server)
 	}
 	if cn.tls {
 		e.TLS = true
@@ -382,7 +399,10 @@ func (c *Capturer) classify(e *event.Event) {
 	if e.Statement == "" || c.labeler == nil {
 		return
 	}
-	d := c.labeler.Decide(&policy.Request{
+	// One Request reused (capture runs on one goroutine; Decide keeps none of it): it was
+	// an allocation per statement.
+	req := &c.req
+	*req = policy.Request{
 		Protocol:    e.Protocol,
 		SQL:         e.Statement,
 		Source:      event.SourceEBPF,
@@ -392,7 +412,8 @@ func (c *Capturer) classify(e *event.Event) {
 		ClientAddr:  e.ClientAddr,
 		ServerAddr:  e.ServerAddr,
 		Process:     e.Process,
-	})
+	}
+	d := c.labeler.Decide(req)
 	if info := d.Info; info != nil {
 		e.Kind = info.Kind
 		e.Tables = info.Tables

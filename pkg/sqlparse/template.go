@@ -200,14 +200,27 @@ func (t template) offset(p segPos) int {
 
 // instantiate is the entry's classification for sql, a text of its template.
 func (e *templateEntry) instantiate(sql string, tpl template) *Info {
-	info := *e.info
-	info.Statements = slices.Clone(e.info.Statements)
+	var info *Info
+	if len(e.info.Statements) == 1 {
+		// The common case in one allocation instead of two (Info, then its statement):
+		// this runs for every statement the template cache serves.
+		one := &struct {
+			info Info
+			st   [1]Stmt
+		}{info: *e.info, st: [1]Stmt{e.info.Statements[0]}}
+		info = &one.info
+		info.Statements = one.st[:]
+	} else {
+		cp := *e.info
+		info = &cp
+		info.Statements = slices.Clone(e.info.Statements)
+	}
 	for i := range info.Statements {
 		st := &info.Statements[i]
 		st.start, st.end = tpl.offset(e.bounds[i][0]), tpl.offset(e.bounds[i][1])
 		st.Text = strings.TrimSpace(sql[st.start:st.end])
 	}
-	return &info
+	return info
 }
 
 // scanTemplate computes a PostgreSQL text's template. ok is false when the text has no
