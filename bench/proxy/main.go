@@ -5,12 +5,18 @@
 // policy: guardrails and masking on.
 //
 //	go run ./bench/proxy -vigil bin/vigil -rounds 3 -duration 10s
+//
+// -profile DIR writes a CPU profile of the proxy per mode and client count (first round);
+// -baseline BINARY adds a second proxy from another build as one more interleaved target,
+// for before/after comparisons under the same conditions.
 package main
 
 import (
 	"bufio"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vigil-db/vigil/internal/testpg"
@@ -26,12 +33,17 @@ import (
 
 var server *testpg.Server
 
+// profileDir, when set, receives a CPU profile of the proxy per mode and client count.
+var profileDir string
+
 func main() {
 	vigil := flag.String("vigil", "bin/vigil", "the vigil binary")
 	rounds := flag.Int("rounds", 3, "interleaved rounds")
 	duration := flag.Duration("duration", 10*time.Second, "pgbench duration per run")
 	clients := flag.String("clients", "1,8,64", "client counts")
 	modes := flag.String("modes", "simple,extended", "pgbench -M modes")
+	baseline := flag.String("baseline", "", "another vigil binary to run as a second proxy target (vigil-baseline)")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of the proxy in each setting's first round to this directory (the agent runs with --pprof)")
 	flag.Parse()
 
 	srv, err := testpg.StartServer(testpg.Options{Config: []string{"autovacuum = off", "max_connections = 300"}})
@@ -42,29 +54,49 @@ func main() {
 	defer srv.Stop()
 	pgbench(srv.Port, "-i", "-q", "-s", "10")
 
-	bouncerPort, stopBouncer := startPgBouncer(srv)
+	bouncerPort, bouncerPID, stopBouncer := startPgBouncer(srv)
 	defer stopBouncer()
-	proxyPort, proxyPID, stopProxy := startProxy(*vigil, srv)
+	proxyPort, proxyPID, metricsAddr, stopProxy := startProxy(*vigil, srv)
 	defer stopProxy()
 
 	targets := []struct {
 		name string
 		port int
 	}{{"direct", srv.Port}, {"pgbouncer-session", bouncerPort}, {"vigil-proxy", proxyPort}}
-	fmt.Printf("%-10s %-4s %-18s %12s %12s %14s\n", "mode", "c", "target", "tps(median)", "p50 ms", "proxy µs/tx")
+	pids := map[string]int{"vigil-proxy": proxyPID, "pgbouncer-session": bouncerPID}
+	if *baseline != "" {
+		port, pid, _, stop := startProxy(*baseline, srv)
+		defer stop()
+		targets = append(targets, struct {
+			name string
+			port int
+		}{"vigil-baseline", port})
+		pids["vigil-baseline"] = pid
+	}
+	fmt.Printf("%-10s %-4s %-18s %12s %12s %14s\n", "mode", "c", "target", "tps(median)", "p50 ms", "CPU µs/tx")
 	for _, mode := range strings.Split(*modes, ",") {
 		for _, cs := range strings.Split(*clients, ",") {
 			c, _ := strconv.Atoi(cs)
 			tps := map[string][]float64{}
 			lat := map[string][]float64{}
-			var cpuPerTx []float64
+			// CPU per transaction of the process in the middle: the proxy, and PgBouncer for
+			// comparison (both on the same cores as the server and pgbench).
+			cpuPerTx := map[string][]float64{}
 			for r := 0; r < *rounds; r++ {
 				for i := range targets {
 					tg := targets[(i+r)%len(targets)]
-					cpu0 := procCPU(proxyPID)
+					var profiled chan struct{}
+					if profileDir != "" && r == 0 && tg.name == "vigil-proxy" {
+						profiled = profile(metricsAddr, fmt.Sprintf("%s-c%d", mode, c), *duration)
+					}
+					pid := pids[tg.name]
+					cpu0 := procCPU(pid)
 					t, l50 := run(tg.port, mode, c, *duration)
-					if tg.name == "vigil-proxy" {
-						cpuPerTx = append(cpuPerTx, (procCPU(proxyPID)-cpu0).Seconds()*1e6/(t*duration.Seconds()))
+					if profiled != nil {
+						<-profiled
+					}
+					if pid != 0 {
+						cpuPerTx[tg.name] = append(cpuPerTx[tg.name], (procCPU(pid)-cpu0).Seconds()*1e6/(t*duration.Seconds()))
 					}
 					tps[tg.name] = append(tps[tg.name], t)
 					lat[tg.name] = append(lat[tg.name], l50)
@@ -72,14 +104,19 @@ func main() {
 			}
 			for _, tg := range targets {
 				extra := ""
-				if tg.name == "vigil-proxy" {
-					extra = fmt.Sprintf("%14.1f", median(cpuPerTx))
+				if v := cpuPerTx[tg.name]; len(v) > 0 {
+					extra = fmt.Sprintf("%14.1f", median(v))
 				}
 				fmt.Printf("%-10s %-4d %-18s %12.0f %12.3f %s\n", mode, c, tg.name, median(tps[tg.name]), median(lat[tg.name]), extra)
 			}
 			fmt.Printf("%-10s %-4d ratio proxy/pgbouncer %.2f, proxy/direct %.2f; added p50 vs pgbouncer %+.0f µs\n\n", mode, c,
 				median(tps["vigil-proxy"])/median(tps["pgbouncer-session"]), median(tps["vigil-proxy"])/median(tps["direct"]),
 				(median(lat["vigil-proxy"])-median(lat["pgbouncer-session"]))*1000)
+			if *baseline != "" {
+				fmt.Printf("%-10s %-4d ratio baseline/pgbouncer %.2f, proxy/baseline %.2f; baseline added p50 vs pgbouncer %+.0f µs\n\n", mode, c,
+					median(tps["vigil-baseline"])/median(tps["pgbouncer-session"]), median(tps["vigil-proxy"])/median(tps["vigil-baseline"]),
+					(median(lat["vigil-baseline"])-median(lat["pgbouncer-session"]))*1000)
+			}
 		}
 	}
 }
@@ -131,7 +168,8 @@ func pgbench(port int, args ...string) string {
 	return string(out)
 }
 
-func startPgBouncer(srv *testpg.Server) (int, func()) {
+// startPgBouncer starts PgBouncer in session mode; it returns its port and pid.
+func startPgBouncer(srv *testpg.Server) (int, int, func()) {
 	port, _ := testpg.FreePort()
 	dir, _ := os.MkdirTemp("", "vigil-pgbouncer-")
 	pg, _ := user.Lookup("postgres")
@@ -156,23 +194,73 @@ logfile = %s/pgbouncer.log
 	cmd := exec.Command("runuser", "-u", "postgres", "--", "pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
 	must(cmd.Start())
 	waitPort(port)
-	return port, func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); os.RemoveAll(dir) }
+	// runuser stays as pgbouncer's parent; the CPU to measure is the child's.
+	pid := cmd.Process.Pid
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 1 {
+			pid, _ = strconv.Atoi(f[0])
+		}
+	}
+	return port, pid, func() {
+		// Killing runuser alone would leave PgBouncer running.
+		if pid != cmd.Process.Pid {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		os.RemoveAll(dir)
+	}
 }
 
-func startProxy(vigil string, srv *testpg.Server) (int, int, func()) {
+// startProxy starts the agent as a proxy only; it returns the proxy's port, the agent's pid
+// and its metrics address (where /debug/pprof is served with -profile).
+func startProxy(vigil string, srv *testpg.Server) (int, int, string, func()) {
 	port, _ := testpg.FreePort()
 	dir, _ := os.MkdirTemp("", "vigil-proxybench-")
-	cmd := exec.Command(vigil, "run", "--no-capture", "--state-dir", dir, "--metrics", "127.0.0.1:0", "--log-level", "warn",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", port, srv.Addr()))
+	args := []string{"run", "--no-capture", "--state-dir", dir, "--metrics", "127.0.0.1:0", "--log-level", "warn",
+		"--metrics-file", filepath.Join(dir, "addr"), "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", port, srv.Addr())}
+	if profileDir != "" {
+		args = append(args, "--pprof")
+	}
+	cmd := exec.Command(vigil, args...)
 	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	must(cmd.Start())
 	waitPort(port)
-	return port, cmd.Process.Pid, func() {
+	addr, err := os.ReadFile(filepath.Join(dir, "addr"))
+	must(err)
+	return port, cmd.Process.Pid, string(addr), func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 		os.RemoveAll(dir)
 	}
+}
+
+// profile fetches a CPU profile of the agent covering most of a pgbench run of length d
+// into profileDir/<name>.pprof; the channel closes when it is written.
+func profile(addr, name string, d time.Duration) chan struct{} {
+	done := make(chan struct{})
+	secs := max(1, int(d.Seconds())-1)
+	path := filepath.Join(profileDir, name+".pprof")
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+		}
+	}()
+	return done
 }
 
 func waitPort(port int) {
