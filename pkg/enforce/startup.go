@@ -61,6 +61,8 @@ func (s *Server) Handle(ctx context.Context, client net.Conn, upstream string) {
 	s.m.connections.Inc()
 	s.m.active.Inc()
 	defer s.m.active.Dec()
+	// A caller that waits for Handle (or Serve) to return may stop the sink next.
+	defer s.events.flush()
 	defer client.Close()
 	if tc, ok := client.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
@@ -436,10 +438,11 @@ func (s *Server) upstreamTLS(c net.Conn, addr string) (net.Conn, error) {
 // startBuffers sets up the buffered readers and writers both directions use from now on.
 func (ss *session) startBuffers() {
 	max := ss.srv.cfg.MaxMessageSize
-	ss.cr = newMsgReader(ss.client, max)
-	ss.cw = bufio.NewWriterSize(ss.client, bufSize)
-	ss.sr = newMsgReader(ss.server, max)
-	ss.sw = bufio.NewWriterSize(ss.server, bufSize)
+	client, server := rawIO(ss.client), rawIO(ss.server)
+	ss.cr = newMsgReader(client, max)
+	ss.cw = bufio.NewWriterSize(client, bufSize)
+	ss.sr = newMsgReader(server, max)
+	ss.sw = bufio.NewWriterSize(server, bufSize)
 }
 
 // loginPassThrough forwards the startup message unchanged and relays the authentication
