@@ -8,8 +8,7 @@ import (
 )
 
 // One audit event per statement executed or refused, with the same fields capture writes
-// (source "proxy"), handed to the sink in batches (batch.go), which queues them: nothing here
-// waits for storage.
+// (source "proxy"), handed to the sink, which queues it: nothing here waits for storage.
 
 // eventBase fills the fields every event of this session shares.
 func (ss *session) eventBase(t time.Time) *event.Event {
@@ -31,7 +30,7 @@ func (ss *session) emit(h *item, end time.Time) {
 	e.PIIColumns, e.MaskedColumns = h.cols.pii, h.cols.masked
 	ss.fillStatement(e, h.st)
 	ss.srv.m.duration.Observe(end.Sub(h.start).Seconds())
-	ss.srv.events.add(e)
+	ss.srv.sink.Emit(e)
 }
 
 // emitStartup records a startup message refused by the policy.
@@ -39,7 +38,7 @@ func (ss *session) emitStartup(st *stmt) {
 	e := ss.eventBase(time.Now())
 	e.Error, e.ErrorMessage = "42501", "refused at connection startup"
 	ss.fillStatement(e, st)
-	ss.srv.events.add(e)
+	ss.srv.sink.Emit(e)
 }
 
 func (ss *session) fillStatement(e *event.Event, st *stmt) {

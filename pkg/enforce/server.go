@@ -89,7 +89,7 @@ type Principal struct {
 type Server struct {
 	cfg    Config
 	policy Policy
-	events *eventBatch
+	sink   capture.Sink
 	log    *slog.Logger
 	m      *metrics
 	keys   *cancelKeys
@@ -136,7 +136,7 @@ func New(cfg Config, engine Policy, sink capture.Sink, reg prometheus.Registerer
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, policy: engine, events: newEventBatch(sink), log: log, m: m,
+		cfg: cfg, policy: engine, sink: sink, log: log, m: m,
 		keys:     newCancelKeys(),
 		ready:    make(chan struct{}),
 		upstream: make(map[string]net.Addr),

@@ -61,8 +61,6 @@ func (s *Server) Handle(ctx context.Context, client net.Conn, upstream string) {
 	s.m.connections.Inc()
 	s.m.active.Inc()
 	defer s.m.active.Dec()
-	// A caller that waits for Handle (or Serve) to return may stop the sink next.
-	defer s.events.flush()
 	defer client.Close()
 	if tc, ok := client.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
