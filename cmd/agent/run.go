@@ -162,6 +162,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		Host: cfg.Host, AgentID: cfg.AgentID, StateDir: cfg.StateDir,
 		QueueSize: cfg.Audit.QueueEvents, DropParams: !*cfg.Audit.RecordParams,
 		AnchorInterval: cfg.Audit.AnchorInterval,
+		Recycle:        true,
 		Redact:         redact, Tee: tee, Logger: log,
 	}, st.appender, reg)
 	if err != nil {

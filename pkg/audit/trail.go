@@ -64,6 +64,10 @@ type Config struct {
 	AnchorInterval time.Duration
 	// DropParams keeps bind parameters out of the trail.
 	DropParams bool
+	// Recycle hands every event to event.Recycle once it is stored, for event.New to
+	// reuse. Set it only when every producer gives up its events at Emit (the agent's
+	// capture and proxy do).
+	Recycle bool
 	// Redact rewrites statement text before it is stored (the agent passes sqlparse's
 	// normalizer, which replaces literals); nil stores it as is.
 	Redact func(sql string) string
@@ -421,6 +425,11 @@ func (t *Trail) flush(ctx context.Context, final bool) error {
 	}
 	if err := t.write(ctx, sealed); err != nil {
 		return err
+	}
+	if t.cfg.Recycle {
+		for _, e := range sealed {
+			event.Recycle(e)
+		}
 	}
 	for i := range t.batch {
 		t.batch[i] = nil

@@ -211,17 +211,15 @@ func (s *Session) encrypt() {
 }
 
 func (s *Session) newEvent(start time.Time) *event.Event {
-	return &event.Event{
-		Time:        start,
-		Type:        event.TypeStatement,
-		Source:      event.SourceEBPF,
-		Protocol:    event.ProtocolPostgres,
-		DBUser:      s.user,
-		Database:    s.database,
-		Application: s.app,
-		BackendPID:  s.pid,
-		TLS:         s.cfg.TLS,
-	}
+	e := event.New()
+	e.Time = start
+	e.Type = event.TypeStatement
+	e.Source = event.SourceEBPF
+	e.Protocol = event.ProtocolPostgres
+	e.DBUser, e.Database, e.Application = s.user, s.database, s.app
+	e.BackendPID = s.pid
+	e.TLS = s.cfg.TLS
+	return e
 }
 
 func (s *Session) emit(e *event.Event) {
