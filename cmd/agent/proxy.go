@@ -48,12 +48,26 @@ func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *c
 	if px.CatalogUser != "" {
 		cfg.Catalog.User = px.CatalogUser
 	}
-	if px.CatalogPasswordEnv != "" {
-		pw, ok := os.LookupEnv(px.CatalogPasswordEnv)
-		if !ok {
-			return nil, fmt.Errorf("catalog_password_env: environment variable %s is not set", px.CatalogPasswordEnv)
+	var err error
+	if cfg.Catalog.Password, err = secretFromEnv("catalog_password_env", px.CatalogPasswordEnv); err != nil {
+		return nil, err
+	}
+	if px.UpstreamUser != "" {
+		creds := &enforce.Credentials{User: px.UpstreamUser}
+		var err error
+		if creds.Password, err = secretFromEnv("upstream_password_env", px.UpstreamPasswordEnv); err != nil {
+			return nil, err
 		}
-		cfg.Catalog.Password = pw
+		if creds.ClientPassword, err = secretFromEnv("client_password_env", px.ClientPasswordEnv); err != nil {
+			return nil, err
+		}
+		switch {
+		case creds.ClientPassword == "":
+			log.Warn("proxy terminates authentication and asks clients for no password: anyone who reaches the listener is logged in upstream", "listen", px.Listen, "upstream_user", px.UpstreamUser)
+		case cfg.ClientTLS == nil:
+			log.Warn("proxy asks clients for a cleartext password without TLS (set tls_cert and tls_key)", "listen", px.Listen)
+		}
+		cfg.UpstreamCredentials = creds
 	}
 	ident := identity.New(identity.Options{Logger: log})
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
@@ -72,7 +86,20 @@ func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *c
 			}
 		}
 	}
-	return enforce.New(cfg, engine, sink, reg, log.With("component", "proxy", "listen", px.Listen))
+	return enforce.New(cfg, engine, sink, reg, log)
+}
+
+// secretFromEnv reads a password from the environment variable a config key names ("" when
+// the key is unset), so that secrets never sit in the config file.
+func secretFromEnv(key, name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return "", fmt.Errorf("%s: environment variable %s is not set", key, name)
+	}
+	return v, nil
 }
 
 // localClient names the process behind a proxied connection when it runs on this host.

@@ -128,6 +128,14 @@ type Proxy struct {
 	// secret never sits in the file.
 	CatalogUser        string `yaml:"catalog_user"`
 	CatalogPasswordEnv string `yaml:"catalog_password_env"`
+	// UpstreamUser terminates authentication at the proxy: it logs in upstream as this
+	// user (any method the server asks for: SCRAM, md5, password), with the password in the
+	// environment variable UpstreamPasswordEnv. Clients then authenticate to the proxy
+	// with the password in ClientPasswordEnv (sent in cleartext: give the proxy a TLS
+	// certificate), or not at all when it is unset. Unset: authentication passes through.
+	UpstreamUser        string `yaml:"upstream_user"`
+	UpstreamPasswordEnv string `yaml:"upstream_password_env"`
+	ClientPasswordEnv   string `yaml:"client_password_env"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -273,6 +281,9 @@ func (c *Config) Validate() error {
 		}
 		if (p.TLSCert == "") != (p.TLSKey == "") {
 			errs = append(errs, fmt.Errorf("proxies[%d]: tls_cert and tls_key go together", i))
+		}
+		if p.UpstreamUser == "" && (p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "") {
+			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
 		}
 	}
 	return errors.Join(errs...)

@@ -30,6 +30,7 @@ type session struct {
 	tls    bool
 
 	user, database, application string
+	claimedUser                 string // the startup message's user (user differs when authentication is terminated)
 	clientAddr, serverAddr      string
 	upstream                    string
 	principal                   Principal

@@ -241,6 +241,13 @@ func (ss *session) admit(ctx context.Context, sm *pgproto3.StartupMessage, upstr
 	if ss.database == "" {
 		ss.database = ss.user
 	}
+	ss.claimedUser = ss.user
+	if creds := cfg.UpstreamCredentials; creds != nil {
+		// Authentication ends here: the database runs every statement as the configured
+		// login, so that is the user the policy judges and the trail records. The client's
+		// user name is only a claim (it proved the shared client password at most).
+		ss.user = creds.User
+	}
 	if cfg.Identify != nil {
 		ss.principal = cfg.Identify(ctx, ss.client)
 	}
@@ -628,15 +635,19 @@ func (ss *session) checkClientPassword(want string) error {
 	if err := ss.cw.Flush(); err != nil {
 		return err
 	}
-	typ, _, msg, err := ss.cr.next()
+	typ, total, msg, err := ss.cr.next()
 	if err != nil {
 		return fmt.Errorf("reading client password: %w", err)
 	}
+	if msg == nil {
+		return protoErr("password message of %d bytes", total)
+	}
 	pw, _, ok := cstring(msg[5:])
 	if typ != 'p' || !ok || subtle.ConstantTimeCompare(pw, []byte(want)) != 1 {
-		return refuse(reasonRefused, "28P01", fmt.Sprintf("password authentication failed for user %q", ss.user), "")
+		return refuse(reasonRefused, "28P01", fmt.Sprintf("password authentication failed for user %q", ss.claimedUser), "")
 	}
-	if ss.cr.r.Buffered() > 0 {
+	// The password message itself stays buffered until the next read.
+	if ss.cr.r.Buffered() > total {
 		return protoErr("client sent data before authentication completed")
 	}
 	return nil

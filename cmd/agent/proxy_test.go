@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-db/vigil/internal/testpg"
+)
+
+// TestProxyTerminatedAuth: with upstream_user set, clients authenticate to the proxy with
+// the client password, and the proxy logs in upstream with SCRAM as the configured user;
+// neither password reaches the trail.
+func TestProxyTerminatedAuth(t *testing.T) {
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clientPW = "client-Pa55-xyz"
+	t.Setenv("VIGIL_TEST_UPSTREAM_PW", srv.Password)
+	t.Setenv("VIGIL_TEST_CLIENT_PW", clientPW)
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	cfg := fmt.Sprintf(`proxies:
+  - listen: 127.0.0.1:%d
+    upstream: %s
+    upstream_user: vigil_scram
+    upstream_password_env: VIGIL_TEST_UPSTREAM_PW
+    client_password_env: VIGIL_TEST_CLIENT_PW
+`, proxyPort, srv.Addr())
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	storeURL := "local:" + filepath.Join(dir, "events")
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := vigil(t, ctx, "run", "--no-capture", "--config", cfgPath, "--store", storeURL,
+			"--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
+		done <- err
+	}()
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), done)
+
+	psql := func(password, sql string) (string, error) {
+		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", "alice", "-d", "postgres", "-c", sql)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable", "PGPASSWORD="+password)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := psql(clientPW, "SELECT current_user /* terminated */"); err != nil || out != "vigil_scram" {
+		t.Errorf("through the proxy with the client password: %v %q, want the upstream login vigil_scram", err, out)
+	}
+	if out, err := psql("wrong", "SELECT 1"); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Errorf("wrong client password: %v %q, want a refusal", err, out)
+	}
+	if out, err := psql(srv.Password, "SELECT 1"); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Errorf("the upstream password as client password: %v %q, want a refusal", err, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("vigil run: %v", err)
+	}
+	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "/* terminated */") || !strings.Contains(out, `"db_user":"vigil_scram"`) {
+		t.Errorf("no event for the proxied statement as vigil_scram:\n%s", out)
+	}
+	for _, secret := range []string{srv.Password, clientPW} {
+		if strings.Contains(out, secret) {
+			t.Errorf("a password is in the trail:\n%s", out)
+		}
+	}
+}
+
+// waitListening waits until addr accepts connections.
+func waitListening(t *testing.T, addr string, done chan error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("vigil run exited: %v", err)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s within 30s", addr)
+}
