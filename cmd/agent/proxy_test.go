@@ -83,6 +83,59 @@ func TestProxyTerminatedAuth(t *testing.T) {
 	}
 }
 
+// TestProxyPassThroughAuth: without upstream_user the proxy relays the server's own
+// authentication — SCRAM and md5 — and a wrong password fails as it would directly.
+func TestProxyPassThroughAuth(t *testing.T) {
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeURL := "local:" + filepath.Join(dir, "events")
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := vigil(t, ctx, "run", "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+			"--store", storeURL, "--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
+		done <- err
+	}()
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), done)
+	for _, tc := range []struct{ user, password, want string }{
+		{"vigil_scram", srv.Password, "vigil_scram"},
+		{"vigil_md5", srv.Password, "vigil_md5"},
+		{"vigil_scram", "wrong", "password authentication failed"},
+		{"vigil_md5", "wrong", "password authentication failed"},
+	} {
+		for _, ssl := range []string{"disable", "require"} {
+			cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", tc.user, "-d", "postgres", "-c", "SELECT current_user")
+			cmd.Env = append(os.Environ(), "PGSSLMODE="+ssl, "PGPASSWORD="+tc.password)
+			out, _ := cmd.CombinedOutput()
+			if ssl == "require" {
+				// The proxy has no certificate here: TLS is refused, and psql says so.
+				if !strings.Contains(string(out), "SSL") {
+					t.Errorf("%s with sslmode=require and no proxy certificate: %q", tc.user, out)
+				}
+				continue
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("%s with password %q: %q, want %q", tc.user, tc.password, out, tc.want)
+			}
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("vigil run: %v", err)
+	}
+	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, srv.Password) {
+		t.Errorf("a password is in the trail:\n%s", out)
+	}
+}
+
 // waitListening waits until addr accepts connections.
 func waitListening(t *testing.T, addr string, done chan error) {
 	t.Helper()

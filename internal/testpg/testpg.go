@@ -32,8 +32,8 @@ type Server struct {
 	SocketDir string // directory holding .s.PGSQL.<port>
 	Host      string
 	Port      int
-	// Password is the password of the "vigil_scram" role (SCRAM auth over TCP); every
-	// other role authenticates with trust.
+	// Password is the password of the "vigil_scram" role (SCRAM auth over TCP) and of the
+	// "vigil_md5" role (md5 auth); every other role authenticates with trust.
 	Password string
 }
 
@@ -100,7 +100,8 @@ func StartServer(opts ...Options) (*Server, error) {
 	if err := appendFile(filepath.Join(s.Dir, "postgresql.conf"), strings.Join(conf, "\n")+"\n"); err != nil {
 		return nil, err
 	}
-	hba := "local all all trust\nhost all vigil_scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+	hba := "local all all trust\nhost all vigil_scram 127.0.0.1/32 scram-sha-256\nhost all vigil_md5 127.0.0.1/32 md5\n" +
+		"host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
 	if err := os.WriteFile(filepath.Join(s.Dir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}
@@ -110,7 +111,8 @@ func StartServer(opts ...Options) (*Server, error) {
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
 	}
-	if _, err := s.Psql("postgres", "CREATE ROLE vigil_scram LOGIN SUPERUSER PASSWORD '"+s.Password+"'"); err != nil {
+	if _, err := s.Psql("postgres", "CREATE ROLE vigil_scram LOGIN SUPERUSER PASSWORD '"+s.Password+"'; "+
+		"SET password_encryption = 'md5'; CREATE ROLE vigil_md5 LOGIN SUPERUSER PASSWORD '"+s.Password+"'"); err != nil {
 		s.Stop()
 		return nil, err
 	}
