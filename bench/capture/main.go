@@ -30,8 +30,9 @@ import (
 	"github.com/vigil-db/vigil/pkg/store/local"
 )
 
-// profileDir, when set, receives a CPU profile of the agent per scenario.
-var profileDir string
+// profileDir, when set, receives a CPU profile of the agent per scenario; agentConfig is
+// a configuration file for the agent.
+var profileDir, agentConfig string
 
 type scenario struct {
 	name    string
@@ -47,6 +48,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "pgbench duration per run")
 	only := flag.String("only", "", "comma-separated scenario names to run (default all)")
 	out := flag.String("json", "", "also write results as JSON to this file")
+	flag.StringVar(&agentConfig, "agent-config", "", "run the agent with this configuration file (default: none, the defaults)")
 	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of the agent in each scenario's first round to this directory (the agent runs with --pprof)")
 	flag.Parse()
 
@@ -282,6 +284,9 @@ func startAgent(vigil string, srv *testpg.Server) *agent {
 		"--metrics-file", filepath.Join(dir, "addr"), "--log-format", "text", "--log-level", "warn"}
 	if profileDir != "" {
 		args = append(args, "--pprof")
+	}
+	if agentConfig != "" {
+		args = append(args, "--config", agentConfig)
 	}
 	a.cmd = exec.Command(vigil, args...)
 	logf, _ := os.Create(filepath.Join(dir, "agent.log"))

@@ -34,7 +34,13 @@ type runFlags struct {
 }
 
 func newRunCmd() *cobra.Command {
-	var fl runFlags
+	cmd, _ := runCommand()
+	return cmd
+}
+
+// runCommand is `vigil run` and the flags it fills.
+func runCommand() (*cobra.Command, *runFlags) {
+	fl := &runFlags{}
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent until SIGTERM/SIGINT, then flush and exit 0",
@@ -43,7 +49,7 @@ label it with the policy, and write the audit trail to the store. With --proxy, 
 enforcement proxy in front of an upstream server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadRunConfig(cmd, &fl)
+			cfg, err := loadRunConfig(cmd, fl)
 			if err != nil {
 				return err
 			}
@@ -51,7 +57,7 @@ enforcement proxy in front of an upstream server.`,
 			if err != nil {
 				return err
 			}
-			return runAgent(cmd.Context(), cfg, &fl, cmd.OutOrStdout(), log)
+			return runAgent(cmd.Context(), cfg, fl, cmd.OutOrStdout(), log)
 		},
 	}
 	f := cmd.Flags()
@@ -68,7 +74,7 @@ enforcement proxy in front of an upstream server.`,
 	f.BoolVar(&fl.noCapture, "no-capture", false, "do not load the eBPF capture (proxy only)")
 	f.BoolVar(&fl.pprof, "pprof", false, "serve Go's profiler on the metrics address under /debug/pprof/")
 	f.StringArrayVar(&fl.proxies, "proxy", nil, "LISTEN=UPSTREAM: run an enforcement proxy on LISTEN in front of UPSTREAM (repeatable)")
-	return cmd
+	return cmd, fl
 }
 
 func loadRunConfig(cmd *cobra.Command, fl *runFlags) (*config.Config, error) {
@@ -93,8 +99,11 @@ func loadRunConfig(cmd *cobra.Command, fl *runFlags) (*config.Config, error) {
 	set("log-format", &cfg.Log.Format, fl.logFormat)
 	set("log-level", &cfg.Log.Level, fl.logLevel)
 	if cmd.Flags().Changed("state-dir") {
+		// The store follows the state directory unless the file or --store put it
+		// elsewhere (a file's defaults already point under the file's state directory).
+		underState := cfg.Store == "" || cfg.Store == config.DefaultStore(cfg.StateDir)
 		cfg.StateDir = fl.stateDir
-		if !cmd.Flags().Changed("store") && fl.configFile == "" {
+		if !cmd.Flags().Changed("store") && underState {
 			cfg.Store = ""
 		}
 	}

@@ -138,6 +138,12 @@ type Proxy struct {
 	ClientPasswordEnv   string `yaml:"client_password_env"`
 }
 
+// DefaultStore is the store when none is configured: the local store under the state
+// directory.
+func DefaultStore(stateDir string) string {
+	return "local:" + strings.TrimSuffix(stateDir, "/") + "/events"
+}
+
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	c := &Config{}
@@ -188,7 +194,7 @@ func (c *Config) applyDefaults() {
 		c.StateDir = "/var/lib/vigil"
 	}
 	if c.Store == "" {
-		c.Store = "local:" + strings.TrimSuffix(c.StateDir, "/") + "/events"
+		c.Store = DefaultStore(c.StateDir)
 	}
 	if c.Metrics == "" {
 		c.Metrics = "127.0.0.1:9477"
