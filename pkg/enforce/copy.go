@@ -64,12 +64,7 @@ func (ss *session) copyPlanFor(h *item, body []byte) *copyPlan {
 	}
 	cp.plan = ss.plan(fields, h)
 	if cp.plan != nil {
-		for _, n := range cp.plan.pii {
-			h.cols.pii = addOnce(h.cols.pii, n)
-		}
-		for _, n := range cp.plan.masked {
-			h.cols.masked = addOnce(h.cols.masked, n)
-		}
+		h.cols.addPlan(cp.plan)
 	}
 	return cp
 }

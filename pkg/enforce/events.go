@@ -44,7 +44,7 @@ func (ss *session) emitStartup(st *stmt) {
 func (ss *session) fillStatement(e *event.Event, st *stmt) {
 	if st == nil {
 		e.Decision = event.DecisionAllow
-		ss.srv.m.statements.WithLabelValues(e.Decision).Inc()
+		ss.srv.m.countStatement(e.Decision)
 		return
 	}
 	e.Statement = st.text
@@ -61,5 +61,5 @@ func (ss *session) fillStatement(e *event.Event, st *stmt) {
 	if info := st.dec.Info; info != nil {
 		e.Kind, e.Tables, e.Fingerprint = info.Kind, info.Tables, info.Fingerprint
 	}
-	ss.srv.m.statements.WithLabelValues(e.Decision).Inc()
+	ss.srv.m.countStatement(e.Decision)
 }

@@ -77,12 +77,7 @@ func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
 		ss.plansCached++
 	}
 	if p != nil {
-		for _, n := range p.pii {
-			h.cols.pii = addOnce(h.cols.pii, n)
-		}
-		for _, n := range p.masked {
-			h.cols.masked = addOnce(h.cols.masked, n)
-		}
+		h.cols.addPlan(p)
 	}
 	return p
 }

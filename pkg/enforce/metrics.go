@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/event"
 )
 
 // Reasons a session ends in error (the values of the "reason" label). A fixed set, so that
@@ -19,10 +21,13 @@ const (
 )
 
 type metrics struct {
-	connections    prometheus.Counter
-	active         prometheus.Gauge
-	sessionErrors  *prometheus.CounterVec
-	statements     *prometheus.CounterVec
+	connections   prometheus.Counter
+	active        prometheus.Gauge
+	sessionErrors *prometheus.CounterVec
+	statements    *prometheus.CounterVec
+	// byDecision holds statements' children for the known decisions: resolving a label
+	// value per statement (hashing, validation, a lock) showed in profiles.
+	byDecision     map[string]prometheus.Counter
 	duration       prometheus.Histogram
 	maskedValues   prometheus.Counter
 	redactedErrors prometheus.Counter
@@ -59,6 +64,10 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 			Name: "vigil_proxy_catalog_lookups_total", Help: "Catalog queries for result-column sources, by result (ok, error).", ConstLabels: cl},
 			[]string{"result"}),
 	}
+	m.byDecision = make(map[string]prometheus.Counter)
+	for _, d := range []string{event.DecisionAllow, event.DecisionAlert, event.DecisionBlock, event.DecisionMask, event.DecisionApprovalRequired} {
+		m.byDecision[d] = m.statements.WithLabelValues(d)
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -73,4 +82,13 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// countStatement counts one statement under its decision.
+func (m *metrics) countStatement(decision string) {
+	if c, ok := m.byDecision[decision]; ok {
+		c.Inc()
+		return
+	}
+	m.statements.WithLabelValues(decision).Inc()
 }

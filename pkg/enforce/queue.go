@@ -37,6 +37,24 @@ type item struct {
 // colSet collects result column names once each.
 type colSet struct{ pii, masked []string }
 
+// addPlan adds the columns a plan classified by name. The first plan of a statement lends
+// its own lists (capped, so a later append copies instead of writing into the plan): a
+// statement's event then costs no allocation for them.
+func (c *colSet) addPlan(p *rowPlan) {
+	c.pii = addAll(c.pii, p.pii)
+	c.masked = addAll(c.masked, p.masked)
+}
+
+func addAll(list, names []string) []string {
+	if len(list) == 0 {
+		return names[:len(names):len(names)]
+	}
+	for _, n := range names {
+		list = addOnce(list, n)
+	}
+	return list
+}
+
 func addOnce(list []string, name string) []string {
 	for _, n := range list {
 		if n == name {

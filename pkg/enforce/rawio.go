@@ -31,10 +31,26 @@ func rawIO(c net.Conn) io.ReadWriter {
 	if err != nil {
 		return c
 	}
-	return &rawConn{rc: rc}
+	return newRawConn(rc)
 }
 
-type rawConn struct{ rc syscall.RawConn }
+// rawConn keeps the state of the call in progress in its fields, and the callbacks the
+// runtime's poller calls as method values bound once, so that a read or write allocates
+// nothing. A session reads each connection from one goroutine and writes it from one, so
+// two reads (or two writes) never overlap.
+type rawConn struct {
+	rc             syscall.RawConn
+	readFn, wrFn   func(fd uintptr) bool
+	rbuf, wbuf     []byte
+	rn, written    int
+	rerrno, werrno syscall.Errno
+}
+
+func newRawConn(rc syscall.RawConn) *rawConn {
+	c := &rawConn{rc: rc}
+	c.readFn, c.wrFn = c.readOnce, c.writeAll
+	return c
+}
 
 // Read reads once, waiting in the runtime's poller while nothing is available, as
 // net.Conn's Read does.
@@ -42,16 +58,10 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n uintptr
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
-			}
-		}
-	})
+	c.rbuf, c.rn, c.rerrno = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerrno
+	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -60,31 +70,49 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	return int(n), nil
+	return n, nil
+}
+
+func (c *rawConn) readOnce(fd uintptr) bool {
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rn, c.rerrno = int(n), errno
+		return true
+	}
 }
 
 // Write writes all of p, waiting in the runtime's poller while the socket buffer is full.
 func (c *rawConn) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-			switch e {
-			case 0:
-				written += int(n)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wbuf, c.written, c.werrno = p, 0, 0
+	err := c.rc.Write(c.wrFn)
+	written, errno := c.written, c.werrno
+	c.wbuf = nil
 	if err == nil && errno != 0 {
 		err = os.NewSyscallError("write", errno)
 	}
 	return written, err
+}
+
+func (c *rawConn) writeAll(fd uintptr) bool {
+	for c.written < len(c.wbuf) {
+		p := c.wbuf[c.written:]
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch errno {
+		case 0:
+			c.written += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = errno
+			return true
+		}
+	}
+	return true
 }
