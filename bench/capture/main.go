@@ -94,6 +94,7 @@ type result struct {
 	Ratios         []float64
 	MedianRatio    float64
 	CPUPerStmtUS   []float64
+	SysPerStmtUS   []float64 // the kernel-mode part of CPUPerStmtUS
 	Captured       []float64
 	Executed       []float64
 	Lost           []float64
@@ -110,7 +111,7 @@ func (r result) print() {
 	fmt.Printf("\n== %s\n", r.Scenario)
 	fmt.Printf("TPS without agent: %s\nTPS with agent:    %s\n", fmtList(r.BaseTPS, "%.0f"), fmtList(r.AgentTPS, "%.0f"))
 	fmt.Printf("paired ratios: %s  median %.3f\n", fmtList(r.Ratios, "%.3f"), r.MedianRatio)
-	fmt.Printf("agent CPU per captured statement (µs): %s  median %.2f\n", fmtList(r.CPUPerStmtUS, "%.2f"), median(r.CPUPerStmtUS))
+	fmt.Printf("agent CPU per captured statement (µs): %s  median %.2f (of which kernel mode: median %.2f)\n", fmtList(r.CPUPerStmtUS, "%.2f"), median(r.CPUPerStmtUS), median(r.SysPerStmtUS))
 	fmt.Printf("captured/executed: %s  lost records: %s\n", fmtList(r.Completeness, "%.5f"), fmtList(r.Lost, "%.0f"))
 	fmt.Printf("agent RSS MiB at end of round: %s\n", fmtList(r.RSSMiB, "%.1f"))
 	if len(r.BaseLatP50US) > 0 {
@@ -140,7 +141,7 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			a := startAgent(vigil, srv)
 			must("", resetStatements(srv))
 			a.resetAt = time.Now()
-			cpu0 := a.cpu()
+			cpu0, sys0 := a.cpu()
 			var profiled chan struct{}
 			if profileDir != "" && i == 0 {
 				profiled = a.profile(sc.name, d)
@@ -150,7 +151,8 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 				<-profiled
 			}
 			time.Sleep(300 * time.Millisecond) // the reader's poll interval and batch wait
-			cpu := a.cpu() - cpu0
+			cpu1, sys1 := a.cpu()
+			cpu, sys := cpu1-cpu0, sys1-sys0
 			executed := executedStatements(srv)
 			r.Lost = append(r.Lost, a.metric("vigil_capture_lost_records_total"))
 			r.RSSMiB = append(r.RSSMiB, a.rssMiB())
@@ -160,6 +162,7 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			r.Executed = append(r.Executed, executed)
 			r.Completeness = append(r.Completeness, captured/executed)
 			r.CPUPerStmtUS = append(r.CPUPerStmtUS, cpu.Seconds()*1e6/captured)
+			r.SysPerStmtUS = append(r.SysPerStmtUS, sys.Seconds()*1e6/captured)
 			r.AgentStartSecs = append(r.AgentStartSecs, a.startup.Seconds())
 			a.cleanup()
 		}
@@ -412,17 +415,17 @@ func (a *agent) metric(name string) float64 {
 	return sum
 }
 
-// cpu is the agent's user+system CPU so far.
-func (a *agent) cpu() time.Duration {
+// cpu is the agent's user+system CPU so far, and the system part.
+func (a *agent) cpu() (total, sys time.Duration) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return time.Duration(ut+st) * time.Second / 100, time.Duration(st) * time.Second / 100 // USER_HZ
 }
 
 func (a *agent) rssMiB() float64 {
