@@ -12,13 +12,16 @@ import (
 
 // eventBase fills the fields every event of this session shares.
 func (ss *session) eventBase(t time.Time) *event.Event {
-	return &event.Event{
+	// A recycled event when the trail returns them (it owns each event once emitted).
+	e := event.New()
+	*e = event.Event{
 		Time: t, Type: event.TypeStatement, Source: event.SourceProxy, Protocol: event.ProtocolPostgres,
 		DBUser: ss.user, Database: ss.database, Application: ss.application,
 		ClientAddr: ss.clientAddr, ServerAddr: ss.serverAddr, SessionID: ss.id,
 		BackendPID: int32(ss.backendPID), TLS: ss.tls,
 		Process: ss.principal.Process, Identity: ss.principal.Identity,
 	}
+	return e
 }
 
 // emit records a finished request.
