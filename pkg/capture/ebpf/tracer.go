@@ -209,27 +209,46 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 
 // Run reads the ring buffer and calls the Handler on this goroutine until ctx is done or
 // the tracer is closed. Call it once.
+//
+// The kernel writes records without waking the reader (see WakeupBytes), so Run drains
+// the ring, then waits for a forced wake-up or PollInterval, and drains again.
 func (t *Tracer) Run(ctx context.Context) error {
+	w, err := newRingWaiter(t.objs.Events.FD())
+	if err != nil {
+		t.log.Warn("ring buffer reader waits in epoll_wait (costlier for the runtime)", "err", err)
+	} else {
+		defer w.close()
+	}
 	var rec ringbuf.Record
-	t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
+	past := time.Unix(1, 0)
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		err := t.reader.ReadInto(&rec)
-		switch {
-		case err == nil:
-			t.deliver(rec.RawSample)
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The kernel writes without waking us (see WakeupBytes); the deadline is
-			// what makes us look. It is reset only here, not per record, to keep the
-			// hot loop free of clock reads.
+		if w != nil {
+			// Non-blocking drain: an expired deadline makes the reader return once the
+			// ring is empty.
+			t.reader.SetDeadline(past)
+		} else {
 			t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
-			t.dec.h.Idle()
-		case errors.Is(err, ringbuf.ErrClosed):
-			return nil
-		default:
+		}
+		for {
+			err := t.reader.ReadInto(&rec)
+			if err == nil {
+				t.deliver(rec.RawSample)
+				continue
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		t.dec.h.Idle()
+		if w != nil {
+			w.wait(t.cfg.PollInterval)
 		}
 	}
 }
