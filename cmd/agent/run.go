@@ -144,6 +144,9 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if err := schedBatch(); err != nil {
+		log.Warn("agent threads keep the default scheduling policy (SCHED_BATCH refused): they may preempt database backends", "err", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	status := health.NewStatus()
@@ -170,9 +173,9 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	trail, err := audit.New(audit.Config{
 		Host: cfg.Host, AgentID: cfg.AgentID, StateDir: cfg.StateDir,
 		QueueSize: cfg.Audit.QueueEvents, DropParams: !*cfg.Audit.RecordParams,
-		AnchorInterval: cfg.Audit.AnchorInterval,
-		Recycle:        true,
-		Redact:         redact, Tee: tee, Logger: log,
+		AnchorInterval: cfg.Audit.AnchorInterval, BatchWait: cfg.Audit.BatchWait,
+		Recycle: true,
+		Redact:  redact, Tee: tee, Logger: log,
 	}, st.appender, reg)
 	if err != nil {
 		return fmt.Errorf("audit trail: %w", err)

@@ -97,6 +97,9 @@ type Audit struct {
 	// AnchorInterval is the least time between signed anchors in the chain (the signed head
 	// file is rewritten on every flush regardless).
 	AnchorInterval time.Duration `yaml:"anchor_interval"`
+	// BatchWait is how long the trail collects events before it writes them as one batch
+	// (sooner when a full batch is queued): fewer, larger writes cost the host less.
+	BatchWait time.Duration `yaml:"batch_wait"`
 }
 
 // LocalStore tunes the embedded store. Zero values take the store's defaults.
@@ -238,6 +241,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.QueueEvents == 0 {
 		c.Audit.QueueEvents = 65536
+	}
+	if c.Audit.BatchWait == 0 {
+		c.Audit.BatchWait = 20 * time.Millisecond
 	}
 	if c.Audit.AnchorInterval == 0 {
 		c.Audit.AnchorInterval = 10 * time.Second
