@@ -144,8 +144,12 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	if err := schedBatch(); err != nil {
-		log.Warn("agent threads keep the default scheduling policy (SCHED_BATCH refused): they may preempt database backends", "err", err)
+	// Batch scheduling suits capture, which only watches, but not the proxy, which sits in
+	// the path of every statement it serves: there it measured 3-7% less throughput.
+	if len(cfg.Proxies) == 0 {
+		if err := schedBatch(); err != nil {
+			log.Warn("agent threads keep the default scheduling policy (SCHED_BATCH refused): they may preempt database backends", "err", err)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

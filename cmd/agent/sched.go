@@ -12,7 +12,8 @@ import (
 // (completeness under saturation needs it), but a waking agent thread no longer preempts
 // a running database backend — the agent's work waits for the end of the backend's slice
 // instead of lengthening the statement it interrupted. Threads the runtime starts later
-// inherit the policy from the thread that creates them.
+// inherit the policy from the thread that creates them. Only for agents without a proxy
+// (see runAgent).
 func schedBatch() error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
