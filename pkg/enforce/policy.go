@@ -1,9 +1,12 @@
 package enforce
 
 import (
+	"slices"
+
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/policy"
+	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
 // Policy is what the proxy needs from the policy engine (*policy.Engine implements it): a
@@ -68,12 +71,49 @@ func (ss *session) decide(sql string) *stmt {
 			"Vigil: statement needs an approval under policy rule " + quoteRule(d.Rule) + suffix(d.Message),
 			"Request an approval for this statement and run it again once it is granted."}
 	}
-	if ss.unsafeEncoding.Load() && !st.blocked {
+	switch {
+	case st.blocked:
+	case encodingChange(d.Info):
+		// Refused before the server switches: a pipelined statement behind it would be
+		// read by the server in the new encoding but judged here in the old one.
 		st.blocked = true
-		st.refusal = errorFields{"22023", "Vigil: statements are refused while client_encoding is a client-only multi-byte encoding",
-			"SET client_encoding TO 'UTF8' (the proxy cannot judge statements in this encoding)."}
+		st.refusal = errorFields{"22023", "Vigil: this client_encoding is not supported through the proxy",
+			"Use UTF8 or another encoding in which every byte below 0x80 is ASCII, written as a literal."}
+	case ss.unsafeEncoding.Load() && !isASCII(sql):
+		// In every client-only encoding a byte below 0x80 is the ASCII character, so an
+		// all-ASCII text reads the same to the server as here; others cannot be judged.
+		st.blocked = true
+		st.refusal = errorFields{"22023", "Vigil: statements with non-ASCII text are refused while client_encoding is a client-only multi-byte encoding",
+			"SET client_encoding TO 'UTF8' (the proxy cannot judge such statements in this encoding)."}
 	}
 	return st
+}
+
+// encodingChange reports a statement that would switch client_encoding to an encoding the
+// proxy cannot read, or to one it cannot name (not a literal).
+func encodingChange(info *sqlparse.Info) bool {
+	if info == nil {
+		return false
+	}
+	for i := range info.Statements {
+		s := &info.Statements[i]
+		if !slices.Contains(s.Variables, "client_encoding") || s.Encoding == "default" {
+			continue
+		}
+		if s.Encoding == "" || isUnsafeClientEncoding("client_encoding", s.Encoding) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func quoteRule(r string) string {

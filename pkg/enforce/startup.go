@@ -668,7 +668,8 @@ func (ss *session) noteParameter(body []byte) {
 		return
 	}
 	value, _, _ := cstring(rest)
-	if string(name) == "client_encoding" && isUnsafeClientEncoding("client_encoding", string(value)) {
-		ss.unsafeEncoding.Store(true)
+	if string(name) == "client_encoding" {
+		// Set by a role's or database's default, or cleared by a later change back.
+		ss.unsafeEncoding.Store(isUnsafeClientEncoding("client_encoding", string(value)))
 	}
 }

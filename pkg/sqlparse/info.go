@@ -207,6 +207,11 @@ type Stmt struct {
 	// Variables are the run-time settings a SET, RESET, set_config() or SET clause of a
 	// function/role changes, lower case ("role", "session_authorization", "all").
 	Variables []string `json:"variables,omitempty"`
+	// Encoding is the client_encoding a SET, SET NAMES or set_config() asks for, as written;
+	// "default" for RESET and SET … TO DEFAULT; empty when the value is not a literal. The
+	// proxy must know it before the server switches: the encoding decides how the server
+	// reads every later statement.
+	Encoding string `json:"encoding,omitempty"`
 	// Language is the language of a CREATE FUNCTION/PROCEDURE or DO block.
 	Language string `json:"language,omitempty"`
 	// Copy describes a COPY statement.

@@ -548,6 +548,16 @@ func (w *walker) variableSet(x *pg.VariableSetStmt) {
 	default:
 		w.setKind(KindSet)
 		w.variable(name)
+		if name == "client_encoding" {
+			switch x.Kind {
+			case pg.VariableSetKind_VAR_SET_DEFAULT, pg.VariableSetKind_VAR_RESET:
+				w.st.Encoding = "default"
+			case pg.VariableSetKind_VAR_SET_VALUE:
+				if len(x.Args) == 1 {
+					w.st.Encoding, _ = constString(x.Args[0])
+				}
+			}
+		}
 	}
 }
 
@@ -559,6 +569,9 @@ func (w *walker) setConfig(args []*pg.Node) {
 	}
 	if s, ok := constString(args[0]); ok {
 		w.variable(s)
+		if strings.EqualFold(s, "client_encoding") && len(args) > 1 {
+			w.st.Encoding, _ = constString(args[1])
+		}
 		return
 	}
 	w.flag(FlagIdentityChange)
