@@ -35,6 +35,32 @@ func vigil(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// agentRun is `vigil run` running in-process for a test.
+type agentRun struct {
+	stop context.CancelFunc
+	done chan error // receives run's error once it returns
+}
+
+// startRun starts `vigil run args...` in-process.
+func startRun(t *testing.T, args ...string) *agentRun {
+	ctx, stop := context.WithCancel(context.Background())
+	r := &agentRun{stop: stop, done: make(chan error, 1)}
+	go func() {
+		_, err := vigil(t, ctx, append([]string{"run"}, args...)...)
+		r.done <- err
+	}()
+	return r
+}
+
+// wait stops the agent (as SIGTERM would) and fails the test unless it exits cleanly.
+func (r *agentRun) wait(t *testing.T) {
+	t.Helper()
+	r.stop()
+	if err := <-r.done; err != nil {
+		t.Fatalf("vigil run: %v", err)
+	}
+}
+
 // TestAgentEndToEnd runs `vigil run` with capture and a proxy in front of a real
 // PostgreSQL, then reads the trail back with `vigil events` and checks it with `vigil verify`.
 func TestAgentEndToEnd(t *testing.T) {
@@ -50,15 +76,10 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrFile := filepath.Join(dir, "metrics-addr")
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := vigil(t, ctx, "run", "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
-			"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
-			"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
-		done <- err
-	}()
-	waitReady(t, addrFile, srv.Port, done)
+	agent := startRun(t, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReady(t, addrFile, srv.Port, agent.done)
 
 	run := func(port int, sql string) string {
 		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-c", sql)
@@ -74,10 +95,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Errorf("SELECT through the proxy returned raw PII: %q", out)
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("vigil run: %v", err)
-	}
+	agent.wait(t)
 
 	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
 	if err != nil {

@@ -38,14 +38,9 @@ func TestAgentWithClickHouse(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	storeURL := ch.DSN("vigil")
 	addrFile := filepath.Join(dir, "metrics-addr")
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := vigil(t, ctx, "run", "--store", storeURL, "--state-dir", state,
-			"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn")
-		done <- err
-	}()
-	waitReady(t, addrFile, srv.Port, done)
+	agent := startRun(t, "--store", storeURL, "--state-dir", state,
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn")
+	waitReady(t, addrFile, srv.Port, agent.done)
 	checkDashboardMetrics(t, addrFile)
 	for i := 0; i < 20; i++ {
 		cmd := exec.Command("psql", "-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres",
@@ -67,10 +62,7 @@ func TestAgentWithClickHouse(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("vigil run: %v", err)
-	}
+	agent.wait(t)
 	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state); err != nil || !strings.Contains(out, "trail intact") {
 		t.Fatalf("verify on ClickHouse: %v\n%s", err, out)
 	}

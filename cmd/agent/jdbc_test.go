@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,23 +38,15 @@ func TestProxyJDBC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := vigil(t, ctx, "run", "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
-			"--store", "local:"+filepath.Join(dir, "events"), "--state-dir", filepath.Join(dir, "state"),
-			"--metrics", "127.0.0.1:0", "--log-level", "warn")
-		done <- err
-	}()
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), done)
+	agent := startRun(t, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+		"--store", "local:"+filepath.Join(dir, "events"), "--state-dir", filepath.Join(dir, "state"),
+		"--metrics", "127.0.0.1:0", "--log-level", "warn")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
 
 	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%d/postgres?user=postgres&sslmode=disable", proxyPort)
 	cmd := exec.Command("java", "-cp", jdbcJar, filepath.Join("testdata", "ProxyClient.java"), url)
 	out, err := cmd.CombinedOutput()
-	stop()
-	if rerr := <-done; rerr != nil {
-		t.Errorf("vigil run: %v", rerr)
-	}
+	agent.wait(t)
 	if err != nil {
 		t.Fatalf("java client: %v\n%s", err, out)
 	}

@@ -40,14 +40,9 @@ func TestProxyTerminatedAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	storeURL := "local:" + filepath.Join(dir, "events")
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := vigil(t, ctx, "run", "--no-capture", "--config", cfgPath, "--store", storeURL,
-			"--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
-		done <- err
-	}()
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), done)
+	agent := startRun(t, "--no-capture", "--config", cfgPath, "--store", storeURL,
+		"--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
 
 	psql := func(password, sql string) (string, error) {
 		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", "alice", "-d", "postgres", "-c", sql)
@@ -65,10 +60,7 @@ func TestProxyTerminatedAuth(t *testing.T) {
 		t.Errorf("the upstream password as client password: %v %q, want a refusal", err, out)
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("vigil run: %v", err)
-	}
+	agent.wait(t)
 	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
 	if err != nil {
 		t.Fatal(err)
@@ -93,14 +85,9 @@ func TestProxyPassThroughAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	storeURL := "local:" + filepath.Join(dir, "events")
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := vigil(t, ctx, "run", "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
-			"--store", storeURL, "--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
-		done <- err
-	}()
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), done)
+	agent := startRun(t, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+		"--store", storeURL, "--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--log-level", "warn")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
 	for _, tc := range []struct{ user, password, want string }{
 		{"vigil_scram", srv.Password, "vigil_scram"},
 		{"vigil_md5", srv.Password, "vigil_md5"},
@@ -123,10 +110,7 @@ func TestProxyPassThroughAuth(t *testing.T) {
 			}
 		}
 	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("vigil run: %v", err)
-	}
+	agent.wait(t)
 	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
 	if err != nil {
 		t.Fatal(err)
