@@ -70,8 +70,9 @@ func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *c
 		cfg.UpstreamCredentials = creds
 	}
 	ident := identity.New(identity.Options{Logger: log})
+	owners := &identity.OwnerCache{}
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
-		return enforce.Principal{Process: localClient(ident, client)}
+		return enforce.Principal{Process: localClient(ident, owners, client)}
 	}
 	if capt != nil {
 		cfg.OnUpstreamConn = func(local, _ net.Addr, open bool) {
@@ -103,13 +104,13 @@ func secretFromEnv(key, name string) (string, error) {
 }
 
 // localClient names the process behind a proxied connection when it runs on this host.
-func localClient(ident *identity.Resolver, c net.Conn) *event.Process {
+func localClient(ident *identity.Resolver, owners *identity.OwnerCache, c net.Conn) *event.Process {
 	remote, ok1 := addrPort(c.RemoteAddr())
 	local, ok2 := addrPort(c.LocalAddr())
 	if !ok1 || !ok2 || !remote.Addr().IsLoopback() {
 		return nil
 	}
-	pid, err := identity.TCPOwner(remote, local)
+	pid, err := owners.TCPOwner(remote, local)
 	if err != nil {
 		return nil
 	}
