@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-db/vigil/bench/internal/profile"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store"
@@ -142,9 +142,10 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			must("", resetStatements(srv))
 			a.resetAt = time.Now()
 			cpu0, sys0 := a.cpu()
-			var profiled chan struct{}
+			var profiled <-chan struct{}
 			if profileDir != "" && i == 0 {
-				profiled = a.profile(sc.name, d)
+				name := strings.NewReplacer(" ", "-", "/", "-").Replace(sc.name)
+				profiled = profile.Fetch(a.addr, filepath.Join(profileDir, name+".pprof"), d)
 			}
 			with = run(srv, sc, d, rate)
 			if profiled != nil {
@@ -350,31 +351,6 @@ func (a *agent) capturedFor(port int) float64 {
 }
 
 func (a *agent) cleanup() { os.RemoveAll(a.dir) }
-
-// profile fetches a CPU profile of the agent covering most of a pgbench run of length d
-// into profileDir/<scenario>.pprof; the channel closes when it is written.
-func (a *agent) profile(name string, d time.Duration) chan struct{} {
-	done := make(chan struct{})
-	secs := max(1, int(d.Seconds())-1)
-	path := filepath.Join(profileDir, strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".pprof")
-	go func() {
-		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.addr, secs))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
-	}()
-	return done
-}
 
 func (a *agent) stop() {
 	_ = a.cmd.Process.Signal(os.Interrupt)

@@ -15,8 +15,6 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -28,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-db/vigil/bench/internal/profile"
 	"github.com/vigil-db/vigil/internal/testpg"
 )
 
@@ -85,9 +84,9 @@ func main() {
 			for r := 0; r < *rounds; r++ {
 				for i := range targets {
 					tg := targets[(i+r)%len(targets)]
-					var profiled chan struct{}
+					var profiled <-chan struct{}
 					if profileDir != "" && r == 0 && tg.name == "vigil-proxy" {
-						profiled = profile(metricsAddr, fmt.Sprintf("%s-c%d", mode, c), *duration)
+						profiled = profile.Fetch(metricsAddr, filepath.Join(profileDir, fmt.Sprintf("%s-c%d.pprof", mode, c)), *duration)
 					}
 					pid := pids[tg.name]
 					cpu0 := procCPU(pid)
@@ -234,33 +233,6 @@ func startProxy(vigil string, srv *testpg.Server) (int, int, string, func()) {
 		_ = cmd.Wait()
 		os.RemoveAll(dir)
 	}
-}
-
-// profile fetches a CPU profile of the agent covering most of a pgbench run of length d
-// into profileDir/<name>.pprof; the channel closes when it is written.
-func profile(addr, name string, d time.Duration) chan struct{} {
-	done := make(chan struct{})
-	secs := max(1, int(d.Seconds())-1)
-	path := filepath.Join(profileDir, name+".pprof")
-	go func() {
-		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
-			return
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
-		}
-	}()
-	return done
 }
 
 func waitPort(port int) {
