@@ -36,7 +36,11 @@ type Decision struct {
 	// Rule names the rule that decided, or "default" when none matched.
 	Rule    string
 	Message string
-	Info    *sqlparse.Info
+	// Info is the classification the decision rests on, shared with the classifier's
+	// cache: read it, never modify it. Unless the policy has CEL conditions (which can read
+	// statement text), a statement served by the template cache gets its template's
+	// classification, whose Statements[i].Text belong to another text of that template.
+	Info *sqlparse.Info
 	// Mask says results must be masked for this principal (PII columns and values the
 	// detectors recognize), when the connection goes through the proxy.
 	Mask bool
@@ -102,6 +106,9 @@ type Engine struct {
 	strategy  mask.Strategy
 	columns   []sensitiveColumns
 	envCache  sync.Map // envKey -> string
+	// readsText: a rule's CEL condition can see the statement text, so decisions need
+	// each statement's own (sqlparse.Classify rather than ClassifyShape).
+	readsText bool
 }
 
 type rule struct {
@@ -186,6 +193,7 @@ func NewEngine(p *Policy, opts ...Option) (*Engine, error) {
 			r.flags |= fl
 		}
 		if r.Match.When != "" {
+			e.readsText = true
 			prg, err := compileCEL(r.Match.When)
 			if err != nil {
 				return nil, fmt.Errorf("policy %s: rule %s: %w", p.Name, r.Name, err)
@@ -239,7 +247,12 @@ func (e *Engine) Environment(serverAddr, database string) string {
 // the worst statement's decision is the message's decision. For Source "ebpf" the decision
 // is a label: nothing is enforced.
 func (e *Engine) Decide(req *Request) Decision {
-	info := sqlparse.Classify(req.Protocol, req.SQL)
+	var info *sqlparse.Info
+	if e.readsText {
+		info = sqlparse.Classify(req.Protocol, req.SQL)
+	} else {
+		info = sqlparse.ClassifyShape(req.Protocol, req.SQL)
+	}
 	ctx := evalCtx{e: e, req: req, info: info}
 	var best Decision
 	bestSev := -1

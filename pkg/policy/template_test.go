@@ -7,9 +7,16 @@ import (
 
 // TestDecideLiteralVariants: the classifier serves statements that differ only in literals
 // from its template cache; under the default policy each variant must get the decision the
-// statement's own literals call for, and the text a rule sees must be its own.
+// statement's own literals call for, and when a rule can see the text (a CEL condition), the
+// text must be its own.
 func TestDecideLiteralVariants(t *testing.T) {
 	e, err := NewEngine(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCEL := Default()
+	withCEL.Rules = append([]Rule{{Name: "marker", Action: ActionBlock, Match: Match{When: `statement.text.contains("vigil-marker")`}}}, withCEL.Rules...)
+	ce, err := NewEngine(withCEL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,9 +56,14 @@ func TestDecideLiteralVariants(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for i, sql := range tt.variants {
-				d := e.Decide(&Request{Protocol: "postgres", Source: "proxy", DBUser: "app", SQL: sql})
+				req := &Request{Protocol: "postgres", Source: "proxy", DBUser: "app", SQL: sql}
+				d := e.Decide(req)
 				if d.Action != tt.action[i] {
 					t.Errorf("%q: %s (rule %s), want %s", sql, d.Action, d.Rule, tt.action[i])
+				}
+				d = ce.Decide(req)
+				if d.Action != tt.action[i] {
+					t.Errorf("%q with a CEL rule: %s (rule %s), want %s", sql, d.Action, d.Rule, tt.action[i])
 				}
 				for _, st := range d.Info.Statements {
 					if !strings.Contains(sql, st.Text) {

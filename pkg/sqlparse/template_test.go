@@ -2,6 +2,8 @@ package sqlparse
 
 import (
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -205,6 +207,33 @@ func TestTemplateVerifiedByPostgresScanner(t *testing.T) {
 		e := &templateEntry{info: &Info{}, sql: tt.sql, lits: tt.lits}
 		if got := e.verified(); got != tt.want {
 			t.Errorf("%q %v: verified %v, want %v", tt.sql, tt.lits, got, tt.want)
+		}
+	}
+}
+
+// TestClassifyShape: for texts the template cache serves, the shared classification agrees
+// with Classify's in everything but the statement texts.
+func TestClassifyShape(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		sql := "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(1000+i) + " AND bid > " + strconv.Itoa(i)
+		full, shape := Classify(ProtocolPostgres, sql), ClassifyShape(ProtocolPostgres, sql)
+		if full.Kind != shape.Kind || full.Flags != shape.Flags || full.Fingerprint != shape.Fingerprint ||
+			!slices.Equal(full.Tables, shape.Tables) || len(full.Statements) != len(shape.Statements) {
+			t.Fatalf("%q: shape %+v, classification %+v", sql, shape, full)
+		}
+		for j := range full.Statements {
+			a, b := full.Statements[j], shape.Statements[j]
+			a.Text, b.Text = "", ""
+			a.start, a.end, b.start, b.end = 0, 0, 0, 0
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("%q statement %d: shape %+v, classification %+v", sql, j, b, a)
+			}
+		}
+	}
+	// A literal the classification depends on (the tautology check) is never shared.
+	for _, sql := range []string{"DELETE FROM t WHERE 1 = 1", "DELETE FROM t WHERE 1 = 2"} {
+		if got, want := ClassifyShape(ProtocolPostgres, sql).Flags, Classify(ProtocolPostgres, sql).Flags; got != want {
+			t.Errorf("%q: shape flags %s, classification %s", sql, got, want)
 		}
 	}
 }
