@@ -204,7 +204,7 @@ func TestConfigDefaults(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{name: "zero", in: Config{}, want: Config{RingBytes: 16 << 20, WakeupBytes: 256 << 10, PollInterval: defaultPollInterval}},
+		{name: "zero", in: Config{}, want: Config{RingBytes: 16 << 20, WakeupBytes: 1 << 20, PollInterval: defaultPollInterval}},
 		{name: "small ring caps the wakeup threshold", in: Config{RingBytes: 64 << 10}, want: Config{RingBytes: 64 << 10, WakeupBytes: 16 << 10, PollInterval: defaultPollInterval}},
 		{name: "ring not a power of two", in: Config{RingBytes: 3 << 20}, wantErr: "power of two"},
 		{name: "ring below a page", in: Config{RingBytes: 512}, wantErr: "power of two"},
