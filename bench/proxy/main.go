@@ -55,8 +55,10 @@ func main() {
 
 	bouncerPort, bouncerPID, stopBouncer := startPgBouncer(srv)
 	defer stopBouncer()
+	onFatal = append(onFatal, stopBouncer)
 	proxyPort, proxyPID, metricsAddr, stopProxy := startProxy(*vigil, srv)
 	defer stopProxy()
+	onFatal = append(onFatal, stopProxy)
 
 	targets := []struct {
 		name string
@@ -66,6 +68,7 @@ func main() {
 	if *baseline != "" {
 		port, pid, _, stop := startProxy(*baseline, srv)
 		defer stop()
+		onFatal = append(onFatal, stop)
 		targets = append(targets, struct {
 			name string
 			port int
@@ -273,8 +276,14 @@ func must(err error) {
 	}
 }
 
+// onFatal stops what main started (PgBouncer, proxies) when fatal exits past its defers.
+var onFatal []func()
+
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
+	for i := len(onFatal) - 1; i >= 0; i-- {
+		onFatal[i]()
+	}
 	if server != nil {
 		server.Stop()
 	}
