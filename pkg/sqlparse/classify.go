@@ -16,34 +16,22 @@ import (
 // Text that does not parse yields Parsed=false, Kind OTHER and FlagUnparseable. A protocol
 // without a classifier (MySQL, for now) yields Parsed=false with FlagUnsupportedProtocol
 // as well: nothing is guessed.
-func Classify(protocol, sql string) *Info {
-	if info, ok := defaultCache.get(protocol, sql); ok {
-		return info
-	}
-	if protocol == ProtocolPostgres {
-		if tpl, ok := scanTemplate(sql); ok {
-			return classifyTemplate(sql, tpl)
-		}
-	}
-	info := classify(protocol, sql)
-	defaultCache.put(protocol, sql, info)
-	return info
-}
+func Classify(protocol, sql string) *Info { return classifyText(protocol, sql, false) }
 
 // ClassifyShape is Classify for callers that read no statement text (Stmt.Text): a text
 // the template cache serves gets the classification shared by every text of its template,
 // whose Statements[i].Text is another text's. Everything else in it holds for sql. It
 // saves copying the classification per statement. The result is shared: never modify it.
-func ClassifyShape(protocol, sql string) *Info {
+func ClassifyShape(protocol, sql string) *Info { return classifyText(protocol, sql, true) }
+
+// classifyText is Classify, or ClassifyShape when shared is set.
+func classifyText(protocol, sql string, shared bool) *Info {
 	if info, ok := defaultCache.get(protocol, sql); ok {
 		return info
 	}
 	if protocol == ProtocolPostgres {
 		if tpl, ok := scanTemplate(sql); ok {
-			if e, ok := templateCache.get(ProtocolPostgres, tpl.key); ok && e.info != nil && e.verified() {
-				return e.info
-			}
-			return classifyTemplate(sql, tpl)
+			return classifyTemplate(sql, tpl, shared)
 		}
 	}
 	info := classify(protocol, sql)

@@ -67,10 +67,14 @@ type templateEntry struct {
 // literal seg) and offset in it.
 type segPos struct{ seg, off int }
 
-// classifyTemplate classifies a PostgreSQL text that has a template.
-func classifyTemplate(sql string, tpl template) *Info {
+// classifyTemplate classifies a PostgreSQL text that has a template; shared returns a cached
+// template's own classification instead of a copy with this text's statements.
+func classifyTemplate(sql string, tpl template, shared bool) *Info {
 	if e, ok := templateCache.get(ProtocolPostgres, tpl.key); ok {
 		if e.info != nil && e.verified() {
+			if shared {
+				return e.info
+			}
 			return e.instantiate(sql, tpl)
 		}
 		info := classifyPostgres(sql, nil)
@@ -200,27 +204,14 @@ func (t template) offset(p segPos) int {
 
 // instantiate is the entry's classification for sql, a text of its template.
 func (e *templateEntry) instantiate(sql string, tpl template) *Info {
-	var info *Info
-	if len(e.info.Statements) == 1 {
-		// The common case in one allocation instead of two (Info, then its statement):
-		// this runs for every statement the template cache serves.
-		one := &struct {
-			info Info
-			st   [1]Stmt
-		}{info: *e.info, st: [1]Stmt{e.info.Statements[0]}}
-		info = &one.info
-		info.Statements = one.st[:]
-	} else {
-		cp := *e.info
-		info = &cp
-		info.Statements = slices.Clone(e.info.Statements)
-	}
+	info := *e.info
+	info.Statements = slices.Clone(e.info.Statements)
 	for i := range info.Statements {
 		st := &info.Statements[i]
 		st.start, st.end = tpl.offset(e.bounds[i][0]), tpl.offset(e.bounds[i][1])
 		st.Text = strings.TrimSpace(sql[st.start:st.end])
 	}
-	return info
+	return &info
 }
 
 // scanTemplate computes a PostgreSQL text's template. ok is false when the text has no
