@@ -3,9 +3,7 @@ package identity
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 )
 
@@ -65,17 +63,10 @@ func (c *OwnerCache) remember(pid int) {
 
 // holds reports whether process pid has socket inode open.
 func holds(pid int, inode uint64) bool {
-	d, err := os.Open(procRoot + "/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		return false
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(-1)
-	buf := make([]byte, 64)
-	for _, name := range names {
-		if ino, ok := readSocketLink(int(d.Fd()), name, buf); ok && ino == inode {
-			return true
-		}
-	}
-	return false
+	found := false
+	eachSocket(pid, make([]byte, 64), func(ino uint64) bool {
+		found = ino == inode
+		return !found
+	})
+	return found
 }

@@ -274,24 +274,32 @@ func Owners(inodes ...uint64) (map[uint64]int, error) {
 	start := make(map[int]uint64) // start times of holders, read only on a tie
 	buf := make([]byte, 64)
 	for _, pid := range pids {
-		d, err := os.Open(procRoot + "/" + strconv.Itoa(pid) + "/fd")
-		if err != nil {
-			continue // exited, or a kernel thread
-		}
-		names, _ := d.Readdirnames(-1)
-		for _, name := range names {
-			ino, ok := readSocketLink(int(d.Fd()), name, buf)
-			if !ok || !want[ino] {
-				continue
+		eachSocket(pid, buf, func(ino uint64) bool {
+			if want[ino] {
+				if prev, dup := out[ino]; !dup || startedBefore(pid, prev, start) {
+					out[ino] = pid
+				}
 			}
-			prev, dup := out[ino]
-			if !dup || startedBefore(pid, prev, start) {
-				out[ino] = pid
-			}
-		}
-		d.Close()
+			return true
+		})
 	}
 	return out, nil
+}
+
+// eachSocket calls f with the inode of each socket process pid holds, until f returns
+// false. A process that exited (or a kernel thread) has none.
+func eachSocket(pid int, buf []byte, f func(ino uint64) bool) {
+	d, err := os.Open(procRoot + "/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	for _, name := range names {
+		if ino, ok := readSocketLink(int(d.Fd()), name, buf); ok && !f(ino) {
+			return
+		}
+	}
 }
 
 // startedBefore reports whether process a started before b (pids wrap, so their order does
