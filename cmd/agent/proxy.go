@@ -54,7 +54,6 @@ func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *c
 	}
 	if px.UpstreamUser != "" {
 		creds := &enforce.Credentials{User: px.UpstreamUser}
-		var err error
 		if creds.Password, err = secretFromEnv("upstream_password_env", px.UpstreamPasswordEnv); err != nil {
 			return nil, err
 		}

@@ -98,7 +98,7 @@ type Audit struct {
 	// file is rewritten on every flush regardless).
 	AnchorInterval time.Duration `yaml:"anchor_interval"`
 	// BatchWait is how long the trail collects events before it writes them as one batch
-	// (sooner when a full batch is queued): fewer, larger writes cost the host less.
+	// (sooner when a full batch is queued): the events' delay to the store.
 	BatchWait time.Duration `yaml:"batch_wait"`
 }
 
