@@ -88,6 +88,11 @@ func TestAgentEndToEnd(t *testing.T) {
 		return string(out)
 	}
 	run(srv.Port, "UPDATE customers SET email = 'ada@example.org' WHERE id = 1 /* direct */")
+	// Credentials in statements, captured and proxied (refused there: role changes need
+	// an approval), are redacted before the trail stores them.
+	secrets := []string{"e2e-direct-pw", "e2e-proxy-pw"}
+	run(srv.Port, "CREATE ROLE e2e_pw LOGIN PASSWORD '"+secrets[0]+"'")
+	run(proxyPort, "ALTER ROLE e2e_pw PASSWORD '"+secrets[1]+"'")
 	if out := run(proxyPort, "DROP TABLE customers"); !strings.Contains(out, "drop") {
 		t.Errorf("DROP through the proxy: %q, want a refusal naming the rule", out)
 	}
@@ -120,6 +125,23 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Errorf("no event for %s in:\n%s", what, out)
 		}
 		return got
+	}
+	find("the CREATE ROLE", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "CREATE ROLE e2e_pw") && e.Source == event.SourceEBPF })
+	find("the proxied ALTER ROLE", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "ALTER ROLE e2e_pw") && e.Source == event.SourceProxy })
+	stored, err := os.ReadDir(filepath.Join(dir, "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range stored {
+		b, err := os.ReadFile(filepath.Join(dir, "events", f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pw := range secrets {
+			if bytes.Contains(b, []byte(pw)) {
+				t.Errorf("the password %q is stored in %s", pw, f.Name())
+			}
+		}
 	}
 	for _, e := range find("the direct UPDATE", func(e *event.Event) bool { return strings.Contains(e.Statement, "/* direct */") }) {
 		if e.Source != event.SourceEBPF || e.Kind != "UPDATE" || e.Rows != 1 || e.Seq == 0 || e.Hash == "" || e.Process == nil || e.Process.Comm != "psql" {

@@ -166,9 +166,9 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 	// Credentials in statements (CREATE ROLE … PASSWORD) are always redacted; "literals"
 	// redacts every constant.
-	redact := sqlparse.RedactSecrets
+	redact, credentialsOnly := sqlparse.RedactSecrets, true
 	if cfg.Audit.Redact == "literals" {
-		redact = sqlparse.NormalizePostgres
+		redact, credentialsOnly = sqlparse.NormalizePostgres, false
 	}
 	var tee io.Writer
 	if fl.print {
@@ -179,7 +179,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		QueueSize: cfg.Audit.QueueEvents, DropParams: !*cfg.Audit.RecordParams,
 		AnchorInterval: cfg.Audit.AnchorInterval, BatchWait: cfg.Audit.BatchWait,
 		Recycle: true,
-		Redact:  redact, Tee: tee, Logger: log,
+		Redact:  redact, RedactCredentialsOnly: credentialsOnly, Tee: tee, Logger: log,
 	}, st.appender, reg)
 	if err != nil {
 		return fmt.Errorf("audit trail: %w", err)

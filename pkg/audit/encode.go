@@ -235,7 +235,7 @@ var encoderSchema = map[reflect.Type][]string{
 		"ApprovalID string approval_id,omitempty", "Lost uint64 lost,omitempty",
 		"Detail string detail,omitempty", "Signature string signature,omitempty",
 		"KeyID string key_id,omitempty", "PrevHash string prev_hash,omitempty",
-		"Hash string hash,omitempty",
+		"Hash string hash,omitempty", "NoCredentials bool -",
 	},
 	reflect.TypeFor[event.Process](): {
 		"PID int32 pid,omitempty", "UID *int32 uid,omitempty", "Comm string comm,omitempty",

@@ -71,6 +71,9 @@ type Config struct {
 	// Redact rewrites statement text before it is stored (the agent passes sqlparse's
 	// normalizer, which replaces literals); nil stores it as is.
 	Redact func(sql string) string
+	// RedactCredentialsOnly says that Redact only removes credentials (sqlparse's
+	// RedactSecrets), so events whose source found none (event.Event.NoCredentials) skip it.
+	RedactCredentialsOnly bool
 	// Tee, if set, receives every event as one JSON line once the store holds it (the
 	// agent's --print), with its seq and hash. A failing Tee is logged, never fatal. Use it
 	// rather than wrapping the store: the trail needs the store's own methods (Last,
@@ -457,7 +460,7 @@ func (t *Trail) seal(e *event.Event) ([]byte, error) {
 	if t.cfg.DropParams {
 		e.Params = nil
 	}
-	if t.cfg.Redact != nil && e.Statement != "" {
+	if t.cfg.Redact != nil && e.Statement != "" && !(t.cfg.RedactCredentialsOnly && e.NoCredentials) {
 		e.Statement = t.cfg.Redact(e.Statement)
 	}
 	e.PrevHash = t.prevHash

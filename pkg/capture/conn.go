@@ -418,6 +418,7 @@ func (c *Capturer) classify(e *event.Event) {
 		e.Kind = info.Kind
 		e.Tables = info.Tables
 		e.Fingerprint = info.Fingerprint
+		e.NoCredentials = !info.MayCarryCredentials()
 	}
 	switch d.Action {
 	case event.DecisionAllow, "":

@@ -61,7 +61,7 @@ func benchPipeline(b *testing.B, query func(int) string, response func(int) [][]
 	defer st.Close()
 	log := slog.New(slog.DiscardHandler)
 	trail, err := audit.New(audit.Config{
-		Host: "bench", AgentID: "bench", StateDir: dir, Redact: sqlparse.RedactSecrets, Logger: log, Recycle: true,
+		Host: "bench", AgentID: "bench", StateDir: dir, Redact: sqlparse.RedactSecrets, RedactCredentialsOnly: true, Logger: log, Recycle: true,
 	}, st, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

@@ -63,6 +63,7 @@ func (ss *session) fillStatement(e *event.Event, st *stmt) {
 	}
 	if info := st.dec.Info; info != nil {
 		e.Kind, e.Tables, e.Fingerprint = info.Kind, info.Tables, info.Fingerprint
+		e.NoCredentials = !info.MayCarryCredentials()
 	}
 	ss.srv.m.countStatement(e.Decision)
 }

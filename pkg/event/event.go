@@ -121,6 +121,11 @@ type Event struct {
 
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
+
+	// NoCredentials, never stored, is set by a source that classified Statement and found
+	// nothing in it that can hold a credential: the trail's credential redaction, which
+	// would have to look for one again, skips it.
+	NoCredentials bool `json:"-"`
 }
 
 // MarshalJSON pins the time to UTC so that the encoding does not depend on the agent's zone.

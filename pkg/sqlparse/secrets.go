@@ -47,6 +47,13 @@ func RedactSecrets(sql string) string {
 	return sql
 }
 
+// MayCarryCredentials reports whether the classified text may hold a credential that
+// RedactSecrets would remove. When it is false, RedactSecrets returns the text unchanged, so
+// a caller holding the text's classification can tell the audit trail to skip that work.
+func (i *Info) MayCarryCredentials() bool {
+	return !i.Parsed || i.Flags&secretFlags != 0
+}
+
 // containsAnyFold reports whether s contains one of the words (lower-case ASCII, listed by
 // first byte), ignoring ASCII case, without allocating a lower-cased copy of s.
 func containsAnyFold(s string, byFirst *[256][]string) bool {

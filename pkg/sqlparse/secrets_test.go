@@ -22,6 +22,13 @@ func TestRedactSecrets(t *testing.T) {
 		{"ALTER SERVER remote OPTIONS (SET password 'srv-pw')", "srv-pw"},
 	} {
 		got := RedactSecrets(tc.sql)
+		// Sources that classified a text let the trail skip redaction when its
+		// classification says no credential can be in it: that must never skip one.
+		for _, info := range []*Info{Classify(ProtocolPostgres, tc.sql), ClassifyShape(ProtocolPostgres, tc.sql)} {
+			if got != tc.sql && !info.MayCarryCredentials() {
+				t.Errorf("%q is redacted, but its classification says it carries no credential", tc.sql)
+			}
+		}
 		if tc.secret == "" {
 			if got != tc.sql {
 				t.Errorf("RedactSecrets(%q) = %q, want it unchanged", tc.sql, got)
