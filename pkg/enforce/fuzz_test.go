@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +40,24 @@ func readUntilReady(c net.Conn) error {
 	}
 }
 
+// keepFuzzPipesFromChildren marks every file descriptor above stderr close-on-exec. A fuzz
+// worker talks to its coordinator over pipes it inherited (fds 3 and up, not close-on-exec),
+// and PostgreSQL, started by pg_ctl from this process, inherited them as well. Whenever the
+// coordinator stops a worker (at the end of -fuzztime, when minimizing an input runs out of
+// time, after a crash) it reads the worker's pipe to EOF, which never came while the server
+// held it open: the whole run hung instead of ending or reporting the crash.
+func keepFuzzPipesFromChildren(tb testing.TB) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
 // FuzzClientStream sends arbitrary bytes from a logged-in client. Whatever they are, the
 // proxy must close (or keep) that one connection and go on serving others.
 func FuzzClientStream(f *testing.F) {
@@ -47,6 +68,7 @@ func FuzzClientStream(f *testing.F) {
 	f.Add([]byte("d\x00\x00\x00\x08abcdc\x00\x00\x00\x04"))
 	f.Add([]byte("F\x00\x00\x00\x0e\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"))
 	f.Add([]byte("E\x00\x00\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04"))
+	keepFuzzPipesFromChildren(f)
 	pg := startPG(f)
 	h := startOn(f, pg)
 	start := startupBytes(f)
