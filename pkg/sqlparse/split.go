@@ -27,7 +27,7 @@ func SplitPostgres(sql string) []string {
 func splitScan(sql string) []string {
 	res, err := pg_query.Scan(sql)
 	if err != nil {
-		return []string{strings.TrimSpace(sql)}
+		return []string{trimSpace(sql)}
 	}
 	var out []string
 	from := 0        // where the current statement starts
@@ -41,7 +41,7 @@ func splitScan(sql string) []string {
 		case pg_query.Token_ASCII_59:
 			if depth == 0 {
 				if content {
-					out = append(out, strings.TrimSpace(sql[from:t.Start]))
+					out = append(out, trimSpace(sql[from:t.Start]))
 				}
 				from, content = int(t.End), false
 				continue
@@ -64,10 +64,10 @@ func splitScan(sql string) []string {
 		content = true
 	}
 	if content {
-		out = append(out, strings.TrimSpace(sql[from:]))
+		out = append(out, trimSpace(sql[from:]))
 	}
 	if len(out) == 0 {
-		return []string{strings.TrimSpace(sql)}
+		return []string{trimSpace(sql)}
 	}
 	return out
 }
@@ -79,16 +79,31 @@ func splitScan(sql string) []string {
 func splitFast(sql string) (string, bool) {
 	semi := strings.IndexByte(sql, ';')
 	if semi < 0 {
-		return strings.TrimSpace(sql), true
+		return trimSpace(sql), true
 	}
 	// A ';' can hide only inside quotes, dollar quotes, identifiers and comments: with none
 	// of those before it, it ends the statement. (Minus and slash alone are operators —
 	// pgbench's "abalance + -123" must not cost a scan; only "--" and "/*" open comments.)
 	head := sql[:semi]
-	if strings.TrimSpace(sql[semi+1:]) != "" || strings.ContainsAny(head, `'"$`) ||
+	if trimSpace(sql[semi+1:]) != "" || strings.ContainsAny(head, `'"$`) ||
 		strings.Contains(head, "--") || strings.Contains(head, "/*") {
 		return "", false
 	}
-	t := strings.TrimSpace(head)
+	t := trimSpace(head)
 	return t, t != ""
+}
+
+// trimSpace trims the space of PostgreSQL's scanner (isSpace) off both ends of s.
+// strings.TrimSpace also trims Unicode spaces (U+00A0, U+2028, U+2029, ...), which the
+// scanner reads as identifier characters: "SELECT 1 AS x\u00a0" would be recorded as
+// another statement than the one that ran, and "0;\u2029" as a statement with no text.
+func trimSpace(s string) string {
+	i, j := 0, len(s)
+	for i < j && isSpace(s[i]) {
+		i++
+	}
+	for j > i && isSpace(s[j-1]) {
+		j--
+	}
+	return s[i:j]
 }
