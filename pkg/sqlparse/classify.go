@@ -102,7 +102,7 @@ func classifyPostgres(sql string, consts *[]int32) *Info {
 func classifyStmt(sql string, rs *pg.RawStmt, consts *[]int32) Stmt {
 	st := Stmt{Command: command(rs.Stmt)}
 	st.start, st.end = stmtBounds(sql, rs)
-	st.Text = strings.TrimSpace(sql[st.start:st.end])
+	st.Text = trimSpace(sql[st.start:st.end])
 	w := &walker{st: &st, kind: KindTxn, consts: consts}
 	w.node(rs.Stmt)
 	st.Kind = w.kind

@@ -315,3 +315,19 @@ func TestFlagNames(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementTextKeepsUnicodeSpace: a statement's text is what the server runs. PostgreSQL
+// reads U+00A0 as part of an identifier, so trimming it off would record another statement.
+func TestStatementTextKeepsUnicodeSpace(t *testing.T) {
+	for _, sql := range []string{"SELECT 1 AS x\u00a0", "SELECT 2 AS y\u00a0; SELECT 3"} {
+		for _, shared := range []bool{false, true} {
+			info := classifyText(ProtocolPostgres, sql, shared)
+			if !info.Parsed || len(info.Statements) == 0 {
+				t.Fatalf("%q: %+v", sql, info)
+			}
+			if got := info.Statements[0].Text; !strings.HasSuffix(got, "\u00a0") {
+				t.Errorf("%q (shared %v): first statement's text %q lost its U+00A0", sql, shared, got)
+			}
+		}
+	}
+}

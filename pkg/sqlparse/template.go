@@ -209,7 +209,7 @@ func (e *templateEntry) instantiate(sql string, tpl template) *Info {
 	for i := range info.Statements {
 		st := &info.Statements[i]
 		st.start, st.end = tpl.offset(e.bounds[i][0]), tpl.offset(e.bounds[i][1])
-		st.Text = strings.TrimSpace(sql[st.start:st.end])
+		st.Text = trimSpace(sql[st.start:st.end])
 	}
 	return &info
 }
