@@ -69,7 +69,8 @@ type Config struct {
 	// capture and proxy do).
 	Recycle bool
 	// Redact rewrites statement text before it is stored (the agent passes sqlparse's
-	// normalizer, which replaces literals); nil stores it as is.
+	// RedactSecrets, or its normalizer, which replaces every literal, with audit.redact:
+	// literals); nil stores it as is.
 	Redact func(sql string) string
 	// RedactCredentialsOnly says that Redact only removes credentials (sqlparse's
 	// RedactSecrets), so events whose source found none (event.Event.NoCredentials) skip it.
