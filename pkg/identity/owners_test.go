@@ -2,6 +2,7 @@ package identity
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,17 +20,7 @@ func TestOwnerCache(t *testing.T) {
 	defer l.Close()
 	var c OwnerCache
 	for i := 0; i < 5; i++ {
-		conn, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		accepted, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer accepted.Close()
-		client, server := addrPort(accepted.RemoteAddr()), addrPort(accepted.LocalAddr())
+		client, server := dialSelf(t, l)
 		if pid, err := c.TCPOwner(client, server); err != nil || pid != os.Getpid() {
 			t.Fatalf("connection %d: owner %d, %v; want %d", i, pid, err, os.Getpid())
 		}
@@ -44,12 +35,7 @@ func TestOwnerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	accepted, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer accepted.Close()
-	client, server := addrPort(accepted.RemoteAddr()), addrPort(accepted.LocalAddr())
+	client, server := accept(t, l)
 	if pid, err := c.TCPOwner(client, server); err != nil || pid != cmd.Process.Pid {
 		t.Errorf("connection from bash: owner %d, %v; want %d", pid, err, cmd.Process.Pid)
 	}
@@ -66,21 +52,35 @@ func BenchmarkOwnerCache(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	conn, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	accepted, err := l.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer accepted.Close()
-	client, server := addrPort(accepted.RemoteAddr()), addrPort(accepted.LocalAddr())
+	client, server := dialSelf(b, l)
 	var c OwnerCache
 	for b.Loop() {
 		if _, err := c.TCPOwner(client, server); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// dialSelf opens a connection from this process to l and returns its addresses as
+// accepted; both ends close at cleanup.
+func dialSelf(tb testing.TB, l net.Listener) (client, server netip.AddrPort) {
+	tb.Helper()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return accept(tb, l)
+}
+
+// accept takes the next connection to l and returns its client and server addresses; it
+// closes at cleanup.
+func accept(tb testing.TB, l net.Listener) (client, server netip.AddrPort) {
+	tb.Helper()
+	c, err := l.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 }
