@@ -1,6 +1,6 @@
 // Command vigil is Vigil's single binary: the agent (`vigil run`) and the tools that read
 // what it recorded (`vigil events`, `vigil verify`, `vigil forensics`, `vigil policy eval`).
-// The command-line contract is in DESIGN.md; extend it, never break it.
+// The command-line contract is in docs/design.md; extend it, never break it.
 package main
 
 import (

@@ -1,7 +1,7 @@
 // Package event defines Vigil's audit event: one record per statement (plus the few records
 // that describe the trail itself, such as gaps), with the same fields in every sink — local
 // JSON lines, ClickHouse columns, `vigil events --json`. Field names are the contract in
-// DESIGN.md; add fields, never rename them.
+// docs/events.md; add fields, never rename them.
 package event
 
 import (

@@ -49,7 +49,7 @@ type Decision struct {
 // DefaultRule is the Rule of a decision no rule matched.
 const DefaultRule = "default"
 
-// EventDecision is the decision in the audit event's vocabulary (DESIGN.md):
+// EventDecision is the decision in the audit event's vocabulary (docs/events.md):
 // require_approval is recorded as approval_required.
 func (d Decision) EventDecision() string {
 	if d.Action == ActionRequireApproval {
@@ -113,9 +113,8 @@ type Engine struct {
 
 type rule struct {
 	*Rule
-	flags    sqlparse.Flag
-	prg      cel.Program
-	needsWho bool
+	flags sqlparse.Flag
+	prg   cel.Program
 }
 
 type env struct {

@@ -12,7 +12,7 @@ const (
 	ProtocolMySQL    = "mysql"
 )
 
-// Statement kinds, as listed in DESIGN.md. Kind says what a statement really does: a SELECT
+// Statement kinds, as listed in docs/events.md. Kind says what a statement really does: a SELECT
 // that wraps a DELETE in a CTE is a DELETE, EXPLAIN ANALYZE UPDATE is an UPDATE.
 const (
 	KindSelect   = "SELECT"
