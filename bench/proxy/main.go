@@ -123,10 +123,7 @@ func main() {
 	}
 }
 
-var (
-	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
-	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
-)
+var tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
 // run returns TPS and the p50 latency in ms from pgbench's per-transaction log.
 func run(port int, mode string, clients int, d time.Duration) (float64, float64) {

@@ -296,10 +296,10 @@ func (d *diagConn) tcpDump(states uint32) ([]inetDiagMsg, error) {
 func (d *diagConn) unixExact(inode uint32, show uint32) (unixDiagMsg, error) {
 	msgs, err := d.execute(&unixDiagReq{states: ^uint32(0), inode: inode, show: show}, false)
 	if err != nil {
-		return unixDiagMsg{}, fmt.Errorf("Unix socket lookup of inode %d: %w", inode, err)
+		return unixDiagMsg{}, fmt.Errorf("lookup of Unix socket inode %d: %w", inode, err)
 	}
 	if len(msgs) == 0 {
-		return unixDiagMsg{}, fmt.Errorf("Unix socket lookup of inode %d: %w", inode, ErrNotFound)
+		return unixDiagMsg{}, fmt.Errorf("lookup of Unix socket inode %d: %w", inode, ErrNotFound)
 	}
 	return parseUnixDiagMsg(msgs[0])
 }

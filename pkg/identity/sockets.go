@@ -239,7 +239,7 @@ func UnixPeer(pid int, inode uint64) (int, error) {
 		return 0, err
 	}
 	if m.peer == 0 {
-		return 0, fmt.Errorf("Unix socket %d of process %d is not connected: %w", inode, pid, ErrNotFound)
+		return 0, fmt.Errorf("process %d: Unix socket %d is not connected: %w", pid, inode, ErrNotFound)
 	}
 	return Owner(uint64(m.peer))
 }
