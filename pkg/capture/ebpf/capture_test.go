@@ -538,7 +538,8 @@ func TestUnixConnectTrigger(t *testing.T) {
 }
 
 // TestLossIsCounted fills a one-page ring that nobody reads: what does not fit must show up
-// in the loss counters, and the sequence numbers of what did fit must show the hole.
+// in the loss counters, and once the ring is read again, the sequence numbers of the
+// connection's stream must show the hole where the lost bytes were.
 func TestLossIsCounted(t *testing.T) {
 	testenv.RequireBPF(t)
 	srv := server(t)
@@ -548,10 +549,57 @@ func TestLossIsCounted(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	defer tr.Close()
-	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+strings.Repeat("x", 100<<10)+"'")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, srv.DSN("postgres", "postgres"))
+	if err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+	defer conn.Close(ctx)
+	big := "SELECT '" + strings.Repeat("x", 100<<10) + "'"
+	if _, err := conn.Exec(ctx, big); err != nil {
+		t.Fatal(err)
+	}
 	st := tr.Stats()
 	if st.TCX.LostRecords == 0 || st.TCX.LostBytes < 90<<10 {
 		t.Fatalf("a 100 KB statement through a 4 KB ring that is not read lost %d records, %d bytes; want the loss counted", st.TCX.LostRecords, st.TCX.LostBytes)
+	}
+
+	// Read the ring again, and send a statement after the hole on the same connection.
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	m := marker(t)
+	if _, err := conn.Exec(ctx, "SELECT '"+m+"'"); err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(srv.Port)
+	var client netip.AddrPort
+	waitFor(t, "the statement after the hole", func() bool {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, s := range col.segs {
+			if s.Dst.Port() == port && bytes.Contains(s.Payload, []byte(m)) {
+				client = s.Src
+				return true
+			}
+		}
+		return false
+	})
+	col.mu.Lock()
+	data, holes := stream(col.segs, client)
+	col.mu.Unlock()
+	if !holes {
+		t.Fatalf("the client's stream (%d bytes captured of %d sent) shows no hole", len(data), len(big))
+	}
+	if !bytes.Contains(data, []byte(m)) || bytes.Count(data, []byte("x")) >= len(big)-16 {
+		t.Errorf("the stream around the hole: %d bytes, has the marker: %v, x's: %d", len(data), bytes.Contains(data, []byte(m)), bytes.Count(data, []byte("x")))
 	}
 }
 
