@@ -1,18 +1,18 @@
 package ebpf
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-db/vigil/pkg/cgroupfs"
 )
 
 // WatchProcess marks a server process (a postmaster) for Unix-socket capture: it, its
@@ -209,7 +209,7 @@ func (t *Tracer) UnixConnectHook() error {
 // so clients outside it are not seen: run the agent in the host's cgroup namespace.
 func (t *Tracer) attachUnixConnect() *hook {
 	hk := &hook{status: HookStatus{Name: "cgroup/connect_unix"}}
-	root, err := cgroup2Root()
+	root, err := cgroupfs.Root()
 	if err == nil {
 		hk.link, err = link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCgroupUnixConnect, Program: t.objs.UnixConnect})
 		if err != nil {
@@ -223,39 +223,4 @@ func (t *Tracer) attachUnixConnect() *hook {
 	}
 	hk.status.Attached = true
 	return hk
-}
-
-// cgroup2MountDir is where the agent mounts the cgroup v2 hierarchy when no one has.
-const cgroup2MountDir = "/run/vigil/cgroup2"
-
-// cgroup2Root finds a mount of the cgroup v2 hierarchy's root in /proc/self/mountinfo, or
-// mounts one: hybrid and container-like hosts often have only v1 mounted, while the
-// hierarchy itself always exists.
-func cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		// A mount point with escapes in mountinfo (a space in it, say) is passed over; the
-		// agent then mounts its own.
-		if ok && len(pf) >= 5 && len(qf) >= 1 && qf[0] == "cgroup2" && pf[3] == "/" && !strings.Contains(pf[4], `\`) {
-			return pf[4], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading /proc/self/mountinfo: %w", err)
-	}
-	if err := os.MkdirAll(cgroup2MountDir, 0o755); err != nil {
-		return "", fmt.Errorf("no cgroup2 mount, and creating %s failed: %w", cgroup2MountDir, err)
-	}
-	if err := unix.Mount("none", cgroup2MountDir, "cgroup2", 0, ""); err != nil {
-		return "", fmt.Errorf("no cgroup2 mount, and mounting one failed (%w): run `mount -t cgroup2 none %s`", err, cgroup2MountDir)
-	}
-	return cgroup2MountDir, nil
 }

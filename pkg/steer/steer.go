@@ -1,0 +1,304 @@
+// Package steer moves the TCP connections that flagged workloads open to governed database
+// servers into Vigil's enforcement proxy, in the kernel, with no change to the client: its
+// connect() is rewritten to the proxy's listener, getpeername() still answers with the
+// server it dialled, and the proxy reads who connected — pid, uid, cgroup, as the kernel saw
+// them at connect() — from the accepted socket (Origin), never from what the client says.
+//
+// The programs (bpf/steer.c) are attached to the cgroup v2 root, so they see every process
+// on the host (run the agent in the host's cgroup namespace). A connect() to a server with
+// no route costs one hash lookup; a connection's setup costs one more in sockops.
+package steer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/vigil-db/vigil/pkg/cgroupfs"
+)
+
+// Config configures a Steerer.
+type Config struct {
+	// CgroupRoot is where the cgroup v2 hierarchy is mounted; empty: found (or mounted) by
+	// cgroupfs.Root.
+	CgroupRoot string
+}
+
+// Origin is what the kernel recorded about a steered connection when its client called
+// connect().
+type Origin struct {
+	// Server is the address the client dialled (an IPv4 server as a plain IPv4 address).
+	Server netip.AddrPort
+	// Selector is the id of the flag that steered it (see FlagCgroup and friends).
+	Selector uint32
+	// PID is the thread that called connect(), TGID its process.
+	PID, TGID uint32
+	UID, GID  uint32
+	// CgroupID is the cgroup v2 id of the process at connect().
+	CgroupID uint64
+	Comm     string
+}
+
+// Stats counts what the programs did.
+type Stats struct {
+	// Steered counts connect() calls rewritten to a proxy.
+	Steered uint64
+	// Handed counts steered connections whose identity reached the proxy's socket.
+	Handed uint64
+	// NoStorage counts steered connections whose identity could not be stored (kernel
+	// memory); the proxy sees them without an Origin and must refuse them.
+	NoStorage uint64
+}
+
+// Steerer owns the loaded steering programs and their attachments.
+type Steerer struct {
+	log   *slog.Logger
+	root  string
+	objs  steerObjects
+	links []link.Link
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Load loads the steering programs and attaches them to the cgroup v2 root. Nothing is
+// steered until a route and a flag exist.
+func Load(cfg Config, log *slog.Logger) (*Steerer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	root := cfg.CgroupRoot
+	if root == "" {
+		var err error
+		if root, err = cgroupfs.Root(); err != nil {
+			return nil, fmt.Errorf("steering needs the cgroup v2 hierarchy: %w", err)
+		}
+	}
+	spec, err := loadSteer()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded steering object: %w", err)
+	}
+	if err := spec.Variables["self_tgid"].Set(uint32(os.Getpid())); err != nil {
+		return nil, fmt.Errorf("setting the agent's pid: %w", err)
+	}
+	s := &Steerer{log: log, root: root}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading the steering programs (verifier log follows): %+v", verr)
+		}
+		return nil, fmt.Errorf("loading the steering programs (needs root or CAP_BPF+CAP_NET_ADMIN): %w", err)
+	}
+	for _, a := range []struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+	}{
+		{s.objs.SteerConnect4, ebpf.AttachCGroupInet4Connect},
+		{s.objs.SteerConnect6, ebpf.AttachCGroupInet6Connect},
+		{s.objs.SteerGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+		{s.objs.SteerGetpeername6, ebpf.AttachCgroupInet6GetPeername},
+		{s.objs.SteerSockops, ebpf.AttachCGroupSockOps},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.attach, Program: a.prog})
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attaching %s to cgroup %s: %w", a.prog, root, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return s, nil
+}
+
+// addrKey is an address in the programs' form: IPv6, IPv4 as v4-mapped.
+func addrKey(ap netip.AddrPort) steerSteerAddr {
+	return steerSteerAddr{Addr: ap.Addr().As16(), Port: ap.Port()}
+}
+
+// AddRoute steers flagged connections to server into proxy. Both must be of one family
+// (an IPv4 server's proxy listens on IPv4), since connect() cannot change a socket's family.
+func (s *Steerer) AddRoute(server, proxy netip.AddrPort) error {
+	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
+	proxy = netip.AddrPortFrom(proxy.Addr().Unmap(), proxy.Port())
+	if server.Addr().Is4() != proxy.Addr().Is4() {
+		return fmt.Errorf("route %s → %s: the proxy must listen in the server's address family", server, proxy)
+	}
+	k, v := addrKey(server), addrKey(proxy)
+	if err := s.objs.Routes.Put(&k, &v); err != nil {
+		return fmt.Errorf("route %s → %s: %w", server, proxy, err)
+	}
+	return nil
+}
+
+// RemoveRoute stops steering to server. Connections already steered stay where they are.
+func (s *Steerer) RemoveRoute(server netip.AddrPort) error {
+	k := addrKey(netip.AddrPortFrom(server.Addr().Unmap(), server.Port()))
+	if err := s.objs.Routes.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing the route to %s: %w", server, err)
+	}
+	return nil
+}
+
+// CgroupID is the cgroup v2 id of a cgroup given by its path in the hierarchy as it
+// appears in the 0:: line of /proc/PID/cgroup ("/system.slice/x.service"): the inode of its
+// directory.
+func (s *Steerer) CgroupID(path string) (uint64, error) {
+	dir := filepath.Join(s.root, filepath.Clean("/"+path))
+	st, err := os.Stat(dir)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", path, err)
+	}
+	if !st.IsDir() {
+		return 0, fmt.Errorf("cgroup %s: %s is not a directory", path, dir)
+	}
+	return st.Sys().(*syscall.Stat_t).Ino, nil
+}
+
+// FlagCgroup steers processes in the cgroup at path, or below it, under selector sel
+// (non-zero: it comes back in Origin.Selector).
+func (s *Steerer) FlagCgroup(path string, sel uint32) error {
+	if sel == 0 {
+		return errors.New("selector id 0 is reserved")
+	}
+	id, err := s.CgroupID(path)
+	if err != nil {
+		return err
+	}
+	if err := s.objs.FlaggedCgroups.Put(id, sel); err != nil {
+		return fmt.Errorf("flagging cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// UnflagCgroup stops steering the cgroup at path.
+func (s *Steerer) UnflagCgroup(path string) error {
+	id, err := s.CgroupID(path)
+	if err != nil {
+		return err
+	}
+	if err := s.objs.FlaggedCgroups.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unflagging cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// FlagUID steers the processes of a user.
+func (s *Steerer) FlagUID(uid, sel uint32) error {
+	if sel == 0 {
+		return errors.New("selector id 0 is reserved")
+	}
+	if err := s.objs.FlaggedUids.Put(uid, sel); err != nil {
+		return fmt.Errorf("flagging uid %d: %w", uid, err)
+	}
+	return nil
+}
+
+// UnflagUID stops steering a user's processes.
+func (s *Steerer) UnflagUID(uid uint32) error {
+	if err := s.objs.FlaggedUids.Delete(uid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unflagging uid %d: %w", uid, err)
+	}
+	return nil
+}
+
+// FlagProcess steers one process (a thread group id), for selectors that userspace resolves
+// to processes, such as an executable.
+func (s *Steerer) FlagProcess(tgid, sel uint32) error {
+	if sel == 0 {
+		return errors.New("selector id 0 is reserved")
+	}
+	if err := s.objs.FlaggedTgids.Put(tgid, sel); err != nil {
+		return fmt.Errorf("flagging process %d: %w", tgid, err)
+	}
+	return nil
+}
+
+// UnflagProcess stops steering a process; call it when the process exits, too.
+func (s *Steerer) UnflagProcess(tgid uint32) error {
+	if err := s.objs.FlaggedTgids.Delete(tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unflagging process %d: %w", tgid, err)
+	}
+	return nil
+}
+
+// Origin returns what the kernel recorded about the client of a connection the proxy
+// accepted, and false for a connection that was not steered (a client that dialled the
+// proxy itself).
+func (s *Steerer) Origin(conn syscall.Conn) (Origin, bool, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return Origin{}, false, fmt.Errorf("steering origin: %w", err)
+	}
+	var info steerSteerInfo
+	var lerr error
+	if err := raw.Control(func(fd uintptr) { lerr = s.objs.Steered.Lookup(int32(fd), &info) }); err != nil {
+		return Origin{}, false, fmt.Errorf("steering origin: %w", err)
+	}
+	if errors.Is(lerr, ebpf.ErrKeyNotExist) {
+		return Origin{}, false, nil
+	}
+	if lerr != nil {
+		return Origin{}, false, fmt.Errorf("steering origin: %w", lerr)
+	}
+	addr := netip.AddrFrom16(info.Orig.Addr).Unmap()
+	o := Origin{
+		Server: netip.AddrPortFrom(addr, info.Orig.Port), Selector: info.Selector,
+		PID: info.Pid, TGID: info.Tgid, UID: info.Uid, GID: info.Gid, CgroupID: info.CgroupId,
+		Comm: cString(info.Comm[:]),
+	}
+	return o, true, nil
+}
+
+// Stats reads the programs' counters.
+func (s *Steerer) Stats() (Stats, error) {
+	var st Stats
+	for i, dst := range []*uint64{&st.Steered, &st.Handed, &st.NoStorage} {
+		var cpus []uint64
+		if err := s.objs.SteerStats.Lookup(uint32(i), &cpus); err != nil {
+			return st, fmt.Errorf("reading the steering counters: %w", err)
+		}
+		for _, n := range cpus {
+			*dst += n
+		}
+	}
+	return st, nil
+}
+
+// Close detaches the programs: connections that were steered stay with the proxy, new ones
+// go where their clients dial.
+func (s *Steerer) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
+
+func cString(a []int8) string {
+	b := make([]byte, 0, len(a))
+	for _, c := range a {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
+
+// The net.Conn types the proxy accepts satisfy syscall.Conn.
+var _ syscall.Conn = (*net.TCPConn)(nil)

@@ -1,0 +1,362 @@
+package steer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/pkg/cgroupfs"
+)
+
+// The tests run real clients — this test binary re-executed as a child process, started
+// straight into a cgroup the test creates — and watch where the kernel sends their
+// connections.
+
+const childEnv = "VIGIL_STEER_CHILD"
+
+func TestMain(m *testing.M) {
+	if target := os.Getenv(childEnv); target != "" {
+		os.Exit(child(target))
+	}
+	os.Exit(m.Run())
+}
+
+// child dials target ("tcp4:ADDR", "tcp6:ADDR", or "mapped:ADDR", an IPv4 address through
+// an AF_INET6 socket), says whom getpeername names, sends a line and waits for the reply.
+func child(target string) int {
+	mode, addr, _ := strings.Cut(target, ":")
+	ap := netip.MustParseAddrPort(addr)
+	var fd int
+	var err error
+	var sa unix.Sockaddr
+	switch mode {
+	case "tcp4":
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	case "tcp6", "mapped":
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	if err == nil {
+		err = unix.Connect(fd, sa)
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	f := os.NewFile(uintptr(fd), "conn")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	defer conn.Close()
+	var peer unix.Sockaddr
+	raw, _ := conn.(syscall.Conn).SyscallConn()
+	_ = raw.Control(func(cfd uintptr) { peer, err = unix.Getpeername(int(cfd)) })
+	if err != nil {
+		fmt.Println("error getpeername", err)
+		return 1
+	}
+	var p netip.AddrPort
+	switch a := peer.(type) {
+	case *unix.SockaddrInet4:
+		p = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		p = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	fmt.Println("peer", p)
+	fmt.Fprintln(conn, "hello")
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	fmt.Println("reply", strings.TrimSpace(line))
+	return 0
+}
+
+var cgroups int // cgroups made so far, for unique names
+
+// cgroup creates a cgroup below the root for the test and returns its path in the
+// hierarchy and an open directory fd to start processes in it.
+func cgroup(t *testing.T, root string) (string, int) {
+	t.Helper()
+	cgroups++
+	name := fmt.Sprintf("/vigil-steer-test-%d-%d", os.Getpid(), cgroups)
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("creating cgroup %s: %v", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		// The children have exited; an empty cgroup can be removed.
+		for i := 0; i < 50; i++ {
+			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("removing cgroup %s: still busy", dir)
+	})
+	return name, fd
+}
+
+// listener is a TCP listener that answers each connection's line and hands the connection
+// to the test.
+type listener struct {
+	net.Listener
+	got chan net.Conn
+
+	mu    sync.Mutex
+	conns []net.Conn // kept open for the test to ask Origin, closed at its end
+}
+
+func listen(t *testing.T, network, addr string) *listener {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &listener{Listener: l, got: make(chan net.Conn, 4)}
+	t.Cleanup(func() {
+		l.Close()
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		for _, c := range ln.conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			ln.mu.Lock()
+			ln.conns = append(ln.conns, c)
+			ln.mu.Unlock()
+			ln.got <- c
+			go func() {
+				r := bufio.NewReader(c)
+				if _, err := r.ReadString('\n'); err == nil {
+					fmt.Fprintln(c, "from "+l.Addr().String())
+				}
+			}()
+		}
+	}()
+	return ln
+}
+
+func (l *listener) addr() netip.AddrPort {
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// run starts the child in the cgroup and returns what it printed.
+func run(t *testing.T, cgroupFD int, target string) map[string]string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+target)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client %s: %v: %s", target, err, out)
+	}
+	res := map[string]string{"pid": fmt.Sprint(cmd.Process.Pid)}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		res[k] = v
+	}
+	return res
+}
+
+// accepted returns the connection that reached l, or nil when none did.
+func (l *listener) accepted() net.Conn {
+	select {
+	case c := <-l.got:
+		return c
+	case <-time.After(100 * time.Millisecond):
+		return nil
+	}
+}
+
+func load(t *testing.T) (*Steerer, string) {
+	t.Helper()
+	testenv.RequireBPF(t)
+	root, err := cgroupfs.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(Config{CgroupRoot: root}, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s, root
+}
+
+func TestSteerFlaggedCgroup(t *testing.T) {
+	s, root := load(t)
+	flaggedPath, flaggedFD := cgroup(t, root)
+	_, otherFD := cgroup(t, root) // a sibling, not flagged
+	server := listen(t, "tcp4", "127.0.0.1:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	if err := s.AddRoute(server.addr(), proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FlagCgroup(flaggedPath, 7); err != nil {
+		t.Fatal(err)
+	}
+	wantCgroup, err := s.CgroupID(flaggedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Flagged: the connection lands on the proxy, and the client cannot tell.
+	res := run(t, flaggedFD, "tcp4:"+server.addr().String())
+	if res["peer"] != server.addr().String() {
+		t.Errorf("getpeername in the steered client says %s, want the server it dialled, %s", res["peer"], server.addr())
+	}
+	if res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("steered client was answered %q, want by the proxy %s", res["reply"], proxy.addr())
+	}
+	c := proxy.accepted()
+	if c == nil {
+		t.Fatal("the proxy accepted nothing")
+	}
+	o, ok, err := s.Origin(c.(*net.TCPConn))
+	if err != nil || !ok {
+		t.Fatalf("Origin of the steered connection: %v, %v", ok, err)
+	}
+	if o.Server != server.addr() || o.Selector != 7 || fmt.Sprint(o.TGID) != res["pid"] || o.UID != uint32(os.Getuid()) ||
+		o.CgroupID != wantCgroup || o.Comm == "" {
+		t.Errorf("Origin %+v: want server %s, selector 7, tgid %s, uid %d, cgroup %d, a comm", o, server.addr(), res["pid"], os.Getuid(), wantCgroup)
+	}
+	if server.accepted() != nil {
+		t.Error("the steered connection also reached the server")
+	}
+
+	// Not flagged: straight to the server, and the server's side has no Origin.
+	res = run(t, otherFD, "tcp4:"+server.addr().String())
+	if res["reply"] != "from "+server.addr().String() {
+		t.Errorf("unflagged client was answered %q, want by the server", res["reply"])
+	}
+	if c := server.accepted(); c == nil {
+		t.Error("the server accepted nothing from the unflagged client")
+	} else if _, ok, err := s.Origin(c.(*net.TCPConn)); ok || err != nil {
+		t.Errorf("Origin of an unsteered connection: %v, %v; want none", ok, err)
+	}
+
+	// A cgroup below the flagged one is flagged too.
+	subPath := flaggedPath + "/sub"
+	if err := os.Mkdir(filepath.Join(root, subPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filepath.Join(root, subPath))
+	subFD, err := unix.Open(filepath.Join(root, subPath), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(subFD)
+	if res := run(t, subFD, "tcp4:"+server.addr().String()); res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("client in a cgroup below the flagged one was answered %q, want by the proxy", res["reply"])
+	}
+	_ = proxy.accepted()
+
+	// Unflagged again: direct.
+	if err := s.UnflagCgroup(flaggedPath); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, flaggedFD, "tcp4:"+server.addr().String()); res["reply"] != "from "+server.addr().String() {
+		t.Errorf("after unflagging, the client was answered %q, want by the server", res["reply"])
+	}
+	_ = server.accepted()
+	if st, err := s.Stats(); err != nil || st.Steered != 2 || st.Handed != 2 || st.NoStorage != 0 {
+		t.Errorf("Stats %+v, %v: want 2 steered, 2 handed", st, err)
+	}
+}
+
+// TestSteerNeverSteersTheAgent flags every process of the test's user: the children are
+// steered, the agent's own connections (the proxy's upstream ones) are not.
+func TestSteerNeverSteersTheAgent(t *testing.T) {
+	s, root := load(t)
+	_, fd := cgroup(t, root)
+	server := listen(t, "tcp4", "127.0.0.1:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	if err := s.AddRoute(server.addr(), proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FlagUID(uint32(os.Getuid()), 3); err != nil {
+		t.Fatal(err)
+	}
+	defer s.UnflagUID(uint32(os.Getuid()))
+	if res := run(t, fd, "tcp4:"+server.addr().String()); res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("client of a flagged uid was answered %q, want by the proxy", res["reply"])
+	}
+	_ = proxy.accepted()
+	c, err := net.Dial("tcp4", server.addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if server.accepted() == nil {
+		t.Error("the agent's own connection did not reach the server")
+	}
+}
+
+func TestSteerIPv6AndMapped(t *testing.T) {
+	s, root := load(t)
+	path, fd := cgroup(t, root)
+	if err := s.FlagCgroup(path, 9); err != nil {
+		t.Fatal(err)
+	}
+	server6 := listen(t, "tcp6", "[::1]:0")
+	proxy6 := listen(t, "tcp6", "[::1]:0")
+	if err := s.AddRoute(server6.addr(), proxy6.addr()); err != nil {
+		t.Fatal(err)
+	}
+	res := run(t, fd, "tcp6:"+server6.addr().String())
+	if res["reply"] != "from "+proxy6.addr().String() || res["peer"] != server6.addr().String() {
+		t.Errorf("IPv6 client: peer %s, answered %q; want peer %s, answered by %s", res["peer"], res["reply"], server6.addr(), proxy6.addr())
+	}
+	if c := proxy6.accepted(); c == nil {
+		t.Error("the IPv6 proxy accepted nothing")
+	} else if o, ok, err := s.Origin(c.(*net.TCPConn)); !ok || err != nil || o.Server != server6.addr() {
+		t.Errorf("Origin over IPv6: %+v, %v, %v", o, ok, err)
+	}
+
+	// An IPv4 server dialled through an AF_INET6 socket as ::ffff:127.0.0.1.
+	server4 := listen(t, "tcp4", "127.0.0.1:0")
+	proxy4 := listen(t, "tcp4", "127.0.0.1:0")
+	if err := s.AddRoute(server4.addr(), proxy4.addr()); err != nil {
+		t.Fatal(err)
+	}
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(server4.addr().Addr().As16()), server4.addr().Port())
+	res = run(t, fd, "mapped:"+mapped.String())
+	if res["reply"] != "from "+proxy4.addr().String() || res["peer"] != mapped.String() {
+		t.Errorf("v4-mapped client: peer %s, answered %q; want peer %s, answered by %s", res["peer"], res["reply"], mapped, proxy4.addr())
+	}
+	if c := proxy4.accepted(); c == nil {
+		t.Error("the IPv4 proxy accepted nothing from the v4-mapped client")
+	} else if o, ok, err := s.Origin(c.(*net.TCPConn)); !ok || err != nil || o.Server != server4.addr() {
+		t.Errorf("Origin of the v4-mapped client: %+v, %v, %v", o, ok, err)
+	}
+}
