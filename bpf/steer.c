@@ -12,6 +12,9 @@
  *                               client socket's storage over to the proxy's accepted socket,
  *                               where the proxy reads it by file descriptor: the identity
  *                               comes from the kernel, never from what the client sends
+ *   raw_tp/sched_process_exec,  flag processes by executable from the moment they exec, and
+ *   _fork, _exit                their children from the moment they exist (attached only
+ *                               while a selector names an executable)
  *
  * Unflagged connections pay one hash lookup in connect() (is the destination governed?) and
  * one in sockops at connection setup. Addresses are kept in IPv6 form, IPv4 as v4-mapped
@@ -19,6 +22,8 @@
 #include "vigil_sock.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "steer.h"
 
@@ -62,6 +67,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } flagged_tgids SEC(".maps");
+
+/* Flagged executables, by the path given to execve (NUL-padded). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct steer_path);
+	__type(value, __u32);
+} flagged_exes SEC(".maps");
 
 /* Per socket: what a steered socket was steered from, and who opened it. On the client's
  * socket it answers getpeername; on the proxy's accepted socket, the proxy. Freed with the
@@ -295,4 +308,53 @@ int steer_sockops(struct bpf_sock_ops *skops)
 	}
 	}
 	return 1;
+}
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+struct linux_binprm {
+	const char *filename;
+};
+#pragma clang attribute pop
+
+/* A process that execs a flagged executable is flagged; one that execs anything else stops
+ * being flagged by an executable it no longer runs. */
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(steer_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
+{
+	struct steer_path path = {};
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	if (bpf_probe_read_kernel_str(path.name, sizeof(path.name), filename) < 0)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 *sel = bpf_map_lookup_elem(&flagged_exes, &path);
+	if (sel)
+		bpf_map_update_elem(&flagged_tgids, &tgid, sel, BPF_ANY);
+	else
+		bpf_map_delete_elem(&flagged_tgids, &tgid);
+	return 0;
+}
+
+/* A flagged process's children run the same executable until they exec: flagged from the
+ * moment they exist. */
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(steer_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 *sel = bpf_map_lookup_elem(&flagged_tgids, &ptgid);
+	if (!sel)
+		return 0;
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ctgid != ptgid)
+		bpf_map_update_elem(&flagged_tgids, &ctgid, sel, BPF_ANY);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(steer_exit, struct task_struct *task)
+{
+	__u32 pid = BPF_CORE_READ(task, pid);
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	if (pid == tgid)
+		bpf_map_delete_elem(&flagged_tgids, &tgid);
+	return 0;
 }

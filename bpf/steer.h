@@ -12,6 +12,11 @@ struct steer_addr {
 	__u16 _pad;
 };
 
+/* An executable's path as given to execve, NUL-padded. */
+struct steer_path {
+	char name[256];
+};
+
 /* What a steered connection was steered from, and who opened it, as the kernel saw them
  * at connect(). */
 struct steer_info {

@@ -66,8 +66,9 @@ type Steerer struct {
 	objs  steerObjects
 	links []link.Link
 
-	mu     sync.Mutex
-	closed bool
+	mu       sync.Mutex
+	closed   bool
+	exeLinks []link.Link // the exec/fork/exit tracepoints, attached while an exe is flagged
 }
 
 // Load loads the steering programs and attaches them to the cgroup v2 root. Nothing is
@@ -229,6 +230,108 @@ func (s *Steerer) UnflagProcess(tgid uint32) error {
 	return nil
 }
 
+// FlagExe steers the processes that run the executable at path: those running it now,
+// those that exec it from now on (matched on the path given to execve, so name it as it is
+// executed: "/usr/bin/psql", not a relative path), and their children.
+func (s *Steerer) FlagExe(path string, sel uint32) error {
+	if sel == 0 {
+		return errors.New("selector id 0 is reserved")
+	}
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("exe %q: give an absolute path", path)
+	}
+	var key steerSteerPath
+	if len(path) >= len(key.Name) {
+		return fmt.Errorf("exe %q: longer than %d bytes", path, len(key.Name)-1)
+	}
+	for i := range len(path) {
+		key.Name[i] = int8(path[i])
+	}
+	if err := s.attachExecTracking(); err != nil {
+		return err
+	}
+	if err := s.objs.FlaggedExes.Put(&key, sel); err != nil {
+		return fmt.Errorf("flagging exe %s: %w", path, err)
+	}
+	// Processes that exec'd it before the tracepoints were attached are found in /proc,
+	// after the attach so that none falls between the two.
+	want := map[string]bool{path: true}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		want[real] = true
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("flagging exe %s: listing processes: %w", path, err)
+	}
+	for _, p := range procs {
+		var tgid uint32
+		if _, err := fmt.Sscan(p.Name(), &tgid); err != nil {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + p.Name() + "/exe"); err == nil && want[exe] {
+			if err := s.FlagProcess(tgid, sel); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// UnflagExe stops steering an executable, and the processes flagged for running it.
+func (s *Steerer) UnflagExe(path string, sel uint32) error {
+	var key steerSteerPath
+	for i := range min(len(path), len(key.Name)-1) {
+		key.Name[i] = int8(path[i])
+	}
+	if err := s.objs.FlaggedExes.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unflagging exe %s: %w", path, err)
+	}
+	var tgid, v uint32
+	var gone []uint32
+	it := s.objs.FlaggedTgids.Iterate()
+	for it.Next(&tgid, &v) {
+		if v == sel {
+			gone = append(gone, tgid)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("unflagging exe %s: %w", path, err)
+	}
+	for _, tgid := range gone {
+		if err := s.UnflagProcess(tgid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Steerer) attachExecTracking() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exeLinks != nil {
+		return nil
+	}
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sched_process_exec", s.objs.SteerExec},
+		{"sched_process_fork", s.objs.SteerFork},
+		{"sched_process_exit", s.objs.SteerExit},
+	} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		if err != nil {
+			for _, l := range s.exeLinks {
+				l.Close()
+			}
+			s.exeLinks = nil
+			return fmt.Errorf("attaching raw tracepoint %s (needed to steer by executable): %w", tp.name, err)
+		}
+		s.exeLinks = append(s.exeLinks, l)
+	}
+	return nil
+}
+
 // Origin returns what the kernel recorded about the client of a connection the proxy
 // accepted, and false for a connection that was not steered (a client that dialled the
 // proxy itself).
@@ -282,7 +385,7 @@ func (s *Steerer) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for _, l := range s.links {
+	for _, l := range append(s.links, s.exeLinks...) {
 		errs = append(errs, l.Close())
 	}
 	errs = append(errs, s.objs.Close())

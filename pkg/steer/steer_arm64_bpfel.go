@@ -36,11 +36,17 @@ type steerSteerInfo struct {
 	Comm     [16]int8
 }
 
+type steerSteerPath struct {
+	_    structs.HostLayout
+	Name [256]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	steerMapFlaggedCgroups     = "flagged_cgroups"
+	steerMapFlaggedExes        = "flagged_exes"
 	steerMapFlaggedTgids       = "flagged_tgids"
 	steerMapFlaggedUids        = "flagged_uids"
 	steerMapPending            = "pending"
@@ -49,6 +55,9 @@ const (
 	steerMapSteered            = "steered"
 	steerProgSteerConnect4     = "steer_connect4"
 	steerProgSteerConnect6     = "steer_connect6"
+	steerProgSteerExec         = "steer_exec"
+	steerProgSteerExit         = "steer_exit"
+	steerProgSteerFork         = "steer_fork"
 	steerProgSteerGetpeername4 = "steer_getpeername4"
 	steerProgSteerGetpeername6 = "steer_getpeername6"
 	steerProgSteerSockops      = "steer_sockops"
@@ -99,6 +108,9 @@ type steerSpecs struct {
 type steerProgramSpecs struct {
 	SteerConnect4     *ebpf.ProgramSpec `ebpf:"steer_connect4"`
 	SteerConnect6     *ebpf.ProgramSpec `ebpf:"steer_connect6"`
+	SteerExec         *ebpf.ProgramSpec `ebpf:"steer_exec"`
+	SteerExit         *ebpf.ProgramSpec `ebpf:"steer_exit"`
+	SteerFork         *ebpf.ProgramSpec `ebpf:"steer_fork"`
 	SteerGetpeername4 *ebpf.ProgramSpec `ebpf:"steer_getpeername4"`
 	SteerGetpeername6 *ebpf.ProgramSpec `ebpf:"steer_getpeername6"`
 	SteerSockops      *ebpf.ProgramSpec `ebpf:"steer_sockops"`
@@ -109,6 +121,7 @@ type steerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
 	FlaggedCgroups *ebpf.MapSpec `ebpf:"flagged_cgroups"`
+	FlaggedExes    *ebpf.MapSpec `ebpf:"flagged_exes"`
 	FlaggedTgids   *ebpf.MapSpec `ebpf:"flagged_tgids"`
 	FlaggedUids    *ebpf.MapSpec `ebpf:"flagged_uids"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
@@ -145,6 +158,7 @@ func (o *steerObjects) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
 	FlaggedCgroups *ebpf.Map `ebpf:"flagged_cgroups"`
+	FlaggedExes    *ebpf.Map `ebpf:"flagged_exes"`
 	FlaggedTgids   *ebpf.Map `ebpf:"flagged_tgids"`
 	FlaggedUids    *ebpf.Map `ebpf:"flagged_uids"`
 	Pending        *ebpf.Map `ebpf:"pending"`
@@ -156,6 +170,7 @@ type steerMaps struct {
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.FlaggedCgroups,
+		m.FlaggedExes,
 		m.FlaggedTgids,
 		m.FlaggedUids,
 		m.Pending,
@@ -178,6 +193,9 @@ type steerVariables struct {
 type steerPrograms struct {
 	SteerConnect4     *ebpf.Program `ebpf:"steer_connect4"`
 	SteerConnect6     *ebpf.Program `ebpf:"steer_connect6"`
+	SteerExec         *ebpf.Program `ebpf:"steer_exec"`
+	SteerExit         *ebpf.Program `ebpf:"steer_exit"`
+	SteerFork         *ebpf.Program `ebpf:"steer_fork"`
 	SteerGetpeername4 *ebpf.Program `ebpf:"steer_getpeername4"`
 	SteerGetpeername6 *ebpf.Program `ebpf:"steer_getpeername6"`
 	SteerSockops      *ebpf.Program `ebpf:"steer_sockops"`
@@ -187,6 +205,9 @@ func (p *steerPrograms) Close() error {
 	return _SteerClose(
 		p.SteerConnect4,
 		p.SteerConnect6,
+		p.SteerExec,
+		p.SteerExit,
+		p.SteerFork,
 		p.SteerGetpeername4,
 		p.SteerGetpeername6,
 		p.SteerSockops,

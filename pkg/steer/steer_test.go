@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,10 @@ import (
 // straight into a cgroup the test creates — and watch where the kernel sends their
 // connections.
 
-const childEnv = "VIGIL_STEER_CHILD"
+const (
+	childEnv = "VIGIL_STEER_CHILD"
+	waitEnv  = "VIGIL_STEER_WAIT"
+)
 
 func TestMain(m *testing.M) {
 	if target := os.Getenv(childEnv); target != "" {
@@ -37,6 +41,10 @@ func TestMain(m *testing.M) {
 // child dials target ("tcp4:ADDR", "tcp6:ADDR", or "mapped:ADDR", an IPv4 address through
 // an AF_INET6 socket), says whom getpeername names, sends a line and waits for the reply.
 func child(target string) int {
+	if os.Getenv(waitEnv) != "" {
+		// Wait for the test's go-ahead: it flags this process while it runs.
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
 	mode, addr, _ := strings.Cut(target, ":")
 	ap := netip.MustParseAddrPort(addr)
 	var fd int
@@ -169,15 +177,39 @@ func (l *listener) addr() netip.AddrPort {
 // run starts the child in the cgroup and returns what it printed.
 func run(t *testing.T, cgroupFD int, target string) map[string]string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	return runExe(t, os.Args[0], cgroupFD, target, nil)
+}
+
+// runExe runs the child from the executable exe; with ready, the child waits until ready
+// returns.
+func runExe(t *testing.T, exe string, cgroupFD int, target string, ready func(pid int)) map[string]string {
+	t.Helper()
+	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+target)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("client %s: %v: %s", target, err, out)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	var stdin io.WriteCloser
+	if ready != nil {
+		cmd.Env = append(cmd.Env, waitEnv+"=1")
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("client %s: %v", target, err)
+	}
+	if ready != nil {
+		ready(cmd.Process.Pid)
+		fmt.Fprintln(stdin, "go")
+		stdin.Close()
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("client %s: %v: %s", target, err, out.String())
 	}
 	res := map[string]string{"pid": fmt.Sprint(cmd.Process.Pid)}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		k, v, _ := strings.Cut(line, " ")
 		res[k] = v
 	}
@@ -359,4 +391,61 @@ func TestSteerIPv6AndMapped(t *testing.T) {
 	} else if o, ok, err := s.Origin(c.(*net.TCPConn)); !ok || err != nil || o.Server != server4.addr() {
 		t.Errorf("Origin of the v4-mapped client: %+v, %v, %v", o, ok, err)
 	}
+}
+
+// TestSteerFlaggedExe flags an executable: a process that execs it is steered, as is one
+// that was already running it when the flag was set; the same program under another path
+// is not.
+func TestSteerFlaggedExe(t *testing.T) {
+	s, root := load(t)
+	_, fd := cgroup(t, root)
+	server := listen(t, "tcp4", "127.0.0.1:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	if err := s.AddRoute(server.addr(), proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "flagged-client")
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := "tcp4:" + server.addr().String()
+
+	// Already running when the flag is set: found in /proc.
+	res := runExe(t, exe, fd, target, func(int) {
+		if err := s.FlagExe(exe, 11); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("a process already running the flagged exe was answered %q, want by the proxy", res["reply"])
+	}
+	if c := proxy.accepted(); c == nil {
+		t.Error("the proxy accepted nothing")
+	} else if o, ok, _ := s.Origin(c.(*net.TCPConn)); !ok || o.Selector != 11 || fmt.Sprint(o.TGID) != res["pid"] {
+		t.Errorf("Origin %+v, %v: want selector 11, tgid %s", o, ok, res["pid"])
+	}
+
+	// Exec'd after the flag: caught at exec.
+	if res := runExe(t, exe, fd, target, nil); res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("a process that exec'd the flagged exe was answered %q, want by the proxy", res["reply"])
+	}
+	_ = proxy.accepted()
+
+	// The same program from its original path is another executable.
+	if res := run(t, fd, target); res["reply"] != "from "+server.addr().String() {
+		t.Errorf("the unflagged exe was answered %q, want by the server", res["reply"])
+	}
+	_ = server.accepted()
+
+	if err := s.UnflagExe(exe, 11); err != nil {
+		t.Fatal(err)
+	}
+	if res := runExe(t, exe, fd, target, nil); res["reply"] != "from "+server.addr().String() {
+		t.Errorf("after unflagging, the exe was answered %q, want by the server", res["reply"])
+	}
+	_ = server.accepted()
 }
