@@ -18,11 +18,12 @@ import (
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/identity"
 	"github.com/vigil-db/vigil/pkg/policy"
+	"github.com/vigil-db/vigil/pkg/steer"
 )
 
 // newProxy builds one enforcement proxy listener. Its upstream connections are announced to
 // capture, which then leaves them to the proxy: each statement is recorded once.
-func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *capture.Capturer, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
+func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *capture.Capturer, st *steering, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
 	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream}
 	if px.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)
@@ -71,6 +72,11 @@ func newProxy(px config.Proxy, engine *policy.Engine, sink capture.Sink, capt *c
 	ident := identity.New(identity.Options{Logger: log})
 	owners := &identity.OwnerCache{}
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
+		if st != nil {
+			if o, _, ok := st.origin(client); ok {
+				return enforce.Principal{Process: steeredClient(ident, o)}
+			}
+		}
 		return enforce.Principal{Process: localClient(ident, owners, client)}
 	}
 	if capt != nil {
@@ -118,6 +124,16 @@ func localClient(ident *identity.Resolver, owners *identity.OwnerCache, c net.Co
 		return nil
 	}
 	return p
+}
+
+// steeredClient names the process behind a steered connection from what the kernel
+// recorded at its connect(), enriched from /proc while the process lives.
+func steeredClient(ident *identity.Resolver, o steer.Origin) *event.Process {
+	if p, err := ident.Lookup(int(o.TGID)); err == nil && p.PID == int32(o.TGID) {
+		return p
+	}
+	uid := int32(o.UID)
+	return &event.Process{PID: int32(o.TGID), UID: &uid, Comm: o.Comm}
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {

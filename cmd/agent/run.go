@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -250,8 +251,24 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		go reportCaptureStatus(runCtx, capt, status)
 	}
 
+	// Steering is loaded before the proxies (their sessions ask it who connected) and
+	// routes into each proxy only once that proxy accepts.
+	steering, err := startSteering(cfg, log)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("steering: %w", err)
+	}
+	var (
+		routed      sync.WaitGroup
+		routeFailed atomic.Bool
+	)
+	if steering != nil {
+		defer steering.close()
+		status.Set("steer", health.Component{Required: true, Detail: "waiting for the proxies to listen"})
+	}
 	for i, px := range cfg.Proxies {
-		p, err := newProxy(px, engine, trail, capt, reg, log)
+		p, err := newProxy(px, engine, trail, capt, steering, reg, log)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -268,14 +285,39 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 				cancel()
 			}
 		}()
+		if steering != nil {
+			routed.Add(1)
+		}
 		go func() {
+			if steering != nil {
+				defer routed.Done()
+			}
 			select {
 			case <-p.Ready():
 				status.Set(name, health.Component{Required: true, Ready: true, Detail: px.Listen + " → " + px.Upstream})
 			case <-runCtx.Done():
+				return
+			}
+			if steering == nil {
+				return
+			}
+			if err := steering.addRoutes(runCtx, px, p.Addr()); err != nil {
+				// Flagged workloads would reach this server unproxied: not ready, loudly,
+				// but capture and the other proxies carry on.
+				log.Error("flagged connections are not steered into this proxy", "listen", px.Listen, "upstream", px.Upstream, "err", err)
+				status.Set("steer", health.Component{Required: true, Detail: err.Error()})
+				routeFailed.Store(true)
 			}
 		}()
 		status.Set(name, health.Component{Required: true, Detail: "starting"})
+	}
+	if steering != nil {
+		go func() {
+			routed.Wait()
+			if runCtx.Err() == nil && !routeFailed.Load() {
+				status.Set("steer", health.Component{Required: true, Ready: true, Detail: fmt.Sprintf("%d selectors, %d proxies", len(cfg.Steer), len(cfg.Proxies))})
+			}
+		}()
 	}
 	if capt == nil && len(cfg.Proxies) == 0 {
 		return errors.New("nothing to do: capture is off and no --proxy was given")
@@ -297,6 +339,10 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 
 	<-runCtx.Done()
 	log.Info("agent stopping: flushing")
+	if steering != nil {
+		// New connections go where their clients dial before the proxies stop listening.
+		steering.close()
+	}
 	wg.Wait()
 	stopTrail()
 	if err := <-trailDone; err != nil {

@@ -40,6 +40,9 @@ type Config struct {
 	LocalStore LocalStore `yaml:"local_store"`
 	// Proxies are enforcement proxy listeners.
 	Proxies []Proxy `yaml:"proxies"`
+	// Steer lists the workloads whose connections to the proxies' upstream servers the
+	// kernel moves into the proxy, with no change to the client.
+	Steer []SteerSelector `yaml:"steer"`
 }
 
 // Log configures logging.
@@ -139,6 +142,20 @@ type Proxy struct {
 	UpstreamUser        string `yaml:"upstream_user"`
 	UpstreamPasswordEnv string `yaml:"upstream_password_env"`
 	ClientPasswordEnv   string `yaml:"client_password_env"`
+}
+
+// SteerSelector flags the workloads it matches, by one criterion: a selector with several
+// would leave unclear whether they all must match or any, so each is its own selector.
+type SteerSelector struct {
+	// Name identifies the selector in events and metrics; default "steer[i]".
+	Name string `yaml:"name"`
+	// Cgroup is a cgroup v2 path as in the 0:: line of /proc/PID/cgroup; it flags the
+	// processes in that cgroup and below it (a Kubernetes pod's, a systemd unit's).
+	Cgroup string `yaml:"cgroup"`
+	// Exe is an executable's absolute path, as it is executed.
+	Exe string `yaml:"exe"`
+	// UID flags every process of a user.
+	UID *uint32 `yaml:"uid"`
 }
 
 // DefaultStore is the store when none is configured: the local store under the state
@@ -248,6 +265,11 @@ func (c *Config) applyDefaults() {
 	if c.Audit.AnchorInterval == 0 {
 		c.Audit.AnchorInterval = 10 * time.Second
 	}
+	for i := range c.Steer {
+		if c.Steer[i].Name == "" {
+			c.Steer[i].Name = fmt.Sprintf("steer[%d]", i)
+		}
+	}
 	for i := range c.Capture.Servers {
 		if c.Capture.Servers[i].Protocol == "" {
 			c.Capture.Servers[i].Protocol = "postgres"
@@ -297,6 +319,28 @@ func (c *Config) Validate() error {
 		if p.UpstreamUser == "" && (p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "") {
 			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
 		}
+	}
+	names := map[string]bool{}
+	for i, sel := range c.Steer {
+		n := 0
+		for _, set := range []bool{sel.Cgroup != "", sel.Exe != "", sel.UID != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			errs = append(errs, fmt.Errorf("steer[%d]: give exactly one of cgroup, exe, uid (got %d); list a selector per criterion", i, n))
+		}
+		if sel.Cgroup != "" && !strings.HasPrefix(sel.Cgroup, "/") {
+			errs = append(errs, fmt.Errorf("steer[%d].cgroup: %q: want a path from the cgroup root, as in the 0:: line of /proc/PID/cgroup", i, sel.Cgroup))
+		}
+		if sel.Exe != "" && !strings.HasPrefix(sel.Exe, "/") {
+			errs = append(errs, fmt.Errorf("steer[%d].exe: %q: want an absolute path", i, sel.Exe))
+		}
+		if names[sel.Name] {
+			errs = append(errs, fmt.Errorf("steer[%d].name: %q is used twice", i, sel.Name))
+		}
+		names[sel.Name] = true
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,12 @@ func TestParse(t *testing.T) {
 		{"bad redact", "audit:\n  redact: everything\n", "audit.redact"},
 		{"server without ports", "capture:\n  servers:\n    - binary: /usr/bin/postgres\n", "capture.servers[0].ports"},
 		{"bad type", "capture:\n  max_statement_bytes: lots\n", "line 2"},
+		{"steer", "proxies: [{listen: 127.0.0.1:6432, upstream: 127.0.0.1:5432}]\nsteer:\n  - cgroup: /batch.slice\n  - {name: psql, exe: /usr/bin/psql}\n  - uid: 1000\n", ""},
+		{"steer two criteria", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - {cgroup: /x, uid: 0}\n", "steer[0]: give exactly one"},
+		{"steer nothing", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - name: x\n", "steer[0]: give exactly one"},
+		{"steer relative cgroup", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - cgroup: batch.slice\n", "steer[0].cgroup"},
+		{"steer relative exe", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - exe: psql\n", "steer[0].exe"},
+		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "vigil.yaml")
