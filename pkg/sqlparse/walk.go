@@ -280,7 +280,7 @@ func (w *walker) msg(m protoreflect.Message) {
 			w.column(t.GetResTarget().GetName())
 		}
 		if w.dry == 0 {
-			p := pred{names: targetNames(x.Relation)}
+			p := pred{sc: dmlScope(x.Relation, x.FromClause, x.WithClause)}
 			if !p.effectiveWhere(x.WhereClause) {
 				w.flag(FlagNoEffectiveWhere)
 			}
@@ -291,7 +291,7 @@ func (w *walker) msg(m protoreflect.Message) {
 		w.setKind(KindDelete)
 		w.target(x.Relation)
 		if w.dry == 0 {
-			p := pred{names: targetNames(x.Relation)}
+			p := pred{sc: dmlScope(x.Relation, x.UsingClause, x.WithClause)}
 			if !p.effectiveWhere(x.WhereClause) {
 				w.flag(FlagNoEffectiveWhere)
 			}
@@ -302,7 +302,7 @@ func (w *walker) msg(m protoreflect.Message) {
 		w.setKind(KindMerge)
 		w.target(x.Relation)
 		if w.dry == 0 {
-			p := pred{names: targetNames(x.Relation)}
+			p := pred{sc: dmlScope(x.Relation, []*pg.Node{x.SourceRelation}, x.WithClause)}
 			if p.mergeTouchesAll(x) {
 				w.flag(FlagNoEffectiveWhere)
 			}
@@ -637,6 +637,18 @@ func rvName(rv *pg.RangeVar) string {
 
 // targetNames are the names by which a DML statement's columns of its target can be
 // qualified: the alias if there is one, else the relation name.
+// dmlScope is what the predicates of an UPDATE, DELETE or MERGE can refer to.
+func dmlScope(target *pg.RangeVar, from []*pg.Node, with *pg.WithClause) scope {
+	sc := scope{names: targetNames(target), ctes: cteMap(with)}
+	if target != nil {
+		sc.rel = target.Relname
+	}
+	if len(from) > 0 && from[0] != nil {
+		sc.others = fromNames(from)
+	}
+	return sc
+}
+
 func targetNames(rv *pg.RangeVar) []string {
 	if rv == nil {
 		return nil

@@ -30,7 +30,7 @@ const (
 // a classification holds only for the literals it was made with, so the template cache
 // never serves it for others.
 type pred struct {
-	names        []string
+	sc           scope
 	readsLiteral bool
 }
 
@@ -40,10 +40,9 @@ func (p *pred) constString(n *pg.Node) (string, bool) {
 	return constString(n)
 }
 
-// effectiveWhere reports whether where really restricts the rows of an UPDATE/DELETE whose
-// target is known by names. No WHERE, a tautology, and a predicate that does not depend on
-// the row (constant-foldable or not) all count as none: such a statement touches every row
-// or none, and which one is not up to the row.
+// effectiveWhere reports whether where really restricts the rows of an UPDATE/DELETE: it
+// is not a tautology or independent of the row (predicate), and it provably restricts the
+// target (restricts). No WHERE counts as none.
 func (p *pred) effectiveWhere(where *pg.Node) bool {
 	if where == nil {
 		return false
@@ -51,7 +50,7 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 	if where.GetCurrentOfExpr() != nil {
 		return true
 	}
-	return p.predicate(where) == filter
+	return p.predicate(where) == filter && p.restricts(where)
 }
 
 // mergeTouchesAll reports whether a MERGE updates or deletes every target row: an ON
@@ -59,13 +58,13 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 // unconditional WHEN NOT MATCHED BY SOURCE UPDATE/DELETE (which hits every target row the
 // source lacks — all of them for an empty source).
 func (p *pred) mergeTouchesAll(x *pg.MergeStmt) bool {
-	onAll := p.predicate(x.JoinCondition) != filter
+	onAll := p.predicate(x.JoinCondition) != filter || !p.restricts(x.JoinCondition)
 	for _, c := range x.MergeWhenClauses {
 		wc := c.GetMergeWhenClause()
 		if wc == nil || (wc.CommandType != pg.CmdType_CMD_UPDATE && wc.CommandType != pg.CmdType_CMD_DELETE) {
 			continue
 		}
-		condAll := wc.Condition == nil || p.predicate(wc.Condition) != filter
+		condAll := wc.Condition == nil || p.predicate(wc.Condition) != filter || !p.restricts(wc.Condition)
 		switch wc.MatchKind {
 		case pg.MergeMatchKind_MERGE_WHEN_MATCHED:
 			if onAll && condAll {
@@ -84,7 +83,7 @@ func (p *pred) predicate(n *pg.Node) truth {
 	if n == nil {
 		return always
 	}
-	if !rowDependent(n, p.names) {
+	if !rowDependent(n, p.sc.names) {
 		switch v, ok := p.foldBool(n); {
 		case !ok:
 			return rowFree
@@ -104,7 +103,7 @@ func (p *pred) predicate(n *pg.Node) truth {
 			return p.predicate(x.TypeCast.Arg)
 		}
 	case *pg.Node_SubLink:
-		if selfInSubquery(x.SubLink, p.names) {
+		if selfInSubquery(x.SubLink, p.sc.names) {
 			return always
 		}
 	case *pg.Node_BooleanTest:
@@ -525,6 +524,9 @@ func (p *pred) foldAExpr(e *pg.A_Expr) (value, bool) {
 	}
 	if l.kind != r.kind {
 		return value{}, false
+	}
+	if op == "||" && l.kind == 's' {
+		return value{kind: 's', s: l.s + r.s}, true
 	}
 	if l.kind == 'n' {
 		switch op {

@@ -1,0 +1,438 @@
+package sqlparse
+
+import (
+	"slices"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Whether a WHERE restricts the target of an UPDATE/DELETE is decided by proof, not by
+// spotting tautologies: a predicate restricts only when the analysis below can show that it
+// compares the target's own row with something that is not the same row (a constant, a
+// parameter, another table's row), and every shape it cannot read — a predicate only on a
+// USING table, a function of the row, a pattern it cannot see, a subquery over the target
+// itself — counts as touching every row. For production that sends the statement to the
+// policy's no-effective-WHERE rule, where a person can approve it, instead of letting it
+// through on the benefit of the doubt (the shapes that deleted every row while looking
+// restricted are in the corpus beside this file's tests).
+
+// scope is what a predicate's column references can refer to.
+type scope struct {
+	// names are the target's names in this statement (its alias, or its relation name).
+	names []string
+	// rel is the target's relation name, to recognise the target read again elsewhere.
+	rel string
+	// others are the other tables in the statement's FROM/USING, by name or alias, with the
+	// relation each stands for ("" for subqueries and functions).
+	others map[string]string
+	// inner is set inside a subquery: its unqualified columns are the subquery's own.
+	inner bool
+	// ctes are the statement's WITH queries, by name.
+	ctes map[string]*pg.Node
+}
+
+// systemColumns never hold NULL and are not the row's data.
+var systemColumns = map[string]bool{"ctid": true, "xmin": true, "xmax": true, "cmin": true, "cmax": true, "tableoid": true, "oid": true}
+
+// refs is what an expression's column references point at.
+type refs struct {
+	target  bool // the target row
+	self    bool // another reference to the target's relation (a self-join), as good as target
+	other   bool // another table's row
+	unknown bool // unqualified where several tables could own the column
+	system  bool // only system columns of the target
+}
+
+func (p *pred) scan(n *pg.Node) refs { return p.scanFrom(n, 0) }
+
+// scanFrom scans n as if sub subqueries deep.
+func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
+	var r refs
+	if n == nil {
+		return r
+	}
+	sys, data := false, false
+	var visit func(m protoreflect.Message, sub int)
+	visit = func(m protoreflect.Message, sub int) {
+		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			last := x.Fields[len(x.Fields)-1].GetString_().GetSval()
+			switch owner := p.owner(x, sub); owner {
+			case ownTarget:
+				r.target = true
+				if systemColumns[last] {
+					sys = true
+				} else {
+					data = true
+				}
+			case ownSelf:
+				r.self = true
+			case ownOther:
+				r.other = true
+			case ownUnknown:
+				r.unknown = true
+			}
+			return
+		case *pg.SubLink, *pg.RangeSubselect:
+			sub++
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					visit(l.Get(i).Message(), sub)
+				}
+			} else {
+				visit(v.Message(), sub)
+			}
+			return true
+		})
+	}
+	visit(n.ProtoReflect(), sub0)
+	r.system = sys && !data
+	return r
+}
+
+type owner int
+
+const (
+	ownNone owner = iota
+	ownTarget
+	ownSelf
+	ownOther
+	ownUnknown
+)
+
+// owner says whose column a reference is. Inside a subquery (sub > 0) only references
+// qualified with a name of the outer statement reach out of it.
+func (p *pred) owner(c *pg.ColumnRef, sub int) owner {
+	if len(c.Fields) == 1 {
+		switch {
+		case sub > 0 || p.sc.inner:
+			return ownOther
+		case len(p.sc.others) == 0:
+			return ownTarget
+		}
+		return ownUnknown
+	}
+	q := c.Fields[len(c.Fields)-2].GetString_().GetSval()
+	if slices.Contains(p.sc.names, q) {
+		return ownTarget
+	}
+	if rel, ok := p.sc.others[q]; ok {
+		if rel != "" && rel == p.sc.rel {
+			return ownSelf
+		}
+		return ownOther
+	}
+	if sub > 0 || p.sc.inner {
+		return ownOther // the subquery's own tables
+	}
+	return ownUnknown
+}
+
+// restricts reports whether n provably selects some rows of the target and not others.
+func (p *pred) restricts(n *pg.Node) bool {
+	if n == nil {
+		return false
+	}
+	switch x := n.Node.(type) {
+	case *pg.Node_BoolExpr:
+		b := x.BoolExpr
+		switch b.Boolop {
+		case pg.BoolExprType_AND_EXPR:
+			return slices.ContainsFunc(b.Args, p.restricts)
+		case pg.BoolExprType_OR_EXPR:
+			// Every arm must restrict, save those that select nothing.
+			n := 0
+			for _, a := range b.Args {
+				if p.predicate(a) == never {
+					continue
+				}
+				if !p.restricts(a) {
+					return false
+				}
+				n++
+			}
+			return n > 0
+		case pg.BoolExprType_NOT_EXPR:
+			return len(b.Args) == 1 && p.restricts(b.Args[0])
+		}
+	case *pg.Node_AExpr:
+		return p.restrictsExpr(x.AExpr)
+	case *pg.Node_NullTest:
+		r := p.scan(x.NullTest.Arg)
+		return r.target && !r.system && !r.self && !r.unknown
+	case *pg.Node_BooleanTest:
+		return p.restricts(x.BooleanTest.Arg)
+	case *pg.Node_TypeCast:
+		return isBoolType(x.TypeCast.TypeName) && p.restricts(x.TypeCast.Arg)
+	case *pg.Node_ColumnRef:
+		// A boolean column of the row.
+		r := p.scan(n)
+		return r.target && !r.system
+	case *pg.Node_SubLink:
+		return p.restrictsSubLink(x.SubLink)
+	}
+	return false
+}
+
+// compares reports whether a comparison of l with r restricts: one side is the target row,
+// the other is not (a constant, a parameter, another table's row, an uncorrelated
+// subquery).
+func (p *pred) compares(l, r *pg.Node) bool {
+	lr, rr := p.scan(l), p.scan(r)
+	if lr.unknown || rr.unknown || lr.self || rr.self {
+		return false
+	}
+	if lr.target == rr.target {
+		return false // both sides the row (id = coalesce($1, id)), or neither
+	}
+	if lr.target {
+		return !lr.system
+	}
+	return !rr.system
+}
+
+func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
+	switch e.Kind {
+	case pg.A_Expr_Kind_AEXPR_OP:
+		switch opName(e.Name) {
+		case "~", "~*", "!~", "!~*":
+			return p.restrictsPattern(e.Lexpr, e.Rexpr, regexRestricts)
+		case "~~", "~~*", "!~~", "!~~*": // LIKE written as an operator
+			return p.restrictsPattern(e.Lexpr, e.Rexpr, likeRestricts)
+		}
+		// Comparisons and the other boolean operators (@>, &&, ?): the row against what
+		// is not the row.
+		return p.compares(e.Lexpr, e.Rexpr)
+	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
+		return p.compares(e.Lexpr, e.Rexpr)
+	case pg.A_Expr_Kind_AEXPR_DISTINCT, pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
+		return p.compares(e.Lexpr, e.Rexpr)
+	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
+		return p.restrictsPattern(e.Lexpr, e.Rexpr, likeRestricts)
+	case pg.A_Expr_Kind_AEXPR_SIMILAR:
+		// The grammar wraps the pattern in similar_to_escape(pattern [, escape]).
+		pat := e.Rexpr
+		if fc := pat.GetFuncCall(); fc != nil && len(fc.Args) > 0 && qualifiedName(fc.Funcname) == "pg_catalog.similar_to_escape" {
+			pat = fc.Args[0]
+		}
+		return p.restrictsPattern(e.Lexpr, pat, regexRestricts)
+	case pg.A_Expr_Kind_AEXPR_IN:
+		l := p.scan(e.Lexpr)
+		if !l.target || l.system || l.unknown || l.self {
+			return false
+		}
+		for _, it := range e.Rexpr.GetList().GetItems() {
+			if r := p.scan(it); r.target || r.self || r.unknown {
+				return false
+			}
+		}
+		return true
+	case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN, pg.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
+		items := e.Rexpr.GetList().GetItems()
+		if len(items) != 2 {
+			return false
+		}
+		return p.compares(e.Lexpr, items[0]) && p.compares(e.Lexpr, items[1])
+	}
+	return false
+}
+
+// restrictsPattern judges a pattern match: the row against a pattern that is a constant
+// the analysis can read (folded, so '%' || ” is '%') and that does not match every value.
+// A pattern from a parameter or an expression is not proof.
+func (p *pred) restrictsPattern(l, pat *pg.Node, ok func(string) bool) bool {
+	lr := p.scan(l)
+	if !lr.target || lr.system || lr.unknown || lr.self {
+		return false
+	}
+	v, folded := p.fold(pat)
+	if !folded || v.kind != 's' {
+		return false
+	}
+	return ok(v.s)
+}
+
+// likeRestricts: a LIKE pattern restricts when it holds a character that must be present
+// ('%' and '_' alone match every value, or every non-empty one).
+func likeRestricts(s string) bool {
+	return strings.Trim(s, "%_") != ""
+}
+
+// regexRestricts: a regular expression (or SIMILAR TO pattern) restricts when it holds a
+// literal character that every match must contain, that is one not made optional by what
+// follows it, outside alternation and groups. Anything cleverer is not proof.
+func regexRestricts(s string) bool {
+	if strings.ContainsAny(s, "|()[]\\") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || c == '@' || c == '-') {
+			continue
+		}
+		if i+1 < len(s) && strings.IndexByte("*?{", s[i+1]) >= 0 {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// restrictsSubLink judges EXISTS, IN (subquery) and ANY/ALL.
+func (p *pred) restrictsSubLink(sl *pg.SubLink) bool {
+	sel := sl.Subselect.GetSelectStmt()
+	if sel == nil {
+		return false
+	}
+	switch sl.SubLinkType {
+	case pg.SubLinkType_EXISTS_SUBLINK:
+		// Restricts when it is correlated with the target row, through a restricting
+		// predicate, over tables other than the target.
+		if p.readsTarget(sel, 0) {
+			return false
+		}
+		inner := &pred{sc: scope{names: p.sc.names, rel: p.sc.rel, others: fromNames(sel.FromClause), inner: true, ctes: p.sc.ctes}}
+		ok := inner.restricts(sel.WhereClause)
+		p.readsLiteral = p.readsLiteral || inner.readsLiteral
+		return ok
+	case pg.SubLinkType_ANY_SUBLINK, pg.SubLinkType_ALL_SUBLINK:
+		l := p.scan(sl.Testexpr)
+		if !l.target || l.system || l.unknown || l.self {
+			return false
+		}
+		if sub := p.scanFrom(sl.Subselect, 1); sub.target || sub.self {
+			return false // correlated with the row: id IN (SELECT victim.id …)
+		}
+		if !p.readsTarget(sel, 0) {
+			return true
+		}
+		// The target's own values: only a restricted read of them restricts.
+		return p.restrictedRead(sel, 0)
+	}
+	return false
+}
+
+// readsTarget reports whether a query reads the target's relation, directly, through a
+// CTE of the statement, or in a nested subquery of its FROM.
+func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
+	if sel == nil || depth > 8 {
+		return sel != nil // too deep to tell: assume it does
+	}
+	if sel.Op != pg.SetOperation_SETOP_NONE {
+		return p.readsTarget(sel.Larg, depth+1) || p.readsTarget(sel.Rarg, depth+1)
+	}
+	var from func(n *pg.Node) bool
+	from = func(n *pg.Node) bool {
+		switch x := n.Node.(type) {
+		case *pg.Node_RangeVar:
+			if q, ok := p.sc.ctes[x.RangeVar.Relname]; ok && x.RangeVar.Schemaname == "" {
+				return p.readsTarget(q.GetSelectStmt(), depth+1) || q.GetSelectStmt() == nil
+			}
+			return x.RangeVar.Relname == p.sc.rel
+		case *pg.Node_RangeSubselect:
+			return p.readsTarget(x.RangeSubselect.Subquery.GetSelectStmt(), depth+1)
+		case *pg.Node_JoinExpr:
+			return from(x.JoinExpr.Larg) || from(x.JoinExpr.Rarg)
+		}
+		return false
+	}
+	return slices.ContainsFunc(sel.FromClause, from)
+}
+
+// restrictedRead reports whether a query over the target reads only some of its rows: a
+// LIMIT, or a WHERE that restricts the target under its name there — at this level, or in
+// the CTE or subquery it reads from.
+func (p *pred) restrictedRead(sel *pg.SelectStmt, depth int) bool {
+	if sel == nil || depth > 8 || sel.Op != pg.SetOperation_SETOP_NONE {
+		return false
+	}
+	if sel.LimitCount != nil {
+		if v, ok := p.fold(sel.LimitCount); ok && v.kind == 'n' {
+			return true
+		}
+	}
+	if len(sel.FromClause) != 1 {
+		return false
+	}
+	var names []string
+	var next *pg.SelectStmt
+	switch x := sel.FromClause[0].Node.(type) {
+	case *pg.Node_RangeVar:
+		rv := x.RangeVar
+		names = targetNames(rv)
+		if q, ok := p.sc.ctes[rv.Relname]; ok && rv.Schemaname == "" {
+			next = q.GetSelectStmt()
+		}
+	case *pg.Node_RangeSubselect:
+		if x.RangeSubselect.Alias != nil {
+			names = []string{x.RangeSubselect.Alias.Aliasname}
+		}
+		next = x.RangeSubselect.Subquery.GetSelectStmt()
+	default:
+		return false
+	}
+	inner := &pred{sc: scope{names: names, rel: p.sc.rel, ctes: p.sc.ctes}}
+	if sel.WhereClause != nil && inner.predicate(sel.WhereClause) == filter && inner.restricts(sel.WhereClause) {
+		p.readsLiteral = p.readsLiteral || inner.readsLiteral
+		return true
+	}
+	p.readsLiteral = p.readsLiteral || inner.readsLiteral
+	return next != nil && p.restrictedRead(next, depth+1)
+}
+
+// fromNames maps the names that a FROM/USING list introduces to the relations behind them.
+func fromNames(items []*pg.Node) map[string]string {
+	out := map[string]string{}
+	var add func(n *pg.Node)
+	add = func(n *pg.Node) {
+		switch x := n.Node.(type) {
+		case *pg.Node_RangeVar:
+			rv := x.RangeVar
+			if rv.Alias != nil && rv.Alias.Aliasname != "" {
+				out[rv.Alias.Aliasname] = rv.Relname
+			} else {
+				out[rv.Relname] = rv.Relname
+			}
+		case *pg.Node_RangeSubselect:
+			if a := x.RangeSubselect.Alias; a != nil {
+				out[a.Aliasname] = ""
+			}
+		case *pg.Node_RangeFunction:
+			if a := x.RangeFunction.Alias; a != nil {
+				out[a.Aliasname] = ""
+			}
+		case *pg.Node_JoinExpr:
+			add(x.JoinExpr.Larg)
+			add(x.JoinExpr.Rarg)
+			if a := x.JoinExpr.Alias; a != nil {
+				out[a.Aliasname] = ""
+			}
+		}
+	}
+	for _, it := range items {
+		add(it)
+	}
+	return out
+}
+
+// cteMap indexes a statement's WITH queries by name.
+func cteMap(w *pg.WithClause) map[string]*pg.Node {
+	if w == nil {
+		return nil
+	}
+	m := map[string]*pg.Node{}
+	for _, c := range w.Ctes {
+		if cte := c.GetCommonTableExpr(); cte != nil {
+			m[cte.Ctename] = cte.Ctequery
+		}
+	}
+	return m
+}
