@@ -246,8 +246,8 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 }
 
 // restrictsPattern judges a pattern match: the row against a pattern that is a constant
-// the analysis can read (folded, so '%' || ” is '%') and that does not match every value.
-// A pattern from a parameter or an expression is not proof.
+// the analysis can read (folded, so '%' concatenated with an empty string is '%') and that
+// does not match every value. A pattern from a parameter or an expression is not proof.
 func (p *pred) restrictsPattern(l, pat *pg.Node, ok func(string) bool) bool {
 	lr := p.scan(l)
 	if !lr.target || lr.system || lr.unknown || lr.self {
