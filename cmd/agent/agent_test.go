@@ -126,8 +126,12 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 		return got
 	}
-	find("the CREATE ROLE", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "CREATE ROLE e2e_pw") && e.Source == event.SourceEBPF })
-	find("the proxied ALTER ROLE", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "ALTER ROLE e2e_pw") && e.Source == event.SourceProxy })
+	find("the CREATE ROLE", func(e *event.Event) bool {
+		return strings.HasPrefix(e.Statement, "CREATE ROLE e2e_pw") && e.Source == event.SourceEBPF
+	})
+	find("the proxied ALTER ROLE", func(e *event.Event) bool {
+		return strings.HasPrefix(e.Statement, "ALTER ROLE e2e_pw") && e.Source == event.SourceProxy
+	})
 	stored, err := os.ReadDir(filepath.Join(dir, "events"))
 	if err != nil {
 		t.Fatal(err)

@@ -180,11 +180,11 @@ func (d *decoder) decode(raw []byte) (hook bpfHookId, payload int, err error) {
 
 	case bpfRecKindREC_UNIX_CONNECT:
 		if len(raw) < unixRecSize {
-			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("Unix connect record of %d bytes, want %d", len(raw), unixRecSize)
+			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("connect_unix record of %d bytes, want %d", len(raw), unixRecSize)
 		}
 		r := (*bpfUnixConnectRec)(unsafe.Pointer(&raw[0]))
 		if int(r.PathLen) > len(r.Path) {
-			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("Unix connect record claims a %d-byte path", r.PathLen)
+			return bpfHookIdHOOK_UNIX_CONNECT, 0, fmt.Errorf("connect_unix record claims a %d-byte path", r.PathLen)
 		}
 		path := string(unsafe.Slice((*byte)(unsafe.Pointer(&r.Path[0])), r.PathLen))
 		if path != "" && path[0] == 0 {
