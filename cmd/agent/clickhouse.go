@@ -83,7 +83,8 @@ func openClickHouseStore(_ context.Context, cfg *config.Config, reg prometheus.R
 		ch.Close()
 		return nil, fmt.Errorf("opening the spool %s: %w", dir, err)
 	}
-	x, err := clickhouse.NewExporter(ch, spool, clickhouse.ExporterConfig{Dir: filepath.Join(cfg.StateDir, "export"), Logger: log.With("component", "export")}, reg)
+	x, err := clickhouse.NewExporter(ch, spool, clickhouse.ExporterConfig{Dir: filepath.Join(cfg.StateDir, "export"),
+		ShutdownTimeout: cfg.Export.ShutdownTimeout, Logger: log.With("component", "export")}, reg)
 	if err != nil {
 		spool.Close()
 		ch.Close()

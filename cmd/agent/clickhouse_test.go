@@ -125,3 +125,59 @@ func checkDashboardMetrics(t *testing.T, addrFile string) {
 		}
 	}
 }
+
+// TestCleanStopShipsTail: a clean stop ships the trail's last events to ClickHouse before
+// the agent exits, so `vigil verify` against ClickHouse with the agent's state directory
+// finds the tail the signed head names. Statements go through the proxy (no eBPF needed),
+// and the agent stops right after them, several times on the same state directory.
+func TestCleanStopShipsTail(t *testing.T) {
+	ch := testch.Start(t)
+	if _, err := ch.Query("CREATE DATABASE vigil"); err != nil {
+		t.Fatal(err)
+	}
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	storeURL := ch.DSN("vigil")
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for round := 1; round <= 3; round++ {
+		agent := startRun(t, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+			"--store", storeURL, "--state-dir", state, "--metrics", "127.0.0.1:0", "--log-level", "warn")
+		waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
+		args := []string{"-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", "postgres", "-d", "postgres"}
+		for i := 0; i < 10; i++ {
+			args = append(args, "-c", fmt.Sprintf("SELECT %d /* tail-%d */", i, round))
+		}
+		cmd := exec.Command("psql", args...)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("psql: %v: %s", err, out)
+		}
+		total += 10
+		agent.wait(t)
+		out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state)
+		if err != nil || !strings.Contains(out, "trail intact") {
+			t.Fatalf("round %d: verify on ClickHouse right after a clean stop: %v\n%s", round, err, out)
+		}
+		if n := queryCount(t, ch, "SELECT count() FROM vigil.audit_events FINAL WHERE statement LIKE '%/* tail-%'"); n != total {
+			t.Fatalf("round %d: ClickHouse holds %d of the %d statements", round, n, total)
+		}
+	}
+}
+
+func queryCount(t *testing.T, ch *testch.Server, sql string) int {
+	t.Helper()
+	out, err := ch.Query(sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(out)
+	if err != nil {
+		t.Fatalf("%s: %q", sql, out)
+	}
+	return n
+}

@@ -40,6 +40,16 @@ type Config struct {
 	LocalStore LocalStore `yaml:"local_store"`
 	// Proxies are enforcement proxy listeners.
 	Proxies []Proxy `yaml:"proxies"`
+	// Export tunes shipping the spool to ClickHouse.
+	Export Export `yaml:"export"`
+}
+
+// Export tunes the ClickHouse exporter.
+type Export struct {
+	// ShutdownTimeout is how long a clean stop keeps shipping the spool to ClickHouse
+	// after the trail's last write (default 10s). What is left stays in the spool, is
+	// logged with its seq range, and ships at the next start.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // Log configures logging.
@@ -248,6 +258,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.AnchorInterval == 0 {
 		c.Audit.AnchorInterval = 10 * time.Second
 	}
+	if c.Export.ShutdownTimeout == 0 {
+		c.Export.ShutdownTimeout = 10 * time.Second
+	}
 	for i := range c.Capture.Servers {
 		if c.Capture.Servers[i].Protocol == "" {
 			c.Capture.Servers[i].Protocol = "postgres"
@@ -278,6 +291,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Capture.MaxStatementBytes < 64 {
 		errs = append(errs, fmt.Errorf("capture.max_statement_bytes: %d is too small (minimum 64)", c.Capture.MaxStatementBytes))
+	}
+	if c.Export.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("export.shutdown_timeout: %v: must not be negative", c.Export.ShutdownTimeout))
 	}
 	for i, s := range c.Capture.Servers {
 		if s.Protocol != "postgres" {
