@@ -417,9 +417,9 @@ func TestBadConfig(t *testing.T) {
 // says what it left (count and seq range), and the next start ships it, once.
 func TestStopDrainsSpool(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		events   uint64
-		down     bool // ClickHouse killed before the stop
+		name      string
+		events    uint64
+		down      bool // ClickHouse killed before the stop
 		unshipped string
 	}{
 		{name: "backlog in the spool", events: 120_000},
