@@ -131,10 +131,7 @@ func checkDashboardMetrics(t *testing.T, addrFile string) {
 // finds the tail the signed head names. Statements go through the proxy (no eBPF needed),
 // and the agent stops right after them, several times on the same state directory.
 func TestCleanStopShipsTail(t *testing.T) {
-	ch := testch.Start(t)
-	if _, err := ch.Query("CREATE DATABASE vigil"); err != nil {
-		t.Fatal(err)
-	}
+	ch := testch.Start(t) // without the database: the agent creates it
 	srv := testpg.Start(t)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -180,4 +177,69 @@ func queryCount(t *testing.T, ch *testch.Server, sql string) int {
 		t.Fatalf("%s: %q", sql, out)
 	}
 	return n
+}
+
+// TestFreshClickHouse: on a server without the database, `vigil store migrate` creates it
+// when the user may; a user who may not gets an error saying so, from `vigil store
+// migrate` and on the agent's /readyz (503), counted as a config error.
+func TestFreshClickHouse(t *testing.T) {
+	ch := testch.Start(t)
+	out, err := vigil(t, context.Background(), "store", "migrate", "--store", ch.DSN("fresh"))
+	if err != nil || !strings.Contains(out, "applied migrations") {
+		t.Fatalf("store migrate on a fresh server: %v\n%s", err, out)
+	}
+	if n := queryCount(t, ch, "SELECT count() FROM system.tables WHERE database = 'fresh' AND name = 'audit_events'"); n != 1 {
+		t.Fatalf("fresh.audit_events: %d tables", n)
+	}
+	const want = `the database "other" does not exist and user "vigil_ro" may not create it`
+	roURL := fmt.Sprintf("clickhouse://%s:%s@%s/other", testch.ReadOnlyUser, testch.ReadOnlyPassword, ch.Addr())
+	if _, err := vigil(t, context.Background(), "store", "migrate", "--store", roURL); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("store migrate as a user who may not create the database: %v, want %q", err, want)
+	}
+
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfgPath, []byte("export: {shutdown_timeout: 500ms}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--config", cfgPath, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+		"--store", roURL, "--state-dir", filepath.Join(dir, "state"), "--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "error")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		addr, _ := os.ReadFile(addrFile)
+		code, body := httpGet(t, "http://"+string(addr)+"/readyz")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, strings.ReplaceAll(want, `"`, `\"`)) {
+			_, metrics := httpGet(t, "http://"+string(addr)+"/metrics")
+			if !regexp.MustCompile(`vigil_export_errors_total\{kind="config"\} [1-9]`).MatchString(metrics) {
+				t.Errorf("no config error counted in vigil_export_errors_total")
+			}
+			if strings.Contains(body, testch.ReadOnlyPassword) || strings.Contains(metrics, testch.ReadOnlyPassword) {
+				t.Errorf("the store password is on /readyz or /metrics")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz does not say the database is missing after 20s: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	agent.wait(t)
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

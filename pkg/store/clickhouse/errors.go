@@ -56,6 +56,12 @@ func classify(err error) errorKind {
 	return kindRetryable
 }
 
+// isUnknownDatabase: the store's database does not exist (at login or in a statement).
+func isUnknownDatabase(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && ex.Code == codeUnknownDatabase
+}
+
 // describe turns a driver error into one that names the problem and the fix, for logs and
 // for `vigil store migrate`.
 func describe(err error, cfg Config) error {

@@ -45,7 +45,11 @@ type ExporterConfig struct {
 	ShutdownTimeout time.Duration
 	// RetentionEvery is how often retention runs on servers without TTL. Default 1h.
 	RetentionEvery time.Duration
-	Logger         *slog.Logger
+	// Report, when set, hears after each attempt to reach ClickHouse how it went: err nil
+	// once one succeeded; permanent when only a change of configuration or grants can fix
+	// it (a missing database the user may not create, a bad password, missing privileges).
+	Report func(err error, permanent bool)
+	Logger *slog.Logger
 }
 
 // Exporter ships the spool to ClickHouse: batches by size and time, one batch in flight,
@@ -168,6 +172,9 @@ func (x *Exporter) Run(ctx context.Context) error {
 // pump ships batches as the spool fills until ctx ends (or the spool or cursor fails).
 // Sends use sendCtx.
 func (x *Exporter) pump(ctx, sendCtx context.Context) error {
+	if err := x.prepare(ctx); err != nil {
+		return err
+	}
 	if x.cur.InflightLast > 0 {
 		if err := x.resendInflight(sendCtx); err != nil {
 			return err
@@ -383,6 +390,7 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 			if attempt > 1 {
 				x.log.Info("ClickHouse accepted the batch again", "first", batch[0].Seq, "last", last, "attempts", attempt)
 			}
+			x.report(nil, false)
 			return x.advance(last)
 		}
 		if ctx.Err() != nil {
@@ -401,25 +409,67 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 			x.log.Error("ClickHouse REJECTED a batch for its schema: the events are in the dead-letter file and the local store, NOT in ClickHouse; fix the schema and re-import them",
 				"err", err, "first", batch[0].Seq, "last", last, "events", len(batch), "dead_letter", path)
 			return x.advance(last)
-		case kindConfig:
-			x.log.Error("cannot deliver to ClickHouse until the configuration is fixed; events wait in the spool",
-				"err", err, "attempt", attempt, "retry_in", backoff)
-		default:
-			lvl := slog.LevelWarn
-			if attempt >= 5 {
-				lvl = slog.LevelError
-			}
-			x.log.Log(ctx, lvl, "ClickHouse insert failed; events wait in the spool", "err", err, "attempt", attempt, "retry_in", backoff)
 		}
-		// Full jitter keeps a fleet of agents from retrying in step after an outage.
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if err := x.retryWait(ctx, kind, err, "insert", attempt, &backoff); err != nil {
+			return err
+		}
+	}
+}
+
+// prepare connects and migrates the schema (creating the database where the user may)
+// before the first batch, retrying like a batch, so that /readyz says early whether
+// ClickHouse will take the trail.
+func (x *Exporter) prepare(ctx context.Context) error {
+	backoff := x.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		_, err := x.st.Migrate(ctx)
+		if err == nil {
+			x.report(nil, false)
+			return nil
+		}
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-t.C:
 		}
-		backoff = min(backoff*2, x.cfg.MaxBackoff)
+		kind := classify(err)
+		x.m.errors.WithLabelValues(string(kind)).Inc()
+		if err := x.retryWait(ctx, kind, err, "schema migration", attempt, &backoff); err != nil {
+			return err
+		}
+	}
+}
+
+// retryWait logs and reports a failed attempt (what: the kind of attempt) and sleeps
+// before the next; it returns ctx's error if ctx ends first. A configuration error waits at
+// the ceiling straight away: only an operator can fix it, and quick retries only fill the
+// log and the server's.
+func (x *Exporter) retryWait(ctx context.Context, kind errorKind, err error, what string, attempt int, backoff *time.Duration) error {
+	if kind == kindConfig {
+		*backoff = x.cfg.MaxBackoff
+		x.log.Error("cannot deliver to ClickHouse until the configuration is fixed; events wait in the spool",
+			"err", err, "attempt", attempt, "retry_in", *backoff)
+	} else {
+		lvl := slog.LevelWarn
+		if attempt >= 5 {
+			lvl = slog.LevelError
+		}
+		x.log.Log(ctx, lvl, "ClickHouse "+what+" failed; events wait in the spool", "err", err, "attempt", attempt, "retry_in", *backoff)
+	}
+	x.report(err, kind == kindConfig)
+	// Full jitter keeps a fleet of agents from retrying in step after an outage.
+	t := time.NewTimer(*backoff/2 + rand.N(*backoff/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	*backoff = min(*backoff*2, x.cfg.MaxBackoff)
+	return nil
+}
+
+func (x *Exporter) report(err error, permanent bool) {
+	if x.cfg.Report != nil {
+		x.cfg.Report(err, permanent)
 	}
 }
 

@@ -386,7 +386,8 @@ func TestBadConfig(t *testing.T) {
 		name, url, want string
 	}{
 		{"unreachable", fmt.Sprintf("clickhouse://127.0.0.1:%d/vigil?dial_timeout=500ms", closed), "cannot reach the server"},
-		{"wrong database", fmt.Sprintf("clickhouse://%s/nosuchdb", srv.Addr()), "the database does not exist"},
+		{"missing database, user may not create it", fmt.Sprintf("clickhouse://%s:%s@%s/nosuchdb", testch.ReadOnlyUser, testch.ReadOnlyPassword, srv.Addr()),
+			`the database "nosuchdb" does not exist and user "vigil_ro" may not create it`},
 		{"wrong password", fmt.Sprintf("clickhouse://%s:wrong@%s/vigil", testch.ReadOnlyUser, srv.Addr()), "cannot log in"},
 		{"read-only user", fmt.Sprintf("clickhouse://%s:%s@%s/vigil", testch.ReadOnlyUser, testch.ReadOnlyPassword, srv.Addr()), "lacks the privileges"},
 	}
@@ -507,4 +508,24 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestMigrateCreatesDatabase: on a fresh server the schema's database is created by the
+// first migration, as the tables are, when the user may.
+func TestMigrateCreatesDatabase(t *testing.T) {
+	srv := testch.Start(t)
+	st := openStore(t, srv, "fresh")
+	applied, err := st.Migrate(context.Background())
+	if err != nil {
+		t.Fatalf("Migrate on a fresh server: %v", err)
+	}
+	if len(applied) != int(SchemaVersion()) {
+		t.Errorf("applied %v, want every version up to %d", applied, SchemaVersion())
+	}
+	if n := queryUint(t, srv, "SELECT count() FROM system.tables WHERE database = 'fresh' AND name = 'audit_events'"); n != 1 {
+		t.Errorf("fresh.audit_events: %d tables", n)
+	}
+	if err := st.Append(context.Background(), []*event.Event{fullEvent(1)}); err != nil {
+		t.Fatal(err)
+	}
 }
