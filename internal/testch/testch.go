@@ -290,7 +290,7 @@ func (s *Server) replicaConfig() string {
 	return fmt.Sprintf(`
   <interserver_http_port>%d</interserver_http_port>
   <interserver_http_host>127.0.0.1</interserver_http_host>
-  <zookeeper><node><host>127.0.0.1</host><port>%d</port></node><session_timeout_ms>10000</session_timeout_ms></zookeeper>
+  <zookeeper><node><host>127.0.0.1</host><port>%d</port></node><session_timeout_ms>4000</session_timeout_ms></zookeeper>
   <macros><shard>01</shard><replica>%s</replica></macros>
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>`, s.repl.interserver, s.repl.zooKeeperPort, s.repl.name)
 }
