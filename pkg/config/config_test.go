@@ -17,6 +17,8 @@ func TestParse(t *testing.T) {
 		{"bad redact", "audit:\n  redact: everything\n", "audit.redact"},
 		{"server without ports", "capture:\n  servers:\n    - binary: /usr/bin/postgres\n", "capture.servers[0].ports"},
 		{"bad type", "capture:\n  max_statement_bytes: lots\n", "line 2"},
+		{"export", "export:\n  shutdown_timeout: 3s\n", ""},
+		{"negative shutdown timeout", "export:\n  shutdown_timeout: -1s\n", "export.shutdown_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "vigil.yaml")
@@ -26,6 +28,9 @@ func TestParse(t *testing.T) {
 				}
 				if c.Capture.MaxStatementBytes != 1<<20 || !*c.Capture.Enabled {
 					t.Fatalf("defaults not applied: %+v", c.Capture)
+				}
+				if c.Export.ShutdownTimeout <= 0 {
+					t.Fatalf("export.shutdown_timeout %v", c.Export.ShutdownTimeout)
 				}
 				return
 			}
