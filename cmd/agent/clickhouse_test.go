@@ -267,3 +267,50 @@ func httpGet(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestAgentWithClickHouseCluster: the CLI against two replicas of one shard: `vigil store
+// migrate` creates the database and the schema ON CLUSTER, `vigil run` ships through the
+// Distributed table, and `vigil verify` and `vigil forensics` read the cluster; each
+// replica holds every event.
+func TestAgentWithClickHouseCluster(t *testing.T) {
+	c := testch.StartCluster(t, 2)
+	storeURL := fmt.Sprintf("clickhouse://default@%s/vigil?cluster=%s", c.Addrs(), testch.ClusterReplicated)
+	if out, err := vigil(t, context.Background(), "store", "migrate", "--store", storeURL); err != nil || !strings.Contains(out, "applied migrations") {
+		t.Fatalf("store migrate on the cluster: %v\n%s", err, out)
+	}
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := startRun(t, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()),
+		"--store", storeURL, "--state-dir", state, "--metrics", "127.0.0.1:0", "--log-level", "warn")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
+	args := []string{"-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", "postgres", "-d", "postgres"}
+	for i := 0; i < 20; i++ {
+		args = append(args, "-c", fmt.Sprintf("SELECT %d /* cluster */", i))
+	}
+	cmd := exec.Command("psql", args...)
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("psql: %v: %s", err, out)
+	}
+	agent.wait(t)
+	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state); err != nil || !strings.Contains(out, "trail intact") {
+		t.Fatalf("verify on the cluster: %v\n%s", err, out)
+	}
+	out, err := vigil(t, context.Background(), "forensics", "trail-summary", "--store", storeURL, "--json")
+	if err != nil || !strings.Contains(out, `"missing":0`) {
+		t.Fatalf("forensics trail-summary on the cluster: %v\n%s", err, out)
+	}
+	for _, r := range c.Replicas {
+		if _, err := r.Query("SYSTEM SYNC REPLICA vigil.audit_events_local"); err != nil {
+			t.Fatal(err)
+		}
+		if n := queryCount(t, r, "SELECT count() FROM vigil.audit_events_local FINAL WHERE statement LIKE '%/* cluster */'"); n != 20 {
+			t.Errorf("replica %s holds %d of the 20 statements", r.Addr(), n)
+		}
+	}
+}
