@@ -55,7 +55,6 @@ func StartCluster(t testing.TB, n int) *Replicated {
 		t.Cleanup(s.Stop)
 		s.repl = &replica{name: fmt.Sprintf("r%d", i+1), zooKeeperPort: zk.Port, clusterReplica: ClusterReplicated}
 		if s.repl.interserver, err = FreePort(); err != nil {
-			os.RemoveAll(s.Dir)
 			t.Fatal(err)
 		}
 		c.Replicas = append(c.Replicas, s)
