@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   postgresql-15 postgresql-client-15 pgbouncer   # servers and clients the tests drive
   clickhouse-server clickhouse-client            # the audit store of record
+  zookeeper                                      # the cluster tests' replication (run standalone, not as a service)
   default-jdk-headless libpostgresql-jdbc-java   # the JDBC client in the proxy tests
   clang llvm libbpf-dev bpftool                  # make generate (eBPF objects)
   iproute2 procps util-linux ca-certificates git make gcc

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +84,27 @@ func openClickHouseStore(_ context.Context, cfg *config.Config, reg prometheus.R
 		ch.Close()
 		return nil, fmt.Errorf("opening the spool %s: %w", dir, err)
 	}
-	x, err := clickhouse.NewExporter(ch, spool, clickhouse.ExporterConfig{Dir: filepath.Join(cfg.StateDir, "export"), Logger: log.With("component", "export")}, reg)
+	target := redactURL(cfg.Store)
+	// The exporter starts after the health server exists; until then reports go nowhere.
+	var status atomic.Pointer[health.Status]
+	report := func(err error, permanent bool) {
+		st := status.Load()
+		if st == nil {
+			return
+		}
+		switch {
+		case err == nil:
+			st.Set("store", health.Component{Required: true, Ready: true, Detail: target})
+		case permanent:
+			// Only an operator can fix this: the agent is not doing its job.
+			st.Set("store", health.Component{Required: true, Detail: err.Error()})
+		default:
+			// ClickHouse away: the spool holds the trail, as designed.
+			st.Set("store", health.Component{Required: true, Ready: true, Detail: "spooling: " + err.Error()})
+		}
+	}
+	x, err := clickhouse.NewExporter(ch, spool, clickhouse.ExporterConfig{Dir: filepath.Join(cfg.StateDir, "export"),
+		ShutdownTimeout: cfg.Export.ShutdownTimeout, Report: report, Logger: log.With("component", "export")}, reg)
 	if err != nil {
 		spool.Close()
 		ch.Close()
@@ -91,7 +112,8 @@ func openClickHouseStore(_ context.Context, cfg *config.Config, reg prometheus.R
 	}
 	return &agentStore{
 		appender: spool,
-		run: func(ctx context.Context, status *health.Status) {
+		run: func(ctx context.Context, st *health.Status) {
+			status.Store(st)
 			if err := x.Run(ctx); err != nil {
 				log.Error("ClickHouse export stopped: events stay in the spool", "error", err)
 			}

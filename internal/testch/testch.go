@@ -2,6 +2,8 @@
 // for tests: a temp directory for data and logs, free loopback ports, a generated config (no
 // file under /etc is touched or needed at run time). A server can be killed and restarted on
 // the same data directory and port, which outage tests need. Stop removes everything.
+// StartCluster starts a replicated cluster: two or more servers as replicas of one shard,
+// coordinated by a standalone ZooKeeper from Debian's zookeeper package.
 package testch
 
 import (
@@ -45,6 +47,17 @@ type Server struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+
+	repl *replica // set for a member of a StartCluster cluster
+}
+
+// replica is what a cluster member's config adds: its macros, its peers and ZooKeeper.
+type replica struct {
+	name           string
+	interserver    int
+	zooKeeperPort  int
+	peers          []*Server // every replica, this one included
+	clusterReplica string    // ClusterReplicated
 }
 
 // Start starts a server and registers its shutdown with t.Cleanup. It fails the test when
@@ -61,6 +74,18 @@ func Start(t testing.TB) *Server {
 
 // StartServer starts a server outside of a test (benchmarks). Call Stop.
 func StartServer() (*Server, error) {
+	s, err := newServer()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer makes the directories and picks the ports of a server, without starting it.
+func newServer() (*Server, error) {
 	if _, err := os.Stat(ServerBin); err != nil {
 		return nil, fmt.Errorf("clickhouse-server not installed (apt-get install clickhouse-server clickhouse-client): %w", err)
 	}
@@ -70,27 +95,35 @@ func StartServer() (*Server, error) {
 	}
 	s := &Server{Dir: root, Host: "127.0.0.1"}
 	if s.Port, err = FreePort(); err != nil {
+		os.RemoveAll(root)
 		return nil, err
 	}
 	if s.HTTPPort, err = FreePort(); err != nil {
+		os.RemoveAll(root)
 		return nil, err
 	}
 	for _, d := range []string{"data", "tmp", "user_files", "format_schemas"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			os.RemoveAll(root)
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "config.xml"), []byte(s.config()), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(root, "users.xml"), []byte(usersXML), 0o644); err != nil {
-		return nil, err
-	}
-	if err := s.Restart(); err != nil {
-		os.RemoveAll(root)
-		return nil, err
-	}
 	return s, nil
+}
+
+// start writes the config and starts the server; on failure it removes the directory.
+func (s *Server) start() error {
+	err := os.WriteFile(filepath.Join(s.Dir, "config.xml"), []byte(s.config()), 0o644)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(s.Dir, "users.xml"), []byte(usersXML), 0o644)
+	}
+	if err == nil {
+		err = s.Restart()
+	}
+	if err != nil {
+		os.RemoveAll(s.Dir)
+	}
+	return err
 }
 
 // Restart starts the server process on the existing data directory and ports and waits
@@ -226,10 +259,40 @@ func (s *Server) config() string {
   <timezone>UTC</timezone>
   <mlock_executable>false</mlock_executable>
   <remote_servers>
-    <%[4]s><shard><replica><host>127.0.0.1</host><port>%[2]d</port></replica></shard></%[4]s>
-  </remote_servers>
+    <%[4]s><shard><replica><host>127.0.0.1</host><port>%[2]d</port></replica></shard></%[4]s>%[5]s
+  </remote_servers>%[6]s
 </yandex>
-`, s.Dir, s.Port, s.HTTPPort, Cluster)
+`, s.Dir, s.Port, s.HTTPPort, Cluster, s.replicatedCluster(), s.replicaConfig())
+}
+
+// replicatedCluster is the ClusterReplicated entry of remote_servers: one shard whose
+// replicas are the cluster's servers. internal_replication: an insert through a
+// Distributed table goes to one replica, and ReplicatedMergeTree copies it to the others.
+func (s *Server) replicatedCluster() string {
+	if s.repl == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n    <%s><shard><internal_replication>true</internal_replication>", s.repl.clusterReplica)
+	for _, p := range s.repl.peers {
+		fmt.Fprintf(&b, "<replica><host>127.0.0.1</host><port>%d</port></replica>", p.Port)
+	}
+	fmt.Fprintf(&b, "</shard></%s>", s.repl.clusterReplica)
+	return b.String()
+}
+
+// replicaConfig: ZooKeeper, the macros the replicated tables' paths use, the distributed
+// DDL queue (ON CLUSTER), and the interserver port replicas fetch parts from each other on.
+func (s *Server) replicaConfig() string {
+	if s.repl == nil {
+		return ""
+	}
+	return fmt.Sprintf(`
+  <interserver_http_port>%d</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <zookeeper><node><host>127.0.0.1</host><port>%d</port></node><session_timeout_ms>4000</session_timeout_ms></zookeeper>
+  <macros><shard>01</shard><replica>%s</replica></macros>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>`, s.repl.interserver, s.repl.zooKeeperPort, s.repl.name)
 }
 
 const usersXML = `<?xml version="1.0"?>

@@ -32,3 +32,25 @@ func TestKillRestartKeepsData(t *testing.T) {
 		t.Fatalf("after restart: %q %v", out, err)
 	}
 }
+
+// TestClusterReplicates: ON CLUSTER DDL runs on every replica through ZooKeeper's queue,
+// and a row inserted on one replica reaches the other.
+func TestClusterReplicates(t *testing.T) {
+	c := StartCluster(t, 2)
+	r1, r2 := c.Replicas[0], c.Replicas[1]
+	for _, sql := range []string{
+		"CREATE DATABASE IF NOT EXISTS d ON CLUSTER " + ClusterReplicated,
+		"CREATE TABLE d.t ON CLUSTER " + ClusterReplicated + " (x UInt8) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/d/t', '{replica}') ORDER BY x",
+		"INSERT INTO d.t (x) VALUES (7)",
+	} {
+		if out, err := r1.Query(sql); err != nil {
+			t.Fatalf("%s: %v %s", sql, err, out)
+		}
+	}
+	if _, err := r2.Query("SYSTEM SYNC REPLICA d.t"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r2.Query("SELECT sum(x) FROM d.t"); err != nil || out != "7" {
+		t.Fatalf("on the second replica: %q %v", out, err)
+	}
+}

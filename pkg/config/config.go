@@ -43,6 +43,16 @@ type Config struct {
 	// Steer lists the workloads whose connections to the proxies' upstream servers the
 	// kernel moves into the proxy, with no change to the client.
 	Steer []SteerSelector `yaml:"steer"`
+	// Export tunes shipping the spool to ClickHouse.
+	Export Export `yaml:"export"`
+}
+
+// Export tunes the ClickHouse exporter.
+type Export struct {
+	// ShutdownTimeout is how long a clean stop keeps shipping the spool to ClickHouse
+	// after the trail's last write (default 10s). What is left stays in the spool, is
+	// logged with its seq range, and ships at the next start.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // Log configures logging.
@@ -270,6 +280,9 @@ func (c *Config) applyDefaults() {
 			c.Steer[i].Name = fmt.Sprintf("steer[%d]", i)
 		}
 	}
+	if c.Export.ShutdownTimeout == 0 {
+		c.Export.ShutdownTimeout = 10 * time.Second
+	}
 	for i := range c.Capture.Servers {
 		if c.Capture.Servers[i].Protocol == "" {
 			c.Capture.Servers[i].Protocol = "postgres"
@@ -300,6 +313,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Capture.MaxStatementBytes < 64 {
 		errs = append(errs, fmt.Errorf("capture.max_statement_bytes: %d is too small (minimum 64)", c.Capture.MaxStatementBytes))
+	}
+	if c.Export.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("export.shutdown_timeout: %v: must not be negative", c.Export.ShutdownTimeout))
 	}
 	for i, s := range c.Capture.Servers {
 		if s.Protocol != "postgres" {

@@ -23,6 +23,8 @@ func TestParse(t *testing.T) {
 		{"steer relative cgroup", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - cgroup: batch.slice\n", "steer[0].cgroup"},
 		{"steer relative exe", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - exe: psql\n", "steer[0].exe"},
 		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
+		{"export", "export:\n  shutdown_timeout: 3s\n", ""},
+		{"negative shutdown timeout", "export:\n  shutdown_timeout: -1s\n", "export.shutdown_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "vigil.yaml")
@@ -32,6 +34,9 @@ func TestParse(t *testing.T) {
 				}
 				if c.Capture.MaxStatementBytes != 1<<20 || !*c.Capture.Enabled {
 					t.Fatalf("defaults not applied: %+v", c.Capture)
+				}
+				if c.Export.ShutdownTimeout <= 0 {
+					t.Fatalf("export.shutdown_timeout %v", c.Export.ShutdownTimeout)
 				}
 				return
 			}

@@ -56,6 +56,18 @@ func classify(err error) errorKind {
 	return kindRetryable
 }
 
+// isUnknownDatabase: the store's database does not exist (at login or in a statement).
+func isUnknownDatabase(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && ex.Code == codeUnknownDatabase
+}
+
+// isUnknownTable: a table the statement names does not exist.
+func isUnknownTable(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && ex.Code == codeUnknownTable
+}
+
 // describe turns a driver error into one that names the problem and the fix, for logs and
 // for `vigil store migrate`.
 func describe(err error, cfg Config) error {

@@ -39,11 +39,17 @@ type ExporterConfig struct {
 	BatchInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries. Defaults 200ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
-	// FlushTimeout bounds the last send when Run is stopped. Default 5s.
-	FlushTimeout time.Duration
+	// ShutdownTimeout bounds how long a stopped Run keeps shipping: the batch being sent,
+	// then the spool up to its last event at the stop (retrying as usual). What is left
+	// after it stays in the spool for the next start. Default 10s.
+	ShutdownTimeout time.Duration
 	// RetentionEvery is how often retention runs on servers without TTL. Default 1h.
 	RetentionEvery time.Duration
-	Logger         *slog.Logger
+	// Report, when set, hears after each attempt to reach ClickHouse how it went: err nil
+	// once one succeeded; permanent when only a change of configuration or grants can fix
+	// it (a missing database the user may not create, a bad password, missing privileges).
+	Report func(err error, permanent bool)
+	Logger *slog.Logger
 }
 
 // Exporter ships the spool to ClickHouse: batches by size and time, one batch in flight,
@@ -81,8 +87,8 @@ func NewExporter(st *Store, spool Spool, cfg ExporterConfig, reg prometheus.Regi
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
-	if cfg.FlushTimeout <= 0 {
-		cfg.FlushTimeout = 5 * time.Second
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
 	}
 	if cfg.RetentionEvery <= 0 {
 		cfg.RetentionEvery = time.Hour
@@ -121,10 +127,13 @@ func NewExporter(st *Store, spool Spool, cfg ExporterConfig, reg prometheus.Regi
 // Shipped is the highest seq ClickHouse has acknowledged.
 func (x *Exporter) Shipped() uint64 { return x.shipped.Load() }
 
-// Run ships until ctx ends, then makes one bounded attempt to send what it holds and
-// returns nil. Errors from ClickHouse never end it: they are logged, counted and retried,
-// while capture goes on filling the spool. It returns an error only when the spool or the
-// cursor file fails.
+// Run ships until ctx ends, then drains: it finishes the batch being sent and ships the
+// spool up to the last event it held when ctx ended (the agent stops the exporter after
+// the trail's final flush, so that is the whole trail), within ShutdownTimeout. What it
+// could not ship in that time it logs (how many, which seqs) and leaves in the spool for
+// the next start; it returns nil. Errors from ClickHouse never end it: they are logged,
+// counted and retried, while capture goes on filling the spool. It returns an error only
+// when the spool or the cursor file fails.
 //
 // Reading the spool and building the columns of the next batch (stage) runs while the
 // current batch is being sent: a batch costs about as much CPU to decode and lay out as
@@ -133,23 +142,50 @@ func (x *Exporter) Shipped() uint64 { return x.shipped.Load() }
 // written as before; the staged batch is only read from the spool, so a crash loses
 // nothing.
 func (x *Exporter) Run(ctx context.Context) error {
-	if x.cur.InflightLast > 0 {
-		b := new(staged)
-		if err := x.readRange(ctx, b, x.cur.Shipped, x.cur.InflightLast); err != nil {
-			return x.stopped(ctx, err)
+	// Sends outlive ctx by ShutdownTimeout: a stop must not abort the batch in flight, and
+	// the drain after it has the same deadline.
+	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSend()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-sendCtx.Done():
+			return
 		}
-		x.log.Info("resending the batch that was in flight when the exporter stopped",
-			"first", x.cur.InflightFirst, "last", x.cur.InflightLast, "events", len(b.events))
-		if err := x.ship(ctx, b, x.cur.InflightLast); err != nil {
-			return x.stopped(ctx, err)
+		t := time.NewTimer(x.cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelSend()
+		case <-sendCtx.Done():
+		}
+	}()
+	if err := x.pump(ctx, sendCtx); ctx.Err() == nil {
+		return err
+	}
+	stoppedAt := time.Now()
+	target, _ := x.spool.Last()
+	err := x.drain(sendCtx, target)
+	return x.reportStop(target, time.Since(stoppedAt), err)
+}
+
+// pump ships batches as the spool fills until ctx ends (or the spool or cursor fails).
+// Sends use sendCtx.
+func (x *Exporter) pump(ctx, sendCtx context.Context) error {
+	if err := x.prepare(ctx); err != nil {
+		return err
+	}
+	if x.cur.InflightLast > 0 {
+		if err := x.resendInflight(sendCtx); err != nil {
+			return err
 		}
 	}
 	ready := make(chan *staged)
 	free := make(chan *staged, 2) // one being sent, one being built
 	free <- new(staged)
 	free <- new(staged)
-	// The stage's context ends with ctx, or when Run returns for another reason: it may be
-	// waiting on the spool.
+	// The stage's context ends with ctx, or when pump returns for another reason: it may
+	// be waiting on the spool.
 	sctx, cancelStage := context.WithCancel(ctx)
 	stop := make(chan struct{})
 	stageDone := make(chan struct{})
@@ -165,23 +201,67 @@ func (x *Exporter) Run(ctx context.Context) error {
 	for {
 		b := <-ready
 		if len(b.events) > 0 {
-			shipCtx := ctx
-			if b.err != nil {
-				// Stopping: one bounded attempt, the spool keeps the rest.
-				var cancel context.CancelFunc
-				shipCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), x.cfg.FlushTimeout)
-				defer cancel()
-			}
-			if err := x.ship(shipCtx, b, b.events[len(b.events)-1].Seq); err != nil && b.err == nil {
-				return x.stopped(ctx, err)
+			if err := x.ship(sendCtx, b, b.events[len(b.events)-1].Seq); err != nil {
+				return err
 			}
 		}
 		if b.err != nil {
-			return x.stopped(ctx, b.err)
+			return b.err
 		}
 		free <- b
 		x.retention(ctx)
 	}
+}
+
+// resendInflight sends exactly the batch that was in flight when the exporter last
+// stopped (or crashed): the same events, so its copies in ClickHouse are identical.
+func (x *Exporter) resendInflight(ctx context.Context) error {
+	b := new(staged)
+	if err := x.readRange(ctx, b, x.cur.Shipped, x.cur.InflightLast, 0); err != nil {
+		return err
+	}
+	x.log.Info("resending the batch that was in flight when the exporter stopped",
+		"first", x.cur.InflightFirst, "last", x.cur.InflightLast, "events", len(b.events))
+	return x.ship(ctx, b, x.cur.InflightLast)
+}
+
+// drain ships the spool up to seq target, in batches of at most BatchRows, until ctx
+// ends.
+func (x *Exporter) drain(ctx context.Context, target uint64) error {
+	if x.cur.InflightLast > 0 {
+		if err := x.resendInflight(ctx); err != nil {
+			return err
+		}
+	}
+	b := new(staged)
+	for x.Shipped() < target {
+		if err := x.readRange(ctx, b, x.Shipped(), target, x.cfg.BatchRows); err != nil {
+			return err
+		}
+		if len(b.events) == 0 {
+			return nil // the rest of the range is gone from the spool (its cap; a gap event says so)
+		}
+		if err := x.ship(ctx, b, b.events[len(b.events)-1].Seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportStop says how the drain ended. Events it could not ship are not lost: they stay
+// in the spool, and the next start ships them first.
+func (x *Exporter) reportStop(target uint64, took time.Duration, err error) error {
+	shipped := x.Shipped()
+	if shipped >= target {
+		x.log.Info("exporter stopped: ClickHouse has the whole spool", "shipped", shipped, "drain", took.Round(time.Millisecond))
+		return nil
+	}
+	x.log.Error("exporter stopped before ClickHouse had the whole spool: the rest stays in the spool and ships at the next start",
+		"unshipped_seqs", target-shipped, "first", shipped+1, "last", target, "shutdown_timeout", x.cfg.ShutdownTimeout, "err", err)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("draining the spool to ClickHouse: %w", err)
+	}
+	return nil
 }
 
 // staged is a batch read from the spool and laid out in columns, ready to send. err, when
@@ -216,15 +296,6 @@ func (x *Exporter) stage(ctx context.Context, after uint64, ready chan<- *staged
 			return
 		}
 	}
-}
-
-// stopped turns the end of ctx into a clean return.
-func (x *Exporter) stopped(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		x.log.Info("exporter stopped", "shipped", x.Shipped())
-		return nil
-	}
-	return err
 }
 
 var errFull = errors.New("batch full")
@@ -276,9 +347,10 @@ func (x *Exporter) collect(ctx context.Context, b *staged, after uint64) error {
 	}
 }
 
-// readRange fills b with the events after..last from the spool: the batch that was in
-// flight.
-func (x *Exporter) readRange(ctx context.Context, b *staged, after, last uint64) error {
+// readRange fills b with the events after..last from the spool (at most limit of them
+// when limit > 0).
+func (x *Exporter) readRange(ctx context.Context, b *staged, after, last uint64, limit int) error {
+	b.events = reuse(b.events, x.cfg.BatchRows)
 	b.cols.reset(x.cfg.BatchRows)
 	err := x.spool.Read(ctx, store.Query{AfterSeq: after}, func(e *event.Event) error {
 		if e.Seq > last {
@@ -286,10 +358,13 @@ func (x *Exporter) readRange(ctx context.Context, b *staged, after, last uint64)
 		}
 		b.events = append(b.events, e)
 		b.cols.add(e)
+		if limit > 0 && len(b.events) >= limit {
+			return errFull
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFull) {
-		return fmt.Errorf("reading the in-flight batch from the spool: %w", err)
+		return fmt.Errorf("reading the spool after seq %d: %w", after, err)
 	}
 	return nil
 }
@@ -315,6 +390,7 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 			if attempt > 1 {
 				x.log.Info("ClickHouse accepted the batch again", "first", batch[0].Seq, "last", last, "attempts", attempt)
 			}
+			x.report(nil, false)
 			return x.advance(last)
 		}
 		if ctx.Err() != nil {
@@ -333,25 +409,67 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 			x.log.Error("ClickHouse REJECTED a batch for its schema: the events are in the dead-letter file and the local store, NOT in ClickHouse; fix the schema and re-import them",
 				"err", err, "first", batch[0].Seq, "last", last, "events", len(batch), "dead_letter", path)
 			return x.advance(last)
-		case kindConfig:
-			x.log.Error("cannot deliver to ClickHouse until the configuration is fixed; events wait in the spool",
-				"err", err, "attempt", attempt, "retry_in", backoff)
-		default:
-			lvl := slog.LevelWarn
-			if attempt >= 5 {
-				lvl = slog.LevelError
-			}
-			x.log.Log(ctx, lvl, "ClickHouse insert failed; events wait in the spool", "err", err, "attempt", attempt, "retry_in", backoff)
 		}
-		// Full jitter keeps a fleet of agents from retrying in step after an outage.
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if err := x.retryWait(ctx, kind, err, "insert", attempt, &backoff); err != nil {
+			return err
+		}
+	}
+}
+
+// prepare connects and migrates the schema (creating the database where the user may)
+// before the first batch, retrying like a batch, so that /readyz says early whether
+// ClickHouse will take the trail.
+func (x *Exporter) prepare(ctx context.Context) error {
+	backoff := x.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		_, err := x.st.Migrate(ctx)
+		if err == nil {
+			x.report(nil, false)
+			return nil
+		}
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-t.C:
 		}
-		backoff = min(backoff*2, x.cfg.MaxBackoff)
+		kind := classify(err)
+		x.m.errors.WithLabelValues(string(kind)).Inc()
+		if err := x.retryWait(ctx, kind, err, "schema migration", attempt, &backoff); err != nil {
+			return err
+		}
+	}
+}
+
+// retryWait logs and reports a failed attempt (what: the kind of attempt) and sleeps
+// before the next; it returns ctx's error if ctx ends first. A configuration error waits at
+// the ceiling straight away: only an operator can fix it, and quick retries only fill the
+// log and the server's.
+func (x *Exporter) retryWait(ctx context.Context, kind errorKind, err error, what string, attempt int, backoff *time.Duration) error {
+	if kind == kindConfig {
+		*backoff = x.cfg.MaxBackoff
+		x.log.Error("cannot deliver to ClickHouse until the configuration is fixed; events wait in the spool",
+			"err", err, "attempt", attempt, "retry_in", *backoff)
+	} else {
+		lvl := slog.LevelWarn
+		if attempt >= 5 {
+			lvl = slog.LevelError
+		}
+		x.log.Log(ctx, lvl, "ClickHouse "+what+" failed; events wait in the spool", "err", err, "attempt", attempt, "retry_in", *backoff)
+	}
+	x.report(err, kind == kindConfig)
+	// Full jitter keeps a fleet of agents from retrying in step after an outage.
+	t := time.NewTimer(*backoff/2 + rand.N(*backoff/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	*backoff = min(*backoff*2, x.cfg.MaxBackoff)
+	return nil
+}
+
+func (x *Exporter) report(err error, permanent bool) {
+	if x.cfg.Report != nil {
+		x.cfg.Report(err, permanent)
 	}
 }
 

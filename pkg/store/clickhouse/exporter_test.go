@@ -3,12 +3,15 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -383,7 +386,8 @@ func TestBadConfig(t *testing.T) {
 		name, url, want string
 	}{
 		{"unreachable", fmt.Sprintf("clickhouse://127.0.0.1:%d/vigil?dial_timeout=500ms", closed), "cannot reach the server"},
-		{"wrong database", fmt.Sprintf("clickhouse://%s/nosuchdb", srv.Addr()), "the database does not exist"},
+		{"missing database, user may not create it", fmt.Sprintf("clickhouse://%s:%s@%s/nosuchdb", testch.ReadOnlyUser, testch.ReadOnlyPassword, srv.Addr()),
+			`the database "nosuchdb" does not exist and user "vigil_ro" may not create it`},
 		{"wrong password", fmt.Sprintf("clickhouse://%s:wrong@%s/vigil", testch.ReadOnlyUser, srv.Addr()), "cannot log in"},
 		{"read-only user", fmt.Sprintf("clickhouse://%s:%s@%s/vigil", testch.ReadOnlyUser, testch.ReadOnlyPassword, srv.Addr()), "lacks the privileges"},
 	}
@@ -406,5 +410,122 @@ func TestBadConfig(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestStopDrainsSpool: a stopped exporter finishes the batch in flight and ships the rest
+// of the spool within ShutdownTimeout; with ClickHouse away it gives up at the timeout,
+// says what it left (count and seq range), and the next start ships it, once.
+func TestStopDrainsSpool(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		events    uint64
+		down      bool // ClickHouse killed before the stop
+		unshipped string
+	}{
+		{name: "backlog in the spool", events: 120_000},
+		{name: "ClickHouse away", events: 10, down: true, unshipped: "unshipped_seqs=10 first=1 last=10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, st := startDB(t, "vigil")
+			if _, err := st.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			sp := openSpool(t, filepath.Join(dir, "spool"))
+			defer sp.Close()
+			fillSpool(t, sp, 1, tc.events)
+			var logs strings.Builder
+			cfg := ExporterConfig{Dir: filepath.Join(dir, "export"), BatchRows: 20_000, BatchInterval: 50 * time.Millisecond,
+				MaxBackoff: 200 * time.Millisecond, ShutdownTimeout: 20 * time.Second,
+				Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))}
+			if tc.down {
+				srv.Kill()
+				cfg.ShutdownTimeout = time.Second
+			}
+			x, err := NewExporter(st, sp, cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- x.Run(ctx) }()
+			if tc.down {
+				time.Sleep(300 * time.Millisecond)
+			} else {
+				// Stop while the second batch is on its way.
+				waitFor(t, 30*time.Second, "the first batch", func() bool { return x.Shipped() >= 20_000 })
+			}
+			stop()
+			stopped := time.Now()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(stopped)
+			if took > cfg.ShutdownTimeout+2*time.Second {
+				t.Errorf("Run returned %v after the stop, ShutdownTimeout is %v", took, cfg.ShutdownTimeout)
+			}
+			t.Logf("Run returned %v after the stop, shipped %d", took.Round(time.Millisecond), x.Shipped())
+			if !tc.down {
+				if x.Shipped() != tc.events {
+					t.Fatalf("shipped %d of %d events at the stop", x.Shipped(), tc.events)
+				}
+				requireExactlyOnce(t, srv, st, sp)
+				return
+			}
+			if x.Shipped() != 0 {
+				t.Fatalf("shipped %d with ClickHouse away", x.Shipped())
+			}
+			if !strings.Contains(logs.String(), tc.unshipped) {
+				t.Fatalf("the stop did not say what it left (%q):\n%s", tc.unshipped, logs.String())
+			}
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			x, err = NewExporter(st, sp, cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, stop = context.WithCancel(context.Background())
+			go func() { done <- x.Run(ctx) }()
+			waitFor(t, 30*time.Second, "the next start to ship the rest", func() bool { return x.Shipped() == tc.events })
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			requireExactlyOnce(t, srv, st, sp)
+		})
+	}
+}
+
+// syncWriter serializes writes from the exporter's goroutines into one builder.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// TestMigrateCreatesDatabase: on a fresh server the schema's database is created by the
+// first migration, as the tables are, when the user may.
+func TestMigrateCreatesDatabase(t *testing.T) {
+	srv := testch.Start(t)
+	st := openStore(t, srv, "fresh")
+	applied, err := st.Migrate(context.Background())
+	if err != nil {
+		t.Fatalf("Migrate on a fresh server: %v", err)
+	}
+	if len(applied) != int(SchemaVersion()) {
+		t.Errorf("applied %v, want every version up to %d", applied, SchemaVersion())
+	}
+	if n := queryUint(t, srv, "SELECT count() FROM system.tables WHERE database = 'fresh' AND name = 'audit_events'"); n != 1 {
+		t.Errorf("fresh.audit_events: %d tables", n)
+	}
+	if err := st.Append(context.Background(), []*event.Event{fullEvent(1)}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -46,13 +47,19 @@ func migrate(ctx context.Context, conn driver.Conn, l Layout) ([]uint32, error) 
 	if err := l.validate(); err != nil {
 		return nil, err
 	}
-	for _, stmt := range l.migrationsDDL() {
-		if err := conn.Exec(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("creating the migrations table: %w", err)
+	// The version is read before any DDL: in cluster mode every ON CLUSTER statement waits
+	// for all the cluster's hosts (up to distributed_ddl_task_timeout, 180s by default), so
+	// an agent starting while a replica is away would hang on a schema that is already there.
+	current, err := schemaVersion(ctx, conn, l)
+	if isUnknownTable(err) {
+		for _, stmt := range l.migrationsDDL() {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return nil, fmt.Errorf("creating the migrations table: %w", err)
+			}
 		}
+		current, err = schemaVersion(ctx, conn, l)
 	}
-	var current uint32
-	if err := conn.QueryRow(ctx, "SELECT max(version) FROM "+l.Table(TableMigrations)).Scan(&current); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("reading the schema version: %w", err)
 	}
 	if current > SchemaVersion() {
@@ -82,9 +89,19 @@ func migrate(ctx context.Context, conn driver.Conn, l Layout) ([]uint32, error) 
 	return applied, nil
 }
 
+func schemaVersion(ctx context.Context, conn driver.Conn, l Layout) (uint32, error) {
+	var v uint32
+	err := conn.QueryRow(ctx, "SELECT max(version) FROM "+l.Table(TableMigrations)).Scan(&v)
+	return v, err
+}
+
 // recordMigration inserts the version row through a batch: 18.16 does not take an
 // INSERT with inline VALUES over the native protocol from this driver.
 func recordMigration(ctx context.Context, conn driver.Conn, l Layout, m migration) error {
+	if l.Cluster != "" && l.Features.DistributedSyncSetting != "" {
+		// On the shards before the next migration reads it, not queued on this node.
+		ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{l.Features.DistributedSyncSetting: 1}))
+	}
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+l.Table(TableMigrations)+" (version, name, applied_at)")
 	if err != nil {
 		return err

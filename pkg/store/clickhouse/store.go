@@ -121,9 +121,18 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if err := (Layout{Database: cfg.Database, Cluster: cfg.Cluster, RetentionDays: cfg.RetentionDays}).validate(); err != nil {
 		return nil, err
 	}
+	conn, err := ch.Open(options(cfg, cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("opening ClickHouse %v: %w", cfg.Addr, err)
+	}
+	return &Store{cfg: cfg, conn: conn, log: log.With("store", "clickhouse")}, nil
+}
+
+// options are the driver's options for a connection whose current database is db.
+func options(cfg Config, db string) *ch.Options {
 	opts := &ch.Options{
 		Addr:            cfg.Addr,
-		Auth:            ch.Auth{Database: cfg.Database, Username: cfg.Username, Password: cfg.Password},
+		Auth:            ch.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
 		DialTimeout:     cfg.DialTimeout,
 		ReadTimeout:     5 * time.Minute,
 		MaxOpenConns:    4,
@@ -134,11 +143,7 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.Secure {
 		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	conn, err := ch.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("opening ClickHouse %v: %w", cfg.Addr, err)
-	}
-	return &Store{cfg: cfg, conn: conn, log: log.With("store", "clickhouse")}, nil
+	return opts
 }
 
 // Conn is the underlying connection, for forensic queries.
@@ -171,17 +176,20 @@ func (s *Store) layoutLocked(ctx context.Context) (Layout, error) {
 	return l, nil
 }
 
-// Migrate brings the schema up to date (see migrate) and returns the versions applied.
+// Migrate creates the database if it is missing and the user may (see createDatabase),
+// brings the schema up to date (see migrate) and returns the versions applied.
 func (s *Store) Migrate(ctx context.Context) ([]uint32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l, err := s.layoutLocked(ctx)
-	if err != nil {
-		return nil, err
+	applied, err := s.migrateLocked(ctx)
+	if isUnknownDatabase(err) {
+		if cerr := s.createDatabase(ctx); cerr != nil {
+			return nil, cerr
+		}
+		applied, err = s.migrateLocked(ctx)
 	}
-	applied, err := migrate(ctx, s.conn, l)
 	if err != nil {
-		return applied, describe(err, s.cfg)
+		return applied, err
 	}
 	if err := s.readTimeLayoutLocked(ctx); err != nil {
 		return applied, err
@@ -191,6 +199,38 @@ func (s *Store) Migrate(ctx context.Context) ([]uint32, error) {
 		s.log.Info("schema migrated", "applied", applied, "version", SchemaVersion())
 	}
 	return applied, nil
+}
+
+func (s *Store) migrateLocked(ctx context.Context) ([]uint32, error) {
+	l, err := s.layoutLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	applied, err := migrate(ctx, s.conn, l)
+	return applied, describe(err, s.cfg)
+}
+
+// createDatabase runs CREATE DATABASE IF NOT EXISTS (ON CLUSTER in cluster mode), so that
+// an agent pointed at a fresh server starts shipping by itself, as the schema does. The
+// store's own connections name the missing database and fail at login, so this one logs
+// in to system, which every user may use. A user without the right gets an error that says
+// so, which `vigil store migrate` prints and the exporter reports on /readyz.
+func (s *Store) createDatabase(ctx context.Context) error {
+	conn, err := ch.Open(options(s.cfg, "system"))
+	if err != nil {
+		return fmt.Errorf("opening ClickHouse %v: %w", s.cfg.Addr, err)
+	}
+	defer conn.Close()
+	l := Layout{Database: s.cfg.Database, Cluster: s.cfg.Cluster}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+l.Database+l.onCluster()); err != nil {
+		if classify(err) == kindConfig {
+			return fmt.Errorf("ClickHouse at %v: the database %q does not exist and user %q may not create it (create it as a user who may: CREATE DATABASE %s%s; or fix the store URL): %w",
+				s.cfg.Addr, s.cfg.Database, s.cfg.Username, l.Database, l.onCluster(), err)
+		}
+		return describe(fmt.Errorf("creating the database: %w", err), s.cfg)
+	}
+	s.log.Info("created the database", "addr", s.cfg.Addr, "database", s.cfg.Database, "cluster", s.cfg.Cluster)
+	return nil
 }
 
 // readTimeLayoutLocked looks at the events table itself: a table created on 18.16 keeps
