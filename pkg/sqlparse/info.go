@@ -68,8 +68,9 @@ const (
 	// FlagIdentityChange: changes who the session acts as (SET/RESET ROLE, SET SESSION
 	// AUTHORIZATION, set_config('role', ...), RESET ALL, DISCARD ALL).
 	FlagIdentityChange
-	// FlagSessionEscape: turns off triggers, auditing or statement logging for the session
-	// (session_replication_role, pgaudit.*, log_statement ...).
+	// FlagSessionEscape: turns off triggers, rules, row-level security, auditing or
+	// statement logging (session_replication_role, pgaudit.*, log_statement, ALTER TABLE
+	// … DISABLE TRIGGER / DISABLE ROW LEVEL SECURITY ...).
 	FlagSessionEscape
 	// FlagDynamicSQL: runs SQL that the parser cannot see (DO blocks, EXECUTE of strings in
 	// functions, functions that run query strings such as query_to_xml).

@@ -463,6 +463,13 @@ func (w *walker) msg(m protoreflect.Message) {
 				w.column(cmd.Name)
 			case pg.AlterTableType_AT_ChangeOwner:
 				w.flag(FlagPrivilegeChange)
+			case pg.AlterTableType_AT_DisableTrig, pg.AlterTableType_AT_DisableTrigAll, pg.AlterTableType_AT_DisableTrigUser,
+				pg.AlterTableType_AT_EnableReplicaTrig, pg.AlterTableType_AT_DisableRule, pg.AlterTableType_AT_EnableReplicaRule,
+				pg.AlterTableType_AT_DisableRowSecurity, pg.AlterTableType_AT_NoForceRowSecurity:
+				// Audit triggers, rules and row-level security off for everyone, not only
+				// this session: the same escape as session_replication_role. (A trigger
+				// enabled for replicas only does not fire in ordinary sessions.)
+				w.flag(FlagSessionEscape)
 			}
 		}
 		w.children(m)
