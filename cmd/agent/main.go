@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 		newPolicyCmd(),
 		newForensicsCmd(),
 		newStoreCmd(),
+		newFlagsCmd(),
 	)
 	return root
 }

@@ -253,7 +253,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 
 	// Steering is loaded before the proxies (their sessions ask it who connected) and
 	// routes into each proxy only once that proxy accepts.
-	steering, err := startSteering(cfg, log)
+	steering, err := startSteering(cfg, trail, log)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -265,6 +265,14 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	)
 	if steering != nil {
 		defer steering.close()
+		go steering.expire(runCtx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveAdmin(runCtx, cfg.StateDir, steering, log); err != nil {
+				log.Error("vigil flags cannot reach this agent", "err", err)
+			}
+		}()
 		status.Set("steer", health.Component{Required: true, Detail: "waiting for the proxies to listen"})
 	}
 	for i, px := range cfg.Proxies {

@@ -7,9 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
+	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/config"
+	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/steer"
 )
 
@@ -17,44 +22,88 @@ import (
 // each proxy's upstream routes into its listener once that listener accepts.
 type steering struct {
 	s     *steer.Steerer
+	flags *steer.Flags
 	log   *slog.Logger
-	names map[uint32]string // selector id → its name in the config
+	sink  capture.Sink
 
 	mu     sync.Mutex
 	routes []netip.AddrPort // servers routed so far, for the log
 }
 
-// startSteering loads the steering programs and flags what cfg.Steer selects; nothing is
-// steered until addRoutes. Nil when no selector is configured.
-func startSteering(cfg *config.Config, log *slog.Logger) (*steering, error) {
-	if len(cfg.Steer) == 0 {
-		return nil, nil
-	}
+// flagsFile holds, in the state directory, the flags set at run time (vigil flags add),
+// so that they outlive a restart until they expire.
+const flagsFile = "flags.json"
+
+// startSteering loads the steering programs and flags what cfg.Steer selects and what the
+// state directory's flags file holds; nothing is steered until addRoutes. Every flag that
+// is added, removed or expires becomes an event on sink. Steering needs a proxy: nil
+// without one. With proxies but no configured selector it is loaded for the flags that
+// operators set at run time, and failing to load it is a warning, not fatal.
+func startSteering(cfg *config.Config, sink capture.Sink, log *slog.Logger) (*steering, error) {
+	explicit := len(cfg.Steer) > 0
 	if len(cfg.Proxies) == 0 {
-		return nil, errors.New("steering moves connections into a proxy, and none is configured (proxies in the config, or --proxy LISTEN=UPSTREAM)")
+		if explicit {
+			return nil, errors.New("steering moves connections into a proxy, and none is configured (proxies in the config, or --proxy LISTEN=UPSTREAM)")
+		}
+		return nil, nil
 	}
 	s, err := steer.Load(steer.Config{}, log)
 	if err != nil {
-		return nil, err
-	}
-	st := &steering{s: s, log: log, names: map[uint32]string{}}
-	for i, sel := range cfg.Steer {
-		id := uint32(i + 1)
-		st.names[id] = sel.Name
-		switch {
-		case sel.Cgroup != "":
-			err = s.FlagCgroup(sel.Cgroup, id)
-		case sel.Exe != "":
-			err = s.FlagExe(sel.Exe, id)
-		case sel.UID != nil:
-			err = s.FlagUID(*sel.UID, id)
+		if explicit {
+			return nil, err
 		}
-		if err != nil {
+		log.Warn("steering is unavailable: workloads cannot be flagged at run time", "err", err)
+		return nil, nil
+	}
+	path := filepath.Join(cfg.StateDir, flagsFile)
+	st := &steering{s: s, log: log, sink: sink}
+	st.flags = steer.NewFlags(s, path, st.record)
+	for i, sel := range cfg.Steer {
+		f := steer.Flag{Name: sel.Name, Origin: steer.OriginConfig, By: "config",
+			Selector: steer.Selector{Cgroup: sel.Cgroup, Exe: sel.Exe, UID: sel.UID}}
+		if _, err := st.flags.Add(f); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("steer[%d] (%s): %w", i, sel.Name, err)
 		}
 	}
+	if err := st.flags.Load(); err != nil {
+		// A flag that cannot be restored (its cgroup is gone) must not stop the others.
+		log.Error("restoring flags set at run time", "file", path, "err", err)
+	}
 	return st, nil
+}
+
+// record writes a flag's change into the trail: who, what, why, until when.
+func (st *steering) record(c steer.Change, f steer.Flag, by string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "flag %s %s: %s", f.Name, c, f.Selector)
+	if by != "" {
+		fmt.Fprintf(&b, ", by %s", by)
+	}
+	if f.Reason != "" {
+		fmt.Fprintf(&b, ", reason: %s", f.Reason)
+	}
+	if c == steer.Added && !f.Until.IsZero() {
+		fmt.Fprintf(&b, ", until %s", f.Until.UTC().Format(time.RFC3339))
+	}
+	st.log.Info("steering flag "+string(c), "flag", f.Name, "selector", f.Selector.String(), "by", by, "until", f.Until)
+	st.sink.Emit(&event.Event{Time: time.Now(), Type: event.TypeFlag, Rule: f.Name, Detail: b.String()})
+}
+
+// expire removes expired flags until ctx ends.
+func (st *steering) expire(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := st.flags.Expire(); err != nil {
+				st.log.Error("expiring flags", "err", err)
+			}
+		}
+	}
 }
 
 // addRoutes steers flagged connections to px's upstream into its listener at listen (the
@@ -115,7 +164,7 @@ func (st *steering) origin(c net.Conn) (steer.Origin, string, bool) {
 	if !ok {
 		return steer.Origin{}, "", false
 	}
-	return o, st.names[o.Selector], true
+	return o, st.flags.Name(o.Selector), true
 }
 
 // close stops steering: from here on, connections go where their clients dial.

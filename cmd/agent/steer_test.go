@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,4 +126,166 @@ func TestSteeredWorkload(t *testing.T) {
 	if direct == nil || direct.Source != "ebpf" {
 		t.Errorf("the direct DROP's event: %+v, want one captured (source ebpf)", direct)
 	}
+}
+
+// TestFlagsAtRunTime flags a workload by hand against the running agent (no steer: in the
+// config): it is steered from its next connection, the flag survives a restart of the
+// agent, it expires when it should, and every change is in the trail with who made it.
+func TestFlagsAtRunTime(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	cg, cgFD := testCgroup(t, "runtime")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	storeURL := "local:" + filepath.Join(dir, "events")
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *agentRun {
+		addrFile := filepath.Join(dir, "metrics-addr")
+		os.Remove(addrFile)
+		a := startRun(t, "--no-capture", "--store", storeURL, "--state-dir", state,
+			"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+			"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+		waitReadyz(t, addrFile, a.done) // the steer component: every route in place
+		waitFile(t, filepath.Join(state, adminSocket), a.done)
+		return a
+	}
+	// steered says whether psql in the cgroup reaches the server through the proxy: the
+	// proxy refuses a DROP of a table that does not exist before the server can say so.
+	steered := func() bool {
+		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", "DROP TABLE no_such_table")
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgFD}
+		out, _ := cmd.CombinedOutput()
+		switch {
+		case strings.Contains(string(out), "does not exist"):
+			return false
+		case strings.Contains(string(out), "drop"):
+			return true
+		}
+		t.Fatalf("psql: %s", out)
+		return false
+	}
+	ctx := context.Background()
+	agent := start()
+	if steered() {
+		t.Fatal("steered before any flag")
+	}
+	if out, err := vigil(t, ctx, "flags", "add", "--state-dir", state, "--cgroup", cg, "--name", "suspect", "--for", "1h", "--reason", "ticket 42"); err != nil || !strings.Contains(out, "suspect") {
+		t.Fatalf("flags add: %q, %v", out, err)
+	}
+	if _, err := vigil(t, ctx, "flags", "add", "--state-dir", state, "--cgroup", cg, "--name", "again"); err == nil || !strings.Contains(err.Error(), "already flagged") {
+		t.Errorf("flagging the same cgroup twice: %v, want a refusal naming the flag", err)
+	}
+	if !steered() {
+		t.Error("not steered after flags add")
+	}
+	// The flag outlives the agent.
+	agent.wait(t)
+	agent = start()
+	out, err := vigil(t, ctx, "flags", "list", "--state-dir", state, "--json")
+	if err != nil || !strings.Contains(out, `"name":"suspect"`) || !strings.Contains(out, "ticket 42") {
+		t.Fatalf("flags list after a restart: %q, %v", out, err)
+	}
+	if !steered() {
+		t.Error("not steered after the agent restarted")
+	}
+	if _, err := vigil(t, ctx, "flags", "remove", "--state-dir", state, "suspect"); err != nil {
+		t.Fatal(err)
+	}
+	if steered() {
+		t.Error("still steered after flags remove")
+	}
+	// One that expires.
+	if _, err := vigil(t, ctx, "flags", "add", "--state-dir", state, "--cgroup", cg, "--name", "brief", "--for", "1500ms"); err != nil {
+		t.Fatal(err)
+	}
+	if !steered() {
+		t.Error("not steered by a flag with an expiry")
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if steered() {
+		t.Error("still steered after the flag expired")
+	}
+	agent.wait(t)
+
+	evOut, err := vigil(t, ctx, "events", "--store", storeURL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var details []string
+	for _, line := range strings.Split(strings.TrimSpace(evOut), "\n") {
+		var ev event.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == event.TypeFlag {
+			details = append(details, ev.Detail)
+		}
+	}
+	want := []string{
+		"flag suspect added: cgroup " + cg + ", by operator uid 0 pid",
+		"flag suspect added", // restored at the restart
+		"flag suspect removed: cgroup " + cg + ", by operator uid 0 pid",
+		"flag brief added",
+		"flag brief expired",
+	}
+	if len(details) != len(want) {
+		t.Fatalf("flag events:\n%s\nwant %d", strings.Join(details, "\n"), len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(details[i], w) {
+			t.Errorf("flag event %d: %q, want it to start with %q", i, details[i], w)
+		}
+	}
+	if !strings.Contains(details[0], "reason: ticket 42") || !strings.Contains(details[0], "until ") {
+		t.Errorf("the first flag event says neither why nor until when: %q", details[0])
+	}
+	if out, err := vigil(t, ctx, "verify", "--store", storeURL, "--state-dir", state); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+}
+
+// waitReadyz waits until the agent whose metrics address is in addrFile answers /readyz
+// with 200.
+func waitReadyz(t *testing.T, addrFile string, done chan error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("vigil run exited: %v", err)
+		default:
+		}
+		if b, err := os.ReadFile(addrFile); err == nil {
+			if resp, err := http.Get("http://" + string(b) + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("vigil run not ready within 30s")
+}
+
+// waitFile waits until path exists.
+func waitFile(t *testing.T, path string, done chan error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("vigil run exited: %v", err)
+		default:
+		}
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear", path)
 }

@@ -24,6 +24,9 @@ const (
 	// Seq with the agent's private key, so a verifier holding only the public key can tell
 	// that the chain up to here is the agent's own.
 	TypeAnchor Type = "anchor"
+	// TypeFlag records a workload flagged for steering into the proxy, or unflagged: Rule
+	// names the flag, Detail says what it selects, who set it, why and until when.
+	TypeFlag Type = "flag"
 )
 
 // Source says which part of Vigil saw the statement.
