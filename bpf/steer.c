@@ -35,6 +35,11 @@ const volatile __u32 self_tgid = 0;
 
 #define MAX_CGROUP_DEPTH 16
 
+/* In flagged_tgids, marks a process flagged for the executable it runs (it stops being
+ * flagged when it execs another), as opposed to one flagged itself (by pid), whose flag
+ * its children keep whatever they exec. */
+#define SEL_BY_EXE 0x80000000u
+
 /* Governed server → the proxy listener in front of it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -60,7 +65,7 @@ struct {
 	__type(value, __u32);
 } flagged_uids SEC(".maps");
 
-/* Flagged processes (tgid), for selectors userspace resolves to processes (exe). */
+/* Flagged processes (tgid): by pid, or by the executable they run (SEL_BY_EXE). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -118,7 +123,7 @@ static __always_inline __u32 flagged(__u32 tgid, __u32 uid)
 {
 	__u32 *sel = bpf_map_lookup_elem(&flagged_tgids, &tgid);
 	if (sel)
-		return *sel;
+		return *sel & ~SEL_BY_EXE;
 	sel = bpf_map_lookup_elem(&flagged_uids, &uid);
 	if (sel)
 		return *sel;
@@ -316,8 +321,8 @@ struct linux_binprm {
 };
 #pragma clang attribute pop
 
-/* A process that execs a flagged executable is flagged; one that execs anything else stops
- * being flagged by an executable it no longer runs. */
+/* A process that execs a flagged executable is flagged; one flagged by an executable that
+ * execs anything else stops being flagged. */
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(steer_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
 {
@@ -327,9 +332,13 @@ int BPF_PROG(steer_exec, struct task_struct *task, int old_pid, struct linux_bin
 		return 0;
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	__u32 *sel = bpf_map_lookup_elem(&flagged_exes, &path);
-	if (sel)
-		bpf_map_update_elem(&flagged_tgids, &tgid, sel, BPF_ANY);
-	else
+	if (sel) {
+		__u32 v = *sel | SEL_BY_EXE;
+		bpf_map_update_elem(&flagged_tgids, &tgid, &v, BPF_ANY);
+		return 0;
+	}
+	__u32 *cur = bpf_map_lookup_elem(&flagged_tgids, &tgid);
+	if (cur && (*cur & SEL_BY_EXE))
 		bpf_map_delete_elem(&flagged_tgids, &tgid);
 	return 0;
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/health"
+	"github.com/vigil-db/vigil/pkg/identity"
 	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
@@ -266,6 +267,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if steering != nil {
 		defer steering.close()
 		go steering.expire(runCtx)
+		go steering.followPolicy(runCtx, engine, identity.New(identity.Options{Logger: log}))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/identity"
+	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/steer"
 )
 
@@ -165,6 +169,95 @@ func (st *steering) origin(c net.Conn) (steer.Origin, string, bool) {
 		return steer.Origin{}, "", false
 	}
 	return o, st.flags.Name(o.Selector), true
+}
+
+// policyScanInterval is how often the host's processes are matched against the policy's
+// enforce section.
+const policyScanInterval = 2 * time.Second
+
+// followPolicy flags, until ctx ends, the running processes that the policy's enforce
+// section selects, and unflags them when they are gone: a process in a container by its
+// container's cgroup (every process of the workload), any other by its pid (with the
+// children it forks). A workload is steered from the first scan that sees it: a process
+// that connects within its first policyScanInterval may still go direct, and is captured.
+func (st *steering) followPolicy(ctx context.Context, engine *policy.Engine, ident *identity.Resolver) {
+	if !engine.EnforcesWorkloads() {
+		return
+	}
+	mine := map[string]string{} // selector → flag name, for the flags this loop set
+	t := time.NewTicker(policyScanInterval)
+	defer t.Stop()
+	for {
+		seen := map[string]bool{}
+		procs, err := os.ReadDir("/proc")
+		if err != nil {
+			st.log.Error("listing processes for the policy's enforce section", "err", err)
+		}
+		for _, d := range procs {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			p, err := ident.Lookup(pid)
+			if err != nil || !engine.Enforced(&policy.Request{Process: p}) {
+				continue
+			}
+			sel := steer.Selector{}
+			if cg := containerCgroup(pid, p); cg != "" {
+				sel.Cgroup = cg
+			} else {
+				u := uint32(pid)
+				sel.PID = &u
+			}
+			key := sel.String()
+			seen[key] = true
+			if _, ok := mine[key]; ok {
+				continue
+			}
+			f, err := st.flags.Add(steer.Flag{Selector: sel, Origin: steer.OriginPolicy,
+				By:     "policy enforce section",
+				Reason: fmt.Sprintf("%s[%d] matches an enforce workload", p.Comm, pid)})
+			if err != nil {
+				if !strings.Contains(err.Error(), "already flagged") {
+					st.log.Warn("flagging a workload the policy enforces", "pid", pid, "err", err)
+				}
+				continue
+			}
+			mine[key] = f.Name
+		}
+		for key, name := range mine {
+			if !seen[key] {
+				if err := st.flags.Remove(name, "policy enforce section: the workload is gone"); err != nil {
+					st.log.Warn("unflagging a workload that is gone", "flag", name, "err", err)
+				}
+				delete(mine, key)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// containerCgroup is the cgroup v2 path of a containerised process (its container's
+// cgroup), "" for a process outside containers, whose cgroup (a login session, a system
+// service) holds unrelated processes too.
+func containerCgroup(pid int, p *event.Process) string {
+	if p.ContainerID == "" {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok && path != "/" {
+			return path
+		}
+	}
+	return ""
 }
 
 // close stops steering: from here on, connections go where their clients dial.

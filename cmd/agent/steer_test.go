@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
 	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/policy"
 )
 
 // testCgroup creates a cgroup below the cgroup v2 root and returns its path in the
@@ -288,4 +289,66 @@ func waitFile(t *testing.T, path string, done chan error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s did not appear", path)
+}
+
+// TestPolicyEnforceSection: the policy's enforce section selects a workload by what it is
+// (here its command name); the agent finds it among the host's processes and steers it,
+// children included, from then on.
+func TestPolicyEnforceSection(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	if _, err := srv.Psql("postgres", "CREATE TABLE enforced_t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pol, append(policy.DefaultYAML(), "\nenforce:\n  workloads:\n    - comm: wlshell\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shell := filepath.Join(dir, "wlshell")
+	sh, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(shell, sh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeURL := "local:" + filepath.Join(dir, "events")
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--no-capture", "--policy", pol, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReadyz(t, addrFile, agent.done)
+
+	// The workload: a shell that waits out a scan, then runs psql against the server.
+	cmd := exec.Command(shell, "-c", fmt.Sprintf("sleep %d; psql -X -q -A -t -h 127.0.0.1 -p %d -U postgres -d postgres -c 'DROP TABLE enforced_t' 2>&1",
+		int(2*policyScanInterval/time.Second)+1, srv.Port))
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "drop") {
+		t.Errorf("DROP from the enforced workload: %q, want the proxy's refusal", out)
+	}
+	if left, err := srv.Psql("postgres", "SELECT count(*) FROM pg_class WHERE relname = 'enforced_t'"); err != nil || strings.TrimSpace(left) != "1" {
+		t.Errorf("enforced_t after the refused DROP: %q, %v", left, err)
+	}
+	// Gone from the flags once the workload ended.
+	deadline := time.Now().Add(3 * policyScanInterval)
+	for {
+		fl, err := vigil(t, context.Background(), "flags", "list", "--state-dir", filepath.Join(dir, "state"), "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(fl, `"origin":"policy"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the policy's flag outlived its workload: %s", fl)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	agent.wait(t)
 }

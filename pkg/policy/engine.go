@@ -316,6 +316,10 @@ func (e *Engine) Enforced(req *Request) bool {
 	return false
 }
 
+// EnforcesWorkloads reports whether the policy's enforce section selects workloads, which
+// the agent then looks for among the host's processes.
+func (e *Engine) EnforcesWorkloads() bool { return len(e.p.Enforce.Workloads) > 0 }
+
 // Strategy is the masking strategy for values found by the detectors.
 func (e *Engine) Strategy() mask.Strategy { return e.strategy }
 

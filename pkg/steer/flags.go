@@ -22,6 +22,8 @@ type Selector struct {
 	Exe string `json:"exe,omitempty"`
 	// UID is a user.
 	UID *uint32 `json:"uid,omitempty"`
+	// PID is one process, with the children it forks from then on.
+	PID *uint32 `json:"pid,omitempty"`
 }
 
 // Validate checks that exactly one criterion is set and well formed.
@@ -42,8 +44,11 @@ func (s Selector) Validate() error {
 	if s.UID != nil {
 		n++
 	}
+	if s.PID != nil {
+		n++
+	}
 	if n != 1 {
-		return fmt.Errorf("give exactly one of cgroup, exe, uid (got %d)", n)
+		return fmt.Errorf("give exactly one of cgroup, exe, uid, pid (got %d)", n)
 	}
 	return nil
 }
@@ -56,6 +61,8 @@ func (s Selector) String() string {
 		return "exe " + s.Exe
 	case s.UID != nil:
 		return fmt.Sprintf("uid %d", *s.UID)
+	case s.PID != nil:
+		return fmt.Sprintf("pid %d", *s.PID)
 	}
 	return "nothing"
 }
@@ -64,7 +71,7 @@ func (s Selector) String() string {
 const (
 	OriginConfig   = "config"   // the agent's configuration: comes back at every start
 	OriginOperator = "operator" // vigil flags add: kept in the state directory until it expires
-	OriginRule     = "rule"     // a policy rule that flags what it saw
+	OriginPolicy   = "policy"   // the policy's enforce section: while the workload runs
 )
 
 // Flag is one flagged workload.
@@ -193,6 +200,8 @@ func (fl *Flags) add(f Flag, persist bool) (Flag, error) {
 		err = fl.s.FlagExe(sel.Exe, f.id)
 	case sel.UID != nil:
 		err = fl.s.FlagUID(*sel.UID, f.id)
+	case sel.PID != nil:
+		err = fl.s.FlagProcess(*sel.PID, f.id)
 	}
 	if err != nil {
 		return Flag{}, err
@@ -232,6 +241,8 @@ func (fl *Flags) removeLocked(f *Flag) error {
 		err = fl.s.UnflagExe(sel.Exe, f.id)
 	case sel.UID != nil:
 		err = fl.s.UnflagUID(*sel.UID)
+	case sel.PID != nil:
+		err = fl.s.UnflagProcess(*sel.PID)
 	}
 	if err != nil {
 		return fmt.Errorf("unflagging %s: %w", f.Name, err)
@@ -293,15 +304,16 @@ func (fl *Flags) save() error {
 	return fl.saveLocked()
 }
 
-// saveLocked writes the flags that outlive a restart (not the configured ones, which the
-// configuration brings back) to the state file, atomically.
+// saveLocked writes the flags that outlive a restart to the state file, atomically: not
+// the configured ones, which the configuration brings back, nor the policy's, which follow
+// running processes.
 func (fl *Flags) saveLocked() error {
 	if fl.path == "" {
 		return nil
 	}
 	keep := []Flag{}
 	for _, f := range fl.byName {
-		if f.Origin != OriginConfig {
+		if f.Origin != OriginConfig && f.Origin != OriginPolicy {
 			keep = append(keep, *f)
 		}
 	}

@@ -210,11 +210,18 @@ func (s *Steerer) UnflagUID(uid uint32) error {
 	return nil
 }
 
-// FlagProcess steers one process (a thread group id), for selectors that userspace resolves
-// to processes, such as an executable.
+// byExe marks, in flagged_tgids, a process flagged for the executable it runs (see
+// bpf/steer.c); selector ids stay below it.
+const byExe = 0x80000000
+
+// FlagProcess steers one process (a thread group id) and the children it forks from now
+// on, whatever they exec.
 func (s *Steerer) FlagProcess(tgid, sel uint32) error {
-	if sel == 0 {
-		return errors.New("selector id 0 is reserved")
+	if sel == 0 || sel >= byExe {
+		return fmt.Errorf("selector id %d out of range", sel)
+	}
+	if err := s.attachExecTracking(); err != nil {
+		return err
 	}
 	if err := s.objs.FlaggedTgids.Put(tgid, sel); err != nil {
 		return fmt.Errorf("flagging process %d: %w", tgid, err)
@@ -234,8 +241,8 @@ func (s *Steerer) UnflagProcess(tgid uint32) error {
 // those that exec it from now on (matched on the path given to execve, so name it as it is
 // executed: "/usr/bin/psql", not a relative path), and their children.
 func (s *Steerer) FlagExe(path string, sel uint32) error {
-	if sel == 0 {
-		return errors.New("selector id 0 is reserved")
+	if sel == 0 || sel >= byExe {
+		return fmt.Errorf("selector id %d out of range", sel)
 	}
 	if !filepath.IsAbs(path) {
 		return fmt.Errorf("exe %q: give an absolute path", path)
@@ -269,8 +276,8 @@ func (s *Steerer) FlagExe(path string, sel uint32) error {
 			continue
 		}
 		if exe, err := os.Readlink("/proc/" + p.Name() + "/exe"); err == nil && want[exe] {
-			if err := s.FlagProcess(tgid, sel); err != nil {
-				return err
+			if err := s.objs.FlaggedTgids.Put(tgid, sel|byExe); err != nil {
+				return fmt.Errorf("flagging process %d running %s: %w", tgid, path, err)
 			}
 		}
 	}
@@ -290,7 +297,7 @@ func (s *Steerer) UnflagExe(path string, sel uint32) error {
 	var gone []uint32
 	it := s.objs.FlaggedTgids.Iterate()
 	for it.Next(&tgid, &v) {
-		if v == sel {
+		if v == sel|byExe {
 			gone = append(gone, tgid)
 		}
 	}

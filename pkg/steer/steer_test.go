@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 const (
 	childEnv = "VIGIL_STEER_CHILD"
 	waitEnv  = "VIGIL_STEER_WAIT"
+	spawnEnv = "VIGIL_STEER_SPAWN" // the child leaves the dialling to a child of its own
 )
 
 func TestMain(m *testing.M) {
@@ -44,6 +46,18 @@ func child(target string) int {
 	if os.Getenv(waitEnv) != "" {
 		// Wait for the test's go-ahead: it flags this process while it runs.
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	if os.Getenv(spawnEnv) != "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {
+			return strings.HasPrefix(e, spawnEnv+"=") || strings.HasPrefix(e, waitEnv+"=")
+		})
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		return 0
 	}
 	mode, addr, _ := strings.Cut(target, ":")
 	ap := netip.MustParseAddrPort(addr)
@@ -448,4 +462,30 @@ func TestSteerFlaggedExe(t *testing.T) {
 		t.Errorf("after unflagging, the exe was answered %q, want by the server", res["reply"])
 	}
 	_ = server.accepted()
+}
+
+// TestSteerFlaggedProcess flags one running process by pid: the child it then forks and
+// execs (a shell running psql, say) is steered too.
+func TestSteerFlaggedProcess(t *testing.T) {
+	s, root := load(t)
+	_, fd := cgroup(t, root)
+	server := listen(t, "tcp4", "127.0.0.1:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	if err := s.AddRoute(server.addr(), proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(spawnEnv, "1")
+	res := runExe(t, os.Args[0], fd, "tcp4:"+server.addr().String(), func(pid int) {
+		if err := s.FlagProcess(uint32(pid), 5); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("the child of a flagged process, after its exec, was answered %q, want by the proxy", res["reply"])
+	}
+	if c := proxy.accepted(); c == nil {
+		t.Error("the proxy accepted nothing")
+	} else if o, ok, _ := s.Origin(c.(*net.TCPConn)); !ok || o.Selector != 5 || fmt.Sprint(o.TGID) == res["pid"] {
+		t.Errorf("Origin %+v, %v: want selector 5 and the grandchild's pid, not the child's %s", o, ok, res["pid"])
+	}
 }
