@@ -251,7 +251,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 
 	for i, px := range cfg.Proxies {
-		p, err := newProxy(px, engine, trail, capt, reg, log)
+		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, reg, log)
 		if err != nil {
 			cancel()
 			wg.Wait()
