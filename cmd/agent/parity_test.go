@@ -1,0 +1,267 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/event"
+)
+
+// parityScript is one client session covering what a trail must get right: the simple and
+// extended protocols, multi-statement Queries, errors at Parse, Bind and Execute, a pipeline
+// that an error cuts short, parameters of several types, application_name changed after
+// startup, transactions (one that fails) and COPY both ways. It returns the session's
+// backend pid, which picks its events out of the trail.
+func parityScript(ctx context.Context, dsn string) (uint32, error) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	pid := c.PgConn().PID()
+	simple := func(sql string) error {
+		_, err := c.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		return err
+	}
+	// Steps whose error is part of the script name the SQLSTATE they must fail with.
+	ts := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+	steps := []struct {
+		code string
+		run  func() error
+	}{
+		{"", func() error {
+			return simple("CREATE TEMP TABLE parity (id int PRIMARY KEY, name text, price numeric, at timestamptz, ok bool)")
+		}},
+		{"", func() error { return simple("SET application_name = 'parity-one'") }},
+		{"", func() error {
+			return simple("INSERT INTO parity VALUES (1, 'a', 1.5, now(), true); INSERT INTO parity VALUES (2, 'b', 2.5, now(), false), (3, 'c', 3.5, now(), true);\nSELECT id FROM parity ORDER BY id")
+		}},
+		{"22012", func() error { return simple("SELECT 1; SELECT 1/0; SELECT 2") }},
+		{"", func() error {
+			_, err := c.Exec(ctx, "INSERT INTO parity VALUES ($1, $2, $3, $4, $5)", 4, "dé", 4.25, ts, nil)
+			return err
+		}},
+		{"", func() error {
+			var name string
+			return c.QueryRow(ctx, "SELECT name FROM parity WHERE id = $1 AND name <> $2 AND ok IS NOT DISTINCT FROM $3", 1, "zz", true).Scan(&name)
+		}},
+		{"22012", func() error { var n int; return c.QueryRow(ctx, "SELECT 1/0").Scan(&n) }},
+		{"22012", func() error { var n int; return c.QueryRow(ctx, "SELECT 1/$1::int", 0).Scan(&n) }},
+		{"22P02", func() error {
+			return c.PgConn().ExecParams(ctx, "SELECT $1::int + 1", [][]byte{[]byte("abc")}, nil, nil, nil).Read().Err
+		}},
+		{"42P01", func() error {
+			return c.PgConn().ExecParams(ctx, "SELECT * FROM missing_parity_table", nil, nil, nil, nil).Read().Err
+		}},
+		{"22012", func() error {
+			b := &pgconn.Batch{}
+			b.ExecParams("SELECT count(*) FROM parity", nil, nil, nil, nil)
+			b.ExecParams("SELECT 10/$1::int", [][]byte{[]byte("0")}, nil, nil, nil)
+			b.ExecParams("SELECT 3", nil, nil, nil, nil)
+			_, err := c.PgConn().ExecBatch(ctx, b).ReadAll()
+			return err
+		}},
+		{"", func() error {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE parity SET price = price + $1 WHERE id < $2", 1, 3); err != nil {
+				return err
+			}
+			return tx.Commit(ctx)
+		}},
+		{"25P02", func() error {
+			if err := simple("BEGIN"); err != nil {
+				return err
+			}
+			if err := simple("SELECT 1/0"); err == nil {
+				return errors.New("SELECT 1/0 did not fail")
+			}
+			err := simple("SELECT 1")
+			if rbErr := simple("ROLLBACK"); rbErr != nil {
+				return rbErr
+			}
+			return err
+		}},
+		{"", func() error {
+			var s string
+			return c.QueryRow(ctx, "SELECT set_config('application_name', $1, false)", "parity-two").Scan(&s)
+		}},
+		{"", func() error {
+			_, err := c.PgConn().CopyFrom(ctx, strings.NewReader("5\te\t5.5\t2026-01-01 00:00:00+00\tt\n6\tf\t\\N\t\\N\t\\N\n"), "COPY parity FROM STDIN")
+			return err
+		}},
+		{"", func() error {
+			_, err := c.PgConn().CopyTo(ctx, &bytes.Buffer{}, "COPY (SELECT * FROM parity ORDER BY id) TO STDOUT")
+			return err
+		}},
+		{"", func() error { return simple("SHOW application_name") }},
+	}
+	for i, st := range steps {
+		err := st.run()
+		var pe *pgconn.PgError
+		switch {
+		case st.code == "" && err != nil:
+			return pid, fmt.Errorf("step %d: %w", i, err)
+		case st.code != "" && (!errors.As(err, &pe) || pe.Code != st.code):
+			return pid, fmt.Errorf("step %d: error %v, want SQLSTATE %s", i, err, st.code)
+		}
+	}
+	return pid, nil
+}
+
+// TestProxyCaptureParity runs one client session directly against PostgreSQL, where capture
+// records it, and once more through the proxy, and compares the two trails field by field:
+// the same statements in the same order, with the same kinds, tables, rows, errors,
+// parameters, user, database, application and decision. The fields that legitimately
+// differ are those of the connection (client and server address, backend pid, session id,
+// process), the times and durations, the source, Vigil's chain fields, and an error
+// message the proxy redacted (docs/proxy.md lists them).
+func TestProxyCaptureParity(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	storeURL := "local:" + filepath.Join(dir, "events")
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReady(t, addrFile, srv.Port, agent.done)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := "postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable"
+	directPID, err := parityScript(ctx, fmt.Sprintf(dsn, srv.Port))
+	if err != nil {
+		t.Fatalf("direct: %v", err)
+	}
+	if _, err := parityScript(ctx, fmt.Sprintf(dsn, proxyPort)); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // capture's reader drains every 50 ms
+	agent.wait(t)
+
+	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json", "--type", "statement")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var captured, proxied []*event.Event
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		e := new(event.Event)
+		if err := json.Unmarshal([]byte(line), e); err != nil {
+			t.Fatalf("events --json line %q: %v", line, err)
+		}
+		// Other engineers' servers on this host are captured too: only this one's
+		// sessions count.
+		switch {
+		case e.Source == event.SourceEBPF && e.BackendPID == int32(directPID) && e.ServerAddr == srv.Addr():
+			captured = append(captured, e)
+		case e.Source == event.SourceProxy:
+			// The agent's one proxy saw one session. (Its backend pid is the proxy's
+			// own key for the client, not the upstream's.)
+			proxied = append(proxied, e)
+		case e.Source == event.SourceEBPF && e.ServerAddr == srv.Addr() && strings.Contains(e.Statement, "parity"):
+			t.Errorf("capture recorded the proxy's upstream session: %q", e.Statement)
+		}
+	}
+	if len(captured) == 0 {
+		t.Fatalf("capture recorded nothing of the direct session (pid %d):\n%s", directPID, out)
+	}
+	n := max(len(captured), len(proxied))
+	for i := 0; i < n; i++ {
+		var c, p *event.Event
+		if i < len(captured) {
+			c = captured[i]
+		}
+		if i < len(proxied) {
+			p = proxied[i]
+		}
+		if c == nil || p == nil {
+			t.Errorf("event %d: captured %s, proxied %s", i, brief(c), brief(p))
+			continue
+		}
+		if d := parityDiff(c, p); d != "" {
+			t.Errorf("event %d (%q): %s", i, c.Statement, d)
+		}
+		if p.Decision == "" {
+			t.Errorf("event %d (%q): the proxy's event has no decision", i, p.Statement)
+		}
+	}
+	if t.Failed() {
+		for i, e := range captured {
+			t.Logf("captured %d: %s", i, brief(e))
+		}
+		for i, e := range proxied {
+			t.Logf("proxied %d: %s", i, brief(e))
+		}
+	}
+}
+
+// parityDiff names the fields in which two events of the same statement differ, but for
+// those that belong to the connection, the clock or the trail.
+func parityDiff(c, p *event.Event) string {
+	strip := func(e *event.Event) event.Event {
+		x := *e
+		x.Time, x.DurationUS, x.Source = time.Time{}, 0, ""
+		x.ClientAddr, x.ServerAddr, x.SessionID, x.BackendPID = "", "", "", 0
+		x.Process, x.Identity = nil, nil
+		x.Host, x.AgentID, x.Seq, x.Signature, x.KeyID, x.PrevHash, x.Hash = "", "", 0, "", "", "", ""
+		return x
+	}
+	a, b := strip(c), strip(p)
+	if redactedFrom(b.ErrorMessage, a.ErrorMessage) {
+		// Once a session's results are masked the proxy redacts the values in the error
+		// messages it passes on, and records what it passed on; capture has the server's.
+		b.ErrorMessage = a.ErrorMessage
+	}
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var diffs []string
+	for i := 0; i < va.NumField(); i++ {
+		fa, fb := va.Field(i).Interface(), vb.Field(i).Interface()
+		if !reflect.DeepEqual(fa, fb) && !(isEmpty(va.Field(i)) && isEmpty(vb.Field(i))) {
+			diffs = append(diffs, fmt.Sprintf("%s: captured %v, proxied %v", va.Type().Field(i).Name, fa, fb))
+		}
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// redactedFrom: redacted is msg with values replaced by the proxy's "****".
+func redactedFrom(redacted, msg string) bool {
+	if !strings.Contains(redacted, "****") {
+		return false
+	}
+	pat := strings.ReplaceAll(regexp.QuoteMeta(redacted), regexp.QuoteMeta("****"), ".+")
+	return regexp.MustCompile("^" + pat + "$").MatchString(msg)
+}
+
+// isEmpty: nil and empty slices are the same absence once stored.
+func isEmpty(v reflect.Value) bool {
+	return (v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0
+}
+
+func brief(e *event.Event) string {
+	if e == nil {
+		return "nothing"
+	}
+	return fmt.Sprintf("%q rows=%d err=%s params=%q app=%q kind=%s decision=%s rule=%s detail=%q",
+		e.Statement, e.Rows, e.Error, e.Params, e.Application, e.Kind, e.Decision, e.Rule, e.Detail)
+}
