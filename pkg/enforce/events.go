@@ -133,18 +133,21 @@ func (ss *session) queryFailed(h *item) {
 }
 
 // queryDone records the statements of a Query that got no response, with the error code
-// (when the session ended) or the detail that says so.
-func (ss *session) queryDone(h *item, code, msg, detail string) {
+// (when the session ended) and the detail that says so, and returns how many.
+func (ss *session) queryDone(h *item, code, msg, detail string) int {
 	if h.failed {
-		return
+		return 0
 	}
 	now := time.Now()
+	n := 0
 	for ; h.idx < h.numParts(); h.idx++ {
 		text, st := h.part(h.idx)
 		h.errCode, h.errMsg = code, msg
 		ss.emitAs(h, st, text, detail, now)
 		h.rows, h.cols = 0, colSet{}
+		n++
 	}
+	return n
 }
 
 // parsed notes the parameter types a Parse the server accepted declared.

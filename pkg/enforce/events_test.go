@@ -3,7 +3,9 @@ package enforce
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,5 +168,76 @@ func checkEvents(t *testing.T, got []*event.Event, want []wantEvent) {
 		if w.err != "" && strings.TrimSpace(e.ErrorMessage) == "" {
 			t.Errorf("event %d: error %s without its message", i, e.Error)
 		}
+	}
+}
+
+// TestSessionEndsMidStatement: when the upstream session dies before answering (its
+// backend killed), every statement still waiting is recorded as having no answer, with the
+// detail that says its outcome is unknown, and counted; a Query's statements each get theirs,
+// and an Execute the parameters of its Bind, which the server had not answered yet.
+func TestSessionEndsMidStatement(t *testing.T) {
+	const unknown = "outcome unknown: the session ended before the server answered"
+	for _, tc := range []struct {
+		name string
+		run  func(ctx context.Context, c *pgx.Conn) error
+		want []wantEvent
+	}{
+		{"multi-statement Query", func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.Exec(ctx, "SELECT 1; SELECT pg_sleep(30); SELECT 2", pgx.QueryExecModeSimpleProtocol)
+			return err
+			// The server flushes a Query's responses only at its end: SELECT 1's never
+			// left it, so for all the proxy can know it did not run either.
+		}, []wantEvent{{stmt: "SELECT 1", err: "08006"}, {stmt: "SELECT pg_sleep(30)", err: "08006"}, {stmt: "SELECT 2", err: "08006"}}},
+		{"extended protocol", func(ctx context.Context, c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT pg_sleep($1)", 30).Scan(new(any))
+		}, []wantEvent{{stmt: "SELECT pg_sleep($1)", err: "08006", params: []string{"30"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, recordParams)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c := h.connect(t, "postgres")
+			h.log.reset()
+			done := make(chan error, 1)
+			go func() { done <- tc.run(ctx, c) }()
+			pid := ""
+			for pid == "" && ctx.Err() == nil {
+				out, err := h.pg.Psql("postgres", "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND state = 'active' AND pid <> pg_backend_pid()")
+				if err != nil {
+					t.Fatal(err)
+				}
+				pid = out
+				time.Sleep(20 * time.Millisecond)
+			}
+			n, err := strconv.Atoi(pid)
+			if err != nil {
+				t.Fatalf("backend pid %q: %v", pid, err)
+			}
+			if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err == nil {
+				t.Fatal("the statement succeeded though its backend was killed")
+			}
+			for i := 0; i < 100 && len(h.log.all()) < len(tc.want); i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			got := h.log.all()
+			checkEvents(t, got, tc.want)
+			for i, e := range got {
+				if want := tc.want[i]; want.err == "08006" && e.Detail != unknown {
+					t.Errorf("event %d (%q): detail %q, want %q", i, e.Statement, e.Detail, unknown)
+				}
+			}
+			unanswered := 0
+			for _, w := range tc.want {
+				if w.err == "08006" {
+					unanswered++
+				}
+			}
+			if v := metricValue(t, h, "vigil_proxy_statements_unanswered_total", ""); v != float64(unanswered) {
+				t.Errorf("vigil_proxy_statements_unanswered_total = %v, want %d", v, unanswered)
+			}
+		})
 	}
 }

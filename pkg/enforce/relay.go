@@ -782,6 +782,7 @@ func (ss *session) dropIgnoredSyncs(failed bool) {
 func (ss *session) abandon() {
 	now := time.Now()
 	const code, msg = "08006", "connection ended before the statement completed"
+	const detail = "outcome unknown: the session ended before the server answered"
 	skipping := ss.skipping
 	for {
 		h := ss.head()
@@ -793,13 +794,20 @@ func (ss *session) abandon() {
 			// Skipped by the server after an error: never run, and the batch's failure
 			// is recorded already.
 			skipping = h.kind != 'S'
+		case h.kind == 'P':
+			ss.parsed(h)
+		case h.kind == 'B':
+			// The server answers Bind only when it flushes, which a Sync or Flush asks for:
+			// the Execute behind it still gets its parameters.
+			ss.bound(h)
 		case h.kind == 'Q':
-			ss.queryDone(h, code, msg, "")
+			ss.srv.m.unanswered.Add(float64(ss.queryDone(h, code, msg, detail)))
 		case h.kind == 'E' || h.kind == 'F':
 			if h.errCode == "" {
 				h.errCode, h.errMsg = code, msg
 			}
-			ss.emit(h, now)
+			ss.emitAs(h, h.st, "", detail, now)
+			ss.srv.m.unanswered.Inc()
 		}
 		ss.q.pop()
 	}
