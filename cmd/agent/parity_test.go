@@ -176,8 +176,8 @@ func TestProxyCaptureParity(t *testing.T) {
 		case e.Source == event.SourceEBPF && e.BackendPID == int32(directPID) && e.ServerAddr == srv.Addr():
 			captured = append(captured, e)
 		case e.Source == event.SourceProxy:
-			// The agent's one proxy saw one session. (Its backend pid is the proxy's
-			// own key for the client, not the upstream's.)
+			// The agent's one proxy saw one session. (Its events carry the upstream
+			// backend's pid, which the client never sees: it gets a key of the proxy's.)
 			proxied = append(proxied, e)
 		case e.Source == event.SourceEBPF && e.ServerAddr == srv.Addr() && strings.Contains(e.Statement, "parity"):
 			t.Errorf("capture recorded the proxy's upstream session: %q", e.Statement)
