@@ -74,6 +74,14 @@ func TestStatementEvents(t *testing.T) {
 			}
 		}, []wantEvent{{stmt: "SELECT concat($1::int, $2::text, $3::bool, $4::float8, $5::timestamptz, $6::int8)", rows: 1,
 			params: []string{"42", "héllo", "true", "0.1", "2026-02-03T04:05:06Z", "NULL"}}}},
+		{"binary parameters of declared types", "postgres", func(t *testing.T, c *pgx.Conn) {
+			// As pgjdbc sends them: the Parse declares the types, no Describe asks.
+			rr := c.PgConn().ExecParams(ctx, "SELECT $1 + 1, $2", [][]byte{{0, 0, 0, 0, 0, 0, 0, 41}, []byte("x")},
+				[]uint32{20, 25}, []int16{1, 0}, nil).Read()
+			if rr.Err != nil {
+				t.Fatal(rr.Err)
+			}
+		}, []wantEvent{{stmt: "SELECT $1 + 1, $2", rows: 1, params: []string{"41", "x"}}}},
 		{"multi-statement Query: one event each", "postgres", func(t *testing.T, c *pgx.Conn) {
 			if _, err := c.Exec(ctx, "SELECT 1; SELECT generate_series(1, 3);\n UPDATE accounts SET balance = balance WHERE id < 5", pgx.QueryExecModeSimpleProtocol); err != nil {
 				t.Fatal(err)

@@ -41,15 +41,14 @@ type item struct {
 	params []string
 
 	// response
-	rows     int64
-	errCode  string
-	errMsg   string
-	copyIn   bool
-	executed bool // a statement of a Query ran (or failed) on the server
-	cols     colSet
-	errPos   int32 // the error's position (characters from 1), 0 when it has none
-	idx      int   // Query: the statement the next completion belongs to
-	failed   bool  // Query: a statement failed, the rest of the string was not run
+	rows    int64
+	errCode string
+	errMsg  string
+	copyIn  bool
+	cols    colSet
+	errPos  int32 // the error's position (characters from 1), 0 when it has none
+	idx     int   // Query: the statement the next completion belongs to
+	failed  bool  // Query: a statement failed, the rest of the string was not run
 }
 
 // colSet collects result column names once each.

@@ -632,7 +632,6 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		if h == nil || h.kind != 'F' {
 			return desync("FunctionCallResponse without a FunctionCall")
 		}
-		h.executed = true
 	case 'G':
 		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
 			return desync("CopyInResponse without a query")
@@ -683,7 +682,6 @@ func (ss *session) serverError(h *item, msg []byte) error {
 		// the client why the proxy refused it, with the server's position in the stream.
 		er = *errorMsg("ERROR", h.st.refusal.code, h.st.refusal.message, h.st.refusal.hint)
 		h.errCode, h.errMsg = er.Code, er.Message
-		h.executed = true
 		out, err := encode(ss.rowBuf[:0], &er)
 		if err != nil {
 			return err
@@ -713,7 +711,6 @@ func (ss *session) afterError(h *item) error {
 		ss.queryFailed(h)
 		return nil // ReadyForQuery follows
 	case 'F':
-		h.executed = true
 		ss.curPlan = nil
 		return nil // ReadyForQuery follows
 	case 'S':
