@@ -30,10 +30,16 @@ func (ss *session) eventBase(t time.Time) *event.Event {
 }
 
 // emit records a finished request as its own statement.
-func (ss *session) emit(h *item, end time.Time) { ss.emitAs(h, h.st, "", "", end) }
+func (ss *session) emit(h *item, end time.Time) {
+	text := ""
+	if h.st != nil {
+		text = h.st.text
+	}
+	ss.emitAs(h, h.st, text, "", end)
+}
 
-// emitAs records a finished request as statement st (text, when set, is the statement as
-// recorded: a Query's statement trimmed as capture records it).
+// emitAs records a finished request as statement st, whose text is recorded as text (a
+// Query's statement is trimmed as capture records it).
 func (ss *session) emitAs(h *item, st *stmt, text, detail string, end time.Time) {
 	e := ss.eventBase(h.start)
 	e.DurationUS = end.Sub(h.start).Microseconds()
@@ -47,9 +53,7 @@ func (ss *session) emitAs(h *item, st *stmt, text, detail string, end time.Time)
 		e.Params = h.params
 	}
 	ss.fillStatement(e, st)
-	if text != "" {
-		e.Statement = text
-	}
+	e.Statement = text
 	ss.srv.m.duration.Observe(end.Sub(h.start).Seconds())
 	ss.srv.sink.Emit(e)
 }
@@ -65,7 +69,15 @@ func (ss *session) splitQuery(it *item) {
 	it.parts = parts
 	it.labels = make([]*stmt, len(parts))
 	for i, p := range parts {
-		it.labels[i] = ss.decide(p)
+		l := ss.decide(p)
+		if l.blocked && !it.st.blocked {
+			// Refused alone but not within the whole, which is what ran: the event keeps
+			// the statement's classification and takes the decision that was applied.
+			c := *l
+			c.blocked, c.dec.Action, c.dec.Rule, c.dec.Message = false, it.st.dec.Action, it.st.dec.Rule, it.st.dec.Message
+			l = &c
+		}
+		it.labels[i] = l
 	}
 }
 

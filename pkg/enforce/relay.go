@@ -600,7 +600,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		if typ == 's' {
 			detail = "row limit reached: portal suspended"
 		}
-		ss.emitAs(h, h.st, "", detail, time.Now())
+		ss.emitAs(h, h.st, h.st.text, detail, time.Now())
 		ss.popHead()
 	case 'E':
 		return ss.serverError(h, msg)
@@ -803,7 +803,7 @@ func (ss *session) abandon() {
 			if h.errCode == "" {
 				h.errCode, h.errMsg = code, msg
 			}
-			ss.emitAs(h, h.st, "", detail, now)
+			ss.emitAs(h, h.st, h.st.text, detail, now)
 			ss.srv.m.unanswered.Inc()
 		}
 		ss.q.pop()
