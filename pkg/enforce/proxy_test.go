@@ -100,7 +100,6 @@ type harness struct {
 	addr  string
 	log   *eventLog
 	reg   *prometheus.Registry
-	clCfg *tls.Config // what clients trust for the proxy's certificate
 }
 
 type harnessOpt func(*Config)

@@ -158,9 +158,3 @@ func (q *queue) removeAt(i int) {
 	q.items[(q.head+q.n-1)%len(q.items)] = nil
 	q.n--
 }
-
-func (q *queue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.n
-}
