@@ -95,11 +95,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON customers, accounts TO analyst;
 `
 
 type harness struct {
-	pg    *testpg.Server
-	srv   *Server
-	addr  string
-	log   *eventLog
-	reg   *prometheus.Registry
+	pg   *testpg.Server
+	srv  *Server
+	addr string
+	log  *eventLog
+	reg  *prometheus.Registry
 }
 
 type harnessOpt func(*Config)
