@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -134,37 +136,88 @@ func parityScript(ctx context.Context, dsn string) (uint32, error) {
 // message the proxy redacted (docs/proxy.md lists them).
 func TestProxyCaptureParity(t *testing.T) {
 	testenv.RequireBPF(t)
-	srv := testpg.Start(t)
-	dir := t.TempDir()
-	storeURL := "local:" + filepath.Join(dir, "events")
-	proxyPort, err := testpg.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrFile := filepath.Join(dir, "metrics-addr")
-	agent := startRun(t, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
-		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
-	waitReady(t, addrFile, srv.Port, agent.done)
-
+	pr := startParity(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dsn := "postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable"
-	directPID, err := parityScript(ctx, fmt.Sprintf(dsn, srv.Port))
+	directPID, err := parityScript(ctx, fmt.Sprintf(dsn, pr.srv.Port))
 	if err != nil {
 		t.Fatalf("direct: %v", err)
 	}
-	if _, err := parityScript(ctx, fmt.Sprintf(dsn, proxyPort)); err != nil {
+	if _, err := parityScript(ctx, fmt.Sprintf(dsn, pr.proxyPort)); err != nil {
 		t.Fatalf("through the proxy: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // capture's reader drains every 50 ms
-	agent.wait(t)
+	captured, proxied := pr.trails(t, directPID)
+	compareTrails(t, captured, proxied)
+}
 
-	out, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json", "--type", "statement")
+// TestProxyCaptureParityJDBC is TestProxyCaptureParity with PostgreSQL's JDBC driver
+// (testdata/ParityClient.java), which prepares, pipelines and sets application_name its own
+// way.
+func TestProxyCaptureParityJDBC(t *testing.T) {
+	testenv.RequireBPF(t)
+	if _, err := exec.LookPath("java"); err != nil {
+		t.Fatal("java not found: scripts/deps.sh installs default-jdk-headless")
+	}
+	pr := startParity(t)
+	run := func(port int) uint32 {
+		t.Helper()
+		url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%d/postgres?user=postgres&sslmode=disable", port)
+		out, err := exec.Command("java", "-cp", jdbcJar, filepath.Join("testdata", "ParityClient.java"), url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("java client on port %d: %v\n%s", port, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if pid, ok := strings.CutPrefix(line, "pid="); ok {
+				n, err := strconv.ParseUint(pid, 10, 32)
+				if err != nil {
+					t.Fatalf("java client: %q: %v", line, err)
+				}
+				return uint32(n)
+			}
+		}
+		t.Fatalf("java client printed no pid:\n%s", out)
+		return 0
+	}
+	directPID := run(pr.srv.Port)
+	run(pr.proxyPort)
+	captured, proxied := pr.trails(t, directPID)
+	compareTrails(t, captured, proxied)
+}
+
+// parityRun is `vigil run` with capture and a proxy in front of a server of its own.
+type parityRun struct {
+	srv       *testpg.Server
+	proxyPort int
+	dir       string
+	agent     *agentRun
+}
+
+func startParity(t *testing.T) *parityRun {
+	t.Helper()
+	pr := &parityRun{srv: testpg.Start(t), dir: t.TempDir()}
+	var err error
+	if pr.proxyPort, err = testpg.FreePort(); err != nil {
+		t.Fatal(err)
+	}
+	addrFile := filepath.Join(pr.dir, "metrics-addr")
+	pr.agent = startRun(t, "--store", "local:"+filepath.Join(pr.dir, "events"), "--state-dir", filepath.Join(pr.dir, "state"),
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", pr.proxyPort, pr.srv.Addr()))
+	waitReady(t, addrFile, pr.srv.Port, pr.agent.done)
+	return pr
+}
+
+// trails stops the agent and returns the statement events capture recorded for the direct
+// session (backend directPID) and those the proxy recorded.
+func (pr *parityRun) trails(t *testing.T, directPID uint32) (captured, proxied []*event.Event) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond) // capture's reader drains every 50 ms
+	pr.agent.wait(t)
+	out, err := vigil(t, context.Background(), "events", "--store", "local:"+filepath.Join(pr.dir, "events"), "--json", "--type", "statement")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var captured, proxied []*event.Event
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		e := new(event.Event)
 		if err := json.Unmarshal([]byte(line), e); err != nil {
@@ -173,19 +226,25 @@ func TestProxyCaptureParity(t *testing.T) {
 		// Other engineers' servers on this host are captured too: only this one's
 		// sessions count.
 		switch {
-		case e.Source == event.SourceEBPF && e.BackendPID == int32(directPID) && e.ServerAddr == srv.Addr():
+		case e.Source == event.SourceEBPF && e.BackendPID == int32(directPID) && e.ServerAddr == pr.srv.Addr():
 			captured = append(captured, e)
 		case e.Source == event.SourceProxy:
 			// The agent's one proxy saw one session. (Its events carry the upstream
 			// backend's pid, which the client never sees: it gets a key of the proxy's.)
 			proxied = append(proxied, e)
-		case e.Source == event.SourceEBPF && e.ServerAddr == srv.Addr() && strings.Contains(e.Statement, "parity"):
+		case e.Source == event.SourceEBPF && e.ServerAddr == pr.srv.Addr() && strings.Contains(e.Statement, "parity"):
 			t.Errorf("capture recorded the proxy's upstream session: %q", e.Statement)
 		}
 	}
 	if len(captured) == 0 {
 		t.Fatalf("capture recorded nothing of the direct session (pid %d):\n%s", directPID, out)
 	}
+	return captured, proxied
+}
+
+// compareTrails fails the test where the two trails differ, event by event.
+func compareTrails(t *testing.T, captured, proxied []*event.Event) {
+	t.Helper()
 	n := max(len(captured), len(proxied))
 	for i := 0; i < n; i++ {
 		var c, p *event.Event
@@ -206,7 +265,8 @@ func TestProxyCaptureParity(t *testing.T) {
 			t.Errorf("event %d (%q): the proxy's event has no decision", i, p.Statement)
 		}
 	}
-	if t.Failed() {
+	t.Logf("%d events captured, %d proxied", len(captured), len(proxied))
+	if t.Failed() || testing.Verbose() {
 		for i, e := range captured {
 			t.Logf("captured %d: %s", i, brief(e))
 		}
