@@ -45,13 +45,13 @@ func (ss *session) emitAs(h *item, st *stmt, text, detail string, end time.Time)
 	e.DurationUS = end.Sub(h.start).Microseconds()
 	e.Rows = h.rows
 	e.Error, e.ErrorMessage = h.errCode, h.errMsg
-	e.Detail = detail
 	e.PIIColumns, e.MaskedColumns = h.cols.pii, h.cols.masked
+	e.Params = h.params
 	if h.kind == 'E' {
-		e.Params = ss.portalParams[h.name]
-	} else {
-		e.Params = h.params
+		b := ss.portalParams[h.name]
+		e.Params, detail = b.params, joinDetail(b.detail, detail)
 	}
+	e.Detail = detail
 	ss.fillStatement(e, st)
 	e.Statement = text
 	ss.srv.m.duration.Observe(end.Sub(h.start).Seconds())
@@ -184,15 +184,30 @@ func (ss *session) bound(h *item) {
 	}
 	var b pgproto3.Bind
 	if err := b.Decode(h.bind); err != nil {
-		// The server refuses it too; its error is the event's.
-		delete(ss.portalParams, h.name)
+		ss.portalParams[h.name] = boundParams{detail: "parameters not recorded: malformed Bind"}
 		return
 	}
 	oids := ss.stmtOIDs[h.stmtName]
 	if len(oids) != len(b.Parameters) {
 		oids = nil
 	}
-	ss.portalParams[h.name] = pgwire.FormatParams(b.Parameters, b.ParameterFormatCodes, oids)
+	ss.portalParams[h.name] = boundParams{params: pgwire.FormatParams(b.Parameters, b.ParameterFormatCodes, oids)}
+}
+
+// boundParams is what a portal's events record of its Bind.
+type boundParams struct {
+	params []string
+	detail string // why there are none
+}
+
+func joinDetail(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
 }
 
 // declaredTypes reads the parameter types at the end of a Parse message (a count, then

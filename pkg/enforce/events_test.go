@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"encoding/binary"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -247,5 +249,62 @@ func TestSessionEndsMidStatement(t *testing.T) {
 				t.Errorf("vigil_proxy_statements_unanswered_total = %v, want %d", v, unanswered)
 			}
 		})
+	}
+}
+
+// TestMalformedBindRecorded: a Bind the server rejects as malformed is recorded once, as
+// the Execute it was for, with its error and why it has no parameters; the session goes on.
+func TestMalformedBindRecorded(t *testing.T) {
+	h := start(t, recordParams)
+	ctx := context.Background()
+	c := h.connect(t, "postgres")
+	hc, err := c.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	h.log.reset()
+	fe := hc.Frontend
+	fe.Send(&pgproto3.Parse{Query: "SELECT $1::text"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// One parameter whose length says 100 bytes, followed by 2.
+	bind := []byte{'B', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 100, 'h', 'i'}
+	binary.BigEndian.PutUint32(bind[1:], uint32(len(bind)-1))
+	if _, err := hc.Conn.Write(bind); err != nil {
+		t.Fatal(err)
+	}
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var code string
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if er, ok := m.(*pgproto3.ErrorResponse); ok {
+			code = er.Code
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if code != "08P01" {
+		t.Fatalf("malformed Bind answered with %q, want 08P01", code)
+	}
+	checkEvents(t, h.log.all(), []wantEvent{{stmt: "SELECT $1::text", err: "08P01"}})
+	if e := h.log.all()[0]; e.Detail != "parameters not recorded: malformed Bind" {
+		t.Errorf("detail %q", e.Detail)
+	}
+	pc, err := pgconn.Construct(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr := pc.ExecParams(ctx, "SELECT 1", nil, nil, nil, nil).Read(); rr.Err != nil {
+		t.Fatalf("session after the malformed Bind: %v", rr.Err)
 	}
 }

@@ -71,7 +71,7 @@ type session struct {
 	// With RecordParams: each statement's parameter types (declared by Parse or reported
 	// by ParameterDescription) and each portal's parameters, as events record them.
 	stmtOIDs     map[string][]uint32
-	portalParams map[string][]string
+	portalParams map[string]boundParams
 	copyOut      *copyPlan
 	rowBuf       []byte
 }
@@ -85,7 +85,7 @@ func (ss *session) relay(ctx context.Context) error {
 	ss.plans = make(map[string]*rowPlan)
 	ss.planCache = make(map[planDecision]map[string]*rowPlan)
 	ss.stmtOIDs = make(map[string][]uint32)
-	ss.portalParams = make(map[string][]string)
+	ss.portalParams = make(map[string]boundParams)
 	stop := context.AfterFunc(ctx, func() {
 		ss.client.Close()
 		ss.server.Close()
