@@ -280,20 +280,7 @@ func TestMalformedBindRecorded(t *testing.T) {
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	var code string
-	for {
-		m, err := fe.Receive()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if er, ok := m.(*pgproto3.ErrorResponse); ok {
-			code = er.Code
-		}
-		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-			break
-		}
-	}
-	if code != "08P01" {
+	if code := untilReady(t, fe); code != "08P01" {
 		t.Fatalf("malformed Bind answered with %q, want 08P01", code)
 	}
 	checkEvents(t, h.log.all(), []wantEvent{{stmt: "SELECT $1::text", err: "08P01"}})
@@ -306,5 +293,52 @@ func TestMalformedBindRecorded(t *testing.T) {
 	}
 	if rr := pc.ExecParams(ctx, "SELECT 1", nil, nil, nil, nil).Read(); rr.Err != nil {
 		t.Fatalf("session after the malformed Bind: %v", rr.Err)
+	}
+}
+
+// TestPortalSuspendedRecorded: an Execute cut short by its row limit is recorded with the
+// rows it returned and says so, as capture does.
+func TestPortalSuspendedRecorded(t *testing.T) {
+	h := start(t, recordParams)
+	c := h.connect(t, "postgres")
+	hc, err := c.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	h.log.reset()
+	fe := hc.Frontend
+	fe.Send(&pgproto3.Parse{Query: "SELECT generate_series(1, $1::int)"})
+	fe.Send(&pgproto3.Bind{Parameters: [][]byte{[]byte("5")}})
+	fe.Send(&pgproto3.Execute{MaxRows: 2})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if code := untilReady(t, fe); code != "" {
+		t.Fatalf("error %s", code)
+	}
+	checkEvents(t, h.log.all(), []wantEvent{{stmt: "SELECT generate_series(1, $1::int)", rows: 2, params: []string{"5"}}})
+	if e := h.log.all()[0]; e.Detail != "row limit reached: portal suspended" {
+		t.Errorf("detail %q", e.Detail)
+	}
+}
+
+// untilReady reads responses up to ReadyForQuery and returns the SQLSTATE of the error
+// among them, if any.
+func untilReady(t *testing.T, fe *pgproto3.Frontend) string {
+	t.Helper()
+	var code string
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			code = m.Code
+		case *pgproto3.ReadyForQuery:
+			return code
+		}
 	}
 }
