@@ -62,6 +62,17 @@ func parityScript(ctx context.Context, dsn string) (uint32, error) {
 			return c.QueryRow(ctx, "SELECT name FROM parity WHERE id = $1 AND name <> $2 AND ok IS NOT DISTINCT FROM $3", 1, "zz", true).Scan(&name)
 		}},
 		{"22012", func() error { var n int; return c.QueryRow(ctx, "SELECT 1/0").Scan(&n) }},
+		// Errors after some rows were sent.
+		{"22012", func() error { return simple("SELECT 10/(3-g) FROM generate_series(1, 5) g") }},
+		{"22012", func() error {
+			rows, err := c.Query(ctx, "SELECT 10/($1-g) FROM generate_series(1, 5) g", 3)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			return rows.Err()
+		}},
 		{"22012", func() error { var n int; return c.QueryRow(ctx, "SELECT 1/$1::int", 0).Scan(&n) }},
 		{"22P02", func() error {
 			return c.PgConn().ExecParams(ctx, "SELECT $1::int + 1", [][]byte{[]byte("abc")}, nil, nil, nil).Read().Err

@@ -155,6 +155,9 @@ func (ss *session) queryDone(h *item, code, msg, detail string) int {
 	for ; h.idx < h.numParts(); h.idx++ {
 		text, st := h.part(h.idx)
 		h.errCode, h.errMsg = code, msg
+		if code != "" {
+			h.rows = 0 // as a failed statement
+		}
 		ss.emitAs(h, st, text, detail, now)
 		h.rows, h.cols = 0, colSet{}
 		n++

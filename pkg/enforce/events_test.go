@@ -52,6 +52,10 @@ func TestStatementEvents(t *testing.T) {
 			var n int
 			wantCode(t, c.QueryRow(ctx, "SELECT 1/$1::int", 0).Scan(&n), "22012")
 		}, []wantEvent{{stmt: "SELECT 1/$1::int", err: "22012", params: []string{"0"}}}},
+		{"error after some rows", "postgres", func(t *testing.T, c *pgx.Conn) {
+			_, err := c.Exec(ctx, "SELECT 1; SELECT 10/(3-g) FROM generate_series(1, 5) g", pgx.QueryExecModeSimpleProtocol)
+			wantCode(t, err, "22012")
+		}, []wantEvent{{stmt: "SELECT 1", rows: 1}, {stmt: "SELECT 10/(3-g) FROM generate_series(1, 5) g", err: "22012"}}},
 		{"bad parameter at Bind", "postgres", func(t *testing.T, c *pgx.Conn) {
 			rr := c.PgConn().ExecParams(ctx, "SELECT $1::int + 1", [][]byte{[]byte("abc")}, nil, nil, nil).Read()
 			wantCode(t, rr.Err, "22P02")

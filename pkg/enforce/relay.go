@@ -693,6 +693,9 @@ func (ss *session) serverError(h *item, msg []byte) error {
 		return ss.afterError(h)
 	}
 	h.errCode, h.errMsg, h.errPos = er.Code, er.Message, er.Position
+	// A failed statement is recorded with no rows, whatever reached the client before the
+	// error, as capture records it.
+	h.rows = 0
 	if ss.redacting() {
 		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, er.Message)
 		if err := ss.writeRedacted(msg, &er); err != nil {
@@ -801,7 +804,7 @@ func (ss *session) abandon() {
 			ss.srv.m.unanswered.Add(float64(ss.queryDone(h, code, msg, detail)))
 		case h.kind == 'E' || h.kind == 'F':
 			if h.errCode == "" {
-				h.errCode, h.errMsg = code, msg
+				h.errCode, h.errMsg, h.rows = code, msg, 0
 			}
 			ss.emitAs(h, h.st, h.st.text, detail, now)
 			ss.srv.m.unanswered.Inc()
