@@ -24,10 +24,11 @@ import (
 )
 
 // parityScript is one client session covering what a trail must get right: the simple and
-// extended protocols, multi-statement Queries, errors at Parse, Bind and Execute, a pipeline
-// that an error cuts short, parameters of several types, application_name changed after
-// startup, transactions (one that fails) and COPY both ways. It returns the session's
-// backend pid, which picks its events out of the trail.
+// extended protocols, multi-statement Queries, errors at Parse, Bind and Execute (and after
+// rows were sent), a pipeline that an error cuts short, a pgx batch, parameters of several
+// types, application_name changed after startup, transactions (one that fails), COPY both
+// ways (and failing), empty statements, SQL PREPARE and cursors, LISTEN/NOTIFY. It returns
+// the session's backend pid, which picks its events out of the trail.
 func parityScript(ctx context.Context, dsn string) (uint32, error) {
 	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -124,6 +125,26 @@ func parityScript(ctx context.Context, dsn string) (uint32, error) {
 			return err
 		}},
 		{"", func() error { return simple("SHOW application_name") }},
+		{"", func() error { return simple("") }},
+		{"", func() error { return c.PgConn().ExecParams(ctx, "", nil, nil, nil, nil).Read().Err }},
+		{"", func() error { return simple("-- only a comment") }},
+		{"22P02", func() error {
+			_, err := c.PgConn().CopyFrom(ctx, strings.NewReader("7\tg\tnot-a-number\t\\N\t\\N\n"), "COPY parity FROM STDIN")
+			return err
+		}},
+		{"", func() error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT count(*) FROM parity WHERE id > $1", 1)
+			b.Queue("UPDATE parity SET ok = $1 WHERE id = $2", false, 1)
+			return c.SendBatch(ctx, b).Close()
+		}},
+		{"", func() error { return simple("PREPARE p(int) AS SELECT $1 + 1; EXECUTE p(41); DEALLOCATE p") }},
+		{"", func() error {
+			return simple("BEGIN; DECLARE cur CURSOR FOR SELECT id FROM parity ORDER BY id; FETCH 2 FROM cur; CLOSE cur; COMMIT")
+		}},
+		{"", func() error { return simple("LISTEN parity_chan; NOTIFY parity_chan, 'x'; UNLISTEN parity_chan") }},
+		{"", func() error { return simple("SET application_name = 'parity-three'; SELECT 4") }},
+		{"", func() error { return simple("SELECT 5") }},
 	}
 	for i, st := range steps {
 		err := st.run()
@@ -299,6 +320,11 @@ func parityDiff(c, p *event.Event) string {
 		return x
 	}
 	a, b := strip(c), strip(p)
+	if a.Statement == "" && a.Kind == "" && a.Decision == "" {
+		// Capture labels no empty statement (it also stands for text it did not see); the
+		// proxy judged this one like any other.
+		b.Kind, b.Decision, b.Rule = "", "", ""
+	}
 	if redactedFrom(b.ErrorMessage, a.ErrorMessage) {
 		// Once a session's results are masked the proxy redacts the values in the error
 		// messages it passes on, and records what it passed on; capture has the server's.
