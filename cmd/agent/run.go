@@ -278,7 +278,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		status.Set("steer", health.Component{Required: true, Detail: "waiting for the proxies to listen"})
 	}
 	for i, px := range cfg.Proxies {
-		p, err := newProxy(px, engine, trail, capt, steering, reg, log)
+		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, reg, log)
 		if err != nil {
 			cancel()
 			wg.Wait()

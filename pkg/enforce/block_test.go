@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -243,7 +244,7 @@ func TestStartupOptionsJudged(t *testing.T) {
 }
 
 func TestFunctionCallJudged(t *testing.T) {
-	h := start(t)
+	h := start(t, recordParams)
 	ctx := context.Background()
 	c := h.connect(t, "postgres")
 	var termOID, md5OID uint32
@@ -296,6 +297,9 @@ func TestFunctionCallJudged(t *testing.T) {
 	resp, er := call(md5OID, []byte("abc"))
 	if er != nil || resp == nil || string(resp.Result) != "900150983cd24fb0d6963f7d28e17f72" {
 		t.Fatalf("md5 via FunctionCall: %v %v", resp, er)
+	}
+	if e := h.log.find(t, "md5($1)"); !slices.Equal(e.Params, []string{"abc"}) || e.Rows != 0 || e.Error != "" {
+		t.Errorf("FunctionCall event: %q params %q rows %d error %q", e.Statement, e.Params, e.Rows, e.Error)
 	}
 	// pg_terminate_backend via FunctionCall is refused like the SELECT would be.
 	_, er = call(termOID, []byte(stringInt(pid)), []byte("0"))

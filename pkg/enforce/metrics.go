@@ -33,6 +33,7 @@ type metrics struct {
 	redactedErrors prometheus.Counter
 	cancels        *prometheus.CounterVec
 	catalogLookups *prometheus.CounterVec
+	unanswered     prometheus.Counter
 }
 
 // newMetrics registers the proxy's metrics; the listener label keeps several proxies in one
@@ -63,6 +64,8 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		catalogLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_proxy_catalog_lookups_total", Help: "Catalog queries for result-column sources, by result (ok, error).", ConstLabels: cl},
 			[]string{"result"}),
+		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_statements_unanswered_total", Help: "Statements recorded without the server's answer because the session ended first (outcome unknown).", ConstLabels: cl}),
 	}
 	m.byDecision = make(map[string]prometheus.Counter)
 	for _, d := range []string{event.DecisionAllow, event.DecisionAlert, event.DecisionBlock, event.DecisionMask, event.DecisionApprovalRequired} {
@@ -72,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
-		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups} {
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.unanswered} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -54,6 +54,9 @@ type errorFields struct{ code, message, hint string }
 func (ss *session) decide(sql string) *stmt {
 	req := ss.req
 	req.SQL = sql
+	if app := ss.app.Load(); app != nil {
+		req.Application = *app
+	}
 	d := ss.srv.policy.Decide(&req)
 	st := &stmt{text: sql, dec: d, mask: d.Mask}
 	if d.Mask {

@@ -25,13 +25,30 @@ type item struct {
 	injected bool   // added by the proxy (a Describe for masking): its response is not forwarded
 	start    time.Time
 
+	// Query: text is its one statement as SplitPostgres trims it; a multi-statement Query
+	// has parts instead, each judged on its own for its event (st, judged on the whole
+	// text, is what is enforced).
+	text   string
+	parts  []string
+	labels []*stmt
+	// Parse: the parameter types it declared (nil: none), for rendering Bind's values.
+	oids []uint32
+	// Bind: the statement it binds and, when parameters are recorded, a copy of its body,
+	// rendered once the server has said which types the parameters have.
+	stmtName string
+	bind     []byte
+	// FunctionCall: its arguments as text.
+	params []string
+
 	// response
-	rows     int64
-	errCode  string
-	errMsg   string
-	copyIn   bool
-	executed bool // a statement of a Query ran (or failed) on the server
-	cols     colSet
+	rows    int64
+	errCode string
+	errMsg  string
+	copyIn  bool
+	cols    colSet
+	errPos  int32 // the error's position (characters from 1), 0 when it has none
+	idx     int   // Query: the statement the next completion belongs to
+	failed  bool  // Query: a statement failed, the rest of the string was not run
 }
 
 // colSet collects result column names once each.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vigil-db/vigil/pkg/pgwire"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
 
@@ -42,6 +43,9 @@ type session struct {
 	cw, sw *bufio.Writer
 	q      *queue
 
+	// app is application as the client side reads it for decisions (the server side
+	// learns of changes).
+	app            atomic.Pointer[string]
 	unsafeEncoding atomic.Bool
 	masking        atomic.Bool // some statement's results are masked: redact errors too
 	// fatal, set by fromClient, is the error the client gets once fromServer has stopped
@@ -64,8 +68,12 @@ type session struct {
 	curPlan     *rowPlan
 	planSet     bool
 	skipping    bool // after an error in an extended-protocol batch, until ReadyForQuery
-	copyOut     *copyPlan
-	rowBuf      []byte
+	// With RecordParams: each statement's parameter types (declared by Parse or reported
+	// by ParameterDescription) and each portal's parameters, as events record them.
+	stmtOIDs     map[string][]uint32
+	portalParams map[string]boundParams
+	copyOut      *copyPlan
+	rowBuf       []byte
 }
 
 // relay runs both directions until the session ends.
@@ -76,6 +84,8 @@ func (ss *session) relay(ctx context.Context) error {
 	ss.described = make(map[string]bool)
 	ss.plans = make(map[string]*rowPlan)
 	ss.planCache = make(map[planDecision]map[string]*rowPlan)
+	ss.stmtOIDs = make(map[string][]uint32)
+	ss.portalParams = make(map[string]boundParams)
 	stop := context.AfterFunc(ctx, func() {
 		ss.client.Close()
 		ss.server.Close()
@@ -214,6 +224,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		st := ss.decide(string(text))
 		it := ss.q.get()
 		it.kind, it.st, it.start = 'Q', st, time.Now()
+		ss.splitQuery(it)
 		ss.q.push(it)
 		if st.blocked {
 			ss.scratch, _ = beginMsg(ss.scratch[:0], 'Q')
@@ -230,12 +241,15 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		}
 		st := ss.decide(string(query))
 		it := ss.q.get()
-		it.kind, it.st, it.start = 'P', st, time.Now()
+		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
+		if ss.srv.cfg.RecordParams {
+			it.oids = declaredTypes(params)
+		}
 		ss.q.push(it)
+		// A refused statement is kept too: what is bound to and executed from it is
+		// recorded as refused.
+		ss.stmts[string(name)] = st
 		if st.blocked {
-			if len(name) == 0 {
-				delete(ss.stmts, "")
-			}
 			ss.scratch, _ = beginMsg(ss.scratch[:0], 'P')
 			ss.scratch = append(append(ss.scratch, name...), 0)
 			ss.scratch = append(append(ss.scratch, refusedSQL...), 0)
@@ -244,7 +258,6 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			_, err = ss.sw.Write(ss.scratch)
 			return false, err
 		}
-		ss.stmts[string(name)] = st
 	case 'B':
 		portal, rest, ok := cstring(body)
 		name, _, ok2 := cstring(rest)
@@ -260,7 +273,10 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		ss.portals[string(portal)] = st
 		ss.described[string(portal)] = false
 		it := ss.q.get()
-		it.kind, it.name, it.st = 'B', string(portal), st
+		it.kind, it.name, it.st, it.stmtName = 'B', string(portal), st, string(name)
+		if ss.srv.cfg.RecordParams {
+			it.bind = append([]byte(nil), body...)
+		}
 		ss.q.push(it)
 	case 'D':
 		if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
@@ -368,6 +384,13 @@ func (ss *session) functionCall(msg []byte) error {
 	}
 	it := ss.q.get()
 	it.kind, it.st, it.start = 'F', st, time.Now()
+	if ss.srv.cfg.RecordParams {
+		formats := make([]int16, len(fc.ArgFormatCodes))
+		for i, c := range fc.ArgFormatCodes {
+			formats[i] = int16(c)
+		}
+		it.params = pgwire.FormatParams(fc.Arguments, formats, nil) // a function's argument types are not on the wire
+	}
 	ss.q.push(it)
 	if st.blocked {
 		ss.scratch, _ = beginMsg(ss.scratch[:0], 'Q')
@@ -435,9 +458,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
 			return desync("DataRow without a query")
 		}
-		if h.kind == 'E' {
-			h.rows++ // CommandComplete's count replaces it; PortalSuspended has none
-		}
+		h.rows++ // a count in CommandComplete's tag replaces it; PortalSuspended has none
 		if h.kind == 'E' && !ss.planSet {
 			ss.curPlan, ss.planSet = ss.plans[h.name], true
 			if ss.curPlan == nil && h.st != nil && h.st.mask {
@@ -529,13 +550,30 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		if h == nil || h.kind != 'D' {
 			return desync("ParameterDescription without a Describe")
 		}
+		if ss.srv.cfg.RecordParams && h.objType == 'S' {
+			var pd pgproto3.ParameterDescription
+			if err := pd.Decode(body); err != nil {
+				return &sessionError{reason: reasonServerProtocol, err: fmt.Errorf("malformed ParameterDescription: %w", err)}
+			}
+			ss.stmtOIDs[h.name] = pd.ParameterOIDs
+		}
 	case '1', '2', '3':
 		want := map[byte]byte{'1': 'P', '2': 'B', '3': 'C'}[typ]
 		if h == nil || h.kind != want {
 			return desync("%q answering %v", typ, h)
 		}
-		if typ == '2' {
+		switch typ {
+		case '1':
+			ss.parsed(h)
+		case '2':
 			delete(ss.plans, h.name)
+			ss.bound(h)
+		case '3':
+			if h.objType == 'S' {
+				delete(ss.stmtOIDs, h.name)
+			} else {
+				delete(ss.portalParams, h.name)
+			}
 		}
 		ss.popHead()
 	case 'C', 'I', 's':
@@ -543,23 +581,26 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 			return desync("%q without a query", typ)
 		}
 		ss.copyOut = nil
+		if typ == 'C' {
+			if n, ok := pgwire.TagRows(body); ok {
+				h.rows = n
+			}
+		}
 		if h.kind == 'Q' {
-			if typ == 'C' {
-				h.executed = true
-				h.rows += tagRows(body)
+			if typ != 's' {
+				ss.queryStatementDone(h)
 			}
 			ss.curPlan = nil
 			break
 		}
-		if typ == 'C' {
-			h.rows = tagRows(body)
-		}
 		if h.copyIn {
 			ss.dropIgnoredSyncs(false)
 		}
-		if typ != 'I' {
-			ss.emit(h, time.Now())
+		detail := ""
+		if typ == 's' {
+			detail = "row limit reached: portal suspended"
 		}
+		ss.emitAs(h, h.st, h.st.text, detail, time.Now())
 		ss.popHead()
 	case 'E':
 		return ss.serverError(h, msg)
@@ -575,19 +616,22 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		if h == nil || (h.kind != 'S' && h.kind != 'Q' && h.kind != 'F') {
 			return desync("ReadyForQuery answering %v", h)
 		}
-		if h.kind != 'S' && (h.executed || h.errCode != "" || h.kind == 'F') {
+		switch h.kind {
+		case 'Q':
+			ss.queryDone(h, "", "", "response not seen for this statement")
+		case 'F':
 			ss.emit(h, time.Now())
 		}
 		ss.popHead()
 		if body[0] == 'I' {
 			// Outside a transaction no portal survives.
 			clear(ss.plans)
+			clear(ss.portalParams)
 		}
 	case 'V':
 		if h == nil || h.kind != 'F' {
 			return desync("FunctionCallResponse without a FunctionCall")
 		}
-		h.executed = true
 	case 'G':
 		if h == nil || (h.kind != 'Q' && h.kind != 'E') {
 			return desync("CopyInResponse without a query")
@@ -638,7 +682,6 @@ func (ss *session) serverError(h *item, msg []byte) error {
 		// the client why the proxy refused it, with the server's position in the stream.
 		er = *errorMsg("ERROR", h.st.refusal.code, h.st.refusal.message, h.st.refusal.hint)
 		h.errCode, h.errMsg = er.Code, er.Message
-		h.executed = true
 		out, err := encode(ss.rowBuf[:0], &er)
 		if err != nil {
 			return err
@@ -649,7 +692,10 @@ func (ss *session) serverError(h *item, msg []byte) error {
 		}
 		return ss.afterError(h)
 	}
-	h.errCode, h.errMsg = er.Code, er.Message
+	h.errCode, h.errMsg, h.errPos = er.Code, er.Message, er.Position
+	// A failed statement is recorded with no rows, whatever reached the client before the
+	// error, as capture records it.
+	h.rows = 0
 	if ss.redacting() {
 		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, er.Message)
 		if err := ss.writeRedacted(msg, &er); err != nil {
@@ -663,8 +709,11 @@ func (ss *session) serverError(h *item, msg []byte) error {
 
 func (ss *session) afterError(h *item) error {
 	switch h.kind {
-	case 'Q', 'F':
-		h.executed = true
+	case 'Q':
+		ss.curPlan = nil
+		ss.queryFailed(h)
+		return nil // ReadyForQuery follows
+	case 'F':
 		ss.curPlan = nil
 		return nil // ReadyForQuery follows
 	case 'S':
@@ -673,11 +722,35 @@ func (ss *session) afterError(h *item) error {
 	if h.kind == 'E' && h.copyIn {
 		ss.dropIgnoredSyncs(true)
 	}
-	if h.kind == 'E' || h.kind == 'P' {
-		ss.emit(h, time.Now())
+	if h.kind == 'B' {
+		ss.bound(h) // the failed Bind's parameters are the attempt's
+	}
+	if at := ss.attempt(h); at != nil {
+		at.errCode, at.errMsg = h.errCode, h.errMsg
+		ss.emit(at, time.Now())
 	}
 	ss.popHead()
 	ss.skipping = true
+	return nil
+}
+
+// attempt returns what an error in an extended-protocol batch (at h, the head) failed: the
+// first Execute up to the Sync, which is what the client tried to run, or else the Parse or
+// Bind that failed. It is the one event for the batch's failure, as capture records it: the
+// requests the server then skips until Sync never ran and leave no event.
+func (ss *session) attempt(h *item) *item {
+	for i := 0; ; i++ {
+		it := ss.q.peek(i)
+		if it == nil || it.kind == 'S' {
+			break
+		}
+		if it.kind == 'E' {
+			return it
+		}
+	}
+	if h.kind == 'P' || h.kind == 'B' {
+		return h
+	}
 	return nil
 }
 
@@ -708,32 +781,34 @@ func (ss *session) dropIgnoredSyncs(failed bool) {
 // run, and the audit trail must say so.
 func (ss *session) abandon() {
 	now := time.Now()
+	const code, msg = "08006", "connection ended before the statement completed"
+	const detail = "outcome unknown: the session ended before the server answered"
+	skipping := ss.skipping
 	for {
 		h := ss.head()
 		if h == nil {
 			return
 		}
-		if h.kind == 'Q' || h.kind == 'E' || h.kind == 'F' {
+		switch {
+		case skipping:
+			// Skipped by the server after an error: never run, and the batch's failure
+			// is recorded already.
+			skipping = h.kind != 'S'
+		case h.kind == 'P':
+			ss.parsed(h)
+		case h.kind == 'B':
+			// The server answers Bind only when it flushes, which a Sync or Flush asks for:
+			// the Execute behind it still gets its parameters.
+			ss.bound(h)
+		case h.kind == 'Q':
+			ss.srv.m.unanswered.Add(float64(ss.queryDone(h, code, msg, detail)))
+		case h.kind == 'E' || h.kind == 'F':
 			if h.errCode == "" {
-				h.errCode, h.errMsg = "08006", "connection ended before the statement completed"
+				h.errCode, h.errMsg, h.rows = code, msg, 0
 			}
-			ss.emit(h, now)
+			ss.emitAs(h, h.st, h.st.text, detail, now)
+			ss.srv.m.unanswered.Inc()
 		}
 		ss.q.pop()
 	}
-}
-
-// tagRows is the row count at the end of a CommandComplete tag ("SELECT 5", "INSERT 0 3").
-func tagRows(body []byte) int64 {
-	tag, _, _ := cstring(body)
-	var n int64
-	mul := int64(1)
-	for i := len(tag) - 1; i >= 0 && tag[i] >= '0' && tag[i] <= '9'; i-- {
-		n += int64(tag[i]-'0') * mul
-		mul *= 10
-		if i == 0 || tag[i-1] == ' ' {
-			return n
-		}
-	}
-	return 0
 }

@@ -63,6 +63,10 @@ type Config struct {
 	// ignore traffic the proxy already records.
 	OnUpstreamConn func(local, remote net.Addr, open bool)
 
+	// RecordParams puts bind parameters (and FunctionCall arguments) on events, rendered as
+	// capture renders them (audit.record_params).
+	RecordParams bool
+
 	// MaxMessageSize bounds any single message the proxy has to hold to inspect it (a
 	// statement, a row to mask). Zero: 64 MiB.
 	MaxMessageSize int

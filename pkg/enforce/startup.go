@@ -668,8 +668,17 @@ func (ss *session) noteParameter(body []byte) {
 		return
 	}
 	value, _, _ := cstring(rest)
-	if string(name) == "client_encoding" {
+	switch string(name) {
+	case "client_encoding":
 		// Set by a role's or database's default, or cleared by a later change back.
 		ss.unsafeEncoding.Store(isUnsafeClientEncoding("client_encoding", string(value)))
+	case "application_name":
+		// Reported at startup and whenever it changes (SET, set_config, a RESET): later
+		// events and decisions carry the new name, as capture's do.
+		if string(value) != ss.application {
+			app := string(value)
+			ss.application = app
+			ss.app.Store(&app)
+		}
 	}
 }

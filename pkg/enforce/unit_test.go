@@ -39,14 +39,6 @@ func TestUnsafeClientEncoding(t *testing.T) {
 	}
 }
 
-func TestTagRows(t *testing.T) {
-	for tag, want := range map[string]int64{"SELECT 5\x00": 5, "INSERT 0 12\x00": 12, "CREATE TABLE\x00": 0, "COPY 1000\x00": 1000, "UPDATE 0\x00": 0} {
-		if got := tagRows([]byte(tag)); got != want {
-			t.Errorf("%q: %d", tag, got)
-		}
-	}
-}
-
 func TestQuoting(t *testing.T) {
 	for in, want := range map[string]string{`a`: `'a'`, `it's`: `'it''s'`, `a\b`: `E'a\\b'`} {
 		if got := quoteLiteral(in); got != want {

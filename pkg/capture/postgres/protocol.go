@@ -5,11 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/pgwire"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
@@ -288,7 +288,7 @@ func (s *Session) parse(m message) {
 		}
 		p.text = pm.Query
 		if s.cfg.RecordParams {
-			p.oids = paramTypeOIDs(pm.ParameterOIDs)
+			p.oids = pgwire.ParamTypeOIDs(pm.ParameterOIDs)
 		}
 		if len(p.text) > s.cfg.MaxStatementBytes {
 			p.text, p.truncated, p.detail = s.statementText(m, body[i+1:])
@@ -368,7 +368,7 @@ func (s *Session) bind(m message) {
 					// count were not this statement's.
 					oids = st.oids
 				}
-				pt.params = formatParams(b.Parameters, b.ParameterFormatCodes, oids)
+				pt.params = pgwire.FormatParams(b.Parameters, b.ParameterFormatCodes, oids)
 			}
 		}
 	}
@@ -496,7 +496,7 @@ func (s *Session) functionCall(m message) {
 			for i, c := range f.ArgFormatCodes {
 				formats[i] = int16(c)
 			}
-			o.params = formatParams(f.Arguments, formats, nil) // a function's argument types are not on the wire
+			o.params = pgwire.FormatParams(f.Arguments, formats, nil) // a function's argument types are not on the wire
 		}
 	}
 	s.push(o)
@@ -700,7 +700,7 @@ func (s *Session) statementEvent(h *op, text string, truncated bool, m message) 
 	e.DurationUS = durationUS(h.start, m.end)
 	switch m.typ {
 	case 'C':
-		if n, ok := tagRows(m.body); ok {
+		if n, ok := pgwire.TagRows(m.body); ok {
 			e.Rows = n
 		} else {
 			e.Rows = h.rows
@@ -778,32 +778,7 @@ func (s *Session) errorStatement(h *op, m message) int {
 	if m.truncated || m.lost || er.Decode(m.body) != nil || er.Position <= 0 {
 		return -1
 	}
-	// Position counts characters from 1.
-	off, chars := len(h.text), int32(0)
-	for i := range h.text {
-		if chars++; chars == er.Position {
-			off = i
-			break
-		}
-	}
-	return partAt(h.text, h.parts, off)
-}
-
-// partAt returns which of parts (trimmed substrings of text, in order) byte offset off
-// falls in; an offset between two parts belongs to the next.
-func partAt(text string, parts []string, off int) int {
-	from := 0
-	for i, p := range parts {
-		k := strings.Index(text[from:], p)
-		if k < 0 {
-			return -1
-		}
-		from += k + len(p)
-		if off < from {
-			return i
-		}
-	}
-	return len(parts) - 1
+	return pgwire.StatementAt(h.text, h.parts, er.Position)
 }
 
 // queryDone ends a simple Query at ReadyForQuery (end) or when it is given up (detail).
@@ -918,25 +893,6 @@ func (s *Session) notWaiting(h *op, detail string) {
 	}
 	s.notAnswered(h, detail, time.Time{})
 	s.pop()
-}
-
-// tagRows reads the row count of the command tags that carry one.
-func tagRows(tag []byte) (int64, bool) {
-	tag = bytes.TrimRight(tag, "\x00")
-	sp := bytes.IndexByte(tag, ' ')
-	if sp < 0 {
-		return 0, false
-	}
-	switch string(tag[:sp]) {
-	case "SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE", "FETCH", "MOVE":
-	default:
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(tag[bytes.LastIndexByte(tag, ' ')+1:]), 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return n, true
 }
 
 func (p *prepared) size() int { return len(p.text) + 4*len(p.oids) }

@@ -632,16 +632,3 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
-
-func TestTagRows(t *testing.T) {
-	for tag, want := range map[string]int64{"SELECT 5": 5, "INSERT 0 3": 3, "UPDATE 0": 0, "DELETE 9": 9, "COPY 12": 12,
-		"MERGE 2": 2, "FETCH 1": 1, "MOVE 4": 4, "CREATE TABLE": -1, "SHOW": -1, "SELECT x": -1} {
-		n, ok := tagRows([]byte(tag))
-		if !ok {
-			n = -1
-		}
-		if n != want {
-			t.Errorf("tagRows(%q) = %d, want %d", tag, n, want)
-		}
-	}
-}

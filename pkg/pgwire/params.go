@@ -1,4 +1,9 @@
-package postgres
+// Package pgwire holds the pure PostgreSQL wire-protocol helpers that both capture's decoder
+// (pkg/capture/postgres) and the enforcement proxy (pkg/enforce) need, so that the same
+// statement leaves the same event fields whichever of them recorded it: bind parameters
+// rendered as text, row counts read from command tags, and which statement of a
+// multi-statement Query an error position points into. It imports neither of them.
+package pgwire
 
 import (
 	"encoding/hex"
@@ -10,16 +15,16 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// paramTypes decodes binary parameters. One Map is shared by every Session, on any
+// paramTypes decodes binary parameters. One Map is shared by every caller, on any
 // goroutine: it is only read (TypeForOID), and the codecs of the types renderBinary accepts
 // never register or memoize anything in it (unlike arrays, composites or encode plans).
 var paramTypes = pgtype.NewMap()
 
-// formatParams renders parameters as text: text-format values as they are (when valid
+// FormatParams renders parameters as text: text-format values as they are (when valid
 // UTF-8); binary ones as PostgreSQL would print them when oids gives their type (see
 // renderBinary); anything else, and invalid text, as \x-hex; NULL as NULL. oids[i] is the
 // type of parameter i, 0 or missing when unknown.
-func formatParams(values [][]byte, formats []int16, oids []uint32) []string {
+func FormatParams(values [][]byte, formats []int16, oids []uint32) []string {
 	out := make([]string, len(values))
 	for i, v := range values {
 		f := int16(0)
@@ -126,10 +131,10 @@ func formatFloat(f float64, bits int) string {
 	return strconv.FormatFloat(f, 'f', -1, bits)
 }
 
-// paramTypeOIDs returns the types a Parse declared for its parameters, or nil when it
+// ParamTypeOIDs returns the types a Parse declared for its parameters, or nil when it
 // declared none (zeros leave the type to the server, which its ParameterDescription then
 // tells).
-func paramTypeOIDs(oids []uint32) []uint32 {
+func ParamTypeOIDs(oids []uint32) []uint32 {
 	for _, o := range oids {
 		if o != 0 {
 			return oids
