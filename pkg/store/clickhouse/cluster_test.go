@@ -102,9 +102,10 @@ func TestClusterReplicaKilled(t *testing.T) {
 	if err := <-xDone; err != nil {
 		t.Fatal(err)
 	}
-	if value(t, x.m.errors.WithLabelValues("retryable")) == 0 {
-		t.Error("no retryable error counted while a replica was away")
-	}
+	// Whether an insert was in flight when the replica died is timing: without one, the
+	// driver dials the other replica and nothing fails. TestClusterResentBatchFeedsRollups
+	// covers the resend deterministically.
+	t.Logf("retryable errors while a replica was away: %v", value(t, x.m.errors.WithLabelValues("retryable")))
 
 	var want uint64
 	if err := sp.Read(ctx, store.Query{}, func(*event.Event) error { want++; return nil }); err != nil {
@@ -166,4 +167,74 @@ func TestClusterReplicaKilled(t *testing.T) {
 		t.Fatalf("insert with a replica away: %v", err)
 	}
 	t.Logf("migrated and inserted with a replica away in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestClusterResentBatchFeedsRollups: a replica that dies after committing a batch's
+// events block but before its views' blocks leaves the rollups without the batch, and the
+// exporter then resends it (through another replica). Replicated tables drop a block they
+// have already seen, and a dropped block feeds no view, so the rollups lost the batch for
+// good (CI saw 110 of 10,933 statements missing). Reproduced here without a kill: the
+// views are detached while the batch first lands.
+func TestClusterResentBatchFeedsRollups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ZooKeeper and two ClickHouse servers")
+	}
+	c := testch.StartCluster(t, 2)
+	ctx := context.Background()
+	cfg, err := ParseURL(fmt.Sprintf("clickhouse://default@%s/vigil?cluster=%s", c.Addrs(), testch.ClusterReplicated))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var batch []*event.Event
+	for seq := uint64(1); seq <= 50; seq++ {
+		batch = append(batch, fullEvent(seq))
+	}
+	views := []string{"vigil.audit_activity_1m_local_mv", "vigil.audit_actor_pairs_local_mv"}
+	for _, r := range c.Replicas {
+		for _, v := range views {
+			if out, err := r.Query("DETACH TABLE " + v); err != nil {
+				t.Fatalf("detaching %s: %v %s", v, err, out)
+			}
+		}
+	}
+	if err := st.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Replicas {
+		for _, v := range views {
+			if out, err := r.Query("ATTACH TABLE " + v); err != nil {
+				t.Fatalf("attaching %s: %v %s", v, err, out)
+			}
+		}
+	}
+	if err := st.Append(ctx, batch); err != nil { // the exporter's retry: the same batch
+		t.Fatal(err)
+	}
+	for _, r := range c.Replicas {
+		for _, tbl := range []string{"audit_events_local", "audit_activity_1m_local", "audit_actor_pairs_local"} {
+			if out, err := r.Query("SYSTEM SYNC REPLICA vigil." + tbl); err != nil {
+				t.Fatalf("%s: %v %s", tbl, err, out)
+			}
+		}
+		for _, q := range []struct {
+			what, sql string
+			want      uint64
+		}{
+			{"FINAL count", "SELECT count() FROM vigil.audit_events_local FINAL", 50},
+			{"rollup statements", "SELECT sum(statements) FROM vigil.audit_activity_1m_local FINAL", 50},
+			{"actor pairs", "SELECT count() FROM (SELECT db_user FROM vigil.audit_actor_pairs_local GROUP BY agent_id, process_comm, process_exe, db_user, database)", 1},
+		} {
+			if got := queryUint(t, r, q.sql); got != q.want {
+				t.Errorf("replica %s: %s = %d, want %d", r.Addr(), q.what, got, q.want)
+			}
+		}
+	}
 }

@@ -306,10 +306,21 @@ func (s *Store) insert(ctx context.Context, cols *eventColumnsBuf, first, last u
 		}
 		return s.insert(ctx, cols, first, last)
 	}
-	if l.Cluster != "" && l.Features.DistributedSyncSetting != "" {
-		// An acknowledged insert must be on the shards, not in a local queue that a crash
-		// of this node would lose.
-		ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{l.Features.DistributedSyncSetting: 1}))
+	if l.Cluster != "" {
+		// insert_deduplicate = 0: a replicated table drops a block whose checksum it has
+		// already seen, and a dropped block does not feed the materialized views. When a
+		// replica dies after committing the events block but before its views' blocks,
+		// the retry (through another replica) was dropped as a duplicate and the rollups
+		// lost that batch for good. Every table is idempotent under a resent batch
+		// (ReplacingMergeTree keyed by seq or first_seq, min/max states), so resent rows
+		// are correct, not double-counted.
+		settings := ch.Settings{"insert_deduplicate": 0}
+		if l.Features.DistributedSyncSetting != "" {
+			// An acknowledged insert must be on the shards, not in a local queue that a
+			// crash of this node would lose.
+			settings[l.Features.DistributedSyncSetting] = 1
+		}
+		ctx = ch.Context(ctx, ch.WithSettings(settings))
 	}
 	names, data := cols.columns(legacy)
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+l.Table(TableEvents)+" ("+strings.Join(names, ", ")+")")
