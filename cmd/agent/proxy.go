@@ -23,7 +23,7 @@ import (
 
 // newProxy builds one enforcement proxy listener. Its upstream connections are announced to
 // capture, which then leaves them to the proxy: each statement is recorded once.
-func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink capture.Sink, capt *capture.Capturer, st *steering, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
+func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
 	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams}
 	if px.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)

@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/config"
+	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/health"
 	"github.com/vigil-db/vigil/pkg/identity"
 	"github.com/vigil-db/vigil/pkg/policy"
@@ -390,7 +391,7 @@ func reportCaptureStatus(ctx context.Context, c *capture.Capturer, status *healt
 	}
 }
 
-func newCapturer(cfg *config.Config, sink capture.Sink, engine *policy.Engine, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
+func newCapturer(cfg *config.Config, sink event.Sink, engine *policy.Engine, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
 	cc := capture.Config{
 		Host:         cfg.Host,
 		Decoder:      postgres.Config{MaxStatementBytes: cfg.Capture.MaxStatementBytes, RecordParams: *cfg.Audit.RecordParams},

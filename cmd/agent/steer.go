@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/identity"
@@ -28,7 +27,7 @@ type steering struct {
 	s     *steer.Steerer
 	flags *steer.Flags
 	log   *slog.Logger
-	sink  capture.Sink
+	sink  event.Sink
 
 	mu     sync.Mutex
 	routes []netip.AddrPort // servers routed so far, for the log
@@ -43,7 +42,7 @@ const flagsFile = "flags.json"
 // is added, removed or expires becomes an event on sink. Steering needs a proxy: nil
 // without one. With proxies but no configured selector it is loaded for the flags that
 // operators set at run time, and failing to load it is a warning, not fatal.
-func startSteering(cfg *config.Config, sink capture.Sink, log *slog.Logger) (*steering, error) {
+func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger) (*steering, error) {
 	explicit := len(cfg.Steer) > 0
 	if len(cfg.Proxies) == 0 {
 		if explicit {

@@ -1,3 +1,6 @@
+// Package capture turns what the kernel hooks see into statement events: per-connection
+// stream reassembly, protocol decoding, identity enrichment and classification. It knows
+// nothing of where events go; the agent hands it an event.Sink.
 package capture
 
 import (
@@ -62,7 +65,7 @@ type Labeler interface {
 // Capturer runs the kernel hooks and turns what they see into events.
 type Capturer struct {
 	cfg     Config
-	sink    Sink
+	sink    event.Sink
 	labeler Labeler
 	req     policy.Request // classify's, reused
 	log     *slog.Logger
@@ -114,7 +117,7 @@ type pending struct {
 }
 
 // New prepares capture; Run loads the programs and runs until ctx ends.
-func New(cfg Config, sink Sink, labeler Labeler, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
+func New(cfg Config, sink event.Sink, labeler Labeler, log *slog.Logger, reg prometheus.Registerer) (*Capturer, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
 	}

@@ -26,7 +26,7 @@ import (
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
-// collector is a Sink that keeps every event.
+// collector is an event.Sink that keeps every event.
 type collector struct {
 	mu     sync.Mutex
 	events []*event.Event

@@ -92,7 +92,7 @@ func TestRingOverflowWritesGap(t *testing.T) {
 	pgbench(t, srv, "-i", "-q", "-s", "1")
 	var gaps, lostInGaps atomic.Uint64
 	var loaded atomic.Bool
-	slow := SinkFunc(func(e *event.Event) {
+	slow := event.SinkFunc(func(e *event.Event) {
 		if e.Type == event.TypeGap {
 			gaps.Add(1)
 			lostInGaps.Add(e.Lost)

@@ -75,7 +75,7 @@ func benchPipeline(b *testing.B, query func(int) string, response func(int) [][]
 		b.Fatal(err)
 	}
 	emitted := 0
-	sink := SinkFunc(func(e *event.Event) { emitted++; trail.Emit(e) })
+	sink := event.SinkFunc(func(e *event.Event) { emitted++; trail.Emit(e) })
 	c, err := New(Config{Host: "bench"}, sink, engine, log, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

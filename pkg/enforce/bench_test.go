@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-db/vigil/internal/testpg"
-	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -27,7 +26,7 @@ func benchTarget(b *testing.B) (pg *testpg.Server, proxyAddr string) {
 		b.Fatal(err)
 	}
 	srv, err := New(Config{Listen: "127.0.0.1:0", Upstream: pg.Addr()}, testPolicy(b),
-		capture.SinkFunc(func(*event.Event) {}), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		event.SinkFunc(func(*event.Event) {}), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

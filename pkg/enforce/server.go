@@ -3,7 +3,7 @@
 // FunctionCall, startup parameters) is judged on exactly the bytes the server will run; refused
 // ones are answered with an ErrorResponse that names the rule, while the server is kept in the
 // same transaction state as the client; result columns that the policy classifies as PII leave
-// masked; and each statement becomes one audit event (source "proxy") on a capture.Sink.
+// masked; and each statement becomes one audit event (source "proxy") on a event.Sink.
 package enforce
 
 import (
@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -93,7 +92,7 @@ type Principal struct {
 type Server struct {
 	cfg    Config
 	policy Policy
-	sink   capture.Sink
+	sink   event.Sink
 	log    *slog.Logger
 	m      *metrics
 	keys   *cancelKeys
@@ -107,7 +106,7 @@ type Server struct {
 }
 
 // New checks cfg and builds a Server; nothing listens until Serve.
-func New(cfg Config, engine Policy, sink capture.Sink, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+func New(cfg Config, engine Policy, sink event.Sink, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	if engine == nil || sink == nil {
 		return nil, errors.New("enforce: a policy engine and a sink are required")
 	}
