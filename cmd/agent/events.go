@@ -109,6 +109,8 @@ func printTable(w io.Writer, each func(func(*event.Event) error) error) error {
 			kind, stmt = "GAP", fmt.Sprintf("%d lost: %s", e.Lost, e.Detail)
 		case event.TypeAnchor:
 			kind, stmt = "ANCHOR", "signed chain checkpoint "+short(e.PrevHash, 16)
+		case event.TypeFault:
+			kind, stmt = "FAULT", e.Detail
 		case event.TypeStatement:
 			if e.Error != "" {
 				stmt = "[" + e.Error + "] " + stmt

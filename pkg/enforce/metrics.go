@@ -18,6 +18,7 @@ const (
 	reasonTLS            = "tls"             // TLS handshake with the client failed
 	reasonRefused        = "refused"         // the proxy refused the session (startup policy)
 	reasonIO             = "io"              // a connection broke mid-session
+	reasonInternal       = "internal"        // a bug: the session's code panicked (see fault.go)
 )
 
 type metrics struct {

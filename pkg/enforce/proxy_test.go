@@ -115,13 +115,19 @@ func start(t *testing.T, opts ...harnessOpt) *harness {
 
 func startOn(t testing.TB, pg *testpg.Server, opts ...harnessOpt) *harness {
 	t.Helper()
+	return startWith(t, pg, testPolicy(t), opts...)
+}
+
+// startWith is startOn with the policy given.
+func startWith(t testing.TB, pg *testpg.Server, pol Policy, opts ...harnessOpt) *harness {
+	t.Helper()
 	cert := selfSigned(t)
 	cfg := Config{Listen: "127.0.0.1:0", Upstream: pg.Addr(), ClientTLS: &tls.Config{Certificates: []tls.Certificate{cert}}}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	h := &harness{pg: pg, log: &eventLog{}, reg: prometheus.NewRegistry()}
-	srv, err := New(cfg, testPolicy(t), h.log, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(cfg, pol, h.log, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

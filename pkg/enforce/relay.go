@@ -95,13 +95,13 @@ func (ss *session) relay(ctx context.Context) error {
 
 	serr := make(chan error, 1)
 	go func() {
-		err := ss.fromServer()
+		err := ss.guarded("server", ss.fromServer)
 		// Unblock fromClient without closing the client connection: a FATAL may still have
 		// to be written to it.
 		_ = ss.client.SetReadDeadline(time.Unix(1, 0))
 		serr <- err
 	}()
-	cerr := ss.fromClient()
+	cerr := ss.guarded("client", ss.fromClient)
 	if cerr != nil {
 		ss.server.Close()
 	} else if tc, ok := ss.server.(interface{ CloseWrite() error }); ok {
@@ -127,6 +127,12 @@ func (ss *session) relay(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// guarded runs one direction of the relay, a panic in it closing just this session.
+func (ss *session) guarded(side string, f func() error) (err error) {
+	defer ss.guard(side, &err)
+	return f()
 }
 
 // isHangup reports errors that just mean the other side went away.

@@ -27,6 +27,10 @@ const (
 	// TypeFlag records a workload flagged for steering into the proxy, or unflagged: Rule
 	// names the flag, Detail says what it selects, who set it, why and until when.
 	TypeFlag Type = "flag"
+	// TypeFault records a session closed by an internal error (a bug) in Vigil, which kept
+	// running: Detail says which side and where. Statements still outstanding on it are
+	// recorded as unanswered.
+	TypeFault Type = "fault"
 )
 
 // Source says which part of Vigil saw the statement.
