@@ -83,11 +83,17 @@ func stmtContains(s string) func(*event.Event) bool {
 // configuration.
 func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Capturer, *collector) {
 	t.Helper()
-	testenv.RequireBPF(t)
 	engine, err := policy.NewEngine(policy.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startCaptureWith(t, srv, engine, opts...)
+}
+
+// startCaptureWith is startCapture with the labeler given.
+func startCaptureWith(t *testing.T, srv *testpg.Server, engine Labeler, opts ...func(*Config)) (*Capturer, *collector) {
+	t.Helper()
+	testenv.RequireBPF(t)
 	col := &collector{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

@@ -47,6 +47,8 @@ type conn struct {
 	accounted bool
 	// goneAt is when the server process was seen gone (see sweepProcs).
 	goneAt time.Time
+	// failed: decoding this connection panicked, and it is no longer decoded (fault.go).
+	failed bool
 	// The addresses as event strings, formatted once (see addrString): per statement it
 	// was an allocation each.
 	clientStr, serverStr addrString
@@ -100,7 +102,7 @@ func (c *Capturer) opened(cn *conn) {
 // close ends the decoder session (recording statements in flight) and folds its counters
 // into the totals.
 func (cn *conn) close(ts time.Time) {
-	cn.sess.Close(ts)
+	cn.guarded(ts, func() { cn.sess.Close(ts) })
 	c := cn.c
 	if cn.wire {
 		if k := (flowKey{client: cn.client, server: cn.server}); c.flows[k] == cn {
@@ -124,7 +126,7 @@ func (cn *conn) Data(fromClient bool, data []byte, ts time.Time) {
 		cn.tls = true
 		return
 	}
-	cn.sess.Feed(fromClient, data, ts)
+	cn.guarded(ts, func() { cn.sess.Feed(fromClient, data, ts) })
 }
 
 // Gap implements tcpstream.Handler.
@@ -133,7 +135,7 @@ func (cn *conn) Gap(fromClient bool, n int, ts time.Time) {
 		return
 	}
 	cn.c.m.streamGaps.Inc()
-	cn.sess.Gap(fromClient, n, ts)
+	cn.guarded(ts, func() { cn.sess.Gap(fromClient, n, ts) })
 }
 
 // Close implements tcpstream.Handler.
@@ -193,10 +195,10 @@ func (c *Capturer) procData(d *ebpf.ProcData, unix bool) {
 	}
 	if d.Offset > cn.expected[dir] {
 		c.m.streamGaps.Inc()
-		cn.sess.Gap(fromClient, int(d.Offset-cn.expected[dir]), ts)
+		cn.guarded(ts, func() { cn.sess.Gap(fromClient, int(d.Offset-cn.expected[dir]), ts) })
 	}
 	cn.expected[dir] = d.Offset + uint64(len(d.Data))
-	cn.sess.Feed(fromClient, d.Data, ts)
+	cn.guarded(ts, func() { cn.sess.Feed(fromClient, d.Data, ts) })
 	c.housekeep(ts)
 }
 

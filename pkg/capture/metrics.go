@@ -27,6 +27,7 @@ type metrics struct {
 	unixTriggers   prometheus.Counter
 	lateSessions   prometheus.Counter
 	unixMissed     prometheus.Counter
+	decoderFaults  prometheus.Counter
 
 	lastHousekeep, lastSweep time.Time
 
@@ -70,6 +71,9 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 		unixMissed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_capture_unix_missed_sessions_total", Help: "Unix-socket sessions capture did not see at all (most often: over before on-demand capture attached); each is also a gap event naming the client process.",
 		}),
+		decoderFaults: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_capture_decoder_faults_total", Help: "Connections no longer decoded because decoding them hit an internal error (a bug); each is also a gap event and an error log with the stack.",
+		}),
 	}
 	// Series exist from the start, so rate() and dashboards see zeros rather than nothing.
 	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "DDL", "DCL", "TRUNCATE", "COPY", "TXN", "SET", "OTHER"} {
@@ -78,7 +82,7 @@ func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m.unixOn, m.unixTriggers, m.lateSessions, m.unixMissed, m} {
+	for _, col := range []prometheus.Collector{m.statements, m.sessions, m.servers, m.streamGaps, m.ignoredConns, m.identityErrors, m.unixOn, m.unixTriggers, m.lateSessions, m.unixMissed, m.decoderFaults, m} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
