@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/vigil-db/vigil/pkg/mask"
@@ -376,14 +377,19 @@ func (cp *copyPlan) maskBinary(ss *session, out, data []byte) []byte {
 // describe learns the result columns of sql on the catalog connection without running it.
 func (c *catalog) describe(ss *session, sql string) ([]field, error) {
 	d := c.db(ss.upstream, ss.database)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, err := c.query(ss, d, "SELECT $1::text", "connect"); err != nil {
+	ctx, cancel := context.WithTimeout(ss.context(), catalogTimeout)
+	defer cancel()
+	conn, err := c.acquire(ctx, ss, d)
+	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), catalogTimeout)
-	defer cancel()
-	sd, err := d.conn.Prepare(ctx, "", sql, nil)
+	sd, err := conn.Prepare(ctx, "", sql, nil)
+	var pgErr *pgconn.PgError
+	if err == nil || errors.As(err, &pgErr) {
+		d.release(conn)
+	} else {
+		d.discard(conn)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("describing %q: %w", sql, err)
 	}

@@ -24,7 +24,10 @@ import (
 // events. They share only the queue of outstanding requests (and immutable stmts), so each
 // direction reads and writes its own buffers without locks.
 type session struct {
-	srv    *Server
+	srv *Server
+	// ctx ends with the session (the proxy's shutdown); work done for the session, such
+	// as catalog lookups, takes it.
+	ctx    context.Context
 	id     string
 	client net.Conn
 	server net.Conn
@@ -133,6 +136,14 @@ func (ss *session) relay(ctx context.Context) error {
 func (ss *session) guarded(side string, f func() error) (err error) {
 	defer ss.guard(side, &err)
 	return f()
+}
+
+// context is the session's context (Background before run sets it, in unit tests).
+func (ss *session) context() context.Context {
+	if ss.ctx == nil {
+		return context.Background()
+	}
+	return ss.ctx
 }
 
 // isHangup reports errors that just mean the other side went away.

@@ -88,6 +88,7 @@ func (s *Server) Handle(ctx context.Context, client net.Conn, upstream string) {
 
 // run performs the startup handshake and then relays the session.
 func (ss *session) run(ctx context.Context, upstream string) error {
+	ss.ctx = ctx
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
 	ss.id = hex.EncodeToString(idb[:])
