@@ -3,11 +3,10 @@ package capture
 import (
 	"fmt"
 	"log/slog"
-	"runtime"
 	"runtime/debug"
-	"strings"
 	"time"
 
+	"github.com/vigil-db/vigil/internal/fault"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -24,23 +23,17 @@ func (cn *conn) guarded(ts time.Time, f func()) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			cn.fail(r, ts)
+			what, where := fault.Describe(r)
+			cn.fail(what, where, ts)
 		}
 	}()
 	f()
 }
 
-func (cn *conn) fail(r any, ts time.Time) {
+func (cn *conn) fail(what, where string, ts time.Time) {
 	cn.failed = true
 	c := cn.c
 	c.m.decoderFaults.Inc()
-	where := panicSite()
-	// The panic value may quote captured bytes (statements, parameters): only a runtime
-	// error's own message, which holds none, is logged or recorded.
-	what := fmt.Sprintf("panic with a %T value", r)
-	if re, ok := r.(runtime.Error); ok {
-		what = re.Error()
-	}
 	c.log.Error("capture failed on one connection with an internal error; it is no longer decoded",
 		"session_id", cn.id, "client_addr", cn.clientStr.get(cn.client), "server_addr", cn.serverAddr(),
 		"panic", what, "at", where, slog.String("stack", string(debug.Stack())))
@@ -63,25 +56,4 @@ func (cn *conn) serverAddr() string {
 		return cn.serverStr.get(cn.server)
 	}
 	return ""
-}
-
-// panicSite is the innermost frame of the panicking code outside the runtime, as
-// "function file:line".
-func panicSite() string {
-	pc := make([]uintptr, 32)
-	n := runtime.Callers(4, pc) // runtime.Callers, panicSite, fail, the deferred func
-	frames := runtime.CallersFrames(pc[:n])
-	for {
-		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "runtime.") {
-			file := f.File
-			if i := strings.LastIndex(file, "/"); i >= 0 {
-				file = file[i+1:]
-			}
-			return fmt.Sprintf("%s %s:%d", f.Function, file, f.Line)
-		}
-		if !more {
-			return "unknown"
-		}
-	}
 }

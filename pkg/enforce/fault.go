@@ -2,11 +2,10 @@ package enforce
 
 import (
 	"fmt"
-	"runtime"
 	"runtime/debug"
-	"strings"
 	"time"
 
+	"github.com/vigil-db/vigil/internal/fault"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -25,13 +24,7 @@ func (ss *session) guard(side string, err *error) {
 	if r == nil {
 		return
 	}
-	where := panicSite()
-	// The panic value may quote client data (a statement, a parameter): only a runtime
-	// error's own message, which holds none, is logged; other values are named by type.
-	what := fmt.Sprintf("panic with a %T value", r)
-	if re, ok := r.(runtime.Error); ok {
-		what = re.Error()
-	}
+	what, where := fault.Describe(r)
 	ss.srv.log.Error("proxy session failed with an internal error; closing it", "session_id", ss.id,
 		"client_addr", ss.clientAddr, "db_user", ss.user, "side", side, "panic", what, "at", where,
 		"stack", string(debug.Stack()))
@@ -45,26 +38,5 @@ func (ss *session) guard(side string, err *error) {
 	if side == "startup" {
 		// Before the relay, which writes the fatal error on its way out.
 		ss.tellClient(*err)
-	}
-}
-
-// panicSite is the innermost frame of the panicking code outside the runtime, as
-// "function file:line" (a deferred call's stack still holds the panicking frames).
-func panicSite() string {
-	pc := make([]uintptr, 32)
-	n := runtime.Callers(3, pc) // runtime.Callers, panicSite, guard
-	frames := runtime.CallersFrames(pc[:n])
-	for {
-		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "runtime.") {
-			file := f.File
-			if i := strings.LastIndex(file, "/"); i >= 0 {
-				file = file[i+1:]
-			}
-			return fmt.Sprintf("%s %s:%d", f.Function, file, f.Line)
-		}
-		if !more {
-			return "unknown"
-		}
 	}
 }
