@@ -10,8 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-
-	"github.com/vigil-db/vigil/pkg/mask"
 )
 
 // COPY ... TO STDOUT for a masked statement. CopyOutResponse says neither where the columns
@@ -346,29 +344,7 @@ func (cp *copyPlan) maskBinary(ss *session, out, data []byte) []byte {
 				ss.srv.m.maskedValues.Inc()
 				continue
 			}
-			c := &cp.plan.cols[i]
-			switch c.action {
-			case colKeep:
-				out = appendValue(out, v)
-			case colMask:
-				out = appendMasked(out, c, masker.Apply(c.strat, v), c.strat.Kind == mask.Null)
-				ss.srv.m.maskedValues.Inc()
-			case colDetect:
-				mv, null, found := detectValue(masker, c, v)
-				switch {
-				case !found:
-					out = appendValue(out, v)
-				case null:
-					out = appendNull(out)
-				default:
-					out = appendValue(out, mv)
-				}
-				if found {
-					cp.h.cols.pii = addOnce(cp.h.cols.pii, c.name)
-					cp.h.cols.masked = addOnce(cp.h.cols.masked, c.name)
-					ss.srv.m.maskedValues.Inc()
-				}
-			}
+			out = ss.appendField(out, &cp.plan.cols[i], v, cp.h, masker)
 		}
 	}
 	return out

@@ -216,34 +216,37 @@ func (ss *session) maskRow(plan *rowPlan, msg []byte, h *item) ([]byte, error) {
 			ss.srv.m.maskedValues.Inc()
 			continue
 		}
-		cp := &plan.cols[i]
-		switch cp.action {
-		case colKeep:
-			out = appendValue(out, v)
-		case colMask:
-			out = appendMasked(out, cp, masker.Apply(cp.strat, v), cp.strat.Kind == mask.Null)
-			ss.srv.m.maskedValues.Inc()
-		case colDetect:
-			mv, null, found := detectValue(masker, cp, v)
-			if !found {
-				out = appendValue(out, v)
-				continue
-			}
-			h.cols.pii = addOnce(h.cols.pii, cp.name)
-			h.cols.masked = addOnce(h.cols.masked, cp.name)
-			ss.srv.m.maskedValues.Inc()
-			if null {
-				out = appendNull(out)
-			} else {
-				out = appendValue(out, mv)
-			}
-		}
+		out = ss.appendField(out, &plan.cols[i], v, h, masker)
 	}
 	if p != len(body) {
 		return nil, fmt.Errorf("malformed DataRow")
 	}
 	ss.rowBuf = finishMsg(out, sp)
 	return ss.rowBuf, nil
+}
+
+// appendField appends one non-NULL result value as its column's plan says (raw, masked,
+// or masked where the detectors recognize it), recording in h what was masked. DataRows
+// and the rows of COPY TO STDOUT both go through it.
+func (ss *session) appendField(out []byte, cp *colPlan, v []byte, h *item, masker *mask.Masker) []byte {
+	switch cp.action {
+	case colMask:
+		ss.srv.m.maskedValues.Inc()
+		return appendMasked(out, cp, masker.Apply(cp.strat, v), cp.strat.Kind == mask.Null)
+	case colDetect:
+		mv, null, found := detectValue(masker, cp, v)
+		if !found {
+			return appendValue(out, v)
+		}
+		h.cols.pii = addOnce(h.cols.pii, cp.name)
+		h.cols.masked = addOnce(h.cols.masked, cp.name)
+		ss.srv.m.maskedValues.Inc()
+		if null {
+			return appendNull(out)
+		}
+		return appendValue(out, mv)
+	}
+	return appendValue(out, v) // colKeep
 }
 
 func appendNull(out []byte) []byte { return append(out, 0xff, 0xff, 0xff, 0xff) }
