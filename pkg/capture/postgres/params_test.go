@@ -40,8 +40,8 @@ func TestParamTypesCountAgainstBudget(t *testing.T) {
 			if s.namedBytes != held {
 				t.Errorf("namedBytes %d, statements hold %d", s.namedBytes, held)
 			}
-			s.forgetStatement("a")
-			s.forgetStatement("b")
+			forget(s, s.stmts, "a")
+			forget(s, s.stmts, "b")
 			if s.namedBytes != 0 {
 				t.Errorf("namedBytes %d after forgetting all", s.namedBytes)
 			}

@@ -30,6 +30,11 @@
 //     is a text one that is not valid UTF-8.
 //   - Passwords, SASL exchanges and the cancel key are skipped unread; they never reach an
 //     event, a log line or an error.
+//
+// Where things are: session.go (the API), framer.go (message boundaries and resync),
+// frontend.go (what each client message asks), queue.go (the requests in flight),
+// backend.go (matching server messages to them), events.go (building events), cache.go
+// (the bounded statement and portal cache), messages.go (body decoding).
 package postgres
 
 import (
