@@ -56,13 +56,20 @@ type session struct {
 	fatalMu sync.Mutex
 	fatal   *pgproto3.ErrorResponse
 
-	// client side only
+	clientSide
+	serverSide
+}
+
+// clientSide is the state only fromClient, the client-to-server goroutine, touches.
+type clientSide struct {
 	stmts     map[string]*stmt
 	portals   map[string]*stmt
 	described map[string]bool
 	scratch   []byte
+}
 
-	// server side only
+// serverSide is the state only fromServer, the server-to-client goroutine, touches.
+type serverSide struct {
 	plans     map[string]*rowPlan // portal -> plan from its Describe
 	planCache map[planDecision]map[string]*rowPlan
 	// plansCached counts the plans in planCache, which is cleared when it reaches
@@ -79,16 +86,19 @@ type session struct {
 	rowBuf       []byte
 }
 
+func newClientSide() clientSide {
+	return clientSide{stmts: make(map[string]*stmt), portals: make(map[string]*stmt), described: make(map[string]bool)}
+}
+
+func newServerSide() serverSide {
+	return serverSide{plans: make(map[string]*rowPlan), planCache: make(map[planDecision]map[string]*rowPlan),
+		stmtOIDs: make(map[string][]uint32), portalParams: make(map[string]boundParams)}
+}
+
 // relay runs both directions until the session ends.
 func (ss *session) relay(ctx context.Context) error {
 	ss.q = newQueue()
-	ss.stmts = make(map[string]*stmt)
-	ss.portals = make(map[string]*stmt)
-	ss.described = make(map[string]bool)
-	ss.plans = make(map[string]*rowPlan)
-	ss.planCache = make(map[planDecision]map[string]*rowPlan)
-	ss.stmtOIDs = make(map[string][]uint32)
-	ss.portalParams = make(map[string]boundParams)
+	ss.clientSide, ss.serverSide = newClientSide(), newServerSide()
 	stop := context.AfterFunc(ctx, func() {
 		ss.client.Close()
 		ss.server.Close()
