@@ -2,7 +2,6 @@ package capture
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,68 +18,16 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
-// collector is an event.Sink that keeps every event.
-type collector struct {
-	mu     sync.Mutex
-	events []*event.Event
-}
-
-func (c *collector) Emit(e *event.Event) {
-	c.mu.Lock()
-	c.events = append(c.events, e)
-	c.mu.Unlock()
-}
-
-func (c *collector) snapshot() []*event.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*event.Event(nil), c.events...)
-}
-
-// wait returns the events matching match once there are at least n of them.
-func (c *collector) wait(t *testing.T, n int, what string, match func(*event.Event) bool) []*event.Event {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var got []*event.Event
-		for _, e := range c.snapshot() {
-			if match(e) {
-				got = append(got, e)
-			}
-		}
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d events after 10s, want %d; all events:\n%s", what, len(got), n, dump(c.snapshot()))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func dump(evs []*event.Event) string {
-	var b strings.Builder
-	for _, e := range evs {
-		j, _ := json.Marshal(e)
-		b.Write(j)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-func stmtContains(s string) func(*event.Event) bool {
-	return func(e *event.Event) bool { return e.Type == event.TypeStatement && strings.Contains(e.Statement, s) }
-}
-
 // startCapture runs capture on the host and waits until it watches srv. opts adjust the
 // configuration.
-func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Capturer, *collector) {
+func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Capturer, *testsink.Collector) {
 	t.Helper()
 	engine, err := policy.NewEngine(policy.Default())
 	if err != nil {
@@ -91,10 +37,10 @@ func startCapture(t *testing.T, srv *testpg.Server, opts ...func(*Config)) (*Cap
 }
 
 // startCaptureWith is startCapture with the labeler given.
-func startCaptureWith(t *testing.T, srv *testpg.Server, engine Labeler, opts ...func(*Config)) (*Capturer, *collector) {
+func startCaptureWith(t *testing.T, srv *testpg.Server, engine Labeler, opts ...func(*Config)) (*Capturer, *testsink.Collector) {
 	t.Helper()
 	testenv.RequireBPF(t)
-	col := &collector{}
+	col := &testsink.Collector{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -179,51 +125,51 @@ func TestCaptureEndToEnd(t *testing.T) {
 
 	t.Run("simple query over TCP, several statements in one message", func(t *testing.T) {
 		psql(t, srv, "127.0.0.1", "disable", "SELECT 'tcp-m1' AS a; INSERT INTO items VALUES (1, 'one'), (2, 'two')", "")
-		got := col.wait(t, 1, "tcp select", stmtContains("'tcp-m1'"))
+		got := col.Wait(t, 1, "tcp select", testsink.StatementContains("'tcp-m1'"))
 		e := got[0]
 		if e.Statement != "SELECT 'tcp-m1' AS a" || e.Rows != 1 || e.Kind != "SELECT" || e.DBUser != "postgres" || e.Database != "postgres" || e.Application != "vigil-test" {
-			t.Errorf("select event: %s", dump(got))
+			t.Errorf("select event: %s", testsink.Dump(got))
 		}
 		if e.Process == nil || e.Process.Comm != "psql" || e.BackendPID == 0 || !strings.HasPrefix(e.ClientAddr, "127.0.0.1:") || e.ServerAddr != srv.Addr() || e.TLS {
-			t.Errorf("select event identity: %s", dump(got))
+			t.Errorf("select event identity: %s", testsink.Dump(got))
 		}
-		ins := col.wait(t, 1, "tcp insert", stmtContains("INSERT INTO items"))[0]
+		ins := col.Wait(t, 1, "tcp insert", testsink.StatementContains("INSERT INTO items"))[0]
 		if ins.Rows != 2 || ins.Kind != "INSERT" || len(ins.Tables) != 1 || ins.Tables[0] != "items" || ins.SessionID != e.SessionID {
-			t.Errorf("insert event: %s", dump([]*event.Event{ins}))
+			t.Errorf("insert event: %s", testsink.Dump([]*event.Event{ins}))
 		}
 	})
 
 	t.Run("TLS in plaintext", func(t *testing.T) {
 		psql(t, srv, "127.0.0.1", "require", "SELECT 'tls-m2'", "")
-		e := col.wait(t, 1, "tls select", stmtContains("'tls-m2'"))[0]
+		e := col.Wait(t, 1, "tls select", testsink.StatementContains("'tls-m2'"))[0]
 		if !e.TLS || e.DBUser != "postgres" || e.Rows != 1 || e.BackendPID == 0 || e.Process == nil || e.Process.Comm != "psql" {
-			t.Errorf("tls event: %s", dump([]*event.Event{e}))
+			t.Errorf("tls event: %s", testsink.Dump([]*event.Event{e}))
 		}
 	})
 
 	t.Run("Unix socket", func(t *testing.T) {
 		psql(t, srv, srv.SocketDir, "disable", "SELECT 'unix-m3'", "")
-		e := col.wait(t, 1, "unix select", stmtContains("'unix-m3'"))[0]
+		e := col.Wait(t, 1, "unix select", testsink.StatementContains("'unix-m3'"))[0]
 		if e.DBUser != "postgres" || e.Rows != 1 || !strings.HasSuffix(e.ServerAddr, srv.SocketPath()) || e.Process == nil || e.Process.Comm != "psql" {
-			t.Errorf("unix event: %s", dump([]*event.Event{e}))
+			t.Errorf("unix event: %s", testsink.Dump([]*event.Event{e}))
 		}
 	})
 
 	t.Run("errors carry SQLSTATE", func(t *testing.T) {
 		psql(t, srv, "127.0.0.1", "disable", "SELECT 1/0 AS err_m4", "")
-		e := col.wait(t, 1, "error", stmtContains("err_m4"))[0]
+		e := col.Wait(t, 1, "error", testsink.StatementContains("err_m4"))[0]
 		if e.Error != "22012" {
-			t.Errorf("error event: %s", dump([]*event.Event{e}))
+			t.Errorf("error event: %s", testsink.Dump([]*event.Event{e}))
 		}
 	})
 
 	t.Run("COPY both ways", func(t *testing.T) {
 		psql(t, srv, "127.0.0.1", "disable", "COPY items FROM STDIN", "10\tten\n11\televen\n12\ttwelve\n")
-		in := col.wait(t, 1, "copy in", stmtContains("COPY items FROM STDIN"))[0]
+		in := col.Wait(t, 1, "copy in", testsink.StatementContains("COPY items FROM STDIN"))[0]
 		psql(t, srv, "127.0.0.1", "disable", "COPY (SELECT * FROM items ORDER BY id) TO STDOUT", "")
-		out := col.wait(t, 1, "copy out", stmtContains("TO STDOUT"))[0]
+		out := col.Wait(t, 1, "copy out", testsink.StatementContains("TO STDOUT"))[0]
 		if in.Rows != 3 || in.Kind != "COPY" || out.Rows != 5 {
-			t.Errorf("copy events: %s", dump([]*event.Event{in, out}))
+			t.Errorf("copy events: %s", testsink.Dump([]*event.Event{in, out}))
 		}
 	})
 
@@ -239,10 +185,10 @@ func TestCaptureEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		got := col.wait(t, 5, "prepared executions", stmtContains("ext-m5"))
+		got := col.Wait(t, 5, "prepared executions", testsink.StatementContains("ext-m5"))
 		for _, e := range got {
 			if len(e.Params) != 1 || e.Params[0] != "1" || e.Rows != 1 || e.Kind != "SELECT" {
-				t.Errorf("prepared execution: %s", dump([]*event.Event{e}))
+				t.Errorf("prepared execution: %s", testsink.Dump([]*event.Event{e}))
 			}
 		}
 		b := &pgx.Batch{}
@@ -252,13 +198,13 @@ func TestCaptureEndToEnd(t *testing.T) {
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			t.Fatal(err)
 		}
-		got = col.wait(t, 3, "pipelined batch", stmtContains("batch-m6"))
+		got = col.Wait(t, 3, "pipelined batch", testsink.StatementContains("batch-m6"))
 		kinds := []string{}
 		for _, e := range got {
 			kinds = append(kinds, fmt.Sprintf("%s:%d", e.Kind, e.Rows))
 		}
 		if strings.Join(kinds, " ") != "INSERT:1 UPDATE:1 DELETE:1" {
-			t.Errorf("batch kinds %v: %s", kinds, dump(got))
+			t.Errorf("batch kinds %v: %s", kinds, testsink.Dump(got))
 		}
 	})
 
@@ -266,22 +212,22 @@ func TestCaptureEndToEnd(t *testing.T) {
 		if _, err := early.Exec(ctx, "SELECT 'early-m7'"); err != nil {
 			t.Fatal(err)
 		}
-		e := col.wait(t, 1, "early connection", stmtContains("early-m7"))[0]
+		e := col.Wait(t, 1, "early connection", testsink.StatementContains("early-m7"))[0]
 		if e.DBUser != "postgres" || e.Database != "postgres" || e.BackendPID != earlyPID || e.Process == nil || e.Process.PID != int32(os.Getpid()) {
-			t.Errorf("early event (want backend %d, process %d): %s", earlyPID, os.Getpid(), dump([]*event.Event{e}))
+			t.Errorf("early event (want backend %d, process %d): %s", earlyPID, os.Getpid(), testsink.Dump([]*event.Event{e}))
 		}
 	})
 
 	t.Run("long statements whole, over the cap truncated", func(t *testing.T) {
 		long := "SELECT '" + strings.Repeat("x", 300_000) + "' AS long_m8"
 		psql(t, srv, "127.0.0.1", "disable", long, "")
-		e := col.wait(t, 1, "long statement", stmtContains("long_m8"))[0]
+		e := col.Wait(t, 1, "long statement", testsink.StatementContains("long_m8"))[0]
 		if e.Statement != long || e.StatementTruncated {
 			t.Errorf("300 KB statement: got %d bytes, truncated=%v", len(e.Statement), e.StatementTruncated)
 		}
 		huge := "SELECT '" + strings.Repeat("y", 1_200_000) + "' AS huge_m9"
 		psql(t, srv, "127.0.0.1", "disable", huge, "")
-		e = col.wait(t, 1, "huge statement", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "SELECT 'yyyy") })[0]
+		e = col.Wait(t, 1, "huge statement", func(e *event.Event) bool { return strings.HasPrefix(e.Statement, "SELECT 'yyyy") })[0]
 		if !e.StatementTruncated || len(e.Statement) != 1<<20 || e.Rows != 1 {
 			t.Errorf("1.2 MB statement: got %d bytes, truncated=%v rows=%d", len(e.Statement), e.StatementTruncated, e.Rows)
 		}
@@ -297,15 +243,15 @@ func TestCaptureEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		conn.Close(ctx)
-		e := col.wait(t, 1, "scram session", stmtContains("scram-m10"))[0]
+		e := col.Wait(t, 1, "scram session", testsink.StatementContains("scram-m10"))[0]
 		if e.DBUser != "vigil_scram" {
-			t.Errorf("scram event: %s", dump([]*event.Event{e}))
+			t.Errorf("scram event: %s", testsink.Dump([]*event.Event{e}))
 		}
 		// The SCRAM exchange never reaches an event. (Passwords inside statements, such as
 		// testpg's own CREATE ROLE … PASSWORD, are the trail's to redact: check that they are.)
-		for _, e := range col.snapshot() {
+		for _, e := range col.Events() {
 			e.Statement = sqlparse.RedactSecrets(e.Statement)
-			if j := dump([]*event.Event{e}); strings.Contains(j, srv.Password) {
+			if j := testsink.Dump([]*event.Event{e}); strings.Contains(j, srv.Password) {
 				t.Errorf("the password appears in an event: %s", j)
 			}
 		}

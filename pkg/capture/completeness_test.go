@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -49,8 +50,8 @@ func TestCompletenessUnderPgbench(t *testing.T) {
 			if _, err := srv.Psql("postgres", "SELECT pg_stat_statements_reset(), '"+mark+"'"); err != nil {
 				t.Fatal(err)
 			}
-			col.wait(t, 1, "reset", stmtContains(mark))
-			start := len(col.snapshot())
+			col.Wait(t, 1, "reset", testsink.StatementContains(mark))
+			start := len(col.Events())
 			pgbench(t, srv, append([]string{"-n", "-j", "2", "-T", "3"}, sc.args...)...)
 			out, err := srv.Psql("postgres", "SELECT sum(calls) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'")
 			if err != nil {
@@ -61,7 +62,7 @@ func TestCompletenessUnderPgbench(t *testing.T) {
 			deadline := time.Now().Add(15 * time.Second)
 			for {
 				captured = 0
-				for _, e := range col.snapshot()[start:] {
+				for _, e := range col.Events()[start:] {
 					if e.Type == event.TypeStatement && strings.HasSuffix(e.ServerAddr, strconv.Itoa(srv.Port)) && !strings.Contains(e.Statement, "pg_stat_statements") {
 						captured++
 					}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -22,8 +23,8 @@ func TestServerStartedAfterTheAgent(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	psql(t, later, "127.0.0.1", "disable", "SELECT 'later-m1'", "")
-	e := col.wait(t, 1, "statement on the later server", stmtContains("later-m1"))[0]
+	e := col.Wait(t, 1, "statement on the later server", testsink.StatementContains("later-m1"))[0]
 	if e.ServerAddr != later.Addr() || e.DBUser != "postgres" || e.Type != event.TypeStatement {
-		t.Errorf("event: %s", dump([]*event.Event{e}))
+		t.Errorf("event: %s", testsink.Dump([]*event.Event{e}))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
@@ -34,8 +35,8 @@ func TestDecoderPanicLosesOnlyItsSession(t *testing.T) {
 	psql(t, srv, "127.0.0.1", "disable", "SELECT 'before the fault'; SELECT 'vigil_panic'; SELECT 'after the fault, same session'", "")
 	psql(t, srv, "127.0.0.1", "disable", "SELECT 'another session'", "")
 
-	col.wait(t, 1, "the next session's statement", stmtContains("another session"))
-	gaps := col.wait(t, 1, "a gap event for the failed session", func(e *event.Event) bool {
+	col.Wait(t, 1, "the next session's statement", testsink.StatementContains("another session"))
+	gaps := col.Wait(t, 1, "a gap event for the failed session", func(e *event.Event) bool {
 		return e.Type == event.TypeGap && strings.Contains(e.Detail, "internal error")
 	})
 	g := gaps[0]
@@ -43,7 +44,7 @@ func TestDecoderPanicLosesOnlyItsSession(t *testing.T) {
 	if g.SessionID == "" || g.Lost != 1 || g.ClientAddr == "" {
 		t.Errorf("gap event without its session: %+v", g)
 	}
-	for _, e := range col.snapshot() {
+	for _, e := range col.Events() {
 		if e.SessionID == g.SessionID && strings.Contains(e.Statement, "after the fault") {
 			t.Errorf("a statement decoded after the session failed: %q", e.Statement)
 		}

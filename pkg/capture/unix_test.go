@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -83,9 +84,9 @@ func TestUnixOnDemand(t *testing.T) {
 		if _, err := early.Exec(ctx, "SELECT 'early-unix-m1'"); err != nil {
 			t.Fatal(err)
 		}
-		e := col.wait(t, 1, "early Unix session", stmtContains("early-unix-m1"))[0]
+		e := col.Wait(t, 1, "early Unix session", testsink.StatementContains("early-unix-m1"))[0]
 		if e.DBUser != "postgres" || e.Database != "postgres" || !strings.Contains(e.Detail, "joined this Unix-socket session after it started") {
-			t.Errorf("early Unix event: %s", dump([]*event.Event{e}))
+			t.Errorf("early Unix event: %s", testsink.Dump([]*event.Event{e}))
 		}
 		if n := value(t, c.m.lateSessions); n != 1 {
 			t.Errorf("late sessions metric = %v, want 1", n)
@@ -120,10 +121,10 @@ func TestUnixOnDemand(t *testing.T) {
 		// settled says, per run, its statement events and the gap events naming its psql.
 		settled := func() (stmts, gaps [runs][]*event.Event, all bool) {
 			all = true
-			evs := col.snapshot()
+			evs := col.Events()
 			for i, r := range rs {
 				for _, e := range evs {
-					if stmtContains(r.marker)(e) {
+					if testsink.StatementContains(r.marker)(e) {
 						stmts[i] = append(stmts[i], e)
 					}
 					if missed(e, r.pid) {
@@ -146,30 +147,30 @@ func TestUnixOnDemand(t *testing.T) {
 		for i, r := range rs {
 			switch {
 			case len(stmts[i]) > 0 && len(gaps[i]) > 0:
-				t.Errorf("psql %d (%s) both captured and reported missed:\n%s", r.pid, r.marker, dump(append(stmts[i], gaps[i]...)))
+				t.Errorf("psql %d (%s) both captured and reported missed:\n%s", r.pid, r.marker, testsink.Dump(append(stmts[i], gaps[i]...)))
 			case len(stmts[i]) == 1:
 				e := stmts[i][0]
 				if e.Statement != "SELECT '"+r.marker+"'" || e.Process == nil || e.Process.Comm != "psql" || int(e.Process.PID) != r.pid || e.Rows != 1 {
-					t.Errorf("psql %d: statement event:\n%s", r.pid, dump(stmts[i]))
+					t.Errorf("psql %d: statement event:\n%s", r.pid, testsink.Dump(stmts[i]))
 				}
 				switch {
 				case strings.Contains(e.Detail, "joined this Unix-socket session after it started"):
 					// User and database come from the backend's title, gone if it has exited.
 					late++
 				case e.DBUser != "postgres":
-					t.Errorf("psql %d: session seen from its start without its user:\n%s", r.pid, dump(stmts[i]))
+					t.Errorf("psql %d: session seen from its start without its user:\n%s", r.pid, testsink.Dump(stmts[i]))
 				default:
 					whole++
 				}
 			case len(stmts[i]) > 1:
-				t.Errorf("psql %d: statement recorded %d times:\n%s", r.pid, len(stmts[i]), dump(stmts[i]))
+				t.Errorf("psql %d: statement recorded %d times:\n%s", r.pid, len(stmts[i]), testsink.Dump(stmts[i]))
 			case len(gaps[i]) != 1:
-				t.Errorf("psql %d (%s): %d gap events, want exactly one for a session not captured:\n%s", r.pid, r.marker, len(gaps[i]), dump(gaps[i]))
+				t.Errorf("psql %d (%s): %d gap events, want exactly one for a session not captured:\n%s", r.pid, r.marker, len(gaps[i]), testsink.Dump(gaps[i]))
 			default:
 				reported++
 				e := gaps[i][0]
 				if e.Lost != 1 || e.Source != event.SourceEBPF || e.Process.Comm != "psql" || !strings.Contains(e.Detail, srv.SocketDir) {
-					t.Errorf("psql %d: gap event:\n%s", r.pid, dump(gaps[i]))
+					t.Errorf("psql %d: gap event:\n%s", r.pid, testsink.Dump(gaps[i]))
 				}
 			}
 		}
@@ -198,7 +199,7 @@ func TestUnixOnDemand(t *testing.T) {
 		}
 		// TCP sessions do not switch Unix capture on.
 		psql(t, srv, "127.0.0.1", "disable", "SELECT 'od-tcp-m2'", "")
-		col.wait(t, 1, "tcp statement", stmtContains("od-tcp-m2"))
+		col.Wait(t, 1, "tcp statement", testsink.StatementContains("od-tcp-m2"))
 		if _, n := unixHooks(c); n != 0 {
 			t.Errorf("a TCP session attached %d Unix tracepoints", n)
 		}

@@ -63,7 +63,7 @@ func TestBlockedStatementKeepsSessionAndTransactionState(t *testing.T) {
 	}
 	h.tableExists(t, "accounts")
 
-	e := h.log.find(t, "TRUNCATE accounts")
+	e := h.log.Find(t, "TRUNCATE accounts")
 	if e.Decision != event.DecisionBlock || e.Rule != "truncate" || e.Error != "42501" || e.Kind != "TRUNCATE" {
 		t.Fatalf("event: %+v", e)
 	}
@@ -197,7 +197,7 @@ func TestEvasionCorpus(t *testing.T) {
 	if _, err := c.Exec(ctx, "WITH x AS (SELECT 1) SELECT * FROM x"); err != nil {
 		t.Fatal(err)
 	}
-	if e := h.log.find(t, "EXPLAIN ANALYZE DELETE"); e.Kind != "DELETE" || e.Decision != event.DecisionBlock {
+	if e := h.log.Find(t, "EXPLAIN ANALYZE DELETE"); e.Kind != "DELETE" || e.Decision != event.DecisionBlock {
 		t.Fatalf("EXPLAIN ANALYZE DELETE event: %+v", e)
 	}
 }
@@ -238,7 +238,7 @@ func TestStartupOptionsJudged(t *testing.T) {
 	if err := c.QueryRow(ctx, "SHOW statement_timeout").Scan(&st); err != nil || st != "5s" {
 		t.Fatalf("statement_timeout = %q %v", st, err)
 	}
-	if e := h.log.find(t, "SHOW statement_timeout"); e.Application != "probe" {
+	if e := h.log.Find(t, "SHOW statement_timeout"); e.Application != "probe" {
 		t.Fatalf("application: %+v", e)
 	}
 }
@@ -298,7 +298,7 @@ func TestFunctionCallJudged(t *testing.T) {
 	if er != nil || resp == nil || string(resp.Result) != "900150983cd24fb0d6963f7d28e17f72" {
 		t.Fatalf("md5 via FunctionCall: %v %v", resp, er)
 	}
-	if e := h.log.find(t, "md5($1)"); !slices.Equal(e.Params, []string{"abc"}) || e.Rows != 0 || e.Error != "" {
+	if e := h.log.Find(t, "md5($1)"); !slices.Equal(e.Params, []string{"abc"}) || e.Rows != 0 || e.Error != "" {
 		t.Errorf("FunctionCall event: %q params %q rows %d error %q", e.Statement, e.Params, e.Rows, e.Error)
 	}
 	// pg_terminate_backend via FunctionCall is refused like the SELECT would be.

@@ -35,7 +35,7 @@ func TestTLSAndSCRAMPassThrough(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	// No secret reaches an event.
-	for _, e := range h.log.all() {
+	for _, e := range h.log.Events() {
 		if strings.Contains(e.Statement, h.pg.Password) {
 			t.Fatalf("password in event %+v", e)
 		}
@@ -82,7 +82,7 @@ func TestCancelReachesUpstream(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		t.Fatalf("session after cancel: %v", err)
 	}
-	if e := h.log.find(t, "pg_sleep(20)"); e.Error != "57014" {
+	if e := h.log.Find(t, "pg_sleep(20)"); e.Error != "57014" {
 		t.Fatalf("event of cancelled statement: %+v", e)
 	}
 }

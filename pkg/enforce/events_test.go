@@ -124,11 +124,11 @@ func TestStatementEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := h.connect(t, tc.user)
-			h.log.reset()
+			h.log.Reset()
 			tc.run(t, c)
 			// Each event is emitted before the response that completes its statement is
 			// passed on: the client has had them all.
-			checkEvents(t, h.log.all(), tc.want)
+			checkEvents(t, h.log.Events(), tc.want)
 		})
 	}
 }
@@ -141,16 +141,10 @@ func TestRecordParamsOff(t *testing.T) {
 	if err := c.QueryRow(context.Background(), "SELECT $1::int", 7).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	e := h.log.find(t, "SELECT $1::int")
+	e := h.log.Find(t, "SELECT $1::int")
 	if e.Params != nil {
 		t.Fatalf("params recorded with RecordParams off: %q", e.Params)
 	}
-}
-
-func (l *eventLog) reset() {
-	l.mu.Lock()
-	l.events = nil
-	l.mu.Unlock()
 }
 
 func wantCode(t *testing.T, err error, code string) {
@@ -211,7 +205,7 @@ func TestSessionEndsMidStatement(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			c := h.connect(t, "postgres")
-			h.log.reset()
+			h.log.Reset()
 			done := make(chan error, 1)
 			go func() { done <- tc.run(ctx, c) }()
 			pid := ""
@@ -233,10 +227,10 @@ func TestSessionEndsMidStatement(t *testing.T) {
 			if err := <-done; err == nil {
 				t.Fatal("the statement succeeded though its backend was killed")
 			}
-			for i := 0; i < 100 && len(h.log.all()) < len(tc.want); i++ {
+			for i := 0; i < 100 && len(h.log.Events()) < len(tc.want); i++ {
 				time.Sleep(10 * time.Millisecond)
 			}
-			got := h.log.all()
+			got := h.log.Events()
 			checkEvents(t, got, tc.want)
 			for i, e := range got {
 				if want := tc.want[i]; want.err == "08006" && e.Detail != unknown {
@@ -267,7 +261,7 @@ func TestMalformedBindRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Conn.Close()
-	h.log.reset()
+	h.log.Reset()
 	fe := hc.Frontend
 	fe.Send(&pgproto3.Parse{Query: "SELECT $1::text"})
 	if err := fe.Flush(); err != nil {
@@ -287,8 +281,8 @@ func TestMalformedBindRecorded(t *testing.T) {
 	if code := untilReady(t, fe); code != "08P01" {
 		t.Fatalf("malformed Bind answered with %q, want 08P01", code)
 	}
-	checkEvents(t, h.log.all(), []wantEvent{{stmt: "SELECT $1::text", err: "08P01"}})
-	if e := h.log.all()[0]; e.Detail != "parameters not recorded: malformed Bind" {
+	checkEvents(t, h.log.Events(), []wantEvent{{stmt: "SELECT $1::text", err: "08P01"}})
+	if e := h.log.Events()[0]; e.Detail != "parameters not recorded: malformed Bind" {
 		t.Errorf("detail %q", e.Detail)
 	}
 	pc, err := pgconn.Construct(hc)
@@ -310,7 +304,7 @@ func TestPortalSuspendedRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Conn.Close()
-	h.log.reset()
+	h.log.Reset()
 	fe := hc.Frontend
 	fe.Send(&pgproto3.Parse{Query: "SELECT generate_series(1, $1::int)"})
 	fe.Send(&pgproto3.Bind{Parameters: [][]byte{[]byte("5")}})
@@ -322,8 +316,8 @@ func TestPortalSuspendedRecorded(t *testing.T) {
 	if code := untilReady(t, fe); code != "" {
 		t.Fatalf("error %s", code)
 	}
-	checkEvents(t, h.log.all(), []wantEvent{{stmt: "SELECT generate_series(1, $1::int)", rows: 2, params: []string{"5"}}})
-	if e := h.log.all()[0]; e.Detail != "row limit reached: portal suspended" {
+	checkEvents(t, h.log.Events(), []wantEvent{{stmt: "SELECT generate_series(1, $1::int)", rows: 2, params: []string{"5"}}})
+	if e := h.log.Events()[0]; e.Detail != "row limit reached: portal suspended" {
 		t.Errorf("detail %q", e.Detail)
 	}
 }

@@ -79,7 +79,7 @@ func TestPanicClosesOnlyItsSession(t *testing.T) {
 		}
 		c.Close(ctx)
 		var f *event.Event
-		for _, e := range h.log.all() {
+		for _, e := range h.log.Events() {
 			if e.Type == event.TypeFault && strings.Contains(e.Detail, "on the "+tc.side+" side") {
 				f = e
 			}

@@ -130,7 +130,7 @@ func TestMaskingEveryFormat(t *testing.T) {
 	}
 
 	// Events say which columns were PII and which left masked.
-	e := h.log.find(t, "SELECT email, full_name, ssn, birth_date, notes FROM customers")
+	e := h.log.Find(t, "SELECT email, full_name, ssn, birth_date, notes FROM customers")
 	if strings.Join(e.MaskedColumns, ",") != "customers.email,customers.full_name,customers.ssn,customers.birth_date,customers.notes" {
 		t.Fatalf("masked columns: %v (pii %v)", e.MaskedColumns, e.PIIColumns)
 	}
@@ -187,7 +187,7 @@ func TestMaskingLiteralVariants(t *testing.T) {
 		assertNoPII(t, q, all)
 	}
 	for _, sub := range []string{"WHERE id = 1", "WHERE id = 2"} {
-		e := h.log.find(t, sub)
+		e := h.log.Find(t, sub)
 		if !strings.Contains(strings.Join(e.MaskedColumns, ","), "customers.email") {
 			t.Errorf("%s: masked columns %v", sub, e.MaskedColumns)
 		}

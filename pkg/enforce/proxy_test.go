@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,43 +25,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testsink"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
-
-// eventLog is a Sink that keeps events for assertions.
-type eventLog struct {
-	mu     sync.Mutex
-	events []*event.Event
-}
-
-func (l *eventLog) Emit(e *event.Event) {
-	l.mu.Lock()
-	l.events = append(l.events, e)
-	l.mu.Unlock()
-}
-
-func (l *eventLog) all() []*event.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]*event.Event(nil), l.events...)
-}
-
-// find waits briefly for an event whose statement contains sub.
-func (l *eventLog) find(t *testing.T, sub string) *event.Event {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		for _, e := range l.all() {
-			if strings.Contains(e.Statement, sub) {
-				return e
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no event for %q; have %d events", sub, len(l.all()))
-	return nil
-}
 
 // testPolicy is the shipped default plus sensitive columns of the test schema, and raw
 // access for the "postgres" user.
@@ -98,7 +65,7 @@ type harness struct {
 	pg   *testpg.Server
 	srv  *Server
 	addr string
-	log  *eventLog
+	log  *testsink.Collector
 	reg  *prometheus.Registry
 }
 
@@ -126,7 +93,7 @@ func startWith(t testing.TB, pg *testpg.Server, pol Policy, opts ...harnessOpt) 
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h := &harness{pg: pg, log: &eventLog{}, reg: prometheus.NewRegistry()}
+	h := &harness{pg: pg, log: &testsink.Collector{}, reg: prometheus.NewRegistry()}
 	srv, err := New(cfg, pol, h.log, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -241,14 +208,14 @@ func TestSimpleAndExtendedProtocol(t *testing.T) {
 	if _, err := c.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = 1; UPDATE accounts SET balance = balance - 1 WHERE id = 1", pgx.QueryExecModeSimpleProtocol); err != nil {
 		t.Fatal(err)
 	}
-	e := h.log.find(t, "SELECT count(*) FROM accounts")
+	e := h.log.Find(t, "SELECT count(*) FROM accounts")
 	if e.Source != event.SourceProxy || e.Rows != 1 || e.DBUser != "postgres" || e.Database != "postgres" || e.BackendPID == 0 ||
 		e.SessionID == "" || e.ServerAddr != h.pg.Addr() || e.Kind != "SELECT" || e.Decision != event.DecisionAllow {
 		t.Fatalf("event: %+v", e)
 	}
 	// One event per statement of the multi-statement Query, each with its own rows.
 	for _, sql := range []string{"UPDATE accounts SET balance = balance + 1 WHERE id = 1", "UPDATE accounts SET balance = balance - 1 WHERE id = 1"} {
-		if e := h.log.find(t, sql); e.Statement != sql || e.Rows != 1 || e.Kind != "UPDATE" {
+		if e := h.log.Find(t, sql); e.Statement != sql || e.Rows != 1 || e.Kind != "UPDATE" {
 			t.Fatalf("multi-statement event: %+v", e)
 		}
 	}
@@ -313,7 +280,7 @@ func startPG(tb testing.TB) *testpg.Server {
 // startOnAddr runs a proxy in front of an arbitrary upstream address (fuzzing a hostile
 // upstream); it stops when the process ends.
 func startOnAddr(t testing.TB, upstream string) *harness {
-	h := &harness{log: &eventLog{}, reg: prometheus.NewRegistry()}
+	h := &harness{log: &testsink.Collector{}, reg: prometheus.NewRegistry()}
 	srv, err := New(Config{Listen: "127.0.0.1:0", Upstream: upstream, DialTimeout: 2 * time.Second}, testPolicy(t), h.log, h.reg,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
