@@ -106,6 +106,11 @@ func TestDiesWithParent(t *testing.T) {
 	}
 }
 
+// The main goroutine keeps the main thread: a goroutine that exits locked to the main
+// thread leaves it wedged rather than ended, and TestOutlivesStartingThread needs its
+// starting thread to end.
+func init() { runtime.LockOSThread() }
+
 // TestOutlivesStartingThread: the server lives as long as the process, not as long as the
 // OS thread that happened to start it (the parent-death signal is sent when that thread
 // exits; here, a goroutine that exits locked to its thread ends the thread).
