@@ -7,6 +7,17 @@
 
 #include "common.h"
 
+/* The watched server processes, whose TLS plaintext and Unix-socket I/O are captured:
+ * postmasters (from userspace) and, added in the kernel at fork, their children (the
+ * backends). The TLS uprobes are attached per binary and so fire in every process running
+ * it, servers the agent was not told to watch included: this set is what confines them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} watched_tgids SEC(".maps");
+
 struct stream_key {
 	__u32 tgid;
 	__s32 fd;

@@ -2,8 +2,9 @@
 /* TLS plaintext of PostgreSQL connections: uprobes on the server's be_tls_read and
  * be_tls_write, which run only for TLS connections (secure_read/secure_write would also
  * fire for every plaintext read, which TCX already sees). The buffer is read at return,
- * once the byte count is known. Attached per server binary by userspace. (BPF_KPROBE and
- * BPF_KRETPROBE only unpack registers; they serve uprobes as well.) */
+ * once the byte count is known. Attached per server binary by userspace; recorded only in
+ * watched processes (watched_tgids, proc.h). (BPF_KPROBE and BPF_KRETPROBE only unpack
+ * registers; they serve uprobes as well.) */
 #ifndef __VIGIL_TLS_H__
 #define __VIGIL_TLS_H__
 
@@ -21,6 +22,10 @@ struct {
 static __always_inline int tls_enter(void *port, void *ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	/* A server sharing the binary with a watched one but not watched itself. */
+	if (!bpf_map_lookup_elem(&watched_tgids, &tgid))
+		return 0;
 	struct io_args a = {.buf = (__u64)ptr, .fd = -1};
 	bpf_probe_read_user(&a.fd, sizeof(a.fd), port);
 	bpf_map_update_elem(&tls_args, &id, &a, BPF_ANY);

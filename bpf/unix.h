@@ -10,15 +10,6 @@
 
 #include "proc.h"
 
-/* Processes whose Unix-socket I/O is captured: postmasters (from userspace) and, added
- * in the kernel at fork, their children (the backends). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} watched_tgids SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-db/vigil/internal/testproc"
 )
 
 // ZooKeeperJar is where Debian's zookeeper package installs the server (3.8); its
@@ -27,7 +29,7 @@ const ClusterReplicated = "vigil_replicated"
 type ZooKeeper struct {
 	Dir  string
 	Port int
-	cmd  *exec.Cmd
+	proc *testproc.Proc
 }
 
 // Replicated is a one-shard cluster of replicas and the ZooKeeper they share.
@@ -114,21 +116,18 @@ func StartZooKeeper() (*ZooKeeper, error) {
 		"org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(dir, "zoo.cfg"))
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if z.proc, err = testproc.Start(cmd); err != nil { // dies with the test process
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting ZooKeeper: %w", err)
 	}
-	z.cmd = cmd
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case err := <-exited:
+		case <-z.proc.Done():
 			b, _ := os.ReadFile(filepath.Join(dir, "zookeeper.log"))
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("ZooKeeper exited during start-up: %v\n%s", err, b)
+			return nil, fmt.Errorf("ZooKeeper exited during start-up: %v\n%s", z.proc.Err(), b)
 		default:
 		}
 		if mode, err := z.mode(); err == nil && mode == "standalone" {
@@ -164,9 +163,10 @@ func (z *ZooKeeper) mode() (string, error) {
 
 // Stop kills ZooKeeper's process group and removes its files.
 func (z *ZooKeeper) Stop() {
-	if z.cmd != nil {
-		_ = syscall.Kill(-z.cmd.Process.Pid, syscall.SIGKILL)
-		z.cmd = nil
+	if z.proc != nil {
+		_ = syscall.Kill(-z.proc.Pid, syscall.SIGKILL)
+		<-z.proc.Done()
+		z.proc = nil
 	}
 	_ = os.RemoveAll(z.Dir)
 }

@@ -1,7 +1,8 @@
 // Package testch starts throwaway ClickHouse servers from Debian's clickhouse-server (18.16)
 // for tests: a temp directory for data and logs, free loopback ports, a generated config (no
 // file under /etc is touched or needed at run time). A server can be killed and restarted on
-// the same data directory and port, which outage tests need. Stop removes everything.
+// the same data directory and port, which outage tests need. Stop removes everything; a
+// test process killed before it stopped them takes its servers with it.
 // StartCluster starts a replicated cluster: two or more servers as replicas of one shard,
 // coordinated by a standalone ZooKeeper from Debian's zookeeper package.
 package testch
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-db/vigil/internal/testproc"
 )
 
 // ServerBin is where Debian installs the server.
@@ -45,8 +48,8 @@ type Server struct {
 	Port     int // native protocol
 	HTTPPort int
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	proc *testproc.Proc // while running
 
 	repl *replica // set for a member of a StartCluster cluster
 }
@@ -131,7 +134,7 @@ func (s *Server) start() error {
 func (s *Server) Restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
+	if s.proc != nil {
 		return errors.New("testch: server already running")
 	}
 	logf, err := os.OpenFile(filepath.Join(s.Dir, "stdout.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -142,28 +145,26 @@ func (s *Server) Restart() error {
 	cmd.Dir = s.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a test's SIGINT must not reach the server before Stop does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("starting %s: %w", ServerBin, err)
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	proc, err := testproc.Start(cmd) // dies with the test process, killed or not
 	logf.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("clickhouse-server exited during start-up: %v\n%s", err, s.tailLog())
+		case <-proc.Done():
+			return fmt.Errorf("clickhouse-server exited during start-up: %v\n%s", proc.Err(), s.tailLog())
 		default:
 		}
 		if _, err := s.query("SELECT 1"); err == nil {
-			s.cmd = cmd
-			go func() { <-exited }() // reap; Kill waits through the process state
+			s.proc = proc
 			return nil
 		}
 		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
+			_ = proc.Signal(syscall.SIGKILL)
+			<-proc.Done()
 			return fmt.Errorf("clickhouse-server did not answer on port %d within 60s\n%s", s.Port, s.tailLog())
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -175,11 +176,12 @@ func (s *Server) Restart() error {
 func (s *Server) Kill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	s.cmd = nil
+	_ = syscall.Kill(-s.proc.Pid, syscall.SIGKILL)
+	<-s.proc.Done()
+	s.proc = nil
 	for i := 0; i < 200; i++ {
 		c, err := net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
 		if err != nil {

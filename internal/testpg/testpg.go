@@ -1,6 +1,7 @@
 // Package testpg starts throwaway PostgreSQL servers from Debian's binaries for tests: a temp
 // data directory owned by the postgres user, a free loopback port, a Unix socket in the temp
-// dir, TLS with a generated certificate, fsync off. The server is stopped when the test ends.
+// dir, TLS with a generated certificate, fsync off. The server is stopped when the test ends,
+// and dies with the test process if that ends first without stopping it (killed).
 package testpg
 
 import (
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -19,8 +21,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-db/vigil/internal/testproc"
 )
 
 // BinDir is where Debian installs the PostgreSQL 15 server binaries.
@@ -35,6 +40,8 @@ type Server struct {
 	// Password is the password of the "vigil_scram" role (SCRAM auth over TCP) and of the
 	// "vigil_md5" role (md5 auth); every other role authenticates with trust.
 	Password string
+
+	proc *testproc.Proc // the postmaster
 }
 
 // Options tune the server.
@@ -106,10 +113,10 @@ func StartServer(opts ...Options) (*Server, error) {
 		return nil, err
 	}
 	_ = os.Chown(filepath.Join(s.Dir, "pg_hba.conf"), uid, gid)
-	if out, err := asPostgres(filepath.Join(BinDir, "pg_ctl"), "-D", s.Dir, "-l", filepath.Join(root, "server.log"), "-w", "-t", "30", "start"); err != nil {
+	if err := s.start(uint32(uid), uint32(gid)); err != nil {
 		log, _ := os.ReadFile(filepath.Join(root, "server.log"))
 		os.RemoveAll(root)
-		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+		return nil, fmt.Errorf("%w\n%s", err, log)
 	}
 	if _, err := s.Psql("postgres", "CREATE ROLE vigil_scram LOGIN SUPERUSER PASSWORD '"+s.Password+"'; "+
 		"SET password_encryption = 'md5'; CREATE ROLE vigil_md5 LOGIN SUPERUSER PASSWORD '"+s.Password+"'"); err != nil {
@@ -119,9 +126,62 @@ func StartServer(opts ...Options) (*Server, error) {
 	return s, nil
 }
 
-// Stop stops the server at once and removes its files.
+// start runs the postmaster as the postgres user and waits until it accepts connections.
+// Not pg_ctl: it starts the postmaster as a daemon, out of reach of the parent-death signal
+// that ends the server with the test process (testproc). The postmaster's own children
+// exit when it dies.
+func (s *Server) start(uid, gid uint32) error {
+	logf, err := os.Create(filepath.Join(s.SocketDir, "server.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(BinDir, "postgres"), "-D", s.Dir)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a test's SIGINT must not reach the server before Stop does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	if s.proc, err = testproc.Start(cmd); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !s.ready() {
+		select {
+		case <-s.proc.Done():
+			return fmt.Errorf("postgres exited during start-up: %v", s.proc.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return errors.New("postgres not ready within 30s")
+		}
+	}
+	return nil
+}
+
+// ready says whether the postmaster reports itself ready in postmaster.pid (its pid on the
+// first line, the status on the eighth), as pg_ctl -w checks.
+func (s *Server) ready() bool {
+	b, err := os.ReadFile(filepath.Join(s.Dir, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	lines := strings.Split(string(b), "\n")
+	return len(lines) >= 8 && lines[0] == strconv.Itoa(s.proc.Pid) && strings.TrimSpace(lines[7]) == "ready"
+}
+
+// Stop stops the server at once (an immediate shutdown, as pg_ctl -m immediate) and
+// removes its files.
 func (s *Server) Stop() {
-	_, _ = asPostgres(filepath.Join(BinDir, "pg_ctl"), "-D", s.Dir, "-m", "immediate", "-w", "stop")
+	if s.proc != nil {
+		_ = s.proc.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.proc.Done():
+		case <-time.After(10 * time.Second):
+			_ = s.proc.Signal(syscall.SIGKILL)
+			<-s.proc.Done()
+		}
+	}
 	_ = os.RemoveAll(s.SocketDir)
 }
 

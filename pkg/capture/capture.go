@@ -45,16 +45,19 @@ type Config struct {
 	// Discover finds PostgreSQL servers by their executables; Interval is how often.
 	Discover bool
 	Interval time.Duration
-	// Servers are named explicitly, in addition to discovered ones.
+	// Servers are named explicitly, in addition to discovered ones; without Discover they
+	// are the only servers captured.
 	Servers []StaticServer
 	// RingBytes sizes the kernel ring buffer.
 	RingBytes int
 }
 
-// StaticServer is a server named in the configuration.
+// StaticServer is a server named in the configuration: the process listening on one of
+// Ports.
 type StaticServer struct {
-	Ports  []uint16
-	Binary string // for TLS uprobes; optional
+	Ports []uint16
+	// Binary is the server's executable, recognized as a server binary; optional.
+	Binary string
 }
 
 // Labeler is the policy as capture uses it: to label statements (capture cannot block).

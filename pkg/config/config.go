@@ -66,10 +66,12 @@ type Capture struct {
 	// Enabled turns kernel capture on (default true). Off, the agent only proxies.
 	Enabled *bool `yaml:"enabled"`
 	// Discover finds PostgreSQL servers on the host by their executables (default true).
+	// Off, capture watches exactly the Servers listed.
 	Discover *bool `yaml:"discover"`
 	// DiscoverInterval is how often the host is rescanned for new servers.
 	DiscoverInterval time.Duration `yaml:"discover_interval"`
-	// Servers are servers named explicitly (in addition to discovered ones).
+	// Servers are servers named explicitly: in addition to discovered ones, or with
+	// Discover off the only ones.
 	Servers []Server `yaml:"servers"`
 	// MaxStatementBytes caps the statement text kept per event; longer statements are
 	// truncated and flagged statement_truncated.
@@ -91,11 +93,13 @@ type Capture struct {
 	RingBufferBytes int `yaml:"ring_buffer_bytes"`
 }
 
-// Server names a database server explicitly.
+// Server names a database server explicitly: the process listening on one of Ports.
 type Server struct {
 	Protocol string   `yaml:"protocol"` // postgres
 	Ports    []uint16 `yaml:"ports"`
-	Binary   string   `yaml:"binary"` // server executable, for TLS uprobes
+	// Binary is the server's executable, for one under another name than postgres; other
+	// servers running it are not named by it.
+	Binary string `yaml:"binary"`
 }
 
 // Audit configures what the trail records.

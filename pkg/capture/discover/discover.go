@@ -63,7 +63,9 @@ type Config struct {
 	// Protocol defaults to postgres.
 	Protocol string
 	// Exe is the server binary's path (in the agent's mount namespace); processes running
-	// that file are servers.
+	// that file are servers. With Ports it names no server by itself: many servers on a host
+	// run the same binary, and an entry with ports means the one listening there. It still
+	// makes processes running the file recognized as servers of Protocol.
 	Exe string
 	// Ports are TCP ports; the process listening on one (in the agent's network namespace)
 	// is a server.
@@ -79,7 +81,7 @@ type candidate struct {
 	protocol string
 	exe      string
 	deleted  bool
-	config   int // index into the config entries, -1 when recognized by name
+	config   int // index of the Exe-only config entry naming it, else -1
 }
 
 // Scan lists the database servers running on this host, with the configured entries merged
@@ -136,7 +138,10 @@ func scan(configured []Config) (servers []Server, problems []error, err error) {
 			if pfi, err := os.Stat(procPath(pid, "exe")); err == nil {
 				for i, fi := range cfgExe {
 					if fi != nil && os.SameFile(fi, pfi) {
-						c.protocol, c.config = cfgs[i].Protocol, i
+						c.protocol = cfgs[i].Protocol
+						if len(cfgs[i].Ports) == 0 && c.config < 0 {
+							c.config = i
+						}
 					}
 				}
 			}

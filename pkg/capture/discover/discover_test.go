@@ -242,6 +242,19 @@ func TestScanConfigured(t *testing.T) {
 		t.Errorf("server = %+v", srv)
 	}
 
+	// An entry with ports names the server listening there, not every process running its
+	// binary: the PostgreSQL server runs it but listens elsewhere.
+	servers, err = Scan(Config{Name: "ports-and-exe", Exe: link, Ports: []int{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv := findServer(t, servers, pm); srv.Configured {
+		t.Errorf("server on another port = %+v, want it not configured", srv)
+	}
+	if srv := findServer(t, servers, os.Getpid()); srv.Name != "ports-and-exe" || !srv.Configured {
+		t.Errorf("server on the port = %+v, want configured ports-and-exe", srv)
+	}
+
 	// A configured binary that does not exist is reported, and discovery goes on.
 	servers, err = Scan(Config{Name: "missing", Exe: "/nonexistent/postgres"})
 	if err == nil || !strings.Contains(err.Error(), "missing") {

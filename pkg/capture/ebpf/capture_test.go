@@ -325,8 +325,16 @@ func TestTLS(t *testing.T) {
 	if err := tr.AttachPostgresTLS(filepath.Join(testpg.BinDir, "postgres")); err != nil {
 		t.Fatalf("AttachPostgresTLS: %v", err)
 	}
+	dsn := strings.Replace(srv.DSN("postgres", "postgres"), "sslmode=disable", "sslmode=require", 1)
+	// Before the server is watched its TLS sessions are not recorded, though the uprobes on
+	// its binary fire: they are some other server's as far as the hooks know.
+	unwatched := marker(t) + "_unwatched"
+	query(t, dsn, "SELECT '"+unwatched+"'")
+	if err := tr.WatchProcess(postmasterPID(t, srv)); err != nil {
+		t.Fatalf("WatchProcess: %v", err)
+	}
 	m := marker(t)
-	query(t, strings.Replace(srv.DSN("postgres", "postgres"), "sslmode=disable", "sslmode=require", 1), "SELECT '"+m+"'")
+	query(t, dsn, "SELECT '"+m+"'")
 
 	waitFor(t, "the marker in TLS plaintext, read and written", func() bool {
 		col.mu.Lock()
@@ -345,6 +353,11 @@ func TestTLS(t *testing.T) {
 	for _, s := range col.segs {
 		if bytes.Contains(s.Payload, []byte(m)) {
 			t.Fatalf("marker of a TLS connection seen in plaintext segment %v → %v", s.Src, s.Dst)
+		}
+	}
+	for _, d := range col.tls {
+		if bytes.Contains(d.Data, []byte(unwatched)) {
+			t.Fatalf("TLS plaintext of an unwatched server recorded (process %d)", d.PID)
 		}
 	}
 	contiguous(t, col.tls, m)

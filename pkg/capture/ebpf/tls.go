@@ -8,9 +8,9 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// AttachPostgresTLS captures TLS plaintext of every PostgreSQL server running binPath (for
-// Debian, /usr/lib/postgresql/15/bin/postgres; a container's binary through
-// /proc/PID/root/...). It needs the exported be_tls_read and be_tls_write. On failure
+// AttachPostgresTLS captures TLS plaintext of the watched PostgreSQL servers (WatchProcess)
+// running binPath (for Debian, /usr/lib/postgresql/15/bin/postgres; a container's binary
+// through /proc/PID/root/...). It needs the exported be_tls_read and be_tls_write. On failure
 // nothing of this binary stays attached, the error (for example a server built without
 // OpenSSL: the symbol is missing) is returned for the caller to log, and Hooks lists it.
 // Attaching a binary twice is a no-op.

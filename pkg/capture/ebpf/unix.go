@@ -15,9 +15,10 @@ import (
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
 )
 
-// WatchProcess marks a server process (a postmaster) for Unix-socket capture: it, its
-// current children and — tracked in the kernel at fork — its future children. Watched
-// processes leave the set when they exit.
+// WatchProcess marks a server process (a postmaster) for Unix-socket and TLS capture: it,
+// its current children and — tracked in the kernel at fork — its future children. Watched
+// processes leave the set when they exit. The TLS uprobes fire in every process running
+// the binary, so an unwatched server sharing it stays unrecorded only through this set.
 func (t *Tracer) WatchProcess(tgid uint32) error {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
 		return fmt.Errorf("watching process %d: %w", tgid, err)
