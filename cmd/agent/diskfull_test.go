@@ -24,9 +24,10 @@ import (
 // TestAgentDiskFull runs the agent with its state directory (key, head, store) on a 4 MiB
 // tmpfs while statements stream through its proxy, and fills that disk. /readyz must turn
 // 503 saying the disk is full and what to do, the metrics must say it, and once space is
-// freed the agent must be ready again and `vigil verify` must report the loss as a gap
-// the agent recorded — every statement either stored or counted lost — not as an intact
-// trail and not as a hole.
+// freed the agent must be ready again. The disk then fills again and the agent is stopped
+// before space returns. `vigil verify` must report both losses as gaps the agent recorded
+// — every statement either stored or counted lost — not as an intact trail and not as a
+// hole.
 func TestAgentDiskFull(t *testing.T) {
 	disk := testenv.Tmpfs(t, 4<<20)
 	srv := testpg.Start(t)
@@ -111,11 +112,16 @@ func TestAgentDiskFull(t *testing.T) {
 	filler := filepath.Join(disk, "filler")
 	fill(t, filler)
 	var readyz string
-	waitUntil("/readyz to say the disk is full", func() bool {
-		code, body := httpGet(t, base+"/readyz")
-		readyz = body
-		return code == 503 && strings.Contains(body, "disk full") && metric("vigil_audit_lost_events_total") > 0
-	})
+	full := func() {
+		t.Helper()
+		lost := metric("vigil_audit_lost_events_total")
+		waitUntil("/readyz to say the disk is full", func() bool {
+			code, body := httpGet(t, base+"/readyz")
+			readyz = body
+			return code == 503 && strings.Contains(body, "disk full") && metric("vigil_audit_lost_events_total") > lost
+		})
+	}
+	full()
 	if !strings.Contains(readyz, "free space") || !strings.Contains(readyz, `"trail"`) {
 		t.Errorf("/readyz does not say what to do:\n%s", readyz)
 	}
@@ -133,6 +139,8 @@ func TestAgentDiskFull(t *testing.T) {
 		t.Errorf("vigil_store_disk_full = %v once space is back", v)
 	}
 	time.Sleep(100 * time.Millisecond)
+	fill(t, filler)
+	full()
 	stopLoad.Store(true)
 	if err := <-loadDone; err != nil {
 		t.Fatal(err)
@@ -145,7 +153,8 @@ func TestAgentDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify: %v\n%s", err, out)
 	}
-	if strings.Contains(out, "trail intact") || !strings.Contains(out, "disk was full") || strings.Contains(out, "missing") {
+	if strings.Contains(out, "trail intact") || !strings.Contains(out, "lost: the store's disk was full") ||
+		!strings.Contains(out, "lost: the agent stopped while the store's disk was full") || strings.Contains(out, "missing") {
 		t.Errorf("verify does not report the loss as recorded:\n%s", out)
 	}
 	evs := readEvents(t, state)
@@ -161,7 +170,7 @@ func TestAgentDiskFull(t *testing.T) {
 	if n := uint64(executed.Load()); statements+lost != n {
 		t.Errorf("%d statements stored and %d recorded lost for %d executed", statements, lost, n)
 	}
-	t.Logf("%d statements executed, %d stored, %d lost", executed.Load(), statements, lost)
+	t.Logf("%d statements executed, %d stored, %d lost\n%s", executed.Load(), statements, lost, out)
 }
 
 // fill writes path until its filesystem has no space left.

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -57,6 +58,22 @@ func fillDisk(t *testing.T, path string) {
 	}
 }
 
+// closeOnFailure stops the trail and closes the store of a test that failed midway, so
+// that its tmpfs can be unmounted.
+func closeOnFailure(t *testing.T, e *env) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		e.cancel()
+		select {
+		case <-e.done:
+		case <-time.After(5 * time.Second): // Run returned already, to a stop that failed
+		}
+		e.st.Close()
+	})
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -99,14 +116,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	e := newEnvIn(t, base, cfg, local.Options{})
 	e.start()
-	stopped := false
-	t.Cleanup(func() { // before the tmpfs is unmounted, if the test failed midway
-		if !stopped {
-			e.cancel()
-			<-e.done
-			e.st.Close()
-		}
-	})
+	closeOnFailure(t, e)
 	emitted := 0
 	emit := func(n int) {
 		for range n {
@@ -153,7 +163,6 @@ func TestDiskFull(t *testing.T) {
 	}
 	emit(100)
 	e.stop()
-	stopped = true
 
 	evs := e.events()
 	var statements, lost uint64
@@ -202,4 +211,89 @@ func TestDiskFull(t *testing.T) {
 	if a.Lost != lost || a.SignedTo != a.LastSeq {
 		t.Errorf("verify: %+v, want %d lost and signed to the end", a, lost)
 	}
+}
+
+// TestDiskFullAtStop stops the trail while the disk is still full, as an operator's
+// restart would: the trail gives up its reserve file and records, in that space, one gap
+// event for everything it could not store and an anchor, and a restart once space is back
+// continues the chain.
+func TestDiskFullAtStop(t *testing.T) {
+	base := testenv.Tmpfs(t, 4<<20)
+	const queue = 512
+	cfg := Config{QueueSize: queue, BatchSize: 64}
+	e := newEnvIn(t, base, cfg, local.Options{})
+	reserve := filepath.Join(e.stateDir, ReserveFile)
+	if info, err := os.Stat(reserve); err != nil || info.Size() != reserveBytes {
+		t.Fatalf("no reserve file: %v", err)
+	}
+	e.start()
+	closeOnFailure(t, e)
+	emitted := 0
+	emit := func(n int) {
+		for range n {
+			e.tr.Emit(stmt(emitted))
+			emitted++
+		}
+	}
+	emit(200)
+	waitFor(t, "the first events", func() bool { seq, _ := e.st.Last(); return seq >= 200 })
+	fillDisk(t, filepath.Join(base, "filler"))
+	atFull, _ := e.st.Last()
+	waitFor(t, "the trail to let events go", func() bool {
+		emit(64)
+		time.Sleep(time.Millisecond)
+		return metricValue(t, e.reg, "vigil_audit_lost_events_total") > 2*queue
+	})
+	e.stop() // fails the test if Run returns an error
+	if _, err := os.Stat(reserve); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the reserve file is still there: %v", err)
+	}
+
+	evs := e.events()
+	var statements, lost uint64
+	for _, ev := range evs {
+		switch ev.Type {
+		case event.TypeStatement:
+			statements++
+		case event.TypeGap:
+			lost += ev.Lost
+		}
+	}
+	if statements+lost != uint64(emitted) {
+		t.Errorf("%d statements stored and %d recorded lost, %d emitted", statements, lost, emitted)
+	}
+	n := len(evs)
+	g := evs[n-2]
+	if g.Type != event.TypeGap || evs[n-1].Type != event.TypeAnchor || !strings.Contains(g.Detail, "stopped while the store's disk was full") {
+		t.Fatalf("the trail ends with %s %q, %s", g.Type, g.Detail, evs[n-1].Type)
+	}
+	if want := fmt.Sprintf("events seq %d..%d lost", atFull+1, g.Seq-1); !strings.Contains(g.Detail, want) {
+		t.Errorf("gap detail %q, want %q", g.Detail, want)
+	}
+	rep := e.verify()
+	requireOK(t, rep)
+	for _, p := range rep.Problems {
+		if p.Kind != KindGap {
+			t.Errorf("unexpected finding: %v", p)
+		}
+	}
+	if a := rep.Agents[0]; a.Lost != lost || a.SignedTo != a.LastSeq {
+		t.Errorf("verify: %+v, want %d lost and signed to the end", a, lost)
+	}
+
+	// Space is back: a restart continues the chain and makes a new reserve.
+	if err := os.Remove(filepath.Join(base, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	e.open(cfg)
+	e.start()
+	emit(10)
+	e.stop()
+	if _, err := os.Stat(reserve); err != nil {
+		t.Errorf("no reserve after the restart: %v", err)
+	}
+	if evs := e.events(); evs[n].Seq != evs[n-1].Seq+1 || evs[n].PrevHash != evs[n-1].Hash {
+		t.Errorf("the restart does not continue the chain: %+v after %+v", evs[n], evs[n-1])
+	}
+	requireOK(t, e.verify())
 }

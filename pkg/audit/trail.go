@@ -107,6 +107,8 @@ type Trail struct {
 	log   *slog.Logger
 	m     *metrics
 	head  string // head file path
+	// reserve is the reserve file's path (see lastResort).
+	reserve string
 
 	queue    chan *event.Event
 	dropped  atomic.Uint64 // dropped by Emit, not yet reported by a gap event
@@ -139,6 +141,7 @@ type Trail struct {
 	// lostFirst..lostFirst+lostN-1, recorded by a gap event once the store writes again.
 	lostFirst, lostN uint64
 	lostWhy          string
+	unstored         []*event.Event // the batch write gave up on at shutdown
 }
 
 // New prepares a trail writing to app. It loads or creates the signing key, and continues
@@ -181,6 +184,7 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 		wake:  make(chan struct{}, 1),
 		full:  make(chan struct{}, 1),
 	}
+	t.reserve = filepath.Join(cfg.StateDir, ReserveFile)
 	t.encA, _ = app.(encodedAppender)
 	if err := fastEncoderFits(); err != nil {
 		t.log.Warn("the event types changed since the trail's encoder was written: encoding with encoding/json, which is slower; update pkg/audit/encode.go", "err", err)
@@ -193,6 +197,7 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 	if err := t.resume(); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	t.makeReserve()
 	if lr, ok := app.(interface {
 		SetLossHandler(func(first, last, lost uint64, detail string))
 	}); ok {
@@ -305,17 +310,14 @@ func (t *Trail) drop() {
 
 // Run is the writer loop: it batches queued events into the store until ctx ends, then
 // stops accepting events, writes everything queued, anchors the chain, writes the head and
-// returns. It returns an error only if events could not be stored.
+// returns. It returns an error only if events could not be stored and their loss could
+// not be recorded either (see lastResort).
 func (t *Trail) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for {
-		if !t.collect(ctx, timer) {
-			break
-		}
-		if err := t.flush(ctx, false); err != nil {
-			return err
-		}
+	var failed error // a write gave up: ctx ended while the store failed
+	for failed == nil && t.collect(ctx, timer) {
+		failed = t.flush(ctx, false)
 	}
 
 	// Shut down: no Emit may queue after the final drain. An Emit either sees stopping
@@ -324,22 +326,23 @@ func (t *Trail) Run(ctx context.Context) error {
 	for t.inflight.Load() != 0 {
 		runtime.Gosched()
 	}
-	for {
+	for failed == nil {
 		t.takeQueued()
 		// A final write can make the store delete, and report, more, or succeed after
 		// events were let go: flush until quiet.
 		more := len(t.queue) > 0 || t.pendingLosses() || t.lostN > 0
-		if err := t.flush(ctx, !more); err != nil {
-			return err
-		}
+		failed = t.flush(ctx, !more)
 		if !more && !t.pendingLosses() && t.lostN == 0 {
 			break
 		}
 	}
+	if failed != nil {
+		failed = t.lastResort(ctx, failed)
+	}
 	if n := t.dropped.Load(); n > 0 {
 		t.log.Error("events dropped while the trail shut down", "events", n)
 	}
-	return nil
+	return failed
 }
 
 // collect waits for work and gathers a batch into t.batch. It returns false when ctx ends.
@@ -563,6 +566,7 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 		}
 		t.failing(err, evs, attempt)
 		if attempt >= 5 && ctx.Err() != nil {
+			t.unstored = evs
 			err = fmt.Errorf("audit: events seq %d..%d not stored: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
 			if t.lostN > 0 {
 				err = fmt.Errorf("%w; seqs %d..%d were let go before, and no gap event records them", err, t.lostFirst, t.lostFirst+t.lostN-1)

@@ -499,7 +499,7 @@ func (s *Store) writeActive(evs []*event.Event, data []byte, ends []int) error {
 	sg.size += int64(n)
 	s.total += int64(n)
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", sg.path, err)
+		return fmt.Errorf("appending to a segment: %w", err) // err names the file
 	}
 	sg.last = evs[len(evs)-1].Seq
 	// ends are offsets in the caller's buffer, where data starts at ends[0]-len(line 0).
