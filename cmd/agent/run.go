@@ -177,12 +177,13 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if fl.print {
 		tee = stdout
 	}
+	trailState := newTrailHealth()
 	trail, err := audit.New(audit.Config{
 		Host: cfg.Host, AgentID: cfg.AgentID, StateDir: cfg.StateDir,
 		QueueSize: cfg.Audit.QueueEvents, DropParams: !*cfg.Audit.RecordParams,
 		AnchorInterval: cfg.Audit.AnchorInterval, BatchWait: cfg.Audit.BatchWait,
 		Recycle: true,
-		Redact:  redact, RedactCredentialsOnly: credentialsOnly, Tee: tee, Logger: log,
+		Redact:  redact, RedactCredentialsOnly: credentialsOnly, Tee: tee, StoreState: trailState.set, Logger: log,
 	}, st.appender, reg)
 	if err != nil {
 		return fmt.Errorf("audit trail: %w", err)
@@ -334,6 +335,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		return errors.New("nothing to do: capture is off and no --proxy was given")
 	}
 	status.Set("store", health.Component{Required: true, Ready: true, Detail: redactURL(cfg.Store)})
+	trailState.publish(status)
 	// The exporter drains the spool after the trail's last flush, so a clean stop leaves
 	// nothing behind in it.
 	exportCtx, stopExport := context.WithCancel(context.Background())
@@ -369,6 +371,41 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 	log.Info("agent stopped")
 	return nil
+}
+
+// trailHealth is the "trail" component of /readyz: whether the trail's appends to the
+// local store or spool succeed (apart from "store", which the ClickHouse exporter
+// reports). A full disk makes the agent not ready, saying what to do. It is published only
+// once the other components are registered: an early "ready" alone would make /readyz
+// answer 200 while capture still loads.
+type trailHealth struct {
+	mu     sync.Mutex
+	c      health.Component
+	status *health.Status // nil until published
+}
+
+func newTrailHealth() *trailHealth {
+	return &trailHealth{c: health.Component{Required: true, Ready: true, Detail: "storing events"}}
+}
+
+// set is the trail's StoreState.
+func (h *trailHealth) set(ok bool, detail string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.c = health.Component{Required: true, Ready: ok, Detail: detail}
+	if ok {
+		h.c.Detail = "storing events"
+	}
+	if h.status != nil {
+		h.status.Set("trail", h.c)
+	}
+}
+
+func (h *trailHealth) publish(s *health.Status) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.status = s
+	s.Set("trail", h.c)
 }
 
 // reportCaptureStatus publishes which hooks attached on /readyz.

@@ -58,7 +58,17 @@ intact (warnings, such as gaps the agent itself recorded, are printed), 1 otherw
 				return &exitError{code: 1, err: errors.New("the trail is not intact")}
 			}
 			if !asJSON {
-				fmt.Fprintln(out, "trail intact")
+				// Recorded loss is no tampering, but the trail is not whole either: say so
+				// where an operator looks first.
+				var gaps, lost uint64
+				for _, a := range rep.Agents {
+					gaps, lost = gaps+a.Gaps, lost+a.Lost
+				}
+				if lost > 0 {
+					fmt.Fprintf(out, "chain intact, trail incomplete: the agent recorded %d lost events in %d gap events (see the warnings above)\n", lost, gaps)
+				} else {
+					fmt.Fprintln(out, "trail intact")
+				}
 			}
 			return nil
 		},

@@ -2,7 +2,10 @@
 package testenv
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -18,4 +21,27 @@ func RequireBPF(t testing.TB) {
 		t.Fatal("this test loads eBPF programs and needs root (VIGIL_REQUIRE_BPF=1)")
 	}
 	t.Skip("needs root to load eBPF programs (set VIGIL_REQUIRE_BPF=1 to make this a failure)")
+}
+
+// Tmpfs mounts a tmpfs of size bytes on a new temporary directory and returns the
+// directory; the mount goes when the test ends. A small filesystem is how a test fills a
+// disk for real. It needs root like eBPF does: skipped without it, failed when
+// VIGIL_REQUIRE_BPF=1.
+func Tmpfs(t testing.TB, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		msg := fmt.Sprintf("mounting a tmpfs on %s: %v: %s", dir, err, bytes.TrimSpace(out))
+		if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
+			t.Fatal(msg + " (VIGIL_REQUIRE_BPF=1)")
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting the tmpfs on %s: %v: %s", dir, err, bytes.TrimSpace(out))
+		}
+	})
+	return dir
 }

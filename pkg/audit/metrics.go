@@ -7,10 +7,12 @@ import (
 )
 
 type metrics struct {
-	events  *prometheus.CounterVec
-	byType  map[event.Type]prometheus.Counter // the known types, resolved once
-	dropped prometheus.Counter
-	write   prometheus.Histogram
+	events   *prometheus.CounterVec
+	byType   map[event.Type]prometheus.Counter // the known types, resolved once
+	dropped  prometheus.Counter
+	lost     prometheus.Counter
+	diskFull prometheus.Gauge
+	write    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, error) {
@@ -22,6 +24,14 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_audit_dropped_total",
 			Help: "Events dropped because the audit queue was full (each drop is reported by a gap event).",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_audit_lost_events_total",
+			Help: "Events the trail numbered and let go because the store could not take them (each seq range is reported by a gap event once the store writes again).",
+		}),
+		diskFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_store_disk_full",
+			Help: "1 while the store refuses the trail's events because its disk is full.",
 		}),
 		write: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "vigil_store_write_seconds",
@@ -40,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.dropped, m.write, backlogGauge} {
+	for _, c := range []prometheus.Collector{m.events, m.dropped, m.lost, m.diskFull, m.write, backlogGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -2,8 +2,9 @@
 // events through a bounded queue that never blocks them; its writer loop numbers them
 // (seq), redacts them, links them into a hash chain, signs the chain with periodic anchor
 // events and a head file, and appends them in batches to a store. Whatever it cannot keep
-// — a full queue, events the store had to delete, a tail lost in a crash — becomes a gap
-// event in the same chain, so the trail is never silently incomplete. Verify checks a
+// — a full queue, events a failing store (a full disk) could not take, events the store
+// had to delete, a tail lost in a crash — becomes a gap event in the same chain, so the
+// trail is never silently incomplete. Verify checks a
 // stored trail for deleted, altered, reordered, duplicated and cut-off events.
 package audit
 
@@ -21,6 +22,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +82,10 @@ type Config struct {
 	// rather than wrapping the store: the trail needs the store's own methods (Last,
 	// SetLossHandler, AppendEncoded), which a wrapper hides.
 	Tee io.Writer
+	// StoreState, if set, learns whether the store takes the trail's events: ok false,
+	// with a sentence saying what fails, what is being lost and what to do, on every failed
+	// attempt; ok true once an append succeeds again. The agent shows it on /readyz.
+	StoreState func(ok bool, detail string)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -101,6 +107,8 @@ type Trail struct {
 	log   *slog.Logger
 	m     *metrics
 	head  string // head file path
+	// reserve is the reserve file's path (see lastResort).
+	reserve string
 
 	queue    chan *event.Event
 	dropped  atomic.Uint64 // dropped by Emit, not yet reported by a gap event
@@ -126,6 +134,14 @@ type Trail struct {
 	teeBuf      []byte
 	teeFailed   bool
 	writeFailed bool
+	failedAt    time.Time // when the store started failing
+	failErr     error     // its last error
+	failLogged  time.Time // when that was last logged
+	// Events numbered while the store failed and let go to keep memory bounded: seqs
+	// lostFirst..lostFirst+lostN-1, recorded by a gap event once the store writes again.
+	lostFirst, lostN uint64
+	lostWhy          string
+	unstored         []*event.Event // the batch write gave up on at shutdown
 }
 
 // New prepares a trail writing to app. It loads or creates the signing key, and continues
@@ -168,6 +184,7 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 		wake:  make(chan struct{}, 1),
 		full:  make(chan struct{}, 1),
 	}
+	t.reserve = filepath.Join(cfg.StateDir, ReserveFile)
 	t.encA, _ = app.(encodedAppender)
 	if err := fastEncoderFits(); err != nil {
 		t.log.Warn("the event types changed since the trail's encoder was written: encoding with encoding/json, which is slower; update pkg/audit/encode.go", "err", err)
@@ -180,6 +197,7 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 	if err := t.resume(); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	t.makeReserve()
 	if lr, ok := app.(interface {
 		SetLossHandler(func(first, last, lost uint64, detail string))
 	}); ok {
@@ -292,17 +310,14 @@ func (t *Trail) drop() {
 
 // Run is the writer loop: it batches queued events into the store until ctx ends, then
 // stops accepting events, writes everything queued, anchors the chain, writes the head and
-// returns. It returns an error only if events could not be stored.
+// returns. It returns an error only if events could not be stored and their loss could
+// not be recorded either (see lastResort).
 func (t *Trail) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for {
-		if !t.collect(ctx, timer) {
-			break
-		}
-		if err := t.flush(ctx, false); err != nil {
-			return err
-		}
+	var failed error // a write gave up: ctx ended while the store failed
+	for failed == nil && t.collect(ctx, timer) {
+		failed = t.flush(ctx, false)
 	}
 
 	// Shut down: no Emit may queue after the final drain. An Emit either sees stopping
@@ -311,21 +326,23 @@ func (t *Trail) Run(ctx context.Context) error {
 	for t.inflight.Load() != 0 {
 		runtime.Gosched()
 	}
-	for {
+	for failed == nil {
 		t.takeQueued()
-		// A final write can make the store delete, and report, more: flush until quiet.
-		more := len(t.queue) > 0 || t.pendingLosses()
-		if err := t.flush(ctx, !more); err != nil {
-			return err
-		}
-		if !more && !t.pendingLosses() {
+		// A final write can make the store delete, and report, more, or succeed after
+		// events were let go: flush until quiet.
+		more := len(t.queue) > 0 || t.pendingLosses() || t.lostN > 0
+		failed = t.flush(ctx, !more)
+		if !more && !t.pendingLosses() && t.lostN == 0 {
 			break
 		}
+	}
+	if failed != nil {
+		failed = t.lastResort(ctx, failed)
 	}
 	if n := t.dropped.Load(); n > 0 {
 		t.log.Error("events dropped while the trail shut down", "events", n)
 	}
-	return nil
+	return failed
 }
 
 // collect waits for work and gathers a batch into t.batch. It returns false when ctx ends.
@@ -380,6 +397,14 @@ func (t *Trail) flush(ctx context.Context, final bool) error {
 	}
 	now := time.Now()
 	var out []*event.Event
+	if t.lostN > 0 {
+		// First, so that its seq follows the range it records.
+		out = append(out, &event.Event{
+			Time: now, Type: event.TypeGap, Lost: t.lostN,
+			Detail: lostRange(t.lostFirst, t.lostFirst+t.lostN-1, t.lostWhy),
+		})
+		t.lostN = 0
+	}
 	if n := t.dropped.Swap(0); n > 0 {
 		out = append(out, &event.Event{
 			Time: now, Type: event.TypeGap, Lost: n,
@@ -514,8 +539,9 @@ func (t *Trail) tee() {
 
 // write appends sealed events, retrying a failing store: the events already carry their
 // seqs and links, so the same batch is retried until it is stored. Meanwhile the queue
-// fills and Emit counts what it drops, for the gap event after. Once ctx has ended
-// (shutdown) it tries a few times more and then gives up, saying what was not stored.
+// fills; once it is nearly full, shed numbers its oldest events and lets them go, for the
+// gap event after. Once ctx has ended (shutdown) it tries a few times more and then gives
+// up, saying what was not stored.
 func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 	if len(evs) == 0 {
 		return nil
@@ -534,21 +560,30 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 		t.m.write.Observe(time.Since(start).Seconds())
 		if err == nil {
 			if t.writeFailed {
-				t.log.Info("store accepts events again", "attempts", attempt)
-				t.writeFailed = false
+				t.recovered(attempt)
 			}
 			break
 		}
-		t.writeFailed = true
-		t.log.Error("appending to the store", "err", err, "first_seq", evs[0].Seq, "events", len(evs), "attempt", attempt)
+		t.failing(err, evs, attempt)
 		if attempt >= 5 && ctx.Err() != nil {
-			return fmt.Errorf("audit: events seq %d..%d not stored: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
+			t.unstored = evs
+			err = fmt.Errorf("audit: events seq %d..%d not stored: %w", evs[0].Seq, evs[len(evs)-1].Seq, err)
+			if t.lostN > 0 {
+				err = fmt.Errorf("%w; seqs %d..%d were let go before, and no gap event records them", err, t.lostFirst, t.lostFirst+t.lostN-1)
+			}
+			return err
+		}
+		maxBackoff := 5 * time.Second
+		if diskFull(err) {
+			// A retry on a full disk fails at once and costs nothing: retry often, to stop
+			// losing events soon after space returns.
+			maxBackoff = time.Second
 		}
 		if ctx.Err() != nil {
 			backoff = min(backoff, 200*time.Millisecond) // shutting down: a few quick tries
 		}
-		time.Sleep(backoff)
-		backoff = min(2*backoff, 5*time.Second)
+		t.shed(ctx, backoff)
+		backoff = min(2*backoff, maxBackoff)
 	}
 	for _, e := range evs {
 		t.m.countEvent(e.Type)
@@ -560,6 +595,136 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 	t.pendingHead = &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash}
 	t.writeHead(false)
 	return nil
+}
+
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// failLogEvery bounds the log lines of a store that keeps failing; readiness and the
+// metrics say it on every attempt.
+const failLogEvery = 30 * time.Second
+
+// failing says, loudly, that the store refused a batch: a log line on the first failure,
+// when the kind of failure changes and every failLogEvery, the disk-full metric and the
+// store state on every attempt.
+func (t *Trail) failing(err error, evs []*event.Event, attempt int) {
+	full := diskFull(err)
+	now := time.Now()
+	first := !t.writeFailed
+	changed := !first && full != diskFull(t.failErr)
+	if first {
+		t.writeFailed, t.failedAt = true, now
+	}
+	t.failErr = err
+	if full {
+		t.m.diskFull.Set(1)
+	} else {
+		t.m.diskFull.Set(0)
+	}
+	state := "cannot store events"
+	todo := "fix the store"
+	if full {
+		state = "disk full: cannot store events"
+		todo = "free space on the filesystem that holds the store (keep local_store.max_bytes below what it can hold)"
+	}
+	detail := fmt.Sprintf("%s (%v) since %s; %s. Seqs %d..%d wait in memory", state, err,
+		t.failedAt.UTC().Format(time.RFC3339), todo, evs[0].Seq, evs[len(evs)-1].Seq)
+	if t.lostN > 0 {
+		detail += fmt.Sprintf(", %d events (seqs %d..%d) were let go: a gap event records them once the store writes again",
+			t.lostN, t.lostFirst, t.lostFirst+t.lostN-1)
+	}
+	if t.cfg.StoreState != nil {
+		t.cfg.StoreState(false, detail)
+	}
+	if !first && !changed && now.Sub(t.failLogged) < failLogEvery {
+		return
+	}
+	t.failLogged = now
+	args := []any{"err", err, "first_seq", evs[0].Seq, "events", len(evs), "attempt", attempt,
+		"failing_for", now.Sub(t.failedAt).Round(time.Millisecond), "lost_events", t.lostN}
+	if full {
+		t.log.Error("the store's disk is full: events are not being stored; free space on the filesystem that holds the store "+
+			"(and keep local_store.max_bytes below what it can hold). Meanwhile the trail holds one batch and its queue in memory "+
+			"and lets the oldest queued events go, numbered; a gap event records them once space returns", args...)
+		return
+	}
+	t.log.Error("appending to the store: events are not stored. Until it accepts them again the trail keeps one batch and its "+
+		"queue in memory and lets the oldest queued events go, numbered; a gap event records their seqs once the store writes again", args...)
+}
+
+// recovered ends a failure: the batch it held is stored, and the next flush, which wake
+// brings on even if nothing new is queued, writes the gap event for what was let go.
+func (t *Trail) recovered(attempts int) {
+	args := []any{"attempts", attempts, "failed_for", time.Since(t.failedAt).Round(time.Millisecond), "lost_events", t.lostN}
+	if t.lostN > 0 {
+		args = append(args, "lost_first_seq", t.lostFirst, "lost_last_seq", t.lostFirst+t.lostN-1)
+	}
+	t.log.Info("store accepts events again; a gap event records those let go meanwhile", args...)
+	t.writeFailed, t.failErr = false, nil
+	t.m.diskFull.Set(0)
+	if t.cfg.StoreState != nil {
+		t.cfg.StoreState(true, "")
+	}
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// shedPoll is how often shed looks at the queue while the store fails: often enough that
+// the queue, at a quarter of its size per look, rarely overflows into Emit's uncounted drops.
+const shedPoll = 5 * time.Millisecond
+
+// shed waits d before the next attempt at a failing store. Meanwhile, whenever the queue
+// is three quarters full, it takes the oldest queued events down to half and lets them go,
+// as lost, under the next seqs: memory stays bounded (one batch held, plus the queue),
+// Emit keeps room for the newest events, and the gap event written after names exactly
+// the seqs that were let go, so no seq is consumed silently and Verify sees the hole
+// accounted for.
+func (t *Trail) shed(ctx context.Context, d time.Duration) {
+	wait := time.NewTimer(d)
+	defer wait.Stop()
+	poll := time.NewTicker(shedPoll)
+	defer poll.Stop()
+	done := ctx.Done()
+	if ctx.Err() != nil {
+		done = nil // shutting down already: wait the whole (short) backoff
+	}
+	high, low := cap(t.queue)*3/4, cap(t.queue)/2
+	for {
+		if len(t.queue) >= high {
+			for len(t.queue) > low {
+				t.letGo(<-t.queue)
+			}
+		}
+		select {
+		case <-wait.C:
+			return
+		case <-done:
+			return
+		case <-poll.C:
+		}
+	}
+}
+
+// letGo numbers e as lost, for the gap event of the failure.
+func (t *Trail) letGo(e *event.Event) {
+	t.seq++
+	if t.lostN == 0 {
+		t.lostFirst = t.seq
+		why := "the store failed"
+		if diskFull(t.failErr) {
+			why = "the store's disk was full"
+		}
+		t.lostWhy = fmt.Sprintf("%s (%v) and the audit queue (%d events) filled up: the trail numbered them and let them go",
+			why, t.failErr, t.cfg.QueueSize)
+	}
+	t.lostN++
+	t.m.lost.Inc()
+	if t.cfg.Recycle {
+		event.Recycle(e)
+	}
 }
 
 // headEvery bounds how often the head file is rewritten: each rewrite is a file create and

@@ -67,7 +67,11 @@ type env struct {
 }
 
 func newEnv(t testing.TB, cfg Config, opts local.Options) *env {
-	base := t.TempDir()
+	return newEnvIn(t, t.TempDir(), cfg, opts)
+}
+
+// newEnvIn is newEnv with the state and store directories under base.
+func newEnvIn(t testing.TB, base string, cfg Config, opts local.Options) *env {
 	e := &env{t: t, stateDir: filepath.Join(base, "state"), storeDir: filepath.Join(base, "store"), opts: opts}
 	e.open(cfg)
 	return e
@@ -87,7 +91,9 @@ func (e *env) open(cfg Config) {
 	if cfg.AgentID == "" {
 		cfg.Host, cfg.AgentID = "db1", "agent-1"
 	}
-	cfg.Logger = testLogger(e.t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(e.t)
+	}
 	tr, err := New(cfg, st, e.reg)
 	if err != nil {
 		e.t.Fatal(err)

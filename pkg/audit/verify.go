@@ -131,6 +131,20 @@ var declaredRange = regexp.MustCompile(`seq (\d+)\.\.(\d+)`)
 
 type seqRange struct{ from, to uint64 }
 
+// gapRange is the seq range a gap event names as lost, if it names one.
+func gapRange(e *event.Event) (seqRange, bool) {
+	m := declaredRange.FindStringSubmatch(e.Detail)
+	if m == nil {
+		return seqRange{}, false
+	}
+	from, err1 := strconv.ParseUint(m[1], 10, 64)
+	to, err2 := strconv.ParseUint(m[2], 10, 64)
+	if err1 != nil || err2 != nil || from > to {
+		return seqRange{}, false
+	}
+	return seqRange{from, to}, true
+}
+
 // chain is Verify's state for one agent.
 type chain struct {
 	sum      AgentSummary
@@ -257,12 +271,8 @@ func (c *chain) check(rep *Report, e *event.Event, pub ed25519.PublicKey, keyID 
 	case event.TypeGap:
 		c.sum.Gaps++
 		c.sum.Lost += e.Lost
-		if m := declaredRange.FindStringSubmatch(e.Detail); m != nil {
-			from, err1 := strconv.ParseUint(m[1], 10, 64)
-			to, err2 := strconv.ParseUint(m[2], 10, 64)
-			if err1 == nil && err2 == nil && from <= to {
-				c.declared = append(c.declared, seqRange{from, to})
-			}
+		if r, ok := gapRange(e); ok {
+			c.declared = append(c.declared, r)
 		}
 		rep.add(agent, e.Seq, KindGap, "the agent recorded %d lost events: %s", e.Lost, e.Detail)
 	}

@@ -441,7 +441,46 @@ func (s *Store) write(ctx context.Context, events []*event.Event, buf []byte, en
 		}
 		prev = e.Seq
 	}
+	err := s.writeLocked(events, buf, ends)
+	if err != nil && s.opts.Spool && diskFull(err) && s.broken == nil && s.reclaimShipped() {
+		err = s.writeLocked(events, buf, ends)
+	}
+	return err
+}
 
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// reclaimShipped deletes the shipped segments of a spool whose disk filled before its cap
+// was reached: they are safe elsewhere, and the space is what the trail needs now. It
+// reports whether it freed any.
+func (s *Store) reclaimShipped() bool {
+	var n int
+	var bytes int64
+	for len(s.segs) > 1 && s.segs[0].last != 0 && s.segs[0].last <= s.shipped {
+		old := s.segs[0]
+		if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("deleting a shipped segment to make room on a full disk", "file", old.path, "err", err)
+			break
+		}
+		s.segs = s.segs[1:]
+		s.total -= old.size
+		s.m.deletedSegs.WithLabelValues(reasonShipped).Inc()
+		n++
+		bytes += old.size
+	}
+	if n == 0 {
+		return false
+	}
+	s.updateGauges()
+	s.log.Warn("the spool's disk is full below its cap: deleted shipped segments to make room (lower local_store.max_bytes to what the disk holds)",
+		"segments", n, "bytes", bytes, "shipped_seq", s.shipped)
+	return true
+}
+
+// writeLocked writes a batch whose seqs have been checked, rolling back on failure.
+func (s *Store) writeLocked(events []*event.Event, buf []byte, ends []int) error {
 	undo := s.checkpoint()
 	lineStart := func(k int) int {
 		if k == 0 {
@@ -499,7 +538,7 @@ func (s *Store) writeActive(evs []*event.Event, data []byte, ends []int) error {
 	sg.size += int64(n)
 	s.total += int64(n)
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", sg.path, err)
+		return fmt.Errorf("appending to a segment: %w", err) // err names the file
 	}
 	sg.last = evs[len(evs)-1].Seq
 	// ends are offsets in the caller's buffer, where data starts at ends[0]-len(line 0).
