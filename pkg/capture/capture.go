@@ -50,6 +50,14 @@ type Config struct {
 	Servers []StaticServer
 	// RingBytes sizes the kernel ring buffer.
 	RingBytes int
+	// PinDir, when set, pins the kernel side in bpffs so that it keeps capturing across a
+	// restart of the agent, and adopts what an earlier agent left there (ebpf.Config.PinDir).
+	PinDir string
+	// Unpin removes the pins on a clean stop: capture stops with the agent.
+	Unpin bool
+	// StateFile records when capture last ran and whether it stopped cleanly, so that the
+	// next start can record the window no agent captured as a gap event. Empty: none.
+	StateFile string
 }
 
 // StaticServer is a server named in the configuration: the process listening on one of
@@ -189,13 +197,31 @@ func (c *Capturer) Hooks() []ebpf.HookStatus {
 // ends. Optional hooks that fail are logged and listed by Hooks; only a failure to load the
 // programs at all is an error.
 func (c *Capturer) Run(ctx context.Context) error {
-	tr, err := ebpf.Load(ebpf.Config{RingBytes: c.cfg.RingBytes}, handler{c}, c.log)
+	var prev *restartState
+	if c.cfg.StateFile != "" {
+		var err error
+		if prev, err = readRestartState(c.cfg.StateFile); err != nil {
+			c.log.Error("the previous agent's capture state is unreadable: a window it did not capture cannot be recorded", "err", err)
+		}
+	}
+	tr, err := ebpf.Load(ebpf.Config{RingBytes: c.cfg.RingBytes, PinDir: c.cfg.PinDir}, handler{c}, c.log)
 	if err != nil {
 		return fmt.Errorf("loading capture programs: %w", err)
 	}
 	c.tracer = tr
-	defer tr.Close()
+	defer func() {
+		if err := tr.Close(); err != nil {
+			c.log.Error("closing capture", "err", err)
+		}
+		if c.cfg.PinDir != "" && c.cfg.Unpin {
+			if err := ebpf.Unpin(c.cfg.PinDir); err != nil {
+				c.log.Error("removing the pinned capture", "pin_dir", c.cfg.PinDir, "err", err)
+			}
+		}
+		c.beat(time.Now(), false)
+	}()
 	defer c.ident.Close()
+	c.startRestart(prev, time.Now())
 	for _, h := range tr.Hooks() {
 		if h.Attached {
 			c.log.Info("hook attached", "hook", h.Name)
@@ -210,7 +236,11 @@ func (c *Capturer) Run(ctx context.Context) error {
 	c.ready.Store(true)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		c.heartbeats(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		c.servers.watch(ctx, c.cfg.Interval)
@@ -349,6 +379,10 @@ func (c *Capturer) housekeep(now time.Time) {
 // reportKernelLoss writes a gap event when the kernel could not deliver records: the trail
 // must say it is incomplete, and where.
 func (c *Capturer) reportKernelLoss(now time.Time) {
+	c.reportKernelLossDetail(now, "ring buffer full or data unreadable")
+}
+
+func (c *Capturer) reportKernelLossDetail(now time.Time, why string) {
 	if c.tracer == nil { // fed without the kernel (BenchmarkPipeline)
 		return
 	}
@@ -364,8 +398,12 @@ func (c *Capturer) reportKernelLoss(now time.Time) {
 		Type:   event.TypeGap,
 		Source: event.SourceEBPF,
 		Lost:   n,
-		Detail: fmt.Sprintf("kernel could not deliver %d capture records (ring buffer full or data unreadable): statements in that window may be missing or incomplete", n),
+		Detail: fmt.Sprintf("kernel could not deliver %d capture records (%s): statements in that window may be missing or incomplete", n, why),
 	})
+	// A successor adopting the pins must not report these again.
+	if err := c.tracer.CommitLoss(st); err != nil {
+		c.log.Error("kernel losses reported but not marked: an agent adopting the pins reports them again", "err", err)
+	}
 }
 
 // flushAll closes every open session so statements in flight are recorded.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -95,7 +96,24 @@ func (t *Tracer) attachInterface(index int, name string, loopback bool) {
 		hk := &hook{status: HookStatus{Name: fmt.Sprintf("tcx/%s/%s", name, dname)}}
 		// At the head of the chain: we see packets as the stack delivers or emits them,
 		// before another program can redirect or drop them. We never change them.
-		l, err := link.AttachTCX(link.TCXOptions{Interface: index, Program: t.objs.CaptureTcx, Attach: dir, Anchor: link.Head()})
+		pin := fmt.Sprintf("%s%d_%s", tcxPrefix, index, dname)
+		path := t.pinPath(pin)
+		var l link.Link
+		var err error
+		if path != "" {
+			l = t.adoptTCX(path, index)
+		}
+		if l == nil {
+			l, err = link.AttachTCX(link.TCXOptions{Interface: index, Program: t.objs.CaptureTcx, Attach: dir, Anchor: link.Head()})
+			if err == nil && path != "" {
+				if perr := l.Pin(path); perr != nil {
+					t.log.Warn("hook not pinned: it stops with the agent", "hook", hk.status.Name, "err", perr)
+				}
+			}
+		}
+		if path != "" {
+			t.tcxPins[pin] = true
+		}
 		if err != nil {
 			hk.setErr(fmt.Errorf("attaching TCX %s to %s: %w", dname, name, err))
 			t.log.Error("ebpf hook not attached", "hook", hk.status.Name, "err", err)
@@ -120,7 +138,13 @@ func (t *Tracer) detachInterface(index int) {
 	}
 	for _, h := range hooks {
 		if h.link != nil {
+			_ = h.link.Unpin()
 			_ = h.link.Close()
+		}
+	}
+	for pin := range t.tcxPins {
+		if strings.HasPrefix(pin, fmt.Sprintf("%s%d_", tcxPrefix, index)) {
+			delete(t.tcxPins, pin)
 		}
 	}
 	delete(t.ifaces, index)

@@ -34,6 +34,11 @@ type Config struct {
 	// Interfaces restricts TCX capture to these interface names; empty means every
 	// interface, including ones that appear later.
 	Interfaces []string
+	// PinDir, when set, is a directory on bpffs where the ring buffer, the maps and the
+	// always-on hooks are pinned, so that capture continues while no agent runs and the
+	// next Load with the same directory adopts it (see Adoption). One directory per agent
+	// state: two tracers must never share one.
+	PinDir string
 }
 
 const (
@@ -123,6 +128,11 @@ type Tracer struct {
 
 	stopLinks context.CancelFunc // stops the interface watcher
 	linksDone chan struct{}
+
+	adoption Adoption
+	baseline [bpfHookIdHOOK_COUNT]bpfLostStats // losses reported before this Load
+	meta     *ebpf.Map                         // nil without pinning
+	tcxPins  map[string]bool                   // pin names of this tracer's TCX links
 }
 
 // hook is one attachment point and its state.
@@ -161,13 +171,34 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 	t := &Tracer{
 		log: log, cfg: cfg, dec: decoder{h: h},
 		ports: map[uint16]bool{}, tls: map[string][]*hook{}, ifaces: map[int][]*hook{},
+		tcxPins: map[string]bool{},
 	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	var opts *ebpf.CollectionOptions
+	if cfg.PinDir != "" {
+		if err := t.preparePins(spec); err != nil {
+			return nil, fmt.Errorf("ebpf pinning: %w", err)
+		}
+		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
+	}
+	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading BPF programs (verifier log follows): %+v", verr)
 		}
 		return nil, fmt.Errorf("loading BPF programs (needs root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN, kernel ≥ 6.6): %w", err)
+	}
+	if cfg.PinDir != "" {
+		if err := t.openMeta(); err != nil {
+			t.objs.Close()
+			return nil, fmt.Errorf("ebpf pinning: %w", err)
+		}
+		if t.adoption.Adopted {
+			if err := t.loadWatchedPorts(); err != nil {
+				t.meta.Close()
+				t.objs.Close()
+				return nil, err
+			}
+		}
 	}
 	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
 		t.objs.Close()
@@ -186,7 +217,9 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 		{"inet_sock_set_state", t.objs.TrackSockState},
 	} {
 		hk := &hook{status: HookStatus{Name: "raw_tp/" + tp.name}}
-		hk.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		hk.link, err = t.replacePinned("raw_tp_"+tp.name, func() (link.Link, error) {
+			return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		})
 		if err != nil {
 			hk.setErr(fmt.Errorf("attaching raw tracepoint %s: %w", tp.name, err))
 			log.Error("ebpf hook not attached", "hook", hk.status.Name, "err", err)
@@ -206,6 +239,7 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
+	t.sweepTCXPins()
 	return t, nil
 }
 
@@ -318,7 +352,7 @@ func (t *Tracer) Hooks() []HookStatus {
 // Stats returns the counters. Kernel-side losses are read from a per-CPU map.
 func (t *Tracer) Stats() Stats {
 	var s Stats
-	per := []*HookStats{&s.TCX, &s.TLS, &s.Unix, &s.Conn, &s.UnixConnect}
+	per := s.perHook()
 	for i, hs := range per {
 		hs.Records = t.delivered[i].records.Load()
 		hs.Bytes = t.delivered[i].bytes.Load()
@@ -339,11 +373,15 @@ func (t *Tracer) Stats() Stats {
 			hs.LostRecords += c.Records
 			hs.LostBytes += c.Bytes
 		}
+		// Adopted counters include what earlier agents already reported.
+		hs.LostRecords -= min(hs.LostRecords, t.baseline[i].Records)
+		hs.LostBytes -= min(hs.LostBytes, t.baseline[i].Bytes)
 	}
 	return s
 }
 
-// Close detaches every hook and frees the kernel objects. Run returns.
+// Close detaches every hook and frees the kernel objects, except what is pinned
+// (Config.PinDir), which keeps capturing until Unpin. Run returns.
 func (t *Tracer) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -377,6 +415,11 @@ func (t *Tracer) Close() error {
 	}
 	if err := t.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing BPF objects: %w", err))
+	}
+	if t.meta != nil {
+		if err := t.meta.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the meta map: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,161 @@
+package ebpf
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vigil-db/vigil/internal/testenv"
+)
+
+// pinnedTracer loads a tracer pinned in dir and reads its ring until the test ends or stop
+// is called (which closes it without unpinning, as an agent's exit does).
+func pinnedTracer(t *testing.T, dir string, port uint16, ring int) (tr *Tracer, col *collector, stop func()) {
+	t.Helper()
+	col = &collector{}
+	tr, err := Load(Config{ServerPorts: []uint16{port}, PinDir: dir, RingBytes: ring}, col, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return tr, col, stop
+}
+
+func (c *collector) saw(port uint16, m string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.segs {
+		if s.Dst.Port() == port && bytes.Contains(s.Payload, []byte(m)) {
+			return true
+		}
+	}
+	return false
+}
+
+func pinDir(t *testing.T) string {
+	dir := filepath.Join(bpffsRoot, "vigil-test-"+strings.ToLower(marker(t)))
+	t.Cleanup(func() { _ = Unpin(dir) })
+	return dir
+}
+
+// tcxPrograms counts the TCX ingress programs on lo.
+func tcxPrograms(t *testing.T) int {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: lo.Index, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		t.Fatalf("querying TCX programs on lo: %v", err)
+	}
+	return len(res.Programs)
+}
+
+// TestPinnedCaptureSurvivesRestart: what the kernel captures while no tracer runs is
+// delivered by the next one that adopts the pins.
+func TestPinnedCaptureSurvivesRestart(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := server(t)
+	port := uint16(srv.Port)
+	dir := pinDir(t)
+	before := tcxPrograms(t)
+
+	tr, col, stop := pinnedTracer(t, dir, port, 0)
+	if a := tr.Adoption(); a.Adopted || a.Discarded != "" {
+		t.Fatalf("first Load: %+v, want a fresh start", a)
+	}
+	m1 := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m1+"'")
+	waitFor(t, "the first tracer's statement", func() bool { return col.saw(port, m1) })
+	stop()
+	if n := tcxPrograms(t); n != before+1 {
+		t.Fatalf("after the tracer closed, lo has %d TCX programs, want %d: the pinned one stays", n, before+1)
+	}
+
+	// Nobody reads the ring now.
+	m2 := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m2+"'")
+
+	tr, col, stop = pinnedTracer(t, dir, port, 0)
+	if a := tr.Adoption(); !a.Adopted {
+		t.Fatalf("second Load: %+v, want the pins adopted", a)
+	}
+	waitFor(t, "the statement sent while no tracer ran", func() bool { return col.saw(port, m2) })
+	m3 := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m3+"'")
+	waitFor(t, "the adopting tracer's own statement", func() bool { return col.saw(port, m3) })
+	if n := tcxPrograms(t); n != before+1 {
+		t.Errorf("after adoption lo has %d TCX programs, want %d (the program swapped, not added)", n, before+1)
+	}
+	stop()
+
+	// Another ring size is another capture: not adopted.
+	tr, _, stop = pinnedTracer(t, dir, port, 1<<20)
+	if a := tr.Adoption(); a.Adopted || a.Discarded == "" {
+		t.Errorf("Load with another ring size: %+v, want the pins discarded", a)
+	}
+	stop()
+	if err := Unpin(dir); err != nil {
+		t.Fatalf("Unpin: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("pin directory after Unpin: %v", err)
+	}
+	if n := tcxPrograms(t); n != before {
+		t.Errorf("after Unpin lo has %d TCX programs, want %d", n, before)
+	}
+}
+
+// TestPinnedLossIsReportedOnce: what did not fit in the ring while no tracer ran is counted
+// by the successor, and once committed, not by the next one.
+func TestPinnedLossIsReportedOnce(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := server(t)
+	port := uint16(srv.Port)
+	dir := pinDir(t)
+	page := os.Getpagesize()
+
+	_, _, stop := pinnedTracer(t, dir, port, page)
+	stop()
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+strings.Repeat("x", 100<<10)+"'")
+
+	tr, _, stop := pinnedTracer(t, dir, port, page)
+	st := tr.Stats()
+	if st.TCX.LostRecords == 0 || st.TCX.LostBytes < 90<<10 {
+		t.Fatalf("100 KB sent into a 4 KB ring while no tracer ran: the successor counts %d records, %d bytes lost", st.TCX.LostRecords, st.TCX.LostBytes)
+	}
+	if err := tr.CommitLoss(st); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	tr, _, _ = pinnedTracer(t, dir, port, page)
+	if st := tr.Stats(); st.TCX.LostRecords != 0 {
+		t.Errorf("after the loss was committed, the next tracer counts %d lost records again", st.TCX.LostRecords)
+	}
+}

@@ -1,0 +1,151 @@
+package capture
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/event"
+)
+
+// Capture across agent restarts (docs/design.md, "Restarts"): the kernel side is pinned
+// (ebpf.Config.PinDir) and keeps capturing while no agent runs; the state file says when
+// capture last ran and whether it stopped cleanly, so that the next agent can record what it
+// could not see as a gap event with its time range.
+
+// restartState is the state file's content.
+type restartState struct {
+	PID int `json:"pid"`
+	// Running is true from start to a clean stop: found true at start, the previous agent
+	// did not stop cleanly (killed, crashed, the host went down).
+	Running bool `json:"running"`
+	// Alive is when capture was last known to run: the last heartbeat, or the clean stop.
+	Alive time.Time `json:"alive"`
+	// Pinned says that the kernel side was left pinned (kept capturing) after Alive.
+	Pinned bool `json:"pinned"`
+}
+
+// heartbeat is how often a running capture rewrites the state file: the bound on how early
+// an unclean exit's gap starts before the exit itself.
+const heartbeat = time.Second
+
+func readRestartState(path string) (*restartState, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("capture state file: %w", err)
+	}
+	var st restartState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("capture state file %s: %w", path, err)
+	}
+	return &st, nil
+}
+
+func writeRestartState(path string, st restartState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("capture state file: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Clean(path)); err != nil {
+		return fmt.Errorf("capture state file: %w", err)
+	}
+	return nil
+}
+
+// restartGaps are the gap events a start owes the trail, given the previous agent's state
+// (nil: none, a first start) and what Load found. A count the agent cannot know is Lost 0:
+// the gap says so rather than invent a number.
+func restartGaps(prev *restartState, a ebpf.Adoption, now time.Time) []*event.Event {
+	if prev == nil {
+		if a.Discarded != "" {
+			return []*event.Event{restartGap(now, 0, "capture state pinned by an earlier agent was removed unread ("+a.Discarded+"): statements it captured are missing, their number unknown")}
+		}
+		return nil
+	}
+	since := prev.Alive.UTC().Format(time.RFC3339Nano)
+	until := now.UTC().Format(time.RFC3339Nano)
+	inFlight := "statements in flight on connections open across the restart may be recorded partially (without their start) or not at all"
+	switch {
+	case a.Adopted && prev.Running:
+		return []*event.Event{restartGap(now, 0, fmt.Sprintf("the previous agent (pid %d) exited without a clean stop after %s: "+
+			"the kernel kept capturing and this agent read what it captured, but what the previous agent had read and not yet stored "+
+			"(up to about a second's statements before it exited) is lost, their number unknown; %s", prev.PID, since, inFlight))}
+	case a.Adopted:
+		return nil
+	}
+	why := "no pinned capture was found (the host restarted, or the pins were removed)"
+	if a.Discarded != "" {
+		why = "the pinned capture was removed unread: " + a.Discarded
+	} else if !prev.Pinned {
+		why = "the previous agent did not leave capture pinned"
+	}
+	how := "stopped cleanly"
+	if prev.Running {
+		how = "exited without a clean stop"
+	}
+	return []*event.Event{restartGap(now, 0, fmt.Sprintf("agent was not capturing from %s to %s: the previous agent (pid %d) %s and %s; "+
+		"statements in that window are missing, their number unknown; %s", since, until, prev.PID, how, why, inFlight))}
+}
+
+func restartGap(now time.Time, lost uint64, detail string) *event.Event {
+	return &event.Event{Time: now, Type: event.TypeGap, Source: event.SourceEBPF, Lost: lost, Detail: detail}
+}
+
+// startRestart reads the previous agent's state, records the gaps it implies and, for an
+// adopted ring, what the kernel could not keep in it meanwhile; then marks capture running.
+func (c *Capturer) startRestart(prev *restartState, now time.Time) {
+	a := c.tracer.Adoption()
+	if a.Adopted {
+		c.log.Info("adopted the pinned capture of the previous agent: reading what it captured meanwhile", "pin_dir", c.cfg.PinDir)
+	} else if a.Discarded != "" {
+		c.log.Warn("pinned capture state not adopted", "pin_dir", c.cfg.PinDir, "why", a.Discarded)
+	}
+	for _, e := range restartGaps(prev, a, now) {
+		c.log.Warn("capture restart gap", "detail", e.Detail)
+		c.sink.Emit(e)
+	}
+	if a.Adopted && prev != nil {
+		c.reportKernelLossDetail(now, fmt.Sprintf("while no agent read the pinned ring buffer (after %s) it overflowed", prev.Alive.UTC().Format(time.RFC3339Nano)))
+	}
+	c.beat(now, true)
+}
+
+// beat rewrites the state file.
+func (c *Capturer) beat(now time.Time, running bool) {
+	if c.cfg.StateFile == "" {
+		return
+	}
+	st := restartState{PID: os.Getpid(), Running: running, Alive: now, Pinned: c.cfg.PinDir != "" && (running || !c.cfg.Unpin)}
+	if err := writeRestartState(c.cfg.StateFile, st); err != nil {
+		c.log.Error("capture state not written: after a restart the gap's start may be too early", "err", err)
+	}
+}
+
+// heartbeats rewrites the state file every heartbeat until ctx ends.
+func (c *Capturer) heartbeats(ctx context.Context) {
+	if c.cfg.StateFile == "" {
+		return
+	}
+	t := time.NewTicker(heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.beat(now, true)
+		}
+	}
+}
