@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -110,7 +108,7 @@ func TestAgentDiskFull(t *testing.T) {
 	waitUntil("statements stored", func() bool { return executed.Load() > 200 })
 
 	filler := filepath.Join(disk, "filler")
-	fill(t, filler)
+	testenv.FillDisk(t, filler)
 	var readyz string
 	full := func() {
 		t.Helper()
@@ -139,7 +137,7 @@ func TestAgentDiskFull(t *testing.T) {
 		t.Errorf("vigil_store_disk_full = %v once space is back", v)
 	}
 	time.Sleep(100 * time.Millisecond)
-	fill(t, filler)
+	testenv.FillDisk(t, filler)
 	full()
 	stopLoad.Store(true)
 	if err := <-loadDone; err != nil {
@@ -171,25 +169,6 @@ func TestAgentDiskFull(t *testing.T) {
 		t.Errorf("%d statements stored and %d recorded lost for %d executed", statements, lost, n)
 	}
 	t.Logf("%d statements executed, %d stored, %d lost\n%s", executed.Load(), statements, lost, out)
-}
-
-// fill writes path until its filesystem has no space left.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
 }
 
 // readEvents reads the trail the agent with state directory state stored.

@@ -3,9 +3,11 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -44,4 +46,24 @@ func Tmpfs(t testing.TB, size int64) string {
 		}
 	})
 	return dir
+}
+
+// FillDisk writes path until the filesystem holding it has no space left (ENOSPC); any
+// other error fails t. Remove path to give the space back.
+func FillDisk(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the disk: %v", err)
+			}
+			return
+		}
+	}
 }

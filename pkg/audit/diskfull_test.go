@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,25 +36,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
-}
-
-// fillDisk writes path until the filesystem holding it has no space left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
 }
 
 // closeOnFailure stops the trail and closes the store of a test that failed midway, so
@@ -128,7 +108,7 @@ func TestDiskFull(t *testing.T) {
 
 	emit(200)
 	waitFor(t, "the first events", func() bool { return stored() >= 200 })
-	fillDisk(t, filepath.Join(base, "filler"))
+	testenv.FillDisk(t, filepath.Join(base, "filler"))
 	atFull := stored()
 	waitFor(t, "the trail to let events go", func() bool {
 		emit(64)
@@ -237,7 +217,7 @@ func TestDiskFullAtStop(t *testing.T) {
 	}
 	emit(200)
 	waitFor(t, "the first events", func() bool { seq, _ := e.st.Last(); return seq >= 200 })
-	fillDisk(t, filepath.Join(base, "filler"))
+	testenv.FillDisk(t, filepath.Join(base, "filler"))
 	atFull, _ := e.st.Last()
 	waitFor(t, "the trail to let events go", func() bool {
 		emit(64)
