@@ -78,3 +78,19 @@ step "the trail verifies: vigil verify"
 bin/vigil verify --store "local:$work/events" --state-dir "$work/state"
 step "one event in full: vigil events --json --limit 1 --kind UPDATE"
 bin/vigil events --store "local:$work/events" --json --kind UPDATE --limit 1
+
+step "what Vigil guarantees about this trail"
+cat <<'NOTES'
+- Every statement captured or proxied is an event, or a gap event says what was lost and where;
+  `vigil verify` reports gaps as recorded loss and anything else missing as a hole.
+- A full disk: /readyz goes 503 (component "trail") with what to do, vigil_store_disk_full is 1,
+  memory stays bounded, and the events let go keep their seqs and are named by one gap event
+  once space returns (or at a stop while still full); the signed head covers it.
+- A bug met by one connection closes that connection only: a proxied session gets FATAL XX000
+  and a "fault" event, a captured one a gap event; the agent and other sessions go on.
+- A clean stop ships everything to ClickHouse within export.shutdown_timeout and says what it
+  could not ship.
+- Not yet: an agent restart is a window with no record (the pinned capture that will carry
+  across it is built but not wired in), and two fresh state dirs under one agent_id collide in
+  ClickHouse (chain ids are still to come).
+NOTES
