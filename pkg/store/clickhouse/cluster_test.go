@@ -26,19 +26,8 @@ func TestClusterReplicaKilled(t *testing.T) {
 	}
 	c := testch.StartCluster(t, 2)
 	ctx := context.Background()
-	cfg, err := ParseURL(fmt.Sprintf("clickhouse://default@%s/vigil?cluster=%s&dial_timeout=1s", c.Addrs(), testch.ClusterReplicated))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := Open(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	start := time.Now()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, cfg := openCluster(t, c)
 	t.Logf("migrated ON CLUSTER in %v", time.Since(start).Round(time.Millisecond))
 	for _, r := range c.Replicas {
 		if n := queryUint(t, r, "SELECT count() FROM system.tables WHERE database = 'vigil'"); n != 10 {
@@ -112,11 +101,7 @@ func TestClusterReplicaKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range c.Replicas {
-		for _, tbl := range []string{"audit_events_local", "audit_activity_1m_local", "audit_actor_pairs_local"} {
-			if out, err := r.Query("SYSTEM SYNC REPLICA vigil." + tbl); err != nil {
-				t.Fatalf("%s: %v %s", tbl, err, out)
-			}
-		}
+		syncReplica(t, r)
 		for _, q := range []struct{ what, sql string }{
 			{"FINAL count", "SELECT count() FROM vigil.audit_events_local FINAL"},
 			{"distinct seqs", "SELECT uniqExact(agent_id, seq) FROM vigil.audit_events_local"},
@@ -181,18 +166,7 @@ func TestClusterResentBatchFeedsRollups(t *testing.T) {
 	}
 	c := testch.StartCluster(t, 2)
 	ctx := context.Background()
-	cfg, err := ParseURL(fmt.Sprintf("clickhouse://default@%s/vigil?cluster=%s", c.Addrs(), testch.ClusterReplicated))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := Open(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, _ := openCluster(t, c)
 	var batch []*event.Event
 	for seq := uint64(1); seq <= 50; seq++ {
 		batch = append(batch, fullEvent(seq))
@@ -219,11 +193,7 @@ func TestClusterResentBatchFeedsRollups(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range c.Replicas {
-		for _, tbl := range []string{"audit_events_local", "audit_activity_1m_local", "audit_actor_pairs_local"} {
-			if out, err := r.Query("SYSTEM SYNC REPLICA vigil." + tbl); err != nil {
-				t.Fatalf("%s: %v %s", tbl, err, out)
-			}
-		}
+		syncReplica(t, r)
 		for _, q := range []struct {
 			what, sql string
 			want      uint64
@@ -235,6 +205,35 @@ func TestClusterResentBatchFeedsRollups(t *testing.T) {
 			if got := queryUint(t, r, q.sql); got != q.want {
 				t.Errorf("replica %s: %s = %d, want %d", r.Addr(), q.what, got, q.want)
 			}
+		}
+	}
+}
+
+// openCluster opens the store on every replica of c (the first one first) and migrates it
+// ON CLUSTER; the store closes when the test ends.
+func openCluster(t *testing.T, c *testch.Replicated) (*Store, Config) {
+	t.Helper()
+	cfg, err := ParseURL(fmt.Sprintf("clickhouse://default@%s/vigil?cluster=%s&dial_timeout=1s", c.Addrs(), testch.ClusterReplicated))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st, cfg
+}
+
+// syncReplica waits until replica r has fetched every part of the tables the tests count.
+func syncReplica(t *testing.T, r *testch.Server) {
+	t.Helper()
+	for _, tbl := range []string{"audit_events_local", "audit_activity_1m_local", "audit_actor_pairs_local"} {
+		if out, err := r.Query("SYSTEM SYNC REPLICA vigil." + tbl); err != nil {
+			t.Fatalf("%s: %v %s", tbl, err, out)
 		}
 	}
 }
