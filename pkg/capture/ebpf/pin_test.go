@@ -3,6 +3,7 @@ package ebpf
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -62,8 +63,9 @@ func pinDir(t *testing.T) string {
 	return dir
 }
 
-// tcxPrograms counts the TCX ingress programs on lo.
-func tcxPrograms(t *testing.T) int {
+// loPrograms is the set of TCX ingress program IDs attached to lo. Other test packages
+// attach their own there concurrently, so the tests look only at the IDs they pinned.
+func loPrograms(t *testing.T) map[ebpf.ProgramID]bool {
 	t.Helper()
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
@@ -73,7 +75,34 @@ func tcxPrograms(t *testing.T) int {
 	if err != nil {
 		t.Fatalf("querying TCX programs on lo: %v", err)
 	}
-	return len(res.Programs)
+	ids := make(map[ebpf.ProgramID]bool, len(res.Programs))
+	for _, p := range res.Programs {
+		ids[p.ID] = true
+	}
+	return ids
+}
+
+// pinnedLoProgram is the ID of the program behind the TCX link on lo pinned in dir.
+func pinnedLoProgram(t *testing.T, dir string) ebpf.ProgramID {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins, err := filepath.Glob(filepath.Join(dir, fmt.Sprintf("%s%d_*", tcxPrefix, lo.Index)))
+	if err != nil || len(pins) != 1 {
+		t.Fatalf("pinned TCX links on lo in %s: %v %v, want one", dir, pins, err)
+	}
+	l, err := link.LoadPinnedLink(pins[0], nil)
+	if err != nil {
+		t.Fatalf("loading %s: %v", pins[0], err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatalf("link info of %s: %v", pins[0], err)
+	}
+	return info.Program
 }
 
 // TestPinnedCaptureSurvivesRestart: what the kernel captures while no tracer runs is
@@ -83,7 +112,6 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 	srv := server(t)
 	port := uint16(srv.Port)
 	dir := pinDir(t)
-	before := tcxPrograms(t)
 
 	tr, col, stop := pinnedTracer(t, dir, port, 0)
 	if a := tr.Adoption(); a.Adopted || a.Discarded != "" {
@@ -93,8 +121,9 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m1+"'")
 	waitFor(t, "the first tracer's statement", func() bool { return col.saw(port, m1) })
 	stop()
-	if n := tcxPrograms(t); n != before+1 {
-		t.Fatalf("after the tracer closed, lo has %d TCX programs, want %d: the pinned one stays", n, before+1)
+	first := pinnedLoProgram(t, dir)
+	if !loPrograms(t)[first] {
+		t.Fatalf("after the tracer closed, its program %d left lo: the pinned one must stay", first)
 	}
 
 	// Nobody reads the ring now.
@@ -109,8 +138,11 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 	m3 := marker(t)
 	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m3+"'")
 	waitFor(t, "the adopting tracer's own statement", func() bool { return col.saw(port, m3) })
-	if n := tcxPrograms(t); n != before+1 {
-		t.Errorf("after adoption lo has %d TCX programs, want %d (the program swapped, not added)", n, before+1)
+	second := pinnedLoProgram(t, dir)
+	on := loPrograms(t)
+	if !on[second] || on[first] || second == first {
+		t.Errorf("after adoption: first program %d attached %v, second %d attached %v; want the program swapped, not added",
+			first, on[first], second, on[second])
 	}
 	stop()
 
@@ -120,15 +152,18 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 		t.Errorf("Load with another ring size: %+v, want the pins discarded", a)
 	}
 	stop()
+	third := pinnedLoProgram(t, dir)
 	if err := Unpin(dir); err != nil {
 		t.Fatalf("Unpin: %v", err)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("pin directory after Unpin: %v", err)
 	}
-	if n := tcxPrograms(t); n != before {
-		t.Errorf("after Unpin lo has %d TCX programs, want %d", n, before)
-	}
+	// The kernel releases an unpinned link after an RCU grace period, not at unlink.
+	waitFor(t, "the unpinned programs to leave lo", func() bool {
+		on := loPrograms(t)
+		return !on[first] && !on[second] && !on[third]
+	})
 }
 
 // TestPinnedLossIsReportedOnce: what did not fit in the ring while no tracer ran is counted
