@@ -49,6 +49,63 @@ struct io_args {
 	__u32 _pad;
 };
 
+/* fd → struct file → struct socket → struct sock, walked in the current task's fd table;
+ * NULL unless fd is a socket. Not cached per fd: a cache would go stale when the fd is
+ * closed and reused, and callers walk only for watched processes. */
+static __always_inline struct sock *fd_sock(__s32 fd, short *type)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	*type = BPF_CORE_READ(sock, type);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* Reports the TCP connection a server process serves on fd (REC_TLS_SOCK). */
+static __always_inline void emit_tls_sock(__u32 tgid, __s32 fd)
+{
+	short type = 0;
+	struct sock *sk = fd_sock(fd, &type);
+	if (!sk || type != SOCK_STREAM)
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	struct tls_sock_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(HOOK_TLS, 1, 0);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = REC_TLS_SOCK;
+	r->family = family;
+	r->pid = tgid;
+	r->fd = fd;
+	r->ktime = bpf_ktime_get_ns();
+	/* The server's end: local is the server, the peer the client. */
+	r->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r->sport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__be32 *)r->daddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)r->saddr, sk, __sk_common.skc_daddr);
+	}
+	bpf_ringbuf_submit(r, ring_flags());
+}
+
 static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, struct io_args *args, __u64 size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -66,6 +123,11 @@ static __always_inline void emit_proc(__u8 kind, __u32 hook, bool write, struct 
 	__u64 zero = 0, start;
 	__u64 *next = bpf_map_lookup_elem(&stream_offsets, &key);
 	if (!next) {
+		/* A stream new to the kernel: name its connection first, so a session read after
+		 * its process exited still knows its client (once per connection, on the read
+		 * side, which a backend's TLS stream starts with). */
+		if (kind == REC_TLS && !write)
+			emit_tls_sock(key.tgid, fd);
 		bpf_map_update_elem(&stream_offsets, &key, &zero, BPF_NOEXIST);
 		next = bpf_map_lookup_elem(&stream_offsets, &key);
 	}

@@ -21,6 +21,7 @@ enum rec_kind {
 	REC_UNIX = 3,    /* Unix-socket data read or written by a watched process */
 	REC_CONN = 4,    /* a watched TCP connection opened by a local process, or closed */
 	REC_UNIX_CONNECT = 5, /* a local process connected to a PostgreSQL Unix socket */
+	REC_TLS_SOCK = 6, /* the TCP connection under a server process's new TLS stream */
 };
 
 /* Hooks whose losses are counted separately, index into the lost map. */
@@ -87,6 +88,22 @@ struct conn_rec {
 	__u8 saddr[16]; /* client address */
 	__u8 daddr[16]; /* server address */
 	char comm[16];
+};
+
+/* Emitted before the first record of a new TLS read stream, from the fd the server read
+ * (Port->sock): which TCP connection the process serves, known even if it has exited by
+ * the time userspace reads its records. Counted under HOOK_TLS. */
+struct tls_sock_rec {
+	__u8 kind;   /* REC_TLS_SOCK */
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u16 sport; /* client port, host byte order */
+	__u16 dport; /* server port */
+	__u16 _pad0;
+	__u32 pid; /* tgid of the server process */
+	__s32 fd;
+	__u64 ktime;
+	__u8 saddr[16]; /* client address */
+	__u8 daddr[16]; /* server address */
 };
 
 /* A connect() to a Unix socket whose file name is PostgreSQL's (".s.PGSQL.<port>"), in the

@@ -44,29 +44,14 @@ struct {
 	__type(value, __u32);
 } unix_epoch SEC(".maps");
 
-/* fd → struct file → struct socket → sock family, walked in the current task's fd table.
- * Not cached per fd: a cache would go stale when the fd is closed and reused, and the
- * walk only runs for watched processes. For a Unix stream socket, *peer is the process
- * that connected to it (the kernel's SO_PEERCRED pid, in the initial pid namespace like
- * every pid the programs report), 0 if none was recorded. */
+/* Whether fd is an AF_UNIX stream socket. *peer is then the process that connected to it
+ * (the kernel's SO_PEERCRED pid, in the initial pid namespace like every pid the programs
+ * report), 0 if none was recorded. */
 static __always_inline bool fd_is_unix_stream(__s32 fd, __u32 *peer)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
-		return false;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return false;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return false;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
-		return false;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+	short type = 0;
+	struct sock *sk = fd_sock(fd, &type);
+	if (!sk || type != SOCK_STREAM || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
 		return false;
 	struct pid *p = BPF_CORE_READ(sk, sk_peer_pid);
 	*peer = p ? BPF_CORE_READ(p, numbers[0].nr) : 0;

@@ -85,12 +85,15 @@ type Capturer struct {
 
 	tracer *ebpf.Tracer
 	table  *tcpstream.Table
-	procs  map[procKey]*conn  // TLS and Unix streams, by server process
-	live   map[*conn]struct{} // every open session, for the decoder metrics
-	flows  map[flowKey]*conn  // TCP connections by their ends
-	closed postgres.Stats     // decoder counters of sessions already closed
-	pend   map[flowKey]pending
-	unix   *unixGate
+	procs  map[procKey]*conn // TLS and Unix streams, by server process
+	// tlsSocks are the TCP connections the kernel named for server processes' new TLS
+	// streams, until the stream's first record (next in the ring) opens its session.
+	tlsSocks map[uint32]tlsSock
+	live     map[*conn]struct{} // every open session, for the decoder metrics
+	flows    map[flowKey]*conn  // TCP connections by their ends
+	closed   postgres.Stats     // decoder counters of sessions already closed
+	pend     map[flowKey]pending
+	unix     *unixGate
 	// unixPend are clients' connects to a watched server's Unix socket, by client process,
 	// oldest first, until capture sees their sessions: a client that exits before its
 	// backend's first record is read is still named, and a session capture never sees is
@@ -118,6 +121,12 @@ type procKey struct {
 	unix bool
 }
 
+// tlsSock is a TCP connection under a TLS stream, as the kernel reported it.
+type tlsSock struct {
+	client, server netip.AddrPort
+	at             time.Time
+}
+
 // flowKey names a TCP connection by its client and server ends.
 type flowKey struct{ client, server netip.AddrPort }
 
@@ -133,15 +142,16 @@ func New(cfg Config, sink event.Sink, labeler Labeler, log *slog.Logger, reg pro
 		cfg.Interval = 2 * time.Second
 	}
 	c := &Capturer{
-		cfg:     cfg,
-		sink:    sink,
-		labeler: labeler,
-		log:     log,
-		ident:   identity.New(identity.Options{Logger: log}),
-		procs:   map[procKey]*conn{},
-		live:    map[*conn]struct{}{},
-		flows:   map[flowKey]*conn{},
-		pend:    map[flowKey]pending{},
+		cfg:      cfg,
+		sink:     sink,
+		labeler:  labeler,
+		log:      log,
+		ident:    identity.New(identity.Options{Logger: log}),
+		procs:    map[procKey]*conn{},
+		tlsSocks: map[uint32]tlsSock{},
+		live:     map[*conn]struct{}{},
+		flows:    map[flowKey]*conn{},
+		pend:     map[flowKey]pending{},
 
 		unixPend: map[uint32][]unixConnect{},
 	}
@@ -285,8 +295,9 @@ func (h handler) Segment(s *ebpf.Segment) {
 	c.housekeep(ts)
 }
 
-func (h handler) TLS(d *ebpf.ProcData)  { h.c.procData(d, false) }
-func (h handler) Unix(d *ebpf.ProcData) { h.c.procData(d, true) }
+func (h handler) TLS(d *ebpf.ProcData)        { h.c.procData(d, false) }
+func (h handler) TLSSocket(k *ebpf.TLSSocket) { h.c.tlsSocket(k) }
+func (h handler) Unix(d *ebpf.ProcData)       { h.c.procData(d, true) }
 
 // Idle reports Unix-socket sessions missed on time when no records come to drive housekeep.
 func (h handler) Idle() { h.c.sweepUnixConnects(time.Now()) }

@@ -160,6 +160,42 @@ func (c *Capturer) sweepProcs(now time.Time) {
 			cn.goneAt = time.Now()
 		}
 	}
+	// A socket whose stream's records never came (lost in the ring).
+	for pid, s := range c.tlsSocks {
+		if now.Sub(s.at) > time.Minute {
+			delete(c.tlsSocks, pid)
+		}
+	}
+}
+
+// tlsSocket notes the TCP connection the kernel named for a server process's new TLS
+// stream. The stream's first record follows it in the ring; a session already open for the
+// process without addresses (joined mid-stream, its socket unreadable in /proc) takes them
+// now.
+func (c *Capturer) tlsSocket(k *ebpf.TLSSocket) {
+	if cn := c.procs[procKey{pid: k.PID}]; cn != nil && !cn.client.IsValid() {
+		cn.onTCP(k.Client, k.Server)
+		return
+	}
+	c.tlsSocks[k.PID] = tlsSock{client: k.Client, server: k.Server, at: ebpf.KtimeToTime(k.Ktime)}
+}
+
+// onTCP names the session of a server process serving the TCP connection client → server:
+// the wire flow of that connection (encrypted there) knows who connected, from the connect
+// event, and names the session; else, on loopback, the client's socket in /proc does.
+func (cn *conn) onTCP(client, server netip.AddrPort) {
+	c := cn.c
+	cn.client, cn.server = client, server
+	if tcp := c.flows[flowKey{client: unmap(client), server: unmap(server)}]; tcp != nil {
+		cn.proc = tcp.proc
+		if cn.id == "" { // a session already named keeps its id
+			cn.id = tcp.id
+		}
+	} else if client.Addr().IsLoopback() {
+		if owner, err := identity.TCPOwner(client, server); err == nil {
+			cn.proc, _ = c.ident.Lookup(owner)
+		}
+	}
 }
 
 // procData feeds TLS plaintext or Unix-socket data read or written by a server process.
@@ -209,20 +245,16 @@ func (c *Capturer) newProcConn(pid, peer uint32, unix bool, ts time.Time) *conn 
 	cfg := c.cfg.Decoder
 	cfg.TLS = !unix
 	cn.sess = postgres.NewSession(cfg, cn.emit)
-	// Addresses, session id and client process come from the backend's socket.
-	if s, err := identity.SocketOf(int(pid)); err == nil {
+	// Addresses, session id and client process come from the backend's socket: as the
+	// kernel reported it when the TLS stream started (the backend may have exited since),
+	// else as /proc shows it.
+	if k, ok := c.tlsSocks[pid]; ok && !unix {
+		delete(c.tlsSocks, pid)
+		cn.onTCP(k.client, k.server)
+	} else if s, err := identity.SocketOf(int(pid)); err == nil {
 		switch s.Network {
 		case "tcp":
-			cn.client, cn.server = s.Remote, s.Local
-			if tcp := c.flows[flowKey{client: unmap(s.Remote), server: unmap(s.Local)}]; tcp != nil {
-				// The same connection as seen on the wire (encrypted there): it knows who
-				// connected, from the connect event, and names the session.
-				cn.proc, cn.id = tcp.proc, tcp.id
-			} else if cn.client.Addr().IsLoopback() {
-				if owner, err := identity.TCPOwner(s.Remote, s.Local); err == nil {
-					cn.proc, _ = c.ident.Lookup(owner)
-				}
-			}
+			cn.onTCP(s.Remote, s.Local)
 		case "unix":
 			cn.path = s.Path
 			cn.proc, peer = c.unixClient(int(pid), s, peer)

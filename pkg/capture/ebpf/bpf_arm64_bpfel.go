@@ -90,6 +90,7 @@ const (
 	bpfRecKindREC_UNIX         bpfRecKind = 3
 	bpfRecKindREC_CONN         bpfRecKind = 4
 	bpfRecKindREC_UNIX_CONNECT bpfRecKind = 5
+	bpfRecKindREC_TLS_SOCK     bpfRecKind = 6
 )
 
 type bpfScratch struct {
@@ -135,6 +136,20 @@ type bpfStreamKey struct {
 	Pad       [2]uint8
 	Epoch     uint32
 	StartTime uint64
+}
+
+type bpfTlsSockRec struct {
+	_      structs.HostLayout
+	Kind   uint8
+	Family uint8
+	Sport  uint16
+	Dport  uint16
+	Pad0   uint16
+	Pid    uint32
+	Fd     int32
+	Ktime  uint64
+	Saddr  [16]uint8
+	Daddr  [16]uint8
 }
 
 type bpfUnixConnectRec struct {
@@ -187,6 +202,7 @@ const (
 	bpfVarUnusedRecKind        = "unused_rec_kind"
 	bpfVarUnusedSegFlags       = "unused_seg_flags"
 	bpfVarUnusedSegHdr         = "unused_seg_hdr"
+	bpfVarUnusedTlsSockRec     = "unused_tls_sock_rec"
 	bpfVarUnusedUnixConnectRec = "unused_unix_connect_rec"
 	bpfVarWakeupBytes          = "wakeup_bytes"
 )
@@ -275,6 +291,7 @@ type bpfVariableSpecs struct {
 	UnusedRecKind        *ebpf.VariableSpec `ebpf:"unused_rec_kind"`
 	UnusedSegFlags       *ebpf.VariableSpec `ebpf:"unused_seg_flags"`
 	UnusedSegHdr         *ebpf.VariableSpec `ebpf:"unused_seg_hdr"`
+	UnusedTlsSockRec     *ebpf.VariableSpec `ebpf:"unused_tls_sock_rec"`
 	UnusedUnixConnectRec *ebpf.VariableSpec `ebpf:"unused_unix_connect_rec"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -338,6 +355,7 @@ type bpfVariables struct {
 	UnusedRecKind        *ebpf.Variable `ebpf:"unused_rec_kind"`
 	UnusedSegFlags       *ebpf.Variable `ebpf:"unused_seg_flags"`
 	UnusedSegHdr         *ebpf.Variable `ebpf:"unused_seg_hdr"`
+	UnusedTlsSockRec     *ebpf.Variable `ebpf:"unused_tls_sock_rec"`
 	UnusedUnixConnectRec *ebpf.Variable `ebpf:"unused_unix_connect_rec"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }

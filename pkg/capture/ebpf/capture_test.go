@@ -32,6 +32,7 @@ type collector struct {
 	unix  []ProcData
 	conns []ConnEvent
 	uconn []UnixConnect
+	socks []TLSSocket
 }
 
 func (c *collector) Segment(s *Segment) {
@@ -47,6 +48,12 @@ func (c *collector) TLS(d *ProcData) {
 	cp.Data = bytes.Clone(d.Data)
 	c.mu.Lock()
 	c.tls = append(c.tls, cp)
+	c.mu.Unlock()
+}
+
+func (c *collector) TLSSocket(k *TLSSocket) {
+	c.mu.Lock()
+	c.socks = append(c.socks, *k)
 	c.mu.Unlock()
 }
 
@@ -361,6 +368,24 @@ func TestTLS(t *testing.T) {
 		}
 	}
 	contiguous(t, col.tls, m)
+
+	// The backend's TCP connection was named once, before its stream's first record.
+	var backend uint32
+	for _, d := range col.tls {
+		if bytes.Contains(d.Data, []byte(m)) {
+			backend = d.PID
+		}
+	}
+	var socks []TLSSocket
+	for _, k := range col.socks {
+		if k.PID == backend {
+			socks = append(socks, k)
+		}
+	}
+	if len(socks) != 1 || socks[0].Server.Port() != uint16(srv.Port) || !socks[0].Client.Addr().IsLoopback() ||
+		socks[0].Client.Port() == 0 || socks[0].Client.Port() == socks[0].Server.Port() {
+		t.Errorf("TLS socket records of backend %d: %+v, want one naming the client → 127.0.0.1:%d", backend, socks, srv.Port)
+	}
 }
 
 func TestTLSMissingSymbol(t *testing.T) {

@@ -21,6 +21,7 @@ type counter struct{ n atomic.Uint64 }
 
 func (c *counter) Segment(s *Segment)         { c.n.Add(1) }
 func (c *counter) TLS(d *ProcData)            { c.n.Add(1) }
+func (c *counter) TLSSocket(k *TLSSocket)     { c.n.Add(1) }
 func (c *counter) Unix(d *ProcData)           { c.n.Add(1) }
 func (c *counter) Connect(e *ConnEvent)       { c.n.Add(1) }
 func (c *counter) UnixConnect(u *UnixConnect) { c.n.Add(1) }

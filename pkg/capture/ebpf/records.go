@@ -17,6 +17,9 @@ type Handler interface {
 	Segment(s *Segment)
 	// TLS is plaintext a PostgreSQL server read from or wrote to a TLS connection.
 	TLS(d *ProcData)
+	// TLSSocket names the TCP connection under a server process's new TLS stream; it comes
+	// before the stream's first TLS record.
+	TLSSocket(s *TLSSocket)
 	// Unix is data a watched server process read from or wrote to a Unix stream socket.
 	Unix(d *ProcData)
 	// Connect reports a connection to a watched port opened by a local process, or the
@@ -62,6 +65,16 @@ type ProcData struct {
 	Ktime  uint64
 }
 
+// TLSSocket is the TCP connection a server process (PID, a tgid) serves TLS on, read by the
+// kernel from the process's own fd table when its TLS stream started: unlike /proc, it is
+// still known once the process has exited.
+type TLSSocket struct {
+	Client, Server netip.AddrPort
+	PID            uint32
+	FD             int32
+	Ktime          uint64
+}
+
 // ConnEvent is a connection to a watched server port, oriented client → server. For an
 // open (Closed false) the process fields name the local client that called connect; on
 // close they are zero, because the kernel closes sockets on behalf of nobody in particular.
@@ -96,6 +109,7 @@ const (
 	procHdrSize = int(unsafe.Sizeof(bpfProcHdr{}))
 	connRecSize = int(unsafe.Sizeof(bpfConnRec{}))
 	unixRecSize = int(unsafe.Sizeof(bpfUnixConnectRec{}))
+	sockRecSize = int(unsafe.Sizeof(bpfTlsSockRec{}))
 )
 
 // decoder turns raw ring records into Handler calls. Its records are reused across calls,
@@ -106,6 +120,7 @@ type decoder struct {
 	proc ProcData
 	conn ConnEvent
 	unix UnixConnect
+	sock TLSSocket
 }
 
 // decode dispatches one ring record to the handler. It returns the hook the record belongs
@@ -160,6 +175,20 @@ func (d *decoder) decode(raw []byte) (hook bpfHookId, payload int, err error) {
 			d.h.Unix(&d.proc)
 		}
 		return hook, int(h.Len), nil
+
+	case bpfRecKindREC_TLS_SOCK:
+		if len(raw) < sockRecSize {
+			return bpfHookIdHOOK_TLS, 0, fmt.Errorf("TLS socket record of %d bytes, want %d", len(raw), sockRecSize)
+		}
+		r := (*bpfTlsSockRec)(unsafe.Pointer(&raw[0]))
+		client, err := addrPort(r.Family, &r.Saddr, r.Sport)
+		if err != nil {
+			return bpfHookIdHOOK_TLS, 0, err
+		}
+		server, _ := addrPort(r.Family, &r.Daddr, r.Dport)
+		d.sock = TLSSocket{Client: client, Server: server, PID: r.Pid, FD: r.Fd, Ktime: r.Ktime}
+		d.h.TLSSocket(&d.sock)
+		return bpfHookIdHOOK_TLS, 0, nil
 
 	case bpfRecKindREC_CONN:
 		if len(raw) < connRecSize {

@@ -29,7 +29,8 @@ func (r *recorder) Unix(d *ProcData) {
 	c.Data = bytes.Clone(d.Data)
 	r.calls = append(r.calls, "unix", c)
 }
-func (r *recorder) Connect(c *ConnEvent) { r.calls = append(r.calls, *c) }
+func (r *recorder) Connect(c *ConnEvent)   { r.calls = append(r.calls, *c) }
+func (r *recorder) TLSSocket(k *TLSSocket) { r.calls = append(r.calls, *k) }
 
 func (r *recorder) UnixConnect(u *UnixConnect) { r.calls = append(r.calls, *u) }
 func (r *recorder) Idle()                      {}
@@ -111,6 +112,20 @@ func TestDecode(t *testing.T) {
 			want: []any{ConnEvent{Src: netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.MustParseAddrPort("127.0.0.1:5432"),
 				PID: 3, TGID: 2, UID: 1000, Comm: "psql", CgroupID: 99, Ktime: 4}},
 			hook: bpfHookIdHOOK_CONN,
+		},
+		{
+			name: "TLS socket, IPv6",
+			rec: raw(t, bpfTlsSockRec{Kind: uint8(bpfRecKindREC_TLS_SOCK), Family: afInet6, Sport: 40000, Dport: 5432, Pid: 10, Fd: 9,
+				Ktime: 4, Saddr: addr16("::1"), Daddr: addr16("::1")}, ""),
+			want: []any{TLSSocket{Client: netip.MustParseAddrPort("[::1]:40000"), Server: netip.MustParseAddrPort("[::1]:5432"),
+				PID: 10, FD: 9, Ktime: 4}},
+			hook: bpfHookIdHOOK_TLS,
+		},
+		{
+			name:    "short TLS socket record",
+			rec:     []byte{uint8(bpfRecKindREC_TLS_SOCK), 0},
+			hook:    bpfHookIdHOOK_TLS,
+			wantErr: "want",
 		},
 		{
 			name: "unix connect",
