@@ -130,11 +130,11 @@ func TestClusterReplicaKilled(t *testing.T) {
 			queryUint(t, r, "SELECT count() FROM vigil.audit_events_local"))
 	}
 
-	pub, head, err := audit.LoadState(filepath.Join(dir, "state"))
+	trust, err := audit.LoadTrust(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify(ctx, st, pub, head)
+	rep, err := audit.Verify(ctx, st, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +144,8 @@ func TestClusterReplicaKilled(t *testing.T) {
 		}
 		t.Fatal("the hash chain does not verify through the Distributed table")
 	}
-	if len(rep.Agents) != 1 || rep.Agents[0].Events != want {
-		t.Errorf("verify read %+v, want %d events of one agent", rep.Agents, want)
+	if len(rep.Chains) != 1 || rep.Chains[0].Events != want {
+		t.Errorf("verify read %+v, want %d events of one agent", rep.Chains, want)
 	}
 
 	// An agent that starts while a replica is away migrates (nothing to do) and ships: an
