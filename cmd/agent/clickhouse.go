@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-db/vigil/pkg/audit"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/forensics"
 	"github.com/vigil-db/vigil/pkg/health"
@@ -104,7 +105,7 @@ func openClickHouseStore(_ context.Context, cfg *config.Config, reg prometheus.R
 		}
 	}
 	x, err := clickhouse.NewExporter(ch, spool, clickhouse.ExporterConfig{Dir: filepath.Join(cfg.StateDir, "export"),
-		ShutdownTimeout: cfg.Export.ShutdownTimeout, Report: report, Logger: log.With("component", "export")}, reg)
+		HeadFile: filepath.Join(cfg.StateDir, audit.HeadFile), ShutdownTimeout: cfg.Export.ShutdownTimeout, Report: report, Logger: log.With("component", "export")}, reg)
 	if err != nil {
 		spool.Close()
 		ch.Close()

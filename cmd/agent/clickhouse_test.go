@@ -66,6 +66,12 @@ func TestAgentWithClickHouse(t *testing.T) {
 	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state); err != nil || !strings.Contains(out, "trail intact") {
 		t.Fatalf("verify on ClickHouse: %v\n%s", err, out)
 	}
+	// From another machine: only the public key; the signed head comes from the store, so
+	// the tail is checked and --strict passes.
+	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--pubkey", filepath.Join(state, "agent.pub"), "--strict"); err != nil ||
+		!strings.Contains(out, "tail checked") || !strings.Contains(out, "trail intact: 1 chain") {
+		t.Fatalf("verify on ClickHouse with only the public key: %v\n%s", err, out)
+	}
 	out, err := vigil(t, context.Background(), "forensics", "table-access", "--store", storeURL, "--param", "table=orders", "--json")
 	if err != nil {
 		t.Fatal(err)
@@ -312,5 +318,55 @@ func TestAgentWithClickHouseCluster(t *testing.T) {
 		if n := queryCount(t, r, "SELECT count() FROM vigil.audit_events_local FINAL WHERE statement LIKE '%/* cluster */'"); n != 20 {
 			t.Errorf("replica %s holds %d of the 20 statements", r.Addr(), n)
 		}
+	}
+}
+
+// TestTwoStateDirsOneAgentID: two agents given the same agent id with their own state
+// directories (a reinstall, a pod rescheduled onto an empty volume) write two chains, both
+// from seq 1, in the same hour. ClickHouse keeps both whole, and verify checks each chain
+// against its own key and head. Regression: with the key (hour, agent_id, seq) the first
+// run's statements were collapsed into the second's and verify said "trail intact".
+func TestTwoStateDirsOneAgentID(t *testing.T) {
+	ch := testch.Start(t)
+	srv := testpg.Start(t)
+	dir := t.TempDir()
+	storeURL := ch.DSN("vigil")
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for run := 1; run <= 2; run++ {
+		state := filepath.Join(dir, fmt.Sprintf("state-%d", run))
+		states = append(states, state)
+		agent := startRun(t, "--no-capture", "--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()), "--agent-id", "db-1",
+			"--store", storeURL, "--state-dir", state, "--metrics", "127.0.0.1:0", "--log-level", "error")
+		waitListening(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), agent.done)
+		args := []string{"-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(proxyPort), "-U", "postgres", "-d", "postgres"}
+		for i := 0; i < 10; i++ {
+			args = append(args, "-c", fmt.Sprintf("SELECT %d /* run-%d */", i, run))
+		}
+		cmd := exec.Command("psql", args...)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("psql: %v: %s", err, out)
+		}
+		agent.wait(t)
+	}
+	if n := queryCount(t, ch, "SELECT count() FROM vigil.audit_events FINAL WHERE statement LIKE '%/* run-%'"); n != 20 {
+		t.Errorf("ClickHouse shows %d of the 20 statements of the two runs", n)
+	}
+	if n := queryCount(t, ch, "SELECT uniqExact(chain_id) FROM vigil.audit_events FINAL WHERE type = 'chain'"); n != 2 {
+		t.Errorf("%d chain events, want one per state directory", n)
+	}
+	out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--strict",
+		"--pubkey", filepath.Join(states[0], "agent.pub"), "--pubkey", filepath.Join(states[1], "agent.pub"))
+	if err != nil || !strings.Contains(out, "trail intact: 2 chains") || strings.Count(out, "tail checked") != 2 {
+		t.Errorf("verify of both chains: %v\n%s", err, out)
+	}
+	// With one agent's key only, the other chain's anchors and head are not trusted.
+	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--pubkey", filepath.Join(states[0], "agent.pub")); err == nil ||
+		!strings.Contains(out, "not a trusted key") {
+		t.Errorf("verify with one of the two keys: %v\n%s", err, out)
 	}
 }

@@ -106,11 +106,17 @@ func printTable(w io.Writer, each func(func(*event.Event) error) error) error {
 		stmt, kind := e.Statement, e.Kind
 		switch e.Type {
 		case event.TypeGap:
-			kind, stmt = "GAP", fmt.Sprintf("%d lost: %s", e.Lost, e.Detail)
+			lost := fmt.Sprintf("%d lost", e.Lost)
+			if e.Lost == 0 {
+				lost = "loss of unknown size"
+			}
+			kind, stmt = "GAP", lost+": "+e.Detail
 		case event.TypeAnchor:
 			kind, stmt = "ANCHOR", "signed chain checkpoint "+short(e.PrevHash, 16)
 		case event.TypeFault:
 			kind, stmt = "FAULT", e.Detail
+		case event.TypeChain, event.TypeFlag:
+			kind, stmt = strings.ToUpper(string(e.Type)), e.Detail
 		case event.TypeStatement:
 			if e.Error != "" {
 				stmt = "[" + e.Error + "] " + stmt

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     protocol String,
     host String,
     agent_id String,
+    chain_id String,
     seq UInt64,
     db_user String,
     database String,
@@ -63,12 +64,14 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     hash String
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (toStartOfHour(time), agent_id, seq)
+PRIMARY KEY (toStartOfHour(time), agent_id, seq)
+ORDER BY (toStartOfHour(time), agent_id, seq, chain_id)
 SETTINGS index_granularity = 8192;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m (
     minute DateTime('UTC'),
     agent_id String,
+    chain_id String,
     type String,
     decision String,
     kind String,
@@ -86,17 +89,18 @@ CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m (
     lost_total UInt64
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMMDD(minute)
-ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+PRIMARY KEY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq, chain_id)
 SETTINGS index_granularity = 8192;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS vigil.audit_activity_1m_mv TO vigil.audit_activity_1m AS
-SELECT toStartOfMinute(time) AS minute, agent_id, type, decision, kind, database, db_user,
+SELECT toStartOfMinute(time) AS minute, agent_id, chain_id, type, decision, kind, database, db_user,
     min(seq) AS first_seq, count() AS statements, countIf(error != '') AS errors, sum(rows) AS rows_total,
     sum(duration_us) AS duration_us_sum, max(duration_us) AS duration_us_max,
     countIf(notEmpty(pii_columns)) AS pii_statements, sum(length(pii_columns)) AS pii_columns_total,
     sum(length(masked_columns)) AS masked_columns_total, sum(lost) AS lost_total
 FROM vigil.audit_events
-GROUP BY minute, agent_id, type, decision, kind, database, db_user;
+GROUP BY minute, agent_id, chain_id, type, decision, kind, database, db_user;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_actor_pairs (
     agent_id String,
@@ -116,3 +120,13 @@ SELECT agent_id, process_comm, process_exe, db_user, database,
 FROM vigil.audit_events
 WHERE type = 'statement'
 GROUP BY agent_id, process_comm, process_exe, db_user, database;
+
+CREATE TABLE IF NOT EXISTS vigil.vigil_heads (
+    agent_id String,
+    chain_id String,
+    seq UInt64,
+    published DateTime('UTC'),
+    head String
+) ENGINE = ReplacingMergeTree(seq)
+ORDER BY (agent_id, chain_id)
+SETTINGS index_granularity = 8192;

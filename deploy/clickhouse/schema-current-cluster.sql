@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events_local ON CLUSTER vigil (
     protocol LowCardinality(String),
     host LowCardinality(String),
     agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
     seq UInt64 CODEC(Delta, ZSTD(1)),
     db_user LowCardinality(String),
     database LowCardinality(String),
@@ -68,7 +69,8 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events_local ON CLUSTER vigil (
     INDEX idx_decision decision TYPE set(16) GRANULARITY 4
 ) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vigil/audit_events_local', '{replica}')
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (toStartOfHour(time), agent_id, seq)
+PRIMARY KEY (toStartOfHour(time), agent_id, seq)
+ORDER BY (toStartOfHour(time), agent_id, seq, chain_id)
 TTL toDateTime(time) + INTERVAL 365 DAY
 SETTINGS index_granularity = 8192;
 
@@ -77,6 +79,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events ON CLUSTER vigil AS vigil.audit_ev
 CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m_local ON CLUSTER vigil (
     minute DateTime('UTC'),
     agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
     type LowCardinality(String),
     decision LowCardinality(String),
     kind LowCardinality(String),
@@ -94,20 +97,21 @@ CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m_local ON CLUSTER vigil (
     lost_total UInt64
 ) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vigil/audit_activity_1m_local', '{replica}')
 PARTITION BY toYYYYMMDD(minute)
-ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+PRIMARY KEY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq, chain_id)
 TTL toDateTime(minute) + INTERVAL 365 DAY
 SETTINGS index_granularity = 8192;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m ON CLUSTER vigil AS vigil.audit_activity_1m_local ENGINE = Distributed(vigil, vigil, audit_activity_1m_local, rand());
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS vigil.audit_activity_1m_local_mv ON CLUSTER vigil TO vigil.audit_activity_1m_local AS
-SELECT toStartOfMinute(time) AS minute, agent_id, type, decision, kind, database, db_user,
+SELECT toStartOfMinute(time) AS minute, agent_id, chain_id, type, decision, kind, database, db_user,
     min(seq) AS first_seq, count() AS statements, countIf(error != '') AS errors, sum(rows) AS rows_total,
     sum(duration_us) AS duration_us_sum, max(duration_us) AS duration_us_max,
     countIf(notEmpty(pii_columns)) AS pii_statements, sum(length(pii_columns)) AS pii_columns_total,
     sum(length(masked_columns)) AS masked_columns_total, sum(lost) AS lost_total
 FROM vigil.audit_events_local
-GROUP BY minute, agent_id, type, decision, kind, database, db_user;
+GROUP BY minute, agent_id, chain_id, type, decision, kind, database, db_user;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_actor_pairs_local ON CLUSTER vigil (
     agent_id LowCardinality(String),
@@ -129,6 +133,18 @@ SELECT agent_id, process_comm, process_exe, db_user, database,
 FROM vigil.audit_events_local
 WHERE type = 'statement'
 GROUP BY agent_id, process_comm, process_exe, db_user, database;
+
+CREATE TABLE IF NOT EXISTS vigil.vigil_heads_local ON CLUSTER vigil (
+    agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
+    seq UInt64,
+    published DateTime('UTC'),
+    head String
+) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vigil/vigil_heads_local', '{replica}', seq)
+ORDER BY (agent_id, chain_id)
+SETTINGS index_granularity = 8192;
+
+CREATE TABLE IF NOT EXISTS vigil.vigil_heads ON CLUSTER vigil AS vigil.vigil_heads_local ENGINE = Distributed(vigil, vigil, vigil_heads_local, cityHash64(agent_id));
 
 ALTER TABLE vigil.audit_events_local ON CLUSTER vigil MODIFY TTL toDateTime(time) + INTERVAL 365 DAY;
 

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     protocol LowCardinality(String),
     host LowCardinality(String),
     agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
     seq UInt64 CODEC(Delta, ZSTD(1)),
     db_user LowCardinality(String),
     database LowCardinality(String),
@@ -66,13 +67,15 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     INDEX idx_decision decision TYPE set(16) GRANULARITY 4
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (toStartOfHour(time), agent_id, seq)
+PRIMARY KEY (toStartOfHour(time), agent_id, seq)
+ORDER BY (toStartOfHour(time), agent_id, seq, chain_id)
 TTL toDateTime(time) + INTERVAL 365 DAY
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m (
     minute DateTime('UTC'),
     agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
     type LowCardinality(String),
     decision LowCardinality(String),
     kind LowCardinality(String),
@@ -90,18 +93,19 @@ CREATE TABLE IF NOT EXISTS vigil.audit_activity_1m (
     lost_total UInt64
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMMDD(minute)
-ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+PRIMARY KEY (minute, agent_id, type, decision, kind, database, db_user, first_seq)
+ORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq, chain_id)
 TTL toDateTime(minute) + INTERVAL 365 DAY
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS vigil.audit_activity_1m_mv TO vigil.audit_activity_1m AS
-SELECT toStartOfMinute(time) AS minute, agent_id, type, decision, kind, database, db_user,
+SELECT toStartOfMinute(time) AS minute, agent_id, chain_id, type, decision, kind, database, db_user,
     min(seq) AS first_seq, count() AS statements, countIf(error != '') AS errors, sum(rows) AS rows_total,
     sum(duration_us) AS duration_us_sum, max(duration_us) AS duration_us_max,
     countIf(notEmpty(pii_columns)) AS pii_statements, sum(length(pii_columns)) AS pii_columns_total,
     sum(length(masked_columns)) AS masked_columns_total, sum(lost) AS lost_total
 FROM vigil.audit_events
-GROUP BY minute, agent_id, type, decision, kind, database, db_user;
+GROUP BY minute, agent_id, chain_id, type, decision, kind, database, db_user;
 
 CREATE TABLE IF NOT EXISTS vigil.audit_actor_pairs (
     agent_id LowCardinality(String),
@@ -121,6 +125,16 @@ SELECT agent_id, process_comm, process_exe, db_user, database,
 FROM vigil.audit_events
 WHERE type = 'statement'
 GROUP BY agent_id, process_comm, process_exe, db_user, database;
+
+CREATE TABLE IF NOT EXISTS vigil.vigil_heads (
+    agent_id LowCardinality(String),
+    chain_id LowCardinality(String),
+    seq UInt64,
+    published DateTime('UTC'),
+    head String
+) ENGINE = ReplacingMergeTree(seq)
+ORDER BY (agent_id, chain_id)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
 ALTER TABLE vigil.audit_events MODIFY TTL toDateTime(time) + INTERVAL 365 DAY;
 

@@ -187,7 +187,7 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("unexpected finding: %v", p)
 		}
 	}
-	a := rep.Agents[0]
+	a := rep.Chains[0]
 	if a.Lost != lost || a.SignedTo != a.LastSeq {
 		t.Errorf("verify: %+v, want %d lost and signed to the end", a, lost)
 	}
@@ -257,7 +257,7 @@ func TestDiskFullAtStop(t *testing.T) {
 			t.Errorf("unexpected finding: %v", p)
 		}
 	}
-	if a := rep.Agents[0]; a.Lost != lost || a.SignedTo != a.LastSeq {
+	if a := rep.Chains[0]; a.Lost != lost || a.SignedTo != a.LastSeq {
 		t.Errorf("verify: %+v, want %d lost and signed to the end", a, lost)
 	}
 

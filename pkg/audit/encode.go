@@ -32,6 +32,7 @@ func appendCanonical(b []byte, e *event.Event) ([]byte, error) {
 	b = optString(b, `,"protocol":`, e.Protocol)
 	b = optString(b, `,"host":`, e.Host)
 	b = optString(b, `,"agent_id":`, e.AgentID)
+	b = optString(b, `,"chain_id":`, e.ChainID)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = optString(b, `,"db_user":`, e.DBUser)
@@ -219,7 +220,7 @@ var encoderSchema = map[reflect.Type][]string{
 	reflect.TypeFor[event.Event](): {
 		"Time time.Time time", "Type event.Type type", "Source string source,omitempty",
 		"Protocol string protocol,omitempty", "Host string host,omitempty",
-		"AgentID string agent_id,omitempty", "Seq uint64 seq",
+		"AgentID string agent_id,omitempty", "ChainID string chain_id,omitempty", "Seq uint64 seq",
 		"DBUser string db_user,omitempty", "Database string database,omitempty",
 		"Application string application,omitempty", "ClientAddr string client_addr,omitempty",
 		"ServerAddr string server_addr,omitempty", "SessionID string session_id,omitempty",

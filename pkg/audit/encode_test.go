@@ -102,7 +102,7 @@ func TestAppendCanonicalRandom(t *testing.T) {
 	for range 5000 {
 		e := &event.Event{
 			Time: time.Unix(r.Int64N(1<<34)-1<<33, r.Int64N(1e9)).In(time.FixedZone("z", r.IntN(50000)-25000)),
-			Type: event.Type(str()), Source: str(), Protocol: str(), Host: str(), AgentID: str(),
+			Type: event.Type(str()), Source: str(), Protocol: str(), Host: str(), AgentID: str(), ChainID: str(),
 			Seq: r.Uint64(), DBUser: str(), Database: str(), Application: str(), ClientAddr: str(),
 			ServerAddr: str(), SessionID: str(), BackendPID: int32(r.Uint32()), TLS: r.IntN(2) == 0,
 			Statement: str(), StatementTruncated: r.IntN(2) == 0, Params: strs(), Fingerprint: str(),

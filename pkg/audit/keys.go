@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Files in the agent's state directory.
@@ -19,6 +21,7 @@ const (
 	KeyFile    = "agent.key" // Ed25519 private key, PKCS#8 PEM, mode 0600
 	PubKeyFile = "agent.pub" // its public key, PKIX PEM: what a verifier needs
 	HeadFile   = "head.json" // the signed head of the trail, rewritten on every flush
+	ChainFile  = "chain.id"  // the id of the chain this state directory writes
 )
 
 // KeyID names a public key in anchors and head files: the first 8 bytes of its SHA-256,
@@ -27,6 +30,44 @@ func KeyID(pub ed25519.PublicKey) string {
 	sum := sha256.Sum256(pub)
 	return hex.EncodeToString(sum[:8])
 }
+
+// LoadOrCreateChainID returns the id of the chain that dir's trail writes, creating one
+// with a new state directory. The id comes with the state directory, not the agent id:
+// a fresh state directory starts again at seq 1, and its chain must not be taken for the
+// one before it. It is created before the key, so a state directory with a key and no
+// chain id is one from before chain ids: its chain goes on with the empty id, so that it
+// stays one chain.
+func LoadOrCreateChainID(dir string) (string, error) {
+	path := filepath.Join(dir, ChainFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		id := strings.TrimSpace(string(data))
+		if !chainIDRe.MatchString(id) {
+			return "", fmt.Errorf("%s: %q is not a chain id (32 hex digits)", path, id)
+		}
+		return id, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("reading the chain id: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFile)); err == nil {
+		return "", nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating state directory: %w", err)
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generating a chain id: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	if err := writeFileAtomic(path, []byte(id+"\n"), 0o644, true); err != nil {
+		return "", fmt.Errorf("writing the chain id: %w", err)
+	}
+	return id, nil
+}
+
+var chainIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // LoadOrCreateKey returns the agent's signing key from dir, generating it on first start.
 // The private key never leaves dir; agent.pub beside it is for verifiers.
@@ -119,22 +160,24 @@ func LoadPublicKey(path string) (ed25519.PublicKey, error) {
 	return pub, nil
 }
 
-// LoadState reads what Verify needs from an agent's state directory: the public key and
-// the head file. A missing head file gives a nil head (no flush yet, or it was removed:
+// LoadTrust reads what Verify needs from an agent's state directory: the public key and
+// the head file. A missing head file gives no head (no flush yet, or it was removed:
 // Verify then warns that it cannot check the tail).
-func LoadState(dir string) (ed25519.PublicKey, *Head, error) {
+func LoadTrust(dir string) (Trust, error) {
 	pub, err := LoadPublicKey(filepath.Join(dir, PubKeyFile))
 	if err != nil {
-		return nil, nil, err
+		return Trust{}, err
 	}
+	t := Trust{Keys: []ed25519.PublicKey{pub}}
 	head, err := ReadHead(filepath.Join(dir, HeadFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return pub, nil, nil
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return Trust{}, err
+	default:
+		t.Heads = append(t.Heads, head)
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return pub, head, nil
+	return t, nil
 }
 
 // anchorMessage is what an anchor's signature covers: the agent, the anchor's seq and

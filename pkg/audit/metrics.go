@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 		}),
 		byType: map[event.Type]prometheus.Counter{},
 	}
-	for _, typ := range []event.Type{event.TypeStatement, event.TypeGap, event.TypeApproval, event.TypeAnchor, event.TypeFlag, event.TypeFault} {
+	for _, typ := range []event.Type{event.TypeStatement, event.TypeGap, event.TypeApproval, event.TypeAnchor, event.TypeFlag, event.TypeFault, event.TypeChain} {
 		m.byType[typ] = m.events.WithLabelValues(string(typ))
 	}
 	backlogGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -48,8 +48,8 @@ const maxArena = 16 << 20
 type Config struct {
 	// Host and AgentID are stamped on every event.
 	Host, AgentID string
-	// StateDir holds the signing key (agent.key, created on first start) and the head
-	// file.
+	// StateDir holds the chain id and the signing key (chain.id and agent.key, created on
+	// first start) and the head file.
 	StateDir string
 	// QueueSize bounds the events waiting for the writer; beyond it Emit drops and counts.
 	// Default 65536.
@@ -110,6 +110,9 @@ type Trail struct {
 	// reserve is the reserve file's path (see lastResort).
 	reserve string
 
+	// chainID names the chain (chain.id in the state directory; see LoadOrCreateChainID).
+	chainID string
+
 	queue    chan *event.Event
 	dropped  atomic.Uint64 // dropped by Emit, not yet reported by a gap event
 	stopping atomic.Bool   // Run is draining: Emit must not queue any more
@@ -169,6 +172,10 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	chainID, err := LoadOrCreateChainID(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
 	key, err := LoadOrCreateKey(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -185,6 +192,7 @@ func New(cfg Config, app store.Appender, reg prometheus.Registerer) (*Trail, err
 		full:  make(chan struct{}, 1),
 	}
 	t.reserve = filepath.Join(cfg.StateDir, ReserveFile)
+	t.chainID = chainID
 	t.encA, _ = app.(encodedAppender)
 	if err := fastEncoderFits(); err != nil {
 		t.log.Warn("the event types changed since the trail's encoder was written: encoding with encoding/json, which is slower; update pkg/audit/encode.go", "err", err)
@@ -220,11 +228,12 @@ func (t *Trail) resume() error {
 		if err := head.Verify(t.key.Public().(ed25519.PublicKey)); err != nil {
 			t.log.Warn("ignoring head file", "file", t.head, "err", err)
 			head = nil
-		} else if head.AgentID != t.cfg.AgentID {
-			t.log.Warn("head file is another agent's", "file", t.head, "head_agent", head.AgentID, "agent", t.cfg.AgentID)
+		} else if head.AgentID != t.cfg.AgentID || head.ChainID != t.chainID {
+			t.log.Warn("head file is another chain's", "file", t.head, "head_chain", head.Chain(), "chain", chainName(t.cfg.AgentID, t.chainID))
 			head = nil
 		}
 	}
+	defer t.announce()
 	lastr, ok := t.app.(interface{ Last() (uint64, string) })
 	if !ok {
 		if head != nil {
@@ -248,6 +257,19 @@ func (t *Trail) resume() error {
 		t.seq = head.Seq
 	}
 	return nil
+}
+
+// announce queues the chain event that opens a new chain (nothing stored, no head): the
+// first flush, which it wakes, writes it as seq 1.
+func (t *Trail) announce() {
+	if t.seq != 0 || t.chainID == "" {
+		return
+	}
+	t.losses = append(t.losses, &event.Event{
+		Type: event.TypeChain, KeyID: t.keyID,
+		Detail: fmt.Sprintf("agent %s starts chain %s, signed by key %s", t.cfg.AgentID, t.chainID, t.keyID),
+	})
+	t.wake <- struct{}{}
 }
 
 // lostRange is the Detail of a gap event for seqs that were stored and then lost. Verify
@@ -481,7 +503,7 @@ func (t *Trail) anchorDue(now time.Time) bool {
 // e.MarshalJSON() without a second encoding. Lines live in t.arena until the batch is
 // written.
 func (t *Trail) seal(e *event.Event) ([]byte, error) {
-	e.Host, e.AgentID = t.cfg.Host, t.cfg.AgentID
+	e.Host, e.AgentID, e.ChainID = t.cfg.Host, t.cfg.AgentID, t.chainID
 	e.Seq = t.seq + 1
 	if t.cfg.DropParams {
 		e.Params = nil
@@ -592,7 +614,7 @@ func (t *Trail) write(ctx context.Context, evs []*event.Event) error {
 		t.tee()
 	}
 	last := evs[len(evs)-1]
-	t.pendingHead = &Head{AgentID: t.cfg.AgentID, Seq: last.Seq, Hash: last.Hash}
+	t.pendingHead = &Head{AgentID: t.cfg.AgentID, ChainID: t.chainID, Seq: last.Seq, Hash: last.Hash}
 	t.writeHead(false)
 	return nil
 }

@@ -7,9 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store"
@@ -34,13 +36,14 @@ const (
 	KindDuplicate Kind = "duplicate"
 	// KindBadSignature: an anchor whose signature does not verify.
 	KindBadSignature Kind = "bad_signature"
-	// KindUnknownKey: an anchor signed by a key other than the one given.
+	// KindUnknownKey: an anchor signed by a key that is not among the trusted keys.
 	KindUnknownKey Kind = "unknown_key"
 	// KindTruncated: the store ends before the seq the signed head says the agent stored.
 	KindTruncated Kind = "truncated"
 	// KindHeadMismatch: the event at the head's seq is not the one the head signed.
 	KindHeadMismatch Kind = "head_mismatch"
-	// KindBadHead: the head file's signature does not verify; the tail is unchecked.
+	// KindBadHead: a head whose signature does not verify, or made with a key that is not
+	// trusted; that head checks nothing.
 	KindBadHead Kind = "bad_head"
 )
 
@@ -57,17 +60,20 @@ const (
 	// store whose oldest segments were reclaimed; for a store of record it means deleted
 	// history.
 	KindStartsLate Kind = "starts_late"
-	// KindNoHead / KindNoKey: no head or no public key was given, so tail truncation /
-	// anchor signatures were not checked.
+	// KindNoHead: no signed head of the chain (or no key to check one with), so a cut at
+	// the end of the chain was not checked. Verify --strict fails on it.
+	// KindNoKey: no public key was given, so no signature was checked. Verify --strict
+	// fails on it.
 	KindNoHead Kind = "no_head"
 	KindNoKey  Kind = "no_key"
 )
 
 var warnings = map[Kind]bool{KindGap: true, KindUnsigned: true, KindStartsLate: true, KindNoHead: true, KindNoKey: true}
 
-// Problem is one finding, at the seq where it shows.
+// Problem is one finding, in a chain at the seq where it shows.
 type Problem struct {
 	AgentID string `json:"agent_id"`
+	ChainID string `json:"chain_id,omitempty"`
 	Seq     uint64 `json:"seq"`
 	Kind    Kind   `json:"kind"`
 	Warning bool   `json:"warning,omitempty"`
@@ -79,27 +85,42 @@ func (p Problem) String() string {
 	if p.Warning {
 		level = "warning"
 	}
-	return fmt.Sprintf("%s agent %s seq %d %s: %s", level, p.AgentID, p.Seq, p.Kind, p.Detail)
+	if p.AgentID == "" && p.ChainID == "" {
+		return fmt.Sprintf("%s %s: %s", level, p.Kind, p.Detail)
+	}
+	return fmt.Sprintf("%s chain %s seq %d %s: %s", level, chainName(p.AgentID, p.ChainID), p.Seq, p.Kind, p.Detail)
 }
 
-// AgentSummary describes one agent's chain as Verify read it.
-type AgentSummary struct {
-	AgentID  string `json:"agent_id"`
+// ChainSummary describes one chain as Verify read it.
+type ChainSummary struct {
+	AgentID string `json:"agent_id"`
+	ChainID string `json:"chain_id"`
+	// KeyID is the key the chain's chain event or first anchor names.
+	KeyID    string `json:"key_id,omitempty"`
 	FirstSeq uint64 `json:"first_seq"`
 	LastSeq  uint64 `json:"last_seq"`
 	Events   uint64 `json:"events"`
 	Anchors  uint64 `json:"anchors"`
 	Gaps     uint64 `json:"gaps"`
-	Lost     uint64 `json:"lost"`      // the sum of the gap events' Lost
-	SignedTo uint64 `json:"signed_to"` // last seq covered by a valid anchor or the head
+	Lost     uint64 `json:"lost"` // the sum of the gap events' Lost
+	// UnsizedGaps are gap events whose loss the agent could not count (Lost 0): a
+	// restart's window, a ring that overflowed while no agent read it.
+	UnsizedGaps uint64 `json:"unsized_gaps"`
+	SignedTo    uint64 `json:"signed_to"` // last seq covered by a valid anchor or the head
+	// TailChecked: a trusted signed head of the chain was checked against the store, so a
+	// cut at its end would show (up to that head's seq).
+	TailChecked bool `json:"tail_checked"`
 }
+
+// Name is how reports name the chain.
+func (c ChainSummary) Name() string { return chainName(c.AgentID, c.ChainID) }
 
 // maxProblems bounds a report on a badly damaged store; the rest are only counted.
 const maxProblems = 10000
 
 // Report is Verify's result.
 type Report struct {
-	Agents   []AgentSummary `json:"agents"`
+	Chains   []ChainSummary `json:"chains"`
 	Problems []Problem      `json:"problems"`
 	Omitted  int            `json:"omitted,omitempty"` // problems beyond maxProblems
 }
@@ -117,13 +138,28 @@ func (r *Report) OK() bool {
 	return true
 }
 
-func (r *Report) add(agent string, seq uint64, kind Kind, format string, args ...any) {
+// Unchecked lists what Verify could not check for want of a key or a head (the no_key
+// and no_head warnings): verify --strict fails unless it is empty.
+func (r *Report) Unchecked() []Problem {
+	var out []Problem
+	for _, p := range r.Problems {
+		if p.Kind == KindNoKey || p.Kind == KindNoHead {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *Report) add(c chainKey, seq uint64, kind Kind, format string, args ...any) {
 	if len(r.Problems) >= maxProblems {
 		r.Omitted++
 		return
 	}
-	r.Problems = append(r.Problems, Problem{AgentID: agent, Seq: seq, Kind: kind, Warning: warnings[kind], Detail: fmt.Sprintf(format, args...)})
+	r.Problems = append(r.Problems, Problem{AgentID: c.agent, ChainID: c.chain, Seq: seq, Kind: kind, Warning: warnings[kind], Detail: fmt.Sprintf(format, args...)})
 }
+
+// chainKey identifies a chain: several chains can share an agent id.
+type chainKey struct{ agent, chain string }
 
 // declaredRange finds the seq range a gap event says was lost ("... seq 120..245 ...").
 // Gap events for queue overflow name none: those events never got a seq.
@@ -145,17 +181,31 @@ func gapRange(e *event.Event) (seqRange, bool) {
 	return seqRange{from, to}, true
 }
 
-// chain is Verify's state for one agent.
+// chain is Verify's state for one chain.
 type chain struct {
-	sum      AgentSummary
+	key      chainKey
+	sum      ChainSummary
 	lastHash string // stored hash of the event at sum.LastSeq
 	missing  []seqRange
 	declared []seqRange
-	headHash string // stored hash of the event at the head's seq, once seen
-	headSeen bool
+	heads    []*Head
+	atHead   map[uint64]string // stored hashes of the events at the heads' seqs, once seen
 }
 
-// Verify reads every event of r in order and checks each agent's chain:
+// Trust is what Verify checks a trail against, given by the verifier rather than read
+// from the store being checked.
+type Trust struct {
+	// Keys are the trusted public keys (agent.pub of each agent): every anchor and head
+	// must be signed by one of them. None: no signature is checked (a no_key warning).
+	Keys []ed25519.PublicKey
+	// Heads are signed heads, any number per chain (head files, heads published in the
+	// store). Each whose signature verifies with a trusted key is checked against the
+	// store; a chain without one gets a no_head warning.
+	Heads []*Head
+}
+
+// Verify reads every event of r and checks each chain — events are grouped by (agent_id,
+// chain_id), so chains that share an agent id are checked apart:
 //
 //   - every event's hash is the SHA-256 of its canonical encoding (else altered);
 //   - seqs rise by one (a seq lower than one seen is reordered if the chain skipped it,
@@ -163,58 +213,67 @@ type chain struct {
 //     unless a gap event in the chain names them ("seq a..b"), which makes them a
 //     warning;
 //   - each event's prev_hash is the hash of the event before (else broken_link);
-//   - each anchor's signature verifies with pub over (agent, seq, prev_hash);
-//   - with head (that agent's signed head file): the store reaches head.Seq and the event
-//     there has head.Hash (else truncated / head_mismatch).
+//   - each anchor's signature verifies with the trusted key it names, over (agent, seq,
+//     prev_hash) (else bad_signature, or unknown_key for a key not trusted);
+//   - with a trusted head of the chain: the store reaches head.Seq and the event there
+//     has head.Hash (else truncated / head_mismatch).
 //
 // Events after the last anchor or head are reported as unsigned (a warning), because
-// removing some of them from the end cannot be told from their never being written. pub
-// or head may be nil; what they would check is then reported as a warning. The chain
-// proves integrity from the first stored event on: whether older events were reclaimed
-// or deleted, only a store that keeps everything (and a starts_late warning) can say.
-func Verify(ctx context.Context, r store.Reader, pub ed25519.PublicKey, head *Head) (*Report, error) {
+// removing some of them from the end cannot be told from their never being written. What
+// could not be checked for want of a key or a head is reported as a warning per chain
+// (no_key, no_head; see Report.Unchecked). The chain proves integrity from the first
+// stored event on: whether older events were reclaimed or deleted, only a store that
+// keeps everything (and a starts_late warning) can say.
+func Verify(ctx context.Context, r store.Reader, trust Trust) (*Report, error) {
 	rep := &Report{}
-	chains := map[string]*chain{}
-	var order []string
-	keyID := ""
-	if pub != nil {
-		keyID = KeyID(pub)
+	chains := map[chainKey]*chain{}
+	get := func(k chainKey) *chain {
+		c := chains[k]
+		if c == nil {
+			c = &chain{key: k, sum: ChainSummary{AgentID: k.agent, ChainID: k.chain}, atHead: map[uint64]string{}}
+			chains[k] = c
+		}
+		return c
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for _, k := range trust.Keys {
+		keys[KeyID(k)] = k
+	}
+	seen := map[string]bool{}
+	for _, h := range trust.Heads {
+		if h == nil || seen[h.Signature] {
+			continue // the same head from a file and from the store
+		}
+		seen[h.Signature] = true
+		c := get(chainKey{h.AgentID, h.ChainID})
+		c.heads = append(c.heads, h)
 	}
 	err := r.Read(ctx, store.Query{}, func(e *event.Event) error {
-		c := chains[e.AgentID]
-		if c == nil {
-			c = &chain{sum: AgentSummary{AgentID: e.AgentID}}
-			chains[e.AgentID] = c
-			order = append(order, e.AgentID)
-		}
-		c.check(rep, e, pub, keyID, head)
+		get(chainKey{e.AgentID, e.ChainID}).check(rep, e, keys)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("verify: reading the trail: %w", err)
 	}
-	if pub == nil {
-		rep.add("", 0, KindNoKey, "no public key given: anchor signatures and the head were not checked")
+	if len(keys) == 0 {
+		rep.add(chainKey{}, 0, KindNoKey, "no public key given (--pubkey, or agent.pub in --state-dir): no anchor or head signature was checked")
 	}
-	if head != nil && chains[head.AgentID] == nil {
-		c := &chain{sum: AgentSummary{AgentID: head.AgentID}}
-		chains[head.AgentID] = c
-		order = append(order, head.AgentID)
-	}
-	slices.Sort(order)
-	for _, agent := range order {
-		c := chains[agent]
-		c.finish(rep, pub, head)
-		rep.Agents = append(rep.Agents, c.sum)
+	order := slices.SortedFunc(maps.Keys(chains), func(a, b chainKey) int {
+		return cmp.Or(cmp.Compare(a.agent, b.agent), cmp.Compare(a.chain, b.chain))
+	})
+	for _, k := range order {
+		c := chains[k]
+		c.finish(rep, keys)
+		rep.Chains = append(rep.Chains, c.sum)
 	}
 	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
-		return cmp.Or(cmp.Compare(a.AgentID, b.AgentID), cmp.Compare(a.Seq, b.Seq))
+		return cmp.Or(cmp.Compare(a.AgentID, b.AgentID), cmp.Compare(a.ChainID, b.ChainID), cmp.Compare(a.Seq, b.Seq))
 	})
 	return rep, nil
 }
 
-func (c *chain) check(rep *Report, e *event.Event, pub ed25519.PublicKey, keyID string, head *Head) {
-	agent := e.AgentID
+func (c *chain) check(rep *Report, e *event.Event, keys map[string]ed25519.PublicKey) {
+	agent := c.key
 	c.sum.Events++
 	if canon, err := e.Canonical(); err != nil {
 		rep.add(agent, e.Seq, KindAltered, "cannot be encoded: %v", err)
@@ -248,18 +307,28 @@ func (c *chain) check(rep *Report, e *event.Event, pub ed25519.PublicKey, keyID 
 	if e.Seq > c.sum.LastSeq {
 		c.sum.LastSeq, c.lastHash = e.Seq, e.Hash
 	}
-	if head != nil && head.AgentID == agent && e.Seq == head.Seq {
-		c.headSeen, c.headHash = true, e.Hash
+	for _, h := range c.heads {
+		if e.Seq == h.Seq {
+			c.atHead[e.Seq] = e.Hash
+		}
 	}
 
 	switch e.Type {
+	case event.TypeChain:
+		if c.sum.KeyID == "" {
+			c.sum.KeyID = e.KeyID
+		}
 	case event.TypeAnchor:
 		c.sum.Anchors++
-		if pub == nil {
+		if c.sum.KeyID == "" {
+			c.sum.KeyID = e.KeyID
+		}
+		if len(keys) == 0 {
 			return
 		}
-		if e.KeyID != keyID {
-			rep.add(agent, e.Seq, KindUnknownKey, "anchor signed by key %q, not %s", e.KeyID, keyID)
+		pub := keys[e.KeyID]
+		if pub == nil {
+			rep.add(agent, e.Seq, KindUnknownKey, "anchor signed by key %q, which is not a trusted key (%s)", e.KeyID, keyList(keys))
 			return
 		}
 		sig, err := hex.DecodeString(e.Signature)
@@ -274,7 +343,12 @@ func (c *chain) check(rep *Report, e *event.Event, pub ed25519.PublicKey, keyID 
 		if r, ok := gapRange(e); ok {
 			c.declared = append(c.declared, r)
 		}
-		rep.add(agent, e.Seq, KindGap, "the agent recorded %d lost events: %s", e.Lost, e.Detail)
+		if e.Lost == 0 {
+			c.sum.UnsizedGaps++
+			rep.add(agent, e.Seq, KindGap, "the agent recorded a loss of unknown size: %s", e.Detail)
+		} else {
+			rep.add(agent, e.Seq, KindGap, "the agent recorded %d lost events: %s", e.Lost, e.Detail)
+		}
 	}
 }
 
@@ -297,8 +371,8 @@ func (c *chain) takeMissing(seq uint64) bool {
 	return false
 }
 
-func (c *chain) finish(rep *Report, pub ed25519.PublicKey, head *Head) {
-	agent := c.sum.AgentID
+func (c *chain) finish(rep *Report, keys map[string]ed25519.PublicKey) {
+	agent := c.key
 	for _, m := range c.missing {
 		for _, r := range subtract(m, c.declared) {
 			if r.from == r.to {
@@ -309,31 +383,52 @@ func (c *chain) finish(rep *Report, pub ed25519.PublicKey, head *Head) {
 		}
 	}
 
-	var headErr error
-	if head != nil && pub != nil {
-		headErr = head.Verify(pub)
+	for _, h := range c.heads {
+		if len(keys) == 0 {
+			break
+		}
+		pub := keys[h.KeyID]
+		if pub == nil {
+			rep.add(agent, h.Seq, KindBadHead, "head (%s) signed by key %q, which is not a trusted key (%s)", headTime(h), h.KeyID, keyList(keys))
+			continue
+		}
+		if err := h.Verify(pub); err != nil {
+			rep.add(agent, h.Seq, KindBadHead, "head (%s): %v", headTime(h), err)
+			continue
+		}
+		hash, seen := c.atHead[h.Seq]
+		switch {
+		case c.sum.Events == 0 || c.sum.LastSeq < h.Seq:
+			rep.add(agent, c.sum.LastSeq+1, KindTruncated, "the signed head (%s) says the agent stored up to seq %d, the store ends at seq %d",
+				headTime(h), h.Seq, c.sum.LastSeq)
+		case !seen:
+			// The event at h.Seq is missing: reported above as missing.
+		case hash != h.Hash:
+			rep.add(agent, h.Seq, KindHeadMismatch, "the signed head says seq %d has hash %s, the store holds %s", h.Seq, h.Hash, hash)
+		default:
+			c.sum.SignedTo = max(c.sum.SignedTo, h.Seq)
+			c.sum.TailChecked = true
+		}
 	}
 	switch {
-	case head == nil || head.AgentID != agent:
-		rep.add(agent, c.sum.LastSeq, KindNoHead, "no head file for this agent: a cut at the end of its trail cannot be detected")
-	case pub == nil:
-	case headErr != nil:
-		rep.add(agent, head.Seq, KindBadHead, "%v", headErr)
-	case c.sum.LastSeq < head.Seq:
-		rep.add(agent, c.sum.LastSeq+1, KindTruncated, "the signed head (%s) says the agent stored up to seq %d, the store ends at seq %d",
-			head.Time.Format("2006-01-02T15:04:05Z07:00"), head.Seq, c.sum.LastSeq)
-	case !c.headSeen:
-		// The event at head.Seq is missing: reported above as missing.
-	case c.headHash != head.Hash:
-		rep.add(agent, head.Seq, KindHeadMismatch, "the signed head says seq %d has hash %s, the store holds %s", head.Seq, head.Hash, c.headHash)
-	default:
-		c.sum.SignedTo = max(c.sum.SignedTo, head.Seq)
+	case c.sum.TailChecked:
+	case len(keys) == 0 && len(c.heads) > 0:
+		rep.add(agent, c.sum.LastSeq, KindNoHead, "no trusted key to check the signed head of chain %s with: tail not checked", c.sum.Name())
+	case len(c.heads) == 0:
+		rep.add(agent, c.sum.LastSeq, KindNoHead, "no signed head for chain %s: tail not checked (a cut at its end would not show)", c.sum.Name())
 	}
 
-	if c.sum.Events > 0 && c.sum.LastSeq > c.sum.SignedTo && pub != nil {
+	if c.sum.Events > 0 && c.sum.LastSeq > c.sum.SignedTo && len(keys) > 0 {
 		from := max(c.sum.SignedTo+1, c.sum.FirstSeq)
 		rep.add(agent, from, KindUnsigned, "seqs %d..%d come after the last signature (anchor or head)", from, c.sum.LastSeq)
 	}
+}
+
+func headTime(h *Head) string { return h.Time.Format("2006-01-02T15:04:05Z07:00") }
+
+// keyList names the trusted keys for a message.
+func keyList(keys map[string]ed25519.PublicKey) string {
+	return "trusted: " + strings.Join(slices.Sorted(maps.Keys(keys)), ", ")
 }
 
 // subtract returns the parts of r that no range in cover contains.

@@ -62,6 +62,17 @@ func rehash(t *testing.T, e *event.Event) {
 	e.Hash = hex.EncodeToString(sum[:])
 }
 
+// firstStatement is the index of the first statement in lines from index from on.
+func firstStatement(t *testing.T, lines []string, from int) int {
+	for i := from; i < len(lines); i++ {
+		if decode(t, lines[i]).Type == event.TypeStatement {
+			return i
+		}
+	}
+	t.Fatal("no statement")
+	return 0
+}
+
 func TestVerifyDetectsTampering(t *testing.T) {
 	// The trail: seqs 1..N with anchors after each batch; lines[i] is seq i+1.
 	const n = 40
@@ -87,11 +98,13 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			return l
 		}, KindBrokenLink, func([]string) uint64 { return 11 }},
 		{"replace with a forged chain to the end", func(t *testing.T, l []string) []string {
-			// Rewrites event 10 and re-links everything after it: only signatures can tell.
-			prev := decode(t, l[8]).Hash
-			for i := 9; i < len(l); i++ {
+			// Rewrites the first statement from seq 10 on and re-links everything after it:
+			// only signatures can tell.
+			k := firstStatement(t, l, 9)
+			prev := decode(t, l[k-1]).Hash
+			for i := k; i < len(l); i++ {
 				e := decode(t, l[i])
-				if i == 9 {
+				if i == k {
 					e.Statement = "SELECT 1"
 				}
 				e.PrevHash = prev
@@ -101,7 +114,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			}
 			return l
 		}, KindBadSignature, func(l []string) uint64 {
-			for i := 9; i < len(l); i++ {
+			for i := firstStatement(t, l, 9); i < len(l); i++ {
 				if e := decode(t, l[i]); e.Type == event.TypeAnchor {
 					return e.Seq
 				}
@@ -195,7 +208,7 @@ func TestVerifyWithoutKeyOrHead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Verify(t.Context(), r, nil, nil)
+	rep, err := Verify(t.Context(), r, Trust{})
 	if err != nil {
 		t.Fatal(err)
 	}

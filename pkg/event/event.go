@@ -31,6 +31,12 @@ const (
 	// running: Detail says which side and where. Statements still outstanding on it are
 	// recorded as unanswered.
 	TypeFault Type = "fault"
+	// TypeChain opens a chain: the first event (seq 1) of every chain, written when an
+	// agent starts with a state directory that has none yet. ChainID names the chain, KeyID
+	// the key that signs it, Detail says so in words. Several chains under one agent id (a
+	// reinstall, a pod rescheduled onto an empty volume, a second agent given the same id)
+	// are told apart by their chain ids, and each announces itself with one of these.
+	TypeChain Type = "chain"
 )
 
 // Source says which part of Vigil saw the statement.
@@ -86,7 +92,12 @@ type Event struct {
 	Protocol string    `json:"protocol,omitempty"`
 	Host     string    `json:"host,omitempty"`
 	AgentID  string    `json:"agent_id,omitempty"`
-	Seq      uint64    `json:"seq"`
+	// ChainID names the hash chain the event belongs to: created with the agent's state
+	// directory, so a fresh state directory starts a new chain (at seq 1) even under the
+	// same agent id. (agent_id, chain_id, seq) identifies an event. Empty for chains
+	// started before chain ids existed.
+	ChainID string `json:"chain_id,omitempty"`
+	Seq     uint64 `json:"seq"`
 
 	DBUser      string `json:"db_user,omitempty"`
 	Database    string `json:"database,omitempty"`

@@ -30,8 +30,8 @@ func TestClusterReplicaKilled(t *testing.T) {
 	st, cfg := openCluster(t, c)
 	t.Logf("migrated ON CLUSTER in %v", time.Since(start).Round(time.Millisecond))
 	for _, r := range c.Replicas {
-		if n := queryUint(t, r, "SELECT count() FROM system.tables WHERE database = 'vigil'"); n != 10 {
-			t.Fatalf("replica %s has %d tables in vigil, want 10 (5 local, 3 Distributed, 2 views)", r.Addr(), n)
+		if n := queryUint(t, r, "SELECT count() FROM system.tables WHERE database = 'vigil'"); n != 12 {
+			t.Fatalf("replica %s has %d tables in vigil, want 12 (5 tables, each local and Distributed, and 2 views)", r.Addr(), n)
 		}
 	}
 
@@ -115,11 +115,11 @@ func TestClusterReplicaKilled(t *testing.T) {
 			queryUint(t, r, "SELECT count() FROM vigil.audit_events_local"))
 	}
 
-	pub, head, err := audit.LoadState(filepath.Join(dir, "state"))
+	trust, err := audit.LoadTrust(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify(ctx, st, pub, head)
+	rep, err := audit.Verify(ctx, st, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +129,8 @@ func TestClusterReplicaKilled(t *testing.T) {
 		}
 		t.Fatal("the hash chain does not verify through the Distributed table")
 	}
-	if len(rep.Agents) != 1 || rep.Agents[0].Events != want {
-		t.Errorf("verify read %+v, want %d events of one agent", rep.Agents, want)
+	if len(rep.Chains) != 1 || rep.Chains[0].Events != want {
+		t.Errorf("verify read %+v, want %d events of one agent", rep.Chains, want)
 	}
 
 	// An agent that starts while a replica is away migrates (nothing to do) and ships: an

@@ -31,6 +31,7 @@ const (
 	codeUnknownTable      = 60
 	codeCannotConvertType = 70
 	codeUnknownIdentifier = 47
+	codeNotImplemented    = 48 // e.g. an ALTER this server cannot do: only an upgrade fixes it
 	codeCannotParseText   = 6
 	codeUnknownDatabase   = 81
 	codeReadonly          = 164
@@ -49,7 +50,7 @@ func classify(err error) errorKind {
 		case codeNoSuchColumn, codeTypeMismatch, codeCannotConvertType, codeUnknownIdentifier, codeCannotParseText:
 			return kindSchema
 		case codeUnknownDatabase, codeUnknownTable, codeReadonly, codeUnknownUser, codeWrongPassword, codeRequiredPassword,
-			codeIPNotAllowed, codeAccessDenied, codeAuthFailed:
+			codeIPNotAllowed, codeAccessDenied, codeAuthFailed, codeNotImplemented:
 			return kindConfig
 		}
 	}
@@ -60,6 +61,12 @@ func classify(err error) errorKind {
 func isUnknownDatabase(err error) bool {
 	var ex *ch.Exception
 	return errors.As(err, &ex) && ex.Code == codeUnknownDatabase
+}
+
+// isNotImplemented: the server cannot do what the statement asks (an ALTER of its version).
+func isNotImplemented(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && ex.Code == codeNotImplemented
 }
 
 // isUnknownTable: a table the statement names does not exist.

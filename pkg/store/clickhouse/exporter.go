@@ -43,6 +43,10 @@ type ExporterConfig struct {
 	// then the spool up to its last event at the stop (retrying as usual). What is left
 	// after it stays in the spool for the next start. Default 10s.
 	ShutdownTimeout time.Duration
+	// HeadFile is the trail's signed head file (head.json in the state directory). When set,
+	// the exporter publishes each head into the store once the store holds the event it
+	// names, so that the store can be verified from another machine (vigil_heads).
+	HeadFile string
 	// RetentionEvery is how often retention runs on servers without TTL. Default 1h.
 	RetentionEvery time.Duration
 	// Report, when set, hears after each attempt to reach ClickHouse how it went: err nil
@@ -68,6 +72,7 @@ type Exporter struct {
 	cur        cursor
 	shipped    atomic.Uint64
 	lastRet    time.Time
+	heads      headQueue
 }
 
 // NewExporter prepares an exporter from spool to st. reg receives its metrics (nil: none).
@@ -374,7 +379,7 @@ func (x *Exporter) readRange(ctx context.Context, b *staged, after, last uint64,
 func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 	batch := b.events
 	if len(batch) == 0 {
-		return x.advance(last)
+		return x.advance(ctx, last)
 	}
 	x.cur.InflightFirst, x.cur.InflightLast = batch[0].Seq, last
 	if err := x.cur.save(x.cursorPath); err != nil {
@@ -391,7 +396,7 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 				x.log.Info("ClickHouse accepted the batch again", "first", batch[0].Seq, "last", last, "attempts", attempt)
 			}
 			x.report(nil, false)
-			return x.advance(last)
+			return x.advance(ctx, last)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -408,7 +413,7 @@ func (x *Exporter) ship(ctx context.Context, b *staged, last uint64) error {
 			x.m.deadLetter.Add(float64(len(batch)))
 			x.log.Error("ClickHouse REJECTED a batch for its schema: the events are in the dead-letter file and the local store, NOT in ClickHouse; fix the schema and re-import them",
 				"err", err, "first", batch[0].Seq, "last", last, "events", len(batch), "dead_letter", path)
-			return x.advance(last)
+			return x.advance(ctx, last)
 		}
 		if err := x.retryWait(ctx, kind, err, "insert", attempt, &backoff); err != nil {
 			return err
@@ -474,7 +479,7 @@ func (x *Exporter) report(err error, permanent bool) {
 }
 
 // advance records that everything up to last is delivered.
-func (x *Exporter) advance(last uint64) error {
+func (x *Exporter) advance(ctx context.Context, last uint64) error {
 	x.cur = cursor{Shipped: last}
 	if err := x.cur.save(x.cursorPath); err != nil {
 		return err
@@ -482,7 +487,34 @@ func (x *Exporter) advance(last uint64) error {
 	x.shipped.Store(last)
 	x.m.shipped.Set(float64(last))
 	x.spool.SetShipped(last)
+	x.publishHead(ctx, last)
 	return nil
+}
+
+// publishHead publishes the newest head that names an event the store now holds (seq up
+// to last). The head file runs ahead of what is shipped (the trail rewrites it on every
+// flush), so each head read waits in x.heads until shipping passes it. A head that could
+// not be published is tried again after the next batch; a verifier without it checks up
+// to an older head.
+func (x *Exporter) publishHead(ctx context.Context, last uint64) {
+	if x.cfg.HeadFile == "" {
+		return
+	}
+	if h, err := readHeadFile(x.cfg.HeadFile); err != nil {
+		x.log.Warn("reading the signed head to publish it", "err", err)
+	} else if h != nil {
+		x.heads.push(*h)
+	}
+	h, ok := x.heads.popUpTo(last)
+	if !ok {
+		return
+	}
+	if err := x.st.PublishHead(ctx, h.AgentID, h.ChainID, h.Seq, h.raw); err != nil {
+		x.log.Warn("publishing the signed head into ClickHouse failed; trying again after the next batch", "seq", h.Seq, "err", describe(err, x.st.cfg))
+		x.heads.retry(h)
+		return
+	}
+	x.m.headSeq.Set(float64(h.Seq))
 }
 
 // deadLetter writes the batch as JSON lines to dead-letter-<first>-<last>.jsonl.

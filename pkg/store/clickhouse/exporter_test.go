@@ -234,11 +234,11 @@ func TestOutage(t *testing.T) {
 		t.Errorf("vigil_export_events_total = %v, want at least %d", got, n)
 	}
 
-	pub, head, err := audit.LoadState(filepath.Join(dir, "state"))
+	trust, err := audit.LoadTrust(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify(ctx, st, pub, head)
+	rep, err := audit.Verify(ctx, st, trust)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ type metrics struct {
 	batch      prometheus.Histogram
 	deadLetter prometheus.Counter
 	shipped    prometheus.Gauge
+	headSeq    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, error) {
@@ -27,6 +28,8 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 			Name: "vigil_export_dead_letter_events_total", Help: "Events written to the dead-letter file because ClickHouse rejected their batch for its schema."}),
 		shipped: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_export_shipped_seq", Help: "Highest seq ClickHouse acknowledged (or that went to the dead-letter file)."}),
+		headSeq: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_export_head_seq", Help: "Seq of the last signed head published into ClickHouse (vigil_heads): a remote verify checks the tail up to it."}),
 	}
 	for _, k := range []errorKind{kindRetryable, kindConfig, kindSchema} {
 		m.errors.WithLabelValues(string(k))
@@ -34,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, backlog func() float64) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.events, m.errors, m.batch, m.deadLetter, m.shipped,
+	cs := []prometheus.Collector{m.events, m.errors, m.batch, m.deadLetter, m.shipped, m.headSeq,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "vigil_export_backlog_events", Help: "Events in the spool that ClickHouse has not acknowledged yet."}, backlog)}
 	for _, c := range cs {

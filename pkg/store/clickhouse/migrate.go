@@ -10,18 +10,28 @@ import (
 )
 
 // migration is one versioned step of the schema. Its statements are idempotent (IF NOT
-// EXISTS), so a migration interrupted half-way is simply run again.
+// EXISTS, or checks of what is there), so a migration interrupted half-way is simply run
+// again.
 type migration struct {
 	version uint32
 	name    string
 	ddl     func(Layout) []string
+	// upgrade brings a table that an earlier version created to the shape its DDL now
+	// creates, and leaves one created in that shape alone. Render leaves it out: a fresh
+	// schema does not need it.
+	upgrade func(context.Context, driver.Conn, Layout) error
 }
 
-// migrations in order. Append new versions; never edit an applied one.
+// migrations in order. Append new versions; never change what an applied one did to an
+// existing database. The DDL of a version creates its tables' current shape (CREATE IF NOT
+// EXISTS leaves an existing table alone), and a later version that changes such a table
+// upgrades the old shape: a fresh schema is made in one step, an old one upgraded in place.
 var migrations = []migration{
-	{1, "audit events", Layout.eventsDDL},
-	{2, "per-minute activity rollup", Layout.activityDDL},
-	{3, "first and last seen of process and database user pairs", Layout.actorsDDL},
+	{1, "audit events", Layout.eventsDDL, nil},
+	{2, "per-minute activity rollup", Layout.activityDDL, nil},
+	{3, "first and last seen of process and database user pairs", Layout.actorsDDL, nil},
+	{4, "chain ids in the events and activity keys", nil, upgradeChainIDs},
+	{5, "signed heads of the chains", Layout.headsDDL, nil},
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -35,7 +45,9 @@ func Render(l Layout) ([]string, error) {
 	}
 	out := l.migrationsDDL()
 	for _, m := range migrations {
-		out = append(out, m.ddl(l)...)
+		if m.ddl != nil {
+			out = append(out, m.ddl(l)...)
+		}
 	}
 	return append(out, l.retentionDDL()...), nil
 }
@@ -71,8 +83,17 @@ func migrate(ctx context.Context, conn driver.Conn, l Layout) ([]uint32, error) 
 		if m.version <= current {
 			continue
 		}
-		for _, stmt := range m.ddl(l) {
+		var stmts []string
+		if m.ddl != nil {
+			stmts = m.ddl(l)
+		}
+		for _, stmt := range stmts {
 			if err := conn.Exec(ctx, stmt); err != nil {
+				return applied, fmt.Errorf("schema migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		if m.upgrade != nil {
+			if err := m.upgrade(ctx, conn, l); err != nil {
 				return applied, fmt.Errorf("schema migration %d (%s): %w", m.version, m.name, err)
 			}
 		}
@@ -111,4 +132,63 @@ func recordMigration(ctx context.Context, conn driver.Conn, l Layout, m migratio
 		return err
 	}
 	return b.Send()
+}
+
+// upgradeChainIDs adds chain_id to the keys of an events and an activity table made before
+// chain ids (schema 1–3), and recreates the activity view to carry it. Rows stored before
+// get the empty chain id, which is what their events' hashes were computed with.
+func upgradeChainIDs(ctx context.Context, conn driver.Conn, l Layout) error {
+	typ := column{name: "chain_id", typ: "String", lc: true}.ddl(l.Features)
+	for _, t := range []struct{ table, key string }{{TableEvents, eventsKey}, {TableActivity, activityKey}} {
+		has, err := hasColumn(ctx, conn, l.Database, l.local(t.table), "chain_id")
+		if err != nil {
+			return err
+		}
+		if !has {
+			stmt := fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN %s AFTER agent_id, MODIFY ORDER BY (%s)", l.local(t.table), l.onCluster(), typ, t.key)
+			if err := conn.Exec(ctx, stmt); err != nil {
+				if l.Cluster != "" && isNotImplemented(err) {
+					return fmt.Errorf("this ClickHouse cannot change the sort key of the replicated table %s (it needs 20.x or later); "+
+						"upgrade ClickHouse, or move the data by hand as docs/clickhouse.md describes (\"Upgrading a replicated cluster to schema 4\"): %w",
+						l.local(t.table), err)
+				}
+				return fmt.Errorf("adding chain_id to %s: %w", l.local(t.table), err)
+			}
+		}
+		if l.Cluster == "" {
+			continue
+		}
+		has, err = hasColumn(ctx, conn, l.Database, l.Table(t.table), "chain_id")
+		if err != nil {
+			return err
+		}
+		if !has {
+			if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN %s AFTER agent_id", l.Table(t.table), l.onCluster(), typ)); err != nil {
+				return fmt.Errorf("adding chain_id to %s: %w", l.Table(t.table), err)
+			}
+		}
+	}
+	has, err := hasColumn(ctx, conn, l.Database, l.activityViewName(), "chain_id")
+	if err != nil || has {
+		return err
+	}
+	// Inserts between the drop and the create are not counted in the rollup: a migration
+	// runs before the agent's first batch, and other agents' batches in that instant are
+	// the price of an in-place upgrade (docs/clickhouse.md).
+	for _, stmt := range []string{fmt.Sprintf("DROP TABLE IF EXISTS %s%s", l.activityViewName(), l.onCluster()), l.activityView()} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("recreating the activity view: %w", err)
+		}
+	}
+	return nil
+}
+
+// hasColumn reports whether the table (database.table) has the column.
+func hasColumn(ctx context.Context, conn driver.Conn, database, table, col string) (bool, error) {
+	var n uint64
+	name := table[len(database)+1:]
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", database, name, col).Scan(&n); err != nil {
+		return false, fmt.Errorf("reading the columns of %s: %w", table, err)
+	}
+	return n > 0, nil
 }

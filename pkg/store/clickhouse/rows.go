@@ -19,7 +19,7 @@ import (
 type eventColumnsBuf struct {
 	time                                                             []time.Time
 	timeNs                                                           []uint32
-	typ, source, protocol, host, agentID                             []string
+	typ, source, protocol, host, agentID, chainID                    []string
 	seq                                                              []uint64
 	dbUser, database, application, clientAddr, serverAddr, sessionID []string
 	backendPID                                                       []int32
@@ -50,7 +50,7 @@ type eventColumnsBuf struct {
 func (c *eventColumnsBuf) reset(n int) {
 	c.time = reuse(c.time, n)
 	c.timeNs = reuse(c.timeNs, n)
-	c.typ, c.source, c.protocol, c.host, c.agentID = reuse(c.typ, n), reuse(c.source, n), reuse(c.protocol, n), reuse(c.host, n), reuse(c.agentID, n)
+	c.typ, c.source, c.protocol, c.host, c.agentID, c.chainID = reuse(c.typ, n), reuse(c.source, n), reuse(c.protocol, n), reuse(c.host, n), reuse(c.agentID, n), reuse(c.chainID, n)
 	c.seq = reuse(c.seq, n)
 	c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID = reuse(c.dbUser, n), reuse(c.database, n), reuse(c.application, n), reuse(c.clientAddr, n), reuse(c.serverAddr, n), reuse(c.sessionID, n)
 	c.backendPID = reuse(c.backendPID, n)
@@ -106,6 +106,7 @@ func (c *eventColumnsBuf) add(e *event.Event) {
 	c.protocol = append(c.protocol, e.Protocol)
 	c.host = append(c.host, e.Host)
 	c.agentID = append(c.agentID, e.AgentID)
+	c.chainID = append(c.chainID, e.ChainID)
 	c.seq = append(c.seq, e.Seq)
 	c.dbUser = append(c.dbUser, e.DBUser)
 	c.database = append(c.database, e.Database)
@@ -167,7 +168,7 @@ func (c *eventColumnsBuf) columns(legacy bool) ([]string, []any) {
 	if legacy {
 		data = append(data, c.timeNs)
 	}
-	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.seq,
+	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.chainID, c.seq,
 		c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID, c.backendPID, c.tls,
 		c.hasProcess, c.pPID, c.pUID, c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA,
 		c.hasIdentity, c.iIssuer, c.iSubject, c.iEmail, c.iGroups,
@@ -209,7 +210,7 @@ func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
 	if s.legacy {
 		dest = append(dest, &timeNs)
 	}
-	dest = append(dest, &typ, &e.Source, &e.Protocol, &e.Host, &e.AgentID, &e.Seq,
+	dest = append(dest, &typ, &e.Source, &e.Protocol, &e.Host, &e.AgentID, &e.ChainID, &e.Seq,
 		&e.DBUser, &e.Database, &e.Application, &e.ClientAddr, &e.ServerAddr, &e.SessionID, &e.BackendPID, &tls,
 		&hasP, &p.PID, &p.UID, &p.Comm, &p.Exe, &p.ContainerID, &p.Pod, &p.Namespace, &p.ServiceAccount,
 		&hasI, &id.Issuer, &id.Subject, &id.Email, &groups,

@@ -13,6 +13,7 @@ const (
 	TableActivity   = "audit_activity_1m"
 	TableActors     = "audit_actor_pairs"
 	TableMigrations = "vigil_schema_migrations"
+	TableHeads      = "vigil_heads"
 )
 
 // Layout is where and how the schema is laid out on a server or cluster.
@@ -62,6 +63,7 @@ var eventColumns = []column{
 	{name: "protocol", typ: "String", lc: true},
 	{name: "host", typ: "String", lc: true},
 	{name: "agent_id", typ: "String", lc: true},
+	{name: "chain_id", typ: "String", lc: true},
 	{name: "seq", typ: "UInt64", codec: "Delta, ZSTD(1)"},
 	{name: "db_user", typ: "String", lc: true},
 	{name: "database", typ: "String", lc: true},
@@ -155,12 +157,22 @@ func (l Layout) onCluster() string {
 	return ""
 }
 
-// engine renders a MergeTree-family engine, replicated in cluster mode.
+// engine renders a MergeTree-family engine, replicated in cluster mode. family may carry
+// the engine's own arguments ("ReplacingMergeTree(seq)"), which follow the replication
+// ones.
 func (l Layout) engine(family, table string) string {
-	if l.Cluster != "" {
-		return fmt.Sprintf("Replicated%s('/clickhouse/tables/{shard}/%s/%s_local', '{replica}')", family, l.Database, table)
+	args := ""
+	if i := strings.IndexByte(family, '('); i >= 0 {
+		family, args = family[:i], strings.TrimSuffix(family[i+1:], ")")
 	}
-	return family + "()"
+	if l.Cluster != "" {
+		repl := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s_local', '{replica}'", l.Database, table)
+		if args != "" {
+			repl += ", " + args
+		}
+		return "Replicated" + family + "(" + repl + ")"
+	}
+	return family + "(" + args + ")"
 }
 
 // settings: every non-replicated table, MV targets included, drops a retried identical
@@ -189,10 +201,19 @@ func (l Layout) createTable(table string, cols []string, indexes []string, engin
 	return stmts
 }
 
-// eventsDDL: one row per event. ReplacingMergeTree keyed by (hour, agent_id, seq): a
-// batch that reaches the server twice leaves identical rows with the same key, which merges
-// collapse and which queries read once with FINAL. Partitions are days, so retention on a
-// server without TTL drops whole partitions.
+// eventsKey is the events table's sort key, and so its dedup key: a batch that reaches the
+// server twice leaves identical rows with the same key, which merges collapse and which
+// queries read once with FINAL. (agent_id, chain_id, seq) names an event: several chains
+// can share an agent id (a fresh state directory starts again at seq 1). chain_id comes
+// last because a ClickHouse that had the key without it can only append a new column to
+// a sort key (schema 4); the primary key (the index) stays without it.
+const (
+	eventsPrimaryKey = "toStartOfHour(time), agent_id, seq"
+	eventsKey        = eventsPrimaryKey + ", chain_id"
+)
+
+// eventsDDL: one row per event, ReplacingMergeTree by eventsKey. Partitions are days, so
+// retention on a server without TTL drops whole partitions.
 func (l Layout) eventsDDL() []string {
 	f := l.Features
 	var cols []string
@@ -205,8 +226,8 @@ func (l Layout) eventsDDL() []string {
 		"INDEX idx_session session_id TYPE bloom_filter(0.01) GRANULARITY 4",
 		"INDEX idx_decision decision TYPE set(16) GRANULARITY 4",
 	}
-	tail := "PARTITION BY toYYYYMMDD(time)\nORDER BY (toStartOfHour(time), agent_id, seq)"
-	// cityHash64(agent_id): all copies of one (agent_id, seq) land on one shard, where
+	tail := "PARTITION BY toYYYYMMDD(time)\nPRIMARY KEY (" + eventsPrimaryKey + ")\nORDER BY (" + eventsKey + ")"
+	// cityHash64(agent_id): all copies of one event land on one shard, where
 	// ReplacingMergeTree and FINAL can see them together.
 	return l.createTable(TableEvents, cols, indexes, "ReplacingMergeTree", tail+l.ttl("time"), "cityHash64(agent_id)")
 }
@@ -220,20 +241,32 @@ func (l Layout) eventsDDL() []string {
 func (l Layout) activityDDL() []string {
 	f := l.Features
 	lc := func(n string) string { return column{name: n, typ: "String", lc: true}.ddl(f) }
-	cols := []string{"minute DateTime('UTC')", lc("agent_id"), lc("type"), lc("decision"), lc("kind"), lc("database"), lc("db_user"),
+	cols := []string{"minute DateTime('UTC')", lc("agent_id"), lc("chain_id"), lc("type"), lc("decision"), lc("kind"), lc("database"), lc("db_user"),
 		"first_seq UInt64", "statements UInt64", "errors UInt64", "rows_total Int64", "duration_us_sum Int64", "duration_us_max Int64",
 		"pii_statements UInt64", "pii_columns_total UInt64", "masked_columns_total UInt64", "lost_total UInt64"}
-	tail := "PARTITION BY toYYYYMMDD(minute)\nORDER BY (minute, agent_id, type, decision, kind, database, db_user, first_seq)"
+	tail := "PARTITION BY toYYYYMMDD(minute)\nPRIMARY KEY (" + activityPrimaryKey + ")\nORDER BY (" + activityKey + ")"
 	stmts := l.createTable(TableActivity, cols, nil, "ReplacingMergeTree", tail+l.ttl("minute"), "rand()")
-	return append(stmts, fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s_mv%s TO %s AS
-SELECT toStartOfMinute(time) AS minute, agent_id, type, decision, kind, database, db_user,
+	return append(stmts, l.activityView())
+}
+
+// activityKey: chain_id last, as in eventsKey (two chains' batches can share a first_seq).
+const (
+	activityPrimaryKey = "minute, agent_id, type, decision, kind, database, db_user, first_seq"
+	activityKey        = activityPrimaryKey + ", chain_id"
+)
+
+func (l Layout) activityView() string {
+	return fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s AS
+SELECT toStartOfMinute(time) AS minute, agent_id, chain_id, type, decision, kind, database, db_user,
     min(seq) AS first_seq, count() AS statements, countIf(error != '') AS errors, sum(rows) AS rows_total,
     sum(duration_us) AS duration_us_sum, max(duration_us) AS duration_us_max,
     countIf(notEmpty(pii_columns)) AS pii_statements, sum(length(pii_columns)) AS pii_columns_total,
     sum(length(masked_columns)) AS masked_columns_total, sum(lost) AS lost_total
 FROM %s
-GROUP BY minute, agent_id, type, decision, kind, database, db_user`, l.local(TableActivity), l.onCluster(), l.local(TableActivity), l.local(TableEvents)))
+GROUP BY minute, agent_id, chain_id, type, decision, kind, database, db_user`, l.activityViewName(), l.onCluster(), l.local(TableActivity), l.local(TableEvents))
 }
+
+func (l Layout) activityViewName() string { return l.local(TableActivity) + "_mv" }
 
 // actorsDDL: when each (process, db user, database) pair was first and last seen. min and
 // max are idempotent, so duplicates cannot skew it; AggregatingMergeTree keeps it small.
@@ -250,6 +283,17 @@ SELECT agent_id, process_comm, process_exe, db_user, database,
 FROM %s
 WHERE type = 'statement'
 GROUP BY agent_id, process_comm, process_exe, db_user, database`, l.local(TableActors), l.onCluster(), l.local(TableActors), l.local(TableEvents)))
+}
+
+// headsDDL: the chains' signed heads, published by the exporter once the store holds the
+// event a head names, so that a ClickHouse store can be verified from another machine
+// (the signature, not the table, is what a verifier trusts). The newest head per chain is
+// kept: ReplacingMergeTree versioned by seq.
+func (l Layout) headsDDL() []string {
+	f := l.Features
+	lc := func(n string) string { return column{name: n, typ: "String", lc: true}.ddl(f) }
+	cols := []string{lc("agent_id"), lc("chain_id"), "seq UInt64", "published DateTime('UTC')", "head String"}
+	return l.createTable(TableHeads, cols, nil, "ReplacingMergeTree(seq)", "ORDER BY (agent_id, chain_id)", "cityHash64(agent_id)")
 }
 
 func (l Layout) migrationsDDL() []string {

@@ -400,8 +400,8 @@ func appendColumn(col driver.BatchColumn, data any) error {
 	return nil
 }
 
-// Read implements store.Reader: matching events in ascending (agent_id, seq) order, each
-// (agent_id, seq) once even before ClickHouse has merged away retried duplicates (FINAL).
+// Read implements store.Reader: matching events in ascending (agent_id, chain_id, seq)
+// order, each event once even before ClickHouse has merged away retried duplicates (FINAL).
 func (s *Store) Read(ctx context.Context, q store.Query, fn func(*event.Event) error) error {
 	l, legacy, err := s.readyForReading(ctx)
 	if err != nil {
@@ -440,9 +440,9 @@ func (s *Store) Read(ctx context.Context, q store.Query, fn func(*event.Event) e
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	if q.Limit > 0 {
-		sql = fmt.Sprintf("SELECT * FROM (%s ORDER BY time DESC, agent_id DESC, seq DESC LIMIT %d) ORDER BY agent_id, seq", sql, q.Limit)
+		sql = fmt.Sprintf("SELECT * FROM (%s ORDER BY time DESC, agent_id DESC, chain_id DESC, seq DESC LIMIT %d) ORDER BY agent_id, chain_id, seq", sql, q.Limit)
 	} else {
-		sql += " ORDER BY agent_id, seq"
+		sql += " ORDER BY agent_id, chain_id, seq"
 	}
 	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {

@@ -45,7 +45,7 @@ func fullEvent(seq uint64) *event.Event {
 	return &event.Event{
 		Time: time.Date(2026, 11, 25, 13, 14, 15, 123456789, time.UTC).Add(time.Duration(seq) * time.Millisecond),
 		Type: event.TypeStatement, Source: event.SourceProxy, Protocol: event.ProtocolPostgres,
-		Host: "db-1", AgentID: "agent-1", Seq: seq,
+		Host: "db-1", AgentID: "agent-1", ChainID: "0123456789abcdef0123456789abcdef", Seq: seq,
 		DBUser: "alice", Database: "shop", Application: "psql", ClientAddr: "10.0.0.5:53211", ServerAddr: "/run/postgresql/.s.PGSQL.5432",
 		SessionID: "sess-" + fmt.Sprint(seq%3), BackendPID: 4242, TLS: true,
 		Process:   &event.Process{PID: 77, UID: &uid, Comm: "psql", Exe: "/usr/bin/psql", ContainerID: "c0ffee", Pod: "pod-1", Namespace: "ns", ServiceAccount: "sa"},
@@ -66,7 +66,8 @@ func TestRoundTripEveryField(t *testing.T) {
 	empties := fullEvent(4)
 	empties.Process = &event.Process{}   // present but empty: distinct from nil in JSON
 	empties.Identity = &event.Identity{} // likewise
-	in := []*event.Event{fullEvent(1), fullEvent(2), minimal, empties}
+	// Read's order: by agent, chain, seq; minimal has no chain id (a chain from before them).
+	in := []*event.Event{minimal, fullEvent(1), fullEvent(2), empties}
 	if err := st.Append(ctx, in); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestMigrateTwiceAndGated(t *testing.T) {
 			t.Errorf("18.16 events table has %q:\n%s", bad, ddl)
 		}
 	}
-	if v, err := srv.Query("SELECT groupArray(version) FROM (SELECT version FROM vigil.vigil_schema_migrations FINAL ORDER BY version)"); err != nil || v != "[1,2,3]" {
+	if v, err := srv.Query("SELECT groupArray(version) FROM (SELECT version FROM vigil.vigil_schema_migrations FINAL ORDER BY version)"); err != nil || v != "[1,2,3,4,5]" {
 		t.Errorf("recorded versions %q, %v", v, err)
 	}
 }

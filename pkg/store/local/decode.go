@@ -285,6 +285,8 @@ func decodeFast(line []byte, e *event.Event) bool {
 			e.Host = d.str()
 		case "agent_id":
 			e.AgentID = d.str()
+		case "chain_id":
+			e.ChainID = d.str()
 		case "seq":
 			e.Seq = d.uint(64)
 		case "db_user":

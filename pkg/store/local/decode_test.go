@@ -62,7 +62,7 @@ func randomEvent(r *rand.Rand) *event.Event {
 	}
 	e := &event.Event{
 		Time: time.Unix(r.Int64N(1<<34)-1<<33, r.Int64N(1e9)).In(time.FixedZone("z", r.IntN(50000)-25000)),
-		Type: event.Type(str()), Source: str(), Host: str(), AgentID: str(), Seq: r.Uint64(),
+		Type: event.Type(str()), Source: str(), Host: str(), AgentID: str(), ChainID: str(), Seq: r.Uint64(),
 		DBUser: str(), SessionID: str(), BackendPID: int32(r.Uint32()), TLS: r.IntN(2) == 0,
 		Statement: str(), StatementTruncated: r.IntN(2) == 0, Params: strs(), Kind: str(),
 		Tables: strs(), Rows: r.Int64() - 1<<62, DurationUS: r.Int64(), Error: str(),
