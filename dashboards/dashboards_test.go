@@ -67,7 +67,8 @@ func TestPanelQueriesOn1816(t *testing.T) {
 	for i, d := range []string{event.DecisionAllow, event.DecisionBlock, event.DecisionApprovalRequired, event.DecisionMask} {
 		evs = append(evs, &event.Event{Time: now.Add(-time.Duration(i+1) * time.Minute), Type: event.TypeStatement, AgentID: "a", Seq: uint64(i + 1),
 			DBUser: "alice", Database: "shop", Kind: "SELECT", Tables: []string{"customers"}, Rows: 3, DurationUS: 1200, Decision: d,
-			PIIColumns: []string{"email"}, MaskedColumns: []string{"email"}[:i%2], Process: &event.Process{Comm: "psql"}, Statement: "SELECT email FROM customers"})
+			PIIColumns: []string{"email"}, MaskedColumns: []string{"email"}[:i%2], Process: &event.Process{Comm: "psql"}, Statement: "SELECT email FROM customers",
+			Steered: i%2 == 1, SteeredBy: []string{"", "batch-jobs"}[i%2]})
 	}
 	if err := st.Append(ctx, evs); err != nil {
 		t.Fatal(err)

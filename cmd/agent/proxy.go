@@ -73,8 +73,8 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 	owners := &identity.OwnerCache{}
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
 		if st != nil {
-			if o, _, ok := st.origin(client); ok {
-				return enforce.Principal{Process: steeredClient(ident, o)}
+			if o, by, ok := st.origin(client); ok {
+				return enforce.Principal{Process: steeredClient(ident, o), Steered: true, SteeredBy: by}
 			}
 		}
 		return enforce.Principal{Process: localClient(ident, owners, client)}

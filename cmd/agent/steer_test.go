@@ -124,8 +124,11 @@ func TestSteeredWorkload(t *testing.T) {
 	if p := refused.Process; p == nil || p.PID != int32(steeredPID) || p.Comm != "psql" {
 		t.Errorf("the steered DROP's process: %+v, want psql pid %d as the kernel saw it", p, steeredPID)
 	}
-	if direct == nil || direct.Source != "ebpf" {
-		t.Errorf("the direct DROP's event: %+v, want one captured (source ebpf)", direct)
+	if !refused.Steered || refused.SteeredBy == "" {
+		t.Errorf("the steered DROP's event: steered %v by %q, want steered and the flag named", refused.Steered, refused.SteeredBy)
+	}
+	if direct == nil || direct.Source != "ebpf" || direct.Steered {
+		t.Errorf("the direct DROP's event: %+v, want one captured (source ebpf), not steered", direct)
 	}
 }
 

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     session_id String,
     backend_pid Int32,
     tls UInt8,
+    steered UInt8,
+    steered_by String,
     has_process UInt8,
     process_pid Int32,
     process_uid Nullable(Int32),

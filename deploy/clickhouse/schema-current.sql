@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     session_id String CODEC(ZSTD(1)),
     backend_pid Int32,
     tls UInt8,
+    steered UInt8,
+    steered_by LowCardinality(String),
     has_process UInt8,
     process_pid Int32,
     process_uid Nullable(Int32),

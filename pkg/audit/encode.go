@@ -45,6 +45,10 @@ func appendCanonical(b []byte, e *event.Event) ([]byte, error) {
 	if e.TLS {
 		b = append(b, `,"tls":true`...)
 	}
+	if e.Steered {
+		b = append(b, `,"steered":true`...)
+	}
+	b = optString(b, `,"steered_by":`, e.SteeredBy)
 	if p := e.Process; p != nil {
 		b = append(b, `,"process":{`...)
 		n := len(b)
@@ -225,6 +229,7 @@ var encoderSchema = map[reflect.Type][]string{
 		"Application string application,omitempty", "ClientAddr string client_addr,omitempty",
 		"ServerAddr string server_addr,omitempty", "SessionID string session_id,omitempty",
 		"BackendPID int32 backend_pid,omitempty", "TLS bool tls,omitempty",
+		"Steered bool steered,omitempty", "SteeredBy string steered_by,omitempty",
 		"Process *event.Process process,omitempty", "Identity *event.Identity identity,omitempty",
 		"Statement string statement,omitempty", "StatementTruncated bool statement_truncated,omitempty",
 		"Params []string params,omitempty", "Fingerprint string fingerprint,omitempty",

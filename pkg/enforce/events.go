@@ -25,6 +25,7 @@ func (ss *session) eventBase(t time.Time) *event.Event {
 		ClientAddr: ss.clientAddr, ServerAddr: ss.serverAddr, SessionID: ss.id,
 		BackendPID: int32(ss.backendPID), TLS: ss.tls,
 		Process: ss.principal.Process, Identity: ss.principal.Identity,
+		Steered: ss.principal.Steered, SteeredBy: ss.principal.SteeredBy,
 	}
 	return e
 }

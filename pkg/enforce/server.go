@@ -86,6 +86,10 @@ type Principal struct {
 	Process  *event.Process
 	Identity *event.Identity
 	Groups   []string
+	// Steered says the kernel moved the connection into the proxy; SteeredBy names the
+	// selector or flag that did ("" when it has no name).
+	Steered   bool
+	SteeredBy string
 }
 
 // Server is one proxy listener.

@@ -107,6 +107,10 @@ type Event struct {
 	SessionID   string `json:"session_id,omitempty"`
 	BackendPID  int32  `json:"backend_pid,omitempty"`
 	TLS         bool   `json:"tls,omitempty"`
+	// Steered: the kernel moved this connection into the proxy (the client dialled the
+	// server); SteeredBy names the selector or flag that did.
+	Steered   bool   `json:"steered,omitempty"`
+	SteeredBy string `json:"steered_by,omitempty"`
 
 	Process  *Process  `json:"process,omitempty"`
 	Identity *Identity `json:"identity,omitempty"`

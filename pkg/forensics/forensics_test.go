@@ -146,6 +146,12 @@ func Seed(t testing.TB, st *clickhouse.Store) {
 	evs[len(evs)-1].PrevHash = "tampered" // after a gap: nothing to link against
 	add(&event.Event{Time: now.Add(-15 * time.Minute), DBUser: "alice", Database: "shop", Kind: "SELECT", Decision: event.DecisionAllow, SessionID: "s-1"})
 	evs[len(evs)-1].PrevHash = "not-h"
+	// A flagged workload, steered into the proxy: its DROP refused.
+	job := &event.Process{PID: 4242, UID: &uid, Comm: "psql", Exe: "/usr/bin/psql", Pod: "batch-7"}
+	add(&event.Event{Time: now.Add(-10 * time.Minute), DBUser: "etl", Database: "shop", Kind: "SELECT", Decision: event.DecisionAllow,
+		SessionID: "s-2", Steered: true, SteeredBy: "batch-jobs", Process: job, Statement: "SELECT count(*) FROM orders"})
+	add(&event.Event{Time: now.Add(-9 * time.Minute), DBUser: "etl", Database: "shop", Kind: "DDL", Decision: event.DecisionBlock, Rule: "no-drop-in-prod",
+		SessionID: "s-2", Steered: true, SteeredBy: "batch-jobs", Process: job, Statement: "DROP TABLE orders"})
 	if err := st.Append(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +186,7 @@ func TestQueriesOn1816(t *testing.T) {
 		"volume-anomalies":     {`"db_user":"bob"`},
 		"trail-integrity":      {`"problem":"missing","from_seq":253,"to_seq":255`, `"problem":"broken_link","from_seq":257`, `"problem":"declared_loss"`},
 		"trail-summary":        {`"missing":3`, `"declared_lost":12`},
+		"steered-sessions":     {`"session_id":"s-2","steered_by":"batch-jobs"`, `"process_pod":"batch-7"`, `"statements":2,"blocked":1`, `"a_blocked_statement":"DROP TABLE orders"`},
 	}
 	for _, q := range List() {
 		t.Run(q.Name, func(t *testing.T) {

@@ -102,15 +102,17 @@ func TestUpgradeFromSchema3(t *testing.T) {
 	st := openStore(t, srv, "vigil")
 	ctx := context.Background()
 	applied, err := st.Migrate(ctx)
-	if err != nil || fmt.Sprint(applied) != "[4 5]" {
-		t.Fatalf("Migrate: applied %v, %v; want [4 5]", applied, err)
+	if err != nil || fmt.Sprint(applied) != "[4 5 6]" {
+		t.Fatalf("Migrate: applied %v, %v; want [4 5 6]", applied, err)
 	}
 	for table, key := range map[string]string{"audit_events": eventsKey, "audit_activity_1m": activityKey} {
 		if ddl, err := srv.Query("SHOW CREATE TABLE vigil." + table); err != nil || !strings.Contains(ddl, "ORDER BY ("+key+")") {
 			t.Errorf("%s after the upgrade (%v):\n%s", table, err, ddl)
 		}
 	}
-	if err := st.Append(ctx, chainEvents("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 3)); err != nil {
+	evs := chainEvents("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 3)
+	evs[2].Steered, evs[2].SteeredBy = true, "batch-jobs"
+	if err := st.Append(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	if n := countFinal(t, srv, "vigil.audit_events", ""); n != 4 {
@@ -119,17 +121,23 @@ func TestUpgradeFromSchema3(t *testing.T) {
 	if n := queryUint(t, srv, "SELECT sum(statements) FROM vigil.audit_activity_1m FINAL WHERE chain_id != ''"); n != 3 {
 		t.Errorf("the recreated activity view counted %d statements of the new chain, want 3", n)
 	}
-	var old1 *event.Event
+	var old1, steered *event.Event
 	if err := st.Read(ctx, store.Query{}, func(e *event.Event) error {
-		if e.Hash == "old-1" {
+		switch e.Hash {
+		case "old-1":
 			old1 = e
+		case evs[2].Hash:
+			steered = e
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if old1 == nil || old1.ChainID != "" || old1.Statement != "SELECT old" {
+	if old1 == nil || old1.ChainID != "" || old1.Statement != "SELECT old" || old1.Steered {
 		t.Errorf("the old row after the upgrade: %+v", old1)
+	}
+	if steered == nil || !steered.Steered || steered.SteeredBy != "batch-jobs" {
+		t.Errorf("a steered event after the upgrade: %+v", steered)
 	}
 	if again, err := st.Migrate(ctx); err != nil || len(again) != 0 {
 		t.Errorf("second Migrate: %v, %v", again, err)

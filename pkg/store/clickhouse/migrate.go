@@ -32,6 +32,7 @@ var migrations = []migration{
 	{3, "first and last seen of process and database user pairs", Layout.actorsDDL, nil},
 	{4, "chain ids in the events and activity keys", nil, upgradeChainIDs},
 	{5, "signed heads of the chains", Layout.headsDDL, nil},
+	{6, "steered connections", nil, upgradeSteered},
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -155,16 +156,9 @@ func upgradeChainIDs(ctx context.Context, conn driver.Conn, l Layout) error {
 				return fmt.Errorf("adding chain_id to %s: %w", l.local(t.table), err)
 			}
 		}
-		if l.Cluster == "" {
-			continue
-		}
-		has, err = hasColumn(ctx, conn, l.Database, l.Table(t.table), "chain_id")
-		if err != nil {
-			return err
-		}
-		if !has {
-			if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN %s AFTER agent_id", l.Table(t.table), l.onCluster(), typ)); err != nil {
-				return fmt.Errorf("adding chain_id to %s: %w", l.Table(t.table), err)
+		if l.Cluster != "" {
+			if err := addColumn(ctx, conn, l, l.Table(t.table), column{name: "chain_id", typ: "String", lc: true}, "agent_id"); err != nil {
+				return err
 			}
 		}
 	}
@@ -179,6 +173,49 @@ func upgradeChainIDs(ctx context.Context, conn driver.Conn, l Layout) error {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("recreating the activity view: %w", err)
 		}
+	}
+	return nil
+}
+
+// upgradeSteered adds the steered and steered_by columns to an events table made before
+// them; rows stored before read as not steered, as their events were.
+func upgradeSteered(ctx context.Context, conn driver.Conn, l Layout) error {
+	after := "tls"
+	for _, name := range []string{"steered", "steered_by"} {
+		var col column
+		for _, c := range eventColumns {
+			if c.name == name {
+				col = c
+			}
+		}
+		for _, table := range l.tables(TableEvents) {
+			if err := addColumn(ctx, conn, l, table, col, after); err != nil {
+				return err
+			}
+		}
+		after = name
+	}
+	return nil
+}
+
+// tables names a table as each node holds it: the local table, and in cluster mode the
+// Distributed table over it, whose columns must follow.
+func (l Layout) tables(table string) []string {
+	if l.Cluster == "" {
+		return []string{l.local(table)}
+	}
+	return []string{l.local(table), l.Table(table)}
+}
+
+// addColumn adds col after the column after, unless table has it already.
+func addColumn(ctx context.Context, conn driver.Conn, l Layout, table string, col column, after string) error {
+	has, err := hasColumn(ctx, conn, l.Database, table, col.name)
+	if err != nil || has {
+		return err
+	}
+	stmt := fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN %s AFTER %s", table, l.onCluster(), col.ddl(l.Features), after)
+	if err := conn.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", col.name, table, err)
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ type eventColumnsBuf struct {
 	seq                                                              []uint64
 	dbUser, database, application, clientAddr, serverAddr, sessionID []string
 	backendPID                                                       []int32
-	tls, hasProcess                                                  []uint8
+	tls, steered, hasProcess                                         []uint8
+	steeredBy                                                        []string
 	pPID                                                             []int32
 	pUID                                                             []*int32
 	pComm, pExe, pContainer, pPod, pNamespace, pSA                   []string
@@ -54,7 +55,8 @@ func (c *eventColumnsBuf) reset(n int) {
 	c.seq = reuse(c.seq, n)
 	c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID = reuse(c.dbUser, n), reuse(c.database, n), reuse(c.application, n), reuse(c.clientAddr, n), reuse(c.serverAddr, n), reuse(c.sessionID, n)
 	c.backendPID = reuse(c.backendPID, n)
-	c.tls, c.hasProcess = reuse(c.tls, n), reuse(c.hasProcess, n)
+	c.tls, c.steered, c.hasProcess = reuse(c.tls, n), reuse(c.steered, n), reuse(c.hasProcess, n)
+	c.steeredBy = reuse(c.steeredBy, n)
 	c.pPID = reuse(c.pPID, n)
 	c.pUID = reuse(c.pUID, n)
 	c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA = reuse(c.pComm, n), reuse(c.pExe, n), reuse(c.pContainer, n), reuse(c.pPod, n), reuse(c.pNamespace, n), reuse(c.pSA, n)
@@ -116,6 +118,8 @@ func (c *eventColumnsBuf) add(e *event.Event) {
 	c.sessionID = append(c.sessionID, e.SessionID)
 	c.backendPID = append(c.backendPID, e.BackendPID)
 	c.tls = append(c.tls, b2u(e.TLS))
+	c.steered = append(c.steered, b2u(e.Steered))
+	c.steeredBy = append(c.steeredBy, e.SteeredBy)
 	p := e.Process
 	c.hasProcess = append(c.hasProcess, b2u(p != nil))
 	if p == nil {
@@ -169,7 +173,7 @@ func (c *eventColumnsBuf) columns(legacy bool) ([]string, []any) {
 		data = append(data, c.timeNs)
 	}
 	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.chainID, c.seq,
-		c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID, c.backendPID, c.tls,
+		c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID, c.backendPID, c.tls, c.steered, c.steeredBy,
 		c.hasProcess, c.pPID, c.pUID, c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA,
 		c.hasIdentity, c.iIssuer, c.iSubject, c.iEmail, c.iGroups,
 		c.statement, c.truncated, c.params, c.fingerprint, c.kind, c.tables,
@@ -201,7 +205,7 @@ func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
 		e                                   event.Event
 		typ                                 string
 		timeNs                              uint32
-		tls, hasP, hasI, truncated          uint8
+		tls, steered, hasP, hasI, truncated uint8
 		p                                   event.Process
 		id                                  event.Identity
 		groups, params, tables, pii, masked []string
@@ -211,7 +215,7 @@ func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
 		dest = append(dest, &timeNs)
 	}
 	dest = append(dest, &typ, &e.Source, &e.Protocol, &e.Host, &e.AgentID, &e.ChainID, &e.Seq,
-		&e.DBUser, &e.Database, &e.Application, &e.ClientAddr, &e.ServerAddr, &e.SessionID, &e.BackendPID, &tls,
+		&e.DBUser, &e.Database, &e.Application, &e.ClientAddr, &e.ServerAddr, &e.SessionID, &e.BackendPID, &tls, &steered, &e.SteeredBy,
 		&hasP, &p.PID, &p.UID, &p.Comm, &p.Exe, &p.ContainerID, &p.Pod, &p.Namespace, &p.ServiceAccount,
 		&hasI, &id.Issuer, &id.Subject, &id.Email, &groups,
 		&e.Statement, &truncated, &params, &e.Fingerprint, &e.Kind, &tables,
@@ -226,6 +230,7 @@ func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
 	}
 	e.Type = event.Type(typ)
 	e.TLS = tls == 1
+	e.Steered = steered == 1
 	e.StatementTruncated = truncated == 1
 	if hasP == 1 {
 		e.Process = &p

@@ -73,6 +73,8 @@ var eventColumns = []column{
 	{name: "session_id", typ: "String", codec: "ZSTD(1)"},
 	{name: "backend_pid", typ: "Int32"},
 	{name: "tls", typ: "UInt8"},
+	{name: "steered", typ: "UInt8"},
+	{name: "steered_by", typ: "String", lc: true},
 	{name: "has_process", typ: "UInt8"},
 	{name: "process_pid", typ: "Int32"},
 	{name: "process_uid", typ: "Nullable(Int32)"},

@@ -305,6 +305,10 @@ func decodeFast(line []byte, e *event.Event) bool {
 			e.BackendPID = int32(d.int(32))
 		case "tls":
 			e.TLS = d.bool()
+		case "steered":
+			e.Steered = d.bool()
+		case "steered_by":
+			e.SteeredBy = d.str()
 		case "process":
 			if e.Process != nil {
 				return false
