@@ -64,9 +64,12 @@ intact (warnings, such as gaps the agent itself recorded, are printed), 1 otherw
 				for _, a := range rep.Agents {
 					gaps, lost = gaps+a.Gaps, lost+a.Lost
 				}
-				if lost > 0 {
+				switch {
+				case lost > 0:
 					fmt.Fprintf(out, "chain intact, trail incomplete: the agent recorded %d lost events in %d gap events (see the warnings above)\n", lost, gaps)
-				} else {
+				case gaps > 0:
+					fmt.Fprintf(out, "chain intact, trail incomplete: the agent recorded %d gap events, losses of unknown size (see the warnings above)\n", gaps)
+				default:
 					fmt.Fprintln(out, "trail intact")
 				}
 			}

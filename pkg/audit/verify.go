@@ -274,7 +274,11 @@ func (c *chain) check(rep *Report, e *event.Event, pub ed25519.PublicKey, keyID 
 		if r, ok := gapRange(e); ok {
 			c.declared = append(c.declared, r)
 		}
-		rep.add(agent, e.Seq, KindGap, "the agent recorded %d lost events: %s", e.Lost, e.Detail)
+		if e.Lost == 0 {
+			rep.add(agent, e.Seq, KindGap, "the agent recorded a loss of unknown size: %s", e.Detail)
+		} else {
+			rep.add(agent, e.Seq, KindGap, "the agent recorded %d lost events: %s", e.Lost, e.Detail)
+		}
 	}
 }
 
