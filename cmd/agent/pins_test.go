@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/pkg/capture/ebpf"
 )
 
 // TestStateDirLock: a second agent on a state directory is refused, naming the first one's
@@ -55,3 +58,43 @@ func TestPinDirFor(t *testing.T) {
 		t.Fatalf("relative %s, absolute %s", rel, abs)
 	}
 }
+
+// TestUnpinCommand: `vigil unpin` removes what an agent left pinned for its state
+// directory.
+func TestUnpinCommand(t *testing.T) {
+	testenv.RequireBPF(t)
+	state := t.TempDir()
+	dir, err := pinDirFor(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ebpf.Unpin(dir) })
+	tr, err := ebpf.Load(ebpf.Config{PinDir: dir, RingBytes: 1 << 20}, ignore{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) == 0 {
+		t.Fatalf("pins in %s after the tracer closed: %v, %v", dir, ents, err)
+	}
+	out, err := vigil(t, context.Background(), "unpin", "--state-dir", state)
+	if err != nil || !strings.Contains(out, "removed the capture pinned") {
+		t.Fatalf("unpin: %q, %v", out, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("pin directory after unpin: %v", err)
+	}
+}
+
+// ignore is a tracer handler for a tracer that is never run.
+type ignore struct{}
+
+func (ignore) Segment(*ebpf.Segment)         {}
+func (ignore) TLS(*ebpf.ProcData)            {}
+func (ignore) TLSSocket(*ebpf.TLSSocket)     {}
+func (ignore) Unix(*ebpf.ProcData)           {}
+func (ignore) Connect(*ebpf.ConnEvent)       {}
+func (ignore) UnixConnect(*ebpf.UnixConnect) {}
+func (ignore) Idle()                         {}

@@ -236,11 +236,6 @@ func (c *Capturer) Run(ctx context.Context) error {
 		c.beat(time.Now(), false)
 	}()
 	defer c.ident.Close()
-	a := tr.Adoption()
-	if discarded != "" {
-		a.Discarded = discarded
-	}
-	c.startRestart(prev, a, time.Now())
 	for _, h := range tr.Hooks() {
 		if h.Attached {
 			c.log.Info("hook attached", "hook", h.Name)
@@ -252,6 +247,12 @@ func (c *Capturer) Run(ctx context.Context) error {
 	if err := c.servers.refresh(); err != nil {
 		c.log.Warn("finding database servers", "error", err)
 	}
+	// Only now are the servers' ports watched: a window without capture ends here.
+	a := tr.Adoption()
+	if discarded != "" {
+		a.Discarded = discarded
+	}
+	c.startRestart(prev, a, time.Now())
 	c.ready.Store(true)
 
 	var wg sync.WaitGroup
