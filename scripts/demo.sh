@@ -20,6 +20,7 @@ proxyport=$(( pgport + 1 ))
 agent_pid=""
 cleanup() {
   [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  bin/vigil unpin --state-dir "$work/state" >/dev/null 2>&1 || true  # capture kept across restarts
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -90,7 +91,11 @@ cat <<'NOTES'
   and a "fault" event, a captured one a gap event; the agent and other sessions go on.
 - A clean stop ships everything to ClickHouse within export.shutdown_timeout and says what it
   could not ship.
-- Not yet: an agent restart is a window with no record (the pinned capture that will carry
-  across it is built but not wired in), and two fresh state dirs under one agent_id collide in
-  ClickHouse (chain ids are still to come).
+- An agent restart (a rolling update, even kill -9) is no blind window: capture stays pinned in
+  the kernel and the next agent reads what it captured meanwhile; what it still cannot see (the
+  dead agent's unstored last second, a ring overflow, a reboot) is a gap event with its time
+  range, which verify reports as recorded loss. TLS and Unix-socket sessions are not captured
+  while no agent runs.
+- Not yet: two fresh state dirs under one agent_id collide in ClickHouse (chain ids are still
+  to come).
 NOTES

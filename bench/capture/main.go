@@ -272,6 +272,7 @@ func executedStatements(srv *testpg.Server) float64 {
 type agent struct {
 	resetAt time.Time
 	cmd     *exec.Cmd
+	vigil   string
 	dir     string
 	addr    string
 	startup time.Duration
@@ -282,7 +283,7 @@ func startAgent(vigil string, srv *testpg.Server) *agent {
 	if err != nil {
 		fatal(err)
 	}
-	a := &agent{dir: dir}
+	a := &agent{vigil: vigil, dir: dir}
 	start := time.Now()
 	args := []string{"run", "--state-dir", dir, "--metrics", "127.0.0.1:0",
 		"--metrics-file", filepath.Join(dir, "addr"), "--log-format", "text", "--log-level", "warn"}
@@ -350,7 +351,14 @@ func (a *agent) capturedFor(port int) float64 {
 	return n
 }
 
-func (a *agent) cleanup() { os.RemoveAll(a.dir) }
+// cleanup removes what the stopped agent left: its state directory, and the capture it
+// kept pinned, whose hooks would otherwise tax the next baseline run.
+func (a *agent) cleanup() {
+	if out, err := exec.Command(a.vigil, "unpin", "--state-dir", a.dir).CombinedOutput(); err != nil {
+		fatal(fmt.Errorf("vigil unpin: %v: %s", err, out))
+	}
+	os.RemoveAll(a.dir)
+}
 
 func (a *agent) stop() {
 	_ = a.cmd.Process.Signal(os.Interrupt)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -41,8 +43,11 @@ type agentRun struct {
 	done chan error // receives run's error once it returns
 }
 
-// startRun starts `vigil run args...` in-process.
+// startRun starts `vigil run args...` in-process. The capture it leaves pinned is removed
+// when the test ends: a later test would otherwise find its programs still on lo.
 func startRun(t *testing.T, args ...string) *agentRun {
+	t.Helper()
+	unpinAfter(t, args)
 	ctx, stop := context.WithCancel(context.Background())
 	r := &agentRun{stop: stop, done: make(chan error, 1)}
 	go func() {
@@ -50,6 +55,26 @@ func startRun(t *testing.T, args ...string) *agentRun {
 		r.done <- err
 	}()
 	return r
+}
+
+// unpinAfter removes, when t ends, what an agent run with args pinned.
+func unpinAfter(t *testing.T, args []string) {
+	t.Helper()
+	state := config.Default().StateDir
+	for i, a := range args {
+		if a == "--state-dir" && i+1 < len(args) {
+			state = args[i+1]
+		}
+	}
+	dir, err := pinDirFor(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ebpf.Unpin(dir); err != nil {
+			t.Errorf("removing the test agent's pins: %v", err)
+		}
+	})
 }
 
 // wait stops the agent (as SIGTERM would) and fails the test unless it exits cleanly.

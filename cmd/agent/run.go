@@ -147,6 +147,11 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	// Batch scheduling suits capture, which only watches, but not the proxy, which sits in
 	// the path of every statement it serves: there it measured 3-7% less throughput.
 	if len(cfg.Proxies) == 0 {
@@ -439,6 +444,16 @@ func newCapturer(cfg *config.Config, sink event.Sink, engine *policy.Engine, log
 		Discover:     *cfg.Capture.Discover,
 		Interval:     cfg.Capture.DiscoverInterval,
 		RingBytes:    cfg.Capture.RingBufferBytes,
+		StateFile:    captureStateFile(cfg.StateDir),
+	}
+	pins, err := pinDirFor(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if *cfg.Capture.KeepAcrossRestarts {
+		cc.PinDir = pins
+	} else {
+		cc.StalePinDir = pins
 	}
 	for _, s := range cfg.Capture.Servers {
 		cc.Servers = append(cc.Servers, capture.StaticServer{Ports: s.Ports, Binary: s.Binary})

@@ -55,6 +55,10 @@ type Config struct {
 	PinDir string
 	// Unpin removes the pins on a clean stop: capture stops with the agent.
 	Unpin bool
+	// StalePinDir, with PinDir empty, is where an earlier agent with pinning on would have
+	// pinned capture: whatever is there is removed unread at start (its hooks would
+	// otherwise run on with nobody reading), and the gap event says so.
+	StalePinDir string
 	// StateFile records when capture last ran and whether it stopped cleanly, so that the
 	// next start can record the window no agent captured as a gap event. Empty: none.
 	StateFile string
@@ -214,6 +218,7 @@ func (c *Capturer) Run(ctx context.Context) error {
 			c.log.Error("the previous agent's capture state is unreadable: a window it did not capture cannot be recorded", "err", err)
 		}
 	}
+	discarded := c.removeStalePins()
 	tr, err := ebpf.Load(ebpf.Config{RingBytes: c.cfg.RingBytes, PinDir: c.cfg.PinDir}, handler{c}, c.log)
 	if err != nil {
 		return fmt.Errorf("loading capture programs: %w", err)
@@ -231,7 +236,6 @@ func (c *Capturer) Run(ctx context.Context) error {
 		c.beat(time.Now(), false)
 	}()
 	defer c.ident.Close()
-	c.startRestart(prev, time.Now())
 	for _, h := range tr.Hooks() {
 		if h.Attached {
 			c.log.Info("hook attached", "hook", h.Name)
@@ -243,6 +247,12 @@ func (c *Capturer) Run(ctx context.Context) error {
 	if err := c.servers.refresh(); err != nil {
 		c.log.Warn("finding database servers", "error", err)
 	}
+	// Only now are the servers' ports watched: a window without capture ends here.
+	a := tr.Adoption()
+	if discarded != "" {
+		a.Discarded = discarded
+	}
+	c.startRestart(prev, a, time.Now())
 	c.ready.Store(true)
 
 	var wg sync.WaitGroup

@@ -103,14 +103,38 @@ func restartGap(now time.Time, lost uint64, detail string) *event.Event {
 	return &event.Event{Time: now, Type: event.TypeGap, Source: event.SourceEBPF, Lost: lost, Detail: detail}
 }
 
+// removeStalePins removes what an earlier agent left pinned in Config.StalePinDir, and
+// says why for the gap event ("" when nothing was there).
+func (c *Capturer) removeStalePins() string {
+	if c.cfg.PinDir != "" || c.cfg.StalePinDir == "" {
+		return ""
+	}
+	if ents, err := os.ReadDir(c.cfg.StalePinDir); err != nil || len(ents) == 0 {
+		if err == nil {
+			_ = os.Remove(c.cfg.StalePinDir)
+		}
+		return ""
+	}
+	why := "this agent does not keep capture across restarts"
+	if err := ebpf.Unpin(c.cfg.StalePinDir); err != nil {
+		c.log.Error("removing capture an earlier agent left pinned: its hooks may run on", "pin_dir", c.cfg.StalePinDir, "err", err)
+		why += " (removing it failed: " + err.Error() + ")"
+	}
+	return why
+}
+
 // startRestart reads the previous agent's state, records the gaps it implies and, for an
 // adopted ring, what the kernel could not keep in it meanwhile; then marks capture running.
-func (c *Capturer) startRestart(prev *restartState, now time.Time) {
-	a := c.tracer.Adoption()
+// a is what Load found in the pin directory.
+func (c *Capturer) startRestart(prev *restartState, a ebpf.Adoption, now time.Time) {
+	dir := c.cfg.PinDir
+	if dir == "" {
+		dir = c.cfg.StalePinDir
+	}
 	if a.Adopted {
-		c.log.Info("adopted the pinned capture of the previous agent: reading what it captured meanwhile", "pin_dir", c.cfg.PinDir)
+		c.log.Info("adopted the pinned capture of the previous agent: reading what it captured meanwhile", "pin_dir", dir)
 	} else if a.Discarded != "" {
-		c.log.Warn("pinned capture state not adopted", "pin_dir", c.cfg.PinDir, "why", a.Discarded)
+		c.log.Warn("pinned capture state not adopted", "pin_dir", dir, "why", a.Discarded)
 	}
 	for _, e := range restartGaps(prev, a, now) {
 		c.log.Warn("capture restart gap", "detail", e.Detail)

@@ -91,6 +91,13 @@ type Capture struct {
 	UnixQuiet    time.Duration `yaml:"unix_quiet"`
 	// RingBufferBytes is the size of the kernel→agent ring buffer.
 	RingBufferBytes int `yaml:"ring_buffer_bytes"`
+	// KeepAcrossRestarts leaves the kernel side of capture (the TCX programs, the ring
+	// buffer and its maps) pinned in bpffs when the agent stops or dies, so that it keeps
+	// capturing and the next agent on the same state directory drains what it captured
+	// meanwhile (default true: a rolling update or a crash is then no blind window). Off,
+	// capture stops with the agent, pins an earlier agent left are removed at start, and
+	// every restart is a gap event with its time range.
+	KeepAcrossRestarts *bool `yaml:"keep_across_restarts"`
 }
 
 // Server names a database server explicitly: the process listening on one of Ports.
@@ -251,6 +258,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Capture.UnixSockets == nil {
 		c.Capture.UnixSockets = &t
+	}
+	if c.Capture.KeepAcrossRestarts == nil {
+		c.Capture.KeepAcrossRestarts = &t
 	}
 	if c.Capture.UnixQuiet == 0 {
 		c.Capture.UnixQuiet = 30 * time.Second

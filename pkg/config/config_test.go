@@ -24,6 +24,9 @@ func TestParse(t *testing.T) {
 		{"steer relative exe", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - exe: psql\n", "steer[0].exe"},
 		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
 		{"export", "export:\n  shutdown_timeout: 3s\n", ""},
+		{"keep across restarts off", "capture:\n  keep_across_restarts: false\n", ""},
+		{"keep across restarts typo", "capture:\n  keep_accross_restarts: false\n", "line 2: field keep_accross_restarts not found"},
+		{"keep across restarts not a bool", "capture:\n  keep_across_restarts: sometimes\n", "line 2"},
 		{"negative shutdown timeout", "export:\n  shutdown_timeout: -1s\n", "export.shutdown_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -34,6 +37,9 @@ func TestParse(t *testing.T) {
 				}
 				if c.Capture.MaxStatementBytes != 1<<20 || !*c.Capture.Enabled {
 					t.Fatalf("defaults not applied: %+v", c.Capture)
+				}
+				if want := !strings.Contains(tc.yaml, "keep_across_restarts: false"); *c.Capture.KeepAcrossRestarts != want {
+					t.Fatalf("capture.keep_across_restarts %v, want %v", *c.Capture.KeepAcrossRestarts, want)
 				}
 				if c.Export.ShutdownTimeout <= 0 {
 					t.Fatalf("export.shutdown_timeout %v", c.Export.ShutdownTimeout)

@@ -17,11 +17,16 @@ import (
 )
 
 // pinnedTracer loads a tracer pinned in dir and reads its ring until the test ends or stop
-// is called (which closes it without unpinning, as an agent's exit does).
+// is called (which closes it without unpinning, as an agent's exit does). Port 0 watches
+// no port, as the agent's capture loads before it has found its servers.
 func pinnedTracer(t *testing.T, dir string, port uint16, ring int) (tr *Tracer, col *collector, stop func()) {
 	t.Helper()
 	col = &collector{}
-	tr, err := Load(Config{ServerPorts: []uint16{port}, PinDir: dir, RingBytes: ring}, col, slog.New(slog.DiscardHandler))
+	var ports []uint16
+	if port != 0 {
+		ports = []uint16{port}
+	}
+	tr, err := Load(Config{ServerPorts: ports, PinDir: dir, RingBytes: ring}, col, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -164,6 +169,32 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 		on := loPrograms(t)
 		return !on[first] && !on[second] && !on[third]
 	})
+}
+
+// TestPinnedPortsStayWatched: a tracer that adopts the pins keeps watching the previous
+// one's ports until it is told which to watch: capture does not pause while the agent
+// finds its servers again.
+func TestPinnedPortsStayWatched(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := server(t)
+	port := uint16(srv.Port)
+	dir := pinDir(t)
+	_, _, stop := pinnedTracer(t, dir, port, 0)
+	stop()
+	tr, col, _ := pinnedTracer(t, dir, 0, 0)
+	if a := tr.Adoption(); !a.Adopted {
+		t.Fatalf("second Load: %+v, want the pins adopted", a)
+	}
+	m := marker(t)
+	query(t, srv.DSN("postgres", "postgres"), "SELECT '"+m+"'")
+	waitFor(t, "the statement sent before the adopting tracer was given its ports", func() bool { return col.saw(port, m) })
+	if err := tr.SetServerPorts(nil); err != nil {
+		t.Fatal(err)
+	}
+	var v uint8
+	if err := tr.objs.WatchedPorts.Lookup(uint32(port), &v); err != nil || v != 0 {
+		t.Errorf("port %d after SetServerPorts(nil): %d, %v; want unwatched", port, v, err)
+	}
 }
 
 // TestPinnedLossIsReportedOnce: what did not fit in the ring while no tracer ran is counted

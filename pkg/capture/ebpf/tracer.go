@@ -19,7 +19,8 @@ import (
 // Config tunes the tracer. The zero value of each field picks its default.
 type Config struct {
 	// ServerPorts are the database server ports whose TCP traffic and connections are
-	// captured. SetServerPorts replaces them later.
+	// captured. SetServerPorts replaces them later; until then, adopted pins (PinDir) keep
+	// the previous tracer's ports watched too.
 	ServerPorts []uint16
 	// RingBytes is the ring buffer size: a power of two, at least one page. Default 16 MiB.
 	RingBytes int
@@ -204,7 +205,13 @@ func Load(cfg Config, h Handler, log *slog.Logger) (*Tracer, error) {
 		t.objs.Close()
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
-	if err := t.SetServerPorts(cfg.ServerPorts); err != nil {
+	// Adopted ports stay watched until the caller's first SetServerPorts: the agent finds
+	// its servers only after Load, and capture must not pause meanwhile.
+	ports := cfg.ServerPorts
+	for p := range t.ports {
+		ports = append(ports, p)
+	}
+	if err := t.SetServerPorts(ports); err != nil {
 		t.Close()
 		return nil, err
 	}
