@@ -53,8 +53,6 @@ type Config struct {
 	// PinDir, when set, pins the kernel side in bpffs so that it keeps capturing across a
 	// restart of the agent, and adopts what an earlier agent left there (ebpf.Config.PinDir).
 	PinDir string
-	// Unpin removes the pins on a clean stop: capture stops with the agent.
-	Unpin bool
 	// StalePinDir, with PinDir empty, is where an earlier agent with pinning on would have
 	// pinned capture: whatever is there is removed unread at start (its hooks would
 	// otherwise run on with nobody reading), and the gap event says so.
@@ -227,11 +225,6 @@ func (c *Capturer) Run(ctx context.Context) error {
 	defer func() {
 		if err := tr.Close(); err != nil {
 			c.log.Error("closing capture", "err", err)
-		}
-		if c.cfg.PinDir != "" && c.cfg.Unpin {
-			if err := ebpf.Unpin(c.cfg.PinDir); err != nil {
-				c.log.Error("removing the pinned capture", "pin_dir", c.cfg.PinDir, "err", err)
-			}
 		}
 		c.beat(time.Now(), false)
 	}()

@@ -151,7 +151,7 @@ func (c *Capturer) beat(now time.Time, running bool) {
 	if c.cfg.StateFile == "" {
 		return
 	}
-	st := restartState{PID: os.Getpid(), Running: running, Alive: now, Pinned: c.cfg.PinDir != "" && (running || !c.cfg.Unpin)}
+	st := restartState{PID: os.Getpid(), Running: running, Alive: now, Pinned: c.cfg.PinDir != ""}
 	if err := writeRestartState(c.cfg.StateFile, st); err != nil {
 		c.log.Error("capture state not written: after a restart the gap's start may be too early", "err", err)
 	}
