@@ -17,7 +17,7 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testenv"
 	"github.com/vigil-db/vigil/internal/testpg"
-	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -71,7 +71,7 @@ func unpinAfter(t *testing.T, args []string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := ebpf.Unpin(dir); err != nil {
+		if err := bpffs.Unpin(dir); err != nil {
 			t.Errorf("removing the test agent's pins: %v", err)
 		}
 	})

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/vigil-db/vigil/pkg/capture/ebpf"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/config"
 )
 
@@ -94,7 +94,7 @@ next agent records the time it was not capturing as a gap event.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "nothing pinned for state directory %s (%s)\n", stateDir, dir)
 				return nil
 			}
-			if err := ebpf.Unpin(dir); err != nil {
+			if err := bpffs.Unpin(dir); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed the capture pinned for state directory %s (%s)\n", stateDir, dir)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/capture/ebpf"
 )
 
@@ -68,7 +69,7 @@ func TestUnpinCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = ebpf.Unpin(dir) })
+	t.Cleanup(func() { _ = bpffs.Unpin(dir) })
 	tr, err := ebpf.Load(ebpf.Config{PinDir: dir, RingBytes: 1 << 20}, ignore{}, nil)
 	if err != nil {
 		t.Fatal(err)

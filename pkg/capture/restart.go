@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/capture/ebpf"
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -116,7 +117,7 @@ func (c *Capturer) removeStalePins() string {
 		return ""
 	}
 	why := "this agent does not keep capture across restarts"
-	if err := ebpf.Unpin(c.cfg.StalePinDir); err != nil {
+	if err := bpffs.Unpin(c.cfg.StalePinDir); err != nil {
 		c.log.Error("removing capture an earlier agent left pinned: its hooks may run on", "pin_dir", c.cfg.StalePinDir, "err", err)
 		why += " (removing it failed: " + err.Error() + ")"
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 )
 
 // Pinning keeps capture running while no agent does (a restart, a crash, a rolling update):
@@ -26,8 +26,7 @@ import (
 // losses already reported, so that a successor reports only the rest.
 
 const (
-	bpffsRoot = "/sys/fs/bpf"
-	metaPin   = "vigil_meta"
+	metaPin = "vigil_meta"
 	// linkPrefix starts the pin name of every pinned link.
 	linkPrefix = "link_"
 	tcxPrefix  = linkPrefix + "tcx_"
@@ -72,55 +71,11 @@ func fingerprint(ringBytes int) [32]byte {
 	return out
 }
 
-// ensureBpffs makes sure dir exists on a bpffs, mounting bpffs at /sys/fs/bpf when dir is
-// below it and nothing is mounted there (container-like hosts leave it unmounted).
-func ensureBpffs(dir string) error {
-	isBpffs := func(p string) bool {
-		var st unix.Statfs_t
-		return unix.Statfs(p, &st) == nil && st.Type == unix.BPF_FS_MAGIC
-	}
-	if !isBpffs(bpffsRoot) && strings.HasPrefix(filepath.Clean(dir)+"/", bpffsRoot+"/") {
-		if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, ""); err != nil {
-			return fmt.Errorf("bpffs is not mounted and mounting it failed (%w): run `mount -t bpf bpf %s`", err, bpffsRoot)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("pin directory: %w", err)
-	}
-	if !isBpffs(dir) {
-		return fmt.Errorf("pin directory %s is not on a bpf filesystem", dir)
-	}
-	return nil
-}
-
-// Unpin removes everything pinned in dir and dir itself: the pinned hooks detach (unless a
-// running agent still holds them) and the maps are freed. Removing a directory that does
-// not exist is not an error.
-func Unpin(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading pin directory: %w", err)
-	}
-	var errs []error
-	for _, e := range ents {
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-			errs = append(errs, fmt.Errorf("unpinning: %w", err))
-		}
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("removing pin directory: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
 // preparePins decides whether the pins in dir can be adopted, removes them if not, and
 // sets spec's maps to be pinned there (loaded from the pins when they exist).
 func (t *Tracer) preparePins(spec *ebpf.CollectionSpec) error {
 	dir := t.cfg.PinDir
-	if err := ensureBpffs(dir); err != nil {
+	if err := bpffs.Ensure(dir); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(dir)
@@ -145,7 +100,7 @@ func (t *Tracer) preparePins(spec *ebpf.CollectionSpec) error {
 			t.baseline = old.Reported
 		}
 		if !t.adoption.Adopted {
-			if err := Unpin(dir); err != nil {
+			if err := bpffs.Unpin(dir); err != nil {
 				return fmt.Errorf("removing pinned capture state that cannot be adopted: %w", err)
 			}
 			if err := os.MkdirAll(dir, 0o700); err != nil {

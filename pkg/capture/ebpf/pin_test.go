@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 )
 
 // pinnedTracer loads a tracer pinned in dir and reads its ring until the test ends or stop
@@ -63,8 +64,8 @@ func (c *collector) saw(port uint16, m string) bool {
 }
 
 func pinDir(t *testing.T) string {
-	dir := filepath.Join(bpffsRoot, "vigil-test-"+strings.ToLower(marker(t)))
-	t.Cleanup(func() { _ = Unpin(dir) })
+	dir := filepath.Join(bpffs.Root, "vigil-test-"+strings.ToLower(marker(t)))
+	t.Cleanup(func() { _ = bpffs.Unpin(dir) })
 	return dir
 }
 
@@ -158,7 +159,7 @@ func TestPinnedCaptureSurvivesRestart(t *testing.T) {
 	}
 	stop()
 	third := pinnedLoProgram(t, dir)
-	if err := Unpin(dir); err != nil {
+	if err := bpffs.Unpin(dir); err != nil {
 		t.Fatalf("Unpin: %v", err)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {

@@ -388,7 +388,7 @@ func (t *Tracer) Stats() Stats {
 }
 
 // Close detaches every hook and frees the kernel objects, except what is pinned
-// (Config.PinDir), which keeps capturing until Unpin. Run returns.
+// (Config.PinDir), which keeps capturing until bpffs.Unpin. Run returns.
 func (t *Tracer) Close() error {
 	t.mu.Lock()
 	if t.closed {
