@@ -70,9 +70,12 @@ func unpinAfter(t *testing.T, args []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	steerDir, _ := steerPinDirFor(state)
 	t.Cleanup(func() {
-		if err := bpffs.Unpin(dir); err != nil {
-			t.Errorf("removing the test agent's pins: %v", err)
+		for _, d := range []string{dir, steerDir} {
+			if err := bpffs.Unpin(d); err != nil {
+				t.Errorf("removing the test agent's pins: %v", err)
+			}
 		}
 	})
 }

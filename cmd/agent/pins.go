@@ -33,6 +33,13 @@ func pinDirFor(stateDir string) (string, error) {
 	return filepath.Join(pinRoot, hex.EncodeToString(sum[:])[:16]), nil
 }
 
+// steerPinDirFor is where steering that fails closed (steer_fail: closed) pins its hooks,
+// beside the capture pins of the same state directory.
+func steerPinDirFor(stateDir string) (string, error) {
+	dir, err := pinDirFor(stateDir)
+	return dir + "-steer", err
+}
+
 // captureStateFile records when capture last ran (capture.Config.StateFile).
 func captureStateFile(stateDir string) string { return filepath.Join(stateDir, "capture.json") }
 
@@ -70,17 +77,19 @@ func newUnpinCmd() *cobra.Command {
 	var stateDir string
 	cmd := &cobra.Command{
 		Use:   "unpin [--state-dir DIR]",
-		Short: "Remove the capture a stopped agent left pinned in the kernel (for uninstalling)",
+		Short: "Remove the capture and steering a stopped agent left pinned in the kernel (for uninstalling)",
 		Long: `With capture.keep_across_restarts (the default), the kernel keeps capturing after the
 agent stops, so that the next agent on the same state directory reads what it captured
-meanwhile. Uninstalling, remove it: its hooks detach and its ring buffer is freed. The
-next agent records the time it was not capturing as a gap event.`,
+meanwhile; with steer_fail: closed, the steering hooks stay and keep flagged workloads away
+from their servers. Uninstalling, remove both: the hooks detach and the ring buffer is
+freed. The next agent records the time it was not capturing as a gap event.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := pinDirFor(stateDir)
 			if err != nil {
 				return err
 			}
+			steerDir, _ := steerPinDirFor(stateDir)
 			// A running agent would go on capturing through the links it holds, and its
 			// successor would find nothing to adopt.
 			if _, err := os.Stat(stateDir); err == nil {
@@ -90,14 +99,20 @@ next agent records the time it was not capturing as a gap event.`,
 				}
 				defer lock.Close()
 			}
-			if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			removed := false
+			for _, d := range []struct{ dir, what string }{{dir, "capture"}, {steerDir, "steering"}} {
+				if _, err := os.Stat(d.dir); errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				if err := bpffs.Unpin(d.dir); err != nil {
+					return err
+				}
+				removed = true
+				fmt.Fprintf(cmd.OutOrStdout(), "removed the %s pinned for state directory %s (%s)\n", d.what, stateDir, d.dir)
+			}
+			if !removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "nothing pinned for state directory %s (%s)\n", stateDir, dir)
-				return nil
 			}
-			if err := bpffs.Unpin(dir); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed the capture pinned for state directory %s (%s)\n", stateDir, dir)
 			return nil
 		},
 	}

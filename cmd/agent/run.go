@@ -152,6 +152,17 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		return err
 	}
 	defer lock.Close()
+	// Read before capture starts, which rewrites it: how the previous agent ended decides
+	// what the trail must say about the time in between (steering's part; capture records
+	// its own).
+	prev, hadPrev, err := capture.ReadPreviousRun(captureStateFile(cfg.StateDir))
+	if err != nil {
+		log.Warn("the previous agent's state cannot be read: a window without steering may go unrecorded", "err", err)
+	}
+	var prevRun *capture.PreviousRun
+	if hadPrev {
+		prevRun = &prev
+	}
 	// Batch scheduling suits capture, which only watches, but not the proxy, which sits in
 	// the path of every statement it serves: there it measured 3-7% less throughput.
 	if len(cfg.Proxies) == 0 {
@@ -261,7 +272,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 
 	// Steering is loaded before the proxies (their sessions ask it who connected) and
 	// routes into each proxy only once that proxy accepts.
-	steering, err := startSteering(cfg, trail, log)
+	steering, err := startSteering(cfg, trail, log, prevRun)
 	if err != nil {
 		cancel()
 		wg.Wait()

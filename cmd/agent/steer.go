@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-db/vigil/pkg/bpffs"
+	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/identity"
@@ -42,7 +44,7 @@ const flagsFile = "flags.json"
 // is added, removed or expires becomes an event on sink. Steering needs a proxy: nil
 // without one. With proxies but no configured selector it is loaded for the flags that
 // operators set at run time, and failing to load it is a warning, not fatal.
-func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger) (*steering, error) {
+func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger, prev *capture.PreviousRun) (*steering, error) {
 	explicit := len(cfg.Steer) > 0
 	if len(cfg.Proxies) == 0 {
 		if explicit {
@@ -50,7 +52,22 @@ func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger) (*stee
 		}
 		return nil, nil
 	}
-	s, err := steer.Load(steer.Config{}, log)
+	pins, err := steerPinDirFor(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	sc := steer.Config{}
+	if cfg.SteerFail == config.SteerFailClosed {
+		sc.PinDir = pins
+	} else if _, err := os.Stat(pins); err == nil {
+		// An earlier agent failed closed; this one fails open, so its hooks must go.
+		if err := bpffs.Unpin(pins); err != nil {
+			log.Error("removing the steering an earlier agent left pinned: its hooks may still send flagged workloads to a dead port", "pin_dir", pins, "err", err)
+		} else {
+			log.Info("removed the steering an earlier agent left pinned (steer_fail is open)", "pin_dir", pins)
+		}
+	}
+	s, err := steer.Load(sc, log)
 	if err != nil {
 		if explicit {
 			return nil, err
@@ -73,7 +90,30 @@ func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger) (*stee
 		// A flag that cannot be restored (its cgroup is gone) must not stop the others.
 		log.Error("restoring flags set at run time", "file", path, "err", err)
 	}
+	st.recordDowntime(prev, cfg.SteerFail, time.Now())
 	return st, nil
+}
+
+// recordDowntime writes into the trail what flagged workloads met while no agent ran
+// after one that did not stop cleanly: their connections went direct, unenforced (fail
+// open), or were refused at the dead proxy's port (fail closed). A clean stop is an
+// operator's decision, already visible as the agent's own stop.
+func (st *steering) recordDowntime(prev *capture.PreviousRun, fail string, now time.Time) {
+	flags := st.flags.List()
+	if prev == nil || prev.Clean || len(flags) == 0 {
+		return
+	}
+	names := make([]string, len(flags))
+	for i, f := range flags {
+		names[i] = f.Name
+	}
+	met := "their connections to governed servers went directly to the servers, unenforced (steer_fail: open); capture, if it was kept across the restart, recorded them"
+	if fail == config.SteerFailClosed {
+		met = "their connections to governed servers were refused at the proxy's port (steer_fail: closed)"
+	}
+	st.sink.Emit(&event.Event{Time: now, Type: event.TypeFlag, Detail: fmt.Sprintf(
+		"no agent ran from %s to %s (the previous agent, pid %d, exited without a clean stop); while flagged (%s), %s",
+		prev.Alive.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), prev.PID, strings.Join(names, ", "), met)})
 }
 
 // record writes a flag's change into the trail: who, what, why, until when.

@@ -355,3 +355,87 @@ func TestPolicyEnforceSection(t *testing.T) {
 	}
 	agent.wait(t)
 }
+
+// TestSteerFailModes kills the agent with SIGKILL while a workload is flagged. With
+// steer_fail: closed the flagged psql is refused while no agent runs (its connect() still
+// goes to the dead proxy's port) and an unflagged one is not; with open it reaches the
+// server directly. Either way the next agent records the window and what flagged
+// workloads met in it, and steers them again.
+func TestSteerFailModes(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	flagged, flaggedFD := testCgroup(t, "failmode-flagged")
+	_, otherFD := testCgroup(t, "failmode-other")
+	psql := func(cgroupFD int, sql string) (string, error) {
+		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=5")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, mode := range []string{"closed", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			cfgFile := filepath.Join(dir, "vigil.yaml")
+			if err := os.WriteFile(cfgFile, []byte("steer_fail: "+mode+"\nsteer:\n  - name: batch-jobs\n    cgroup: "+flagged+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			proxyPort, err := testpg.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(dir, "state")
+			storeURL := "local:" + filepath.Join(dir, "events")
+			addrFile := filepath.Join(dir, "metrics-addr")
+			args := []string{"--config", cfgFile, "--store", storeURL, "--state-dir", state,
+				"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+				"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr())}
+			agent := startAgentProc(t, filepath.Join(dir, "agent.log"), args...)
+			waitReady(t, addrFile, srv.Port, agent.done)
+			if out, _ := psql(flaggedFD, "SELECT 'via the proxy'"); !strings.Contains(out, "via the proxy") {
+				t.Fatalf("flagged psql with the agent running: %q", out)
+			}
+			_ = agent.signal(t, syscall.SIGKILL)
+
+			out, err := psql(flaggedFD, "SELECT 'while no agent ran'")
+			switch mode {
+			case "closed":
+				if err == nil || !strings.Contains(out, "refused") {
+					t.Errorf("flagged psql while no agent ran (fail closed): %v %q, want its connection refused", err, out)
+				}
+			case "open":
+				if err != nil || !strings.Contains(out, "while no agent ran") {
+					t.Errorf("flagged psql while no agent ran (fail open): %v %q, want it to reach the server", err, out)
+				}
+			}
+			if out, err := psql(otherFD, "SELECT 'unflagged'"); err != nil || !strings.Contains(out, "unflagged") {
+				t.Errorf("unflagged psql while no agent ran: %v %q", err, out)
+			}
+
+			_ = os.Remove(addrFile)
+			agent = startAgentProc(t, filepath.Join(dir, "agent.log"), args...)
+			waitReady(t, addrFile, srv.Port, agent.done)
+			if out, _ := psql(flaggedFD, "DROP TABLE IF EXISTS no_such_table"); !strings.Contains(out, "drop") {
+				t.Errorf("flagged psql after the restart: %q, want the proxy's refusal", out)
+			}
+			if err := agent.signal(t, syscall.SIGTERM); err != nil {
+				t.Fatalf("agent stop: %v", err)
+			}
+			evOut, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var window *event.Event
+			for _, line := range strings.Split(strings.TrimSpace(evOut), "\n") {
+				var ev event.Event
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == event.TypeFlag && strings.Contains(ev.Detail, "no agent ran from") {
+					window = &ev
+				}
+			}
+			want := map[string]string{"closed": "were refused at the proxy's port", "open": "went directly to the servers, unenforced"}[mode]
+			if window == nil || !strings.Contains(window.Detail, want) || !strings.Contains(window.Detail, "batch-jobs") {
+				t.Errorf("the restart's steering window: %+v, want a flag event saying flagged workloads %s", window, want)
+			}
+		})
+	}
+}

@@ -31,6 +31,24 @@ type restartState struct {
 	Pinned bool `json:"pinned"`
 }
 
+// PreviousRun is what the state file says of the agent that ran before this one: its pid,
+// when it was last known to run, and whether it stopped cleanly.
+type PreviousRun struct {
+	PID   int
+	Alive time.Time
+	Clean bool
+}
+
+// ReadPreviousRun reads the state file that Config.StateFile names, before capture starts
+// (which rewrites it); ok is false on a first start.
+func ReadPreviousRun(path string) (run PreviousRun, ok bool, err error) {
+	st, err := readRestartState(path)
+	if err != nil || st == nil {
+		return PreviousRun{}, false, err
+	}
+	return PreviousRun{PID: st.PID, Alive: st.Alive, Clean: !st.Running}, true, nil
+}
+
 // heartbeat is how often a running capture rewrites the state file: the bound on how early
 // an unclean exit's gap starts before the exit itself.
 const heartbeat = time.Second

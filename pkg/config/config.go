@@ -43,9 +43,20 @@ type Config struct {
 	// Steer lists the workloads whose connections to the proxies' upstream servers the
 	// kernel moves into the proxy, with no change to the client.
 	Steer []SteerSelector `yaml:"steer"`
+	// SteerFail is what happens to flagged workloads while no agent runs: "open" (the
+	// default: the steering hooks go with the agent, and their connections reach the
+	// servers directly, unenforced) or "closed" (the hooks stay pinned and keep sending them
+	// to the proxy's port, where nothing listens: refused until an agent is back).
+	SteerFail string `yaml:"steer_fail"`
 	// Export tunes shipping the spool to ClickHouse.
 	Export Export `yaml:"export"`
 }
+
+// What flagged workloads meet while no agent runs (Config.SteerFail).
+const (
+	SteerFailOpen   = "open"
+	SteerFailClosed = "closed"
+)
 
 // Export tunes the ClickHouse exporter.
 type Export struct {
@@ -289,6 +300,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.AnchorInterval == 0 {
 		c.Audit.AnchorInterval = 10 * time.Second
 	}
+	if c.SteerFail == "" {
+		c.SteerFail = SteerFailOpen
+	}
 	for i := range c.Steer {
 		if c.Steer[i].Name == "" {
 			c.Steer[i].Name = fmt.Sprintf("steer[%d]", i)
@@ -349,6 +363,9 @@ func (c *Config) Validate() error {
 		if p.UpstreamUser == "" && (p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "") {
 			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
 		}
+	}
+	if c.SteerFail != SteerFailOpen && c.SteerFail != SteerFailClosed {
+		errs = append(errs, fmt.Errorf("steer_fail: %q: want open or closed", c.SteerFail))
 	}
 	names := map[string]bool{}
 	for i, sel := range c.Steer {

@@ -17,12 +17,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
 )
 
@@ -31,6 +34,12 @@ type Config struct {
 	// CgroupRoot is where the cgroup v2 hierarchy is mounted; empty: found (or mounted) by
 	// cgroupfs.Root.
 	CgroupRoot string
+	// PinDir, when set, pins the attachments there so that they outlive the agent (fail
+	// closed): while no agent runs, a flagged workload's connect() still goes to the proxy's
+	// port, where nothing listens, and is refused, instead of reaching the server
+	// unenforced. A later Load with the same PinDir takes over without a moment unsteered.
+	// Empty: the attachments go with the agent (fail open).
+	PinDir string
 }
 
 // Origin is what the kernel recorded about a steered connection when its client called
@@ -61,14 +70,16 @@ type Stats struct {
 
 // Steerer owns the loaded steering programs and their attachments.
 type Steerer struct {
-	log   *slog.Logger
-	root  string
-	objs  steerObjects
-	links []link.Link
+	log    *slog.Logger
+	root   string
+	pinDir string
+	objs   steerObjects
+	links  []link.Link
 
 	mu       sync.Mutex
 	closed   bool
 	exeLinks []link.Link // the exec/fork/exit tracepoints, attached while an exe is flagged
+	pinned   []string    // names of the pins this Steerer made
 }
 
 // Load loads the steering programs and attaches them to the cgroup v2 root. Nothing is
@@ -91,7 +102,7 @@ func Load(cfg Config, log *slog.Logger) (*Steerer, error) {
 	if err := spec.Variables["self_tgid"].Set(uint32(os.Getpid())); err != nil {
 		return nil, fmt.Errorf("setting the agent's pid: %w", err)
 	}
-	s := &Steerer{log: log, root: root}
+	s := &Steerer{log: log, root: root, pinDir: cfg.PinDir}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -99,15 +110,22 @@ func Load(cfg Config, log *slog.Logger) (*Steerer, error) {
 		}
 		return nil, fmt.Errorf("loading the steering programs (needs root or CAP_BPF+CAP_NET_ADMIN): %w", err)
 	}
+	if s.pinDir != "" {
+		if err := bpffs.Ensure(s.pinDir); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("steering that fails closed pins its hooks: %w", err)
+		}
+	}
 	for _, a := range []struct {
+		pin    string
 		prog   *ebpf.Program
 		attach ebpf.AttachType
 	}{
-		{s.objs.SteerConnect4, ebpf.AttachCGroupInet4Connect},
-		{s.objs.SteerConnect6, ebpf.AttachCGroupInet6Connect},
-		{s.objs.SteerGetpeername4, ebpf.AttachCgroupInet4GetPeername},
-		{s.objs.SteerGetpeername6, ebpf.AttachCgroupInet6GetPeername},
-		{s.objs.SteerSockops, ebpf.AttachCGroupSockOps},
+		{"cgroup_connect4", s.objs.SteerConnect4, ebpf.AttachCGroupInet4Connect},
+		{"cgroup_connect6", s.objs.SteerConnect6, ebpf.AttachCGroupInet6Connect},
+		{"cgroup_getpeername4", s.objs.SteerGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+		{"cgroup_getpeername6", s.objs.SteerGetpeername6, ebpf.AttachCgroupInet6GetPeername},
+		{"cgroup_sockops", s.objs.SteerSockops, ebpf.AttachCGroupSockOps},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.attach, Program: a.prog})
 		if err != nil {
@@ -115,8 +133,58 @@ func Load(cfg Config, log *slog.Logger) (*Steerer, error) {
 			return nil, fmt.Errorf("attaching %s to cgroup %s: %w", a.prog, root, err)
 		}
 		s.links = append(s.links, l)
+		if err := s.pin(a.pin, l); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if s.pinDir != "" {
+		s.sweepPins()
 	}
 	return s, nil
+}
+
+// pinPrefix starts every steering pin's name.
+const pinPrefix = "steer_"
+
+// pin pins l as name in the pin directory, replacing what an earlier agent pinned there:
+// its hook runs until this one's is attached beside it (this Load attaches first), so no
+// connect() goes unsteered in between. Two connect programs in a row are harmless: the
+// second sees the proxy's address, which has no route.
+func (s *Steerer) pin(name string, l link.Link) error {
+	if s.pinDir == "" {
+		return nil
+	}
+	path := filepath.Join(s.pinDir, pinPrefix+name)
+	if old, err := link.LoadPinnedLink(path, nil); err == nil {
+		_ = old.Unpin()
+		_ = old.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		// Not a link we can load (another build's, a stray file): out of the way.
+		_ = os.Remove(path)
+	}
+	if err := l.Pin(path); err != nil {
+		return fmt.Errorf("pinning the steering hook %s: %w", name, err)
+	}
+	s.pinned = append(s.pinned, pinPrefix+name)
+	return nil
+}
+
+// sweepPins removes steering pins this Steerer did not make: an earlier agent's exec
+// tracking, which this one pins again when it flags an executable. Until then a process
+// that starts running a flagged executable is not steered.
+func (s *Steerer) sweepPins() {
+	ents, err := os.ReadDir(s.pinDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), pinPrefix) && !slices.Contains(s.pinned, e.Name()) {
+			if err := os.Remove(filepath.Join(s.pinDir, e.Name())); err != nil {
+				s.log.Warn("removing an earlier agent's steering pin", "pin", e.Name(), "err", err)
+			}
+		}
+	}
 }
 
 // addrKey is an address in the programs' form: IPv6, IPv4 as v4-mapped.
@@ -327,14 +395,18 @@ func (s *Steerer) attachExecTracking() error {
 		{"sched_process_exit", s.objs.SteerExit},
 	} {
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		if err == nil {
+			s.exeLinks = append(s.exeLinks, l)
+			err = s.pin("tp_"+tp.name, l)
+		}
 		if err != nil {
 			for _, l := range s.exeLinks {
+				_ = l.Unpin()
 				l.Close()
 			}
 			s.exeLinks = nil
 			return fmt.Errorf("attaching raw tracepoint %s (needed to steer by executable): %w", tp.name, err)
 		}
-		s.exeLinks = append(s.exeLinks, l)
 	}
 	return nil
 }
@@ -383,7 +455,7 @@ func (s *Steerer) Stats() (Stats, error) {
 }
 
 // Close detaches the programs: connections that were steered stay with the proxy, new ones
-// go where their clients dial.
+// go where their clients dial. Pinned hooks (Config.PinDir) stay: they go with Unpin.
 func (s *Steerer) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -19,7 +19,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vigil-db/vigil/internal/testenv"
+	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
 )
 
@@ -487,5 +490,141 @@ func TestSteerFlaggedProcess(t *testing.T) {
 		t.Error("the proxy accepted nothing")
 	} else if o, ok, _ := s.Origin(c.(*net.TCPConn)); !ok || o.Selector != 5 || fmt.Sprint(o.TGID) == res["pid"] {
 		t.Errorf("Origin %+v, %v: want selector 5 and the grandchild's pid, not the child's %s", o, ok, res["pid"])
+	}
+}
+
+// tryRun is run for a client that may fail to connect: it returns what the child printed
+// ("error" set when it could not connect).
+func tryRun(t *testing.T, cgroupFD int, target string) map[string]string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+target)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
+	out, _ := cmd.CombinedOutput()
+	res := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		res[k] = v
+	}
+	return res
+}
+
+// connectPrograms is the set of cgroup connect4 programs attached to the cgroup root.
+func connectPrograms(t *testing.T, root string) map[ebpf.ProgramID]bool {
+	t.Helper()
+	fd, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	res, err := link.QueryPrograms(link.QueryOptions{Target: fd, Attach: ebpf.AttachCGroupInet4Connect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[ebpf.ProgramID]bool{}
+	for _, p := range res.Programs {
+		ids[p.ID] = true
+	}
+	return ids
+}
+
+func pinnedProgram(t *testing.T, dir, name string) ebpf.ProgramID {
+	t.Helper()
+	l, err := link.LoadPinnedLink(filepath.Join(dir, pinPrefix+name), nil)
+	if err != nil {
+		t.Fatalf("pinned %s: %v", name, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Program
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestSteerPinnedFailsClosed: with a pin directory the hooks outlive the Steerer (the agent
+// killed or stopped): a flagged client's connect() still goes to the proxy's port and is
+// refused there, not let through to the server. The next Load takes the pins over without
+// adding hooks; unpinning lets the client through again.
+func TestSteerPinnedFailsClosed(t *testing.T) {
+	testenv.RequireBPF(t)
+	root, err := cgroupfs.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(bpffs.Root, fmt.Sprintf("vigil-steer-test-%d", os.Getpid()))
+	t.Cleanup(func() { _ = bpffs.Unpin(dir) })
+	flaggedPath, flaggedFD := cgroup(t, root)
+	_, otherFD := cgroup(t, root)
+	server := listen(t, "tcp4", "127.0.0.1:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	target := "tcp4:" + server.addr().String()
+
+	s, err := Load(Config{CgroupRoot: root, PinDir: dir}, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if err := s.AddRoute(server.addr(), proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FlagCgroup(flaggedPath, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Close() // the agent is gone, and its proxy with it
+	first := pinnedProgram(t, dir, "cgroup_connect4")
+
+	if res := tryRun(t, flaggedFD, target); !strings.Contains(res["error"], "connection refused") {
+		t.Errorf("flagged client with no agent running: %v, want its connect refused at the proxy's port", res)
+	}
+	if server.accepted() != nil {
+		t.Error("a flagged client reached the server while no agent ran")
+	}
+	if res := tryRun(t, otherFD, target); res["reply"] != "from "+server.addr().String() {
+		t.Errorf("unflagged client with no agent running: %v, want the server", res)
+	}
+	_ = server.accepted()
+
+	// The next agent: its own hooks replace the pinned ones.
+	proxy2 := listen(t, "tcp4", "127.0.0.1:0")
+	s2, err := Load(Config{CgroupRoot: root, PinDir: dir}, nil)
+	if err != nil {
+		t.Fatalf("second Load: %v", err)
+	}
+	defer s2.Close()
+	if err := s2.AddRoute(server.addr(), proxy2.addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.FlagCgroup(flaggedPath, 7); err != nil {
+		t.Fatal(err)
+	}
+	second := pinnedProgram(t, dir, "cgroup_connect4")
+	eventually(t, "the first agent's hook to leave the cgroup root", func() bool {
+		on := connectPrograms(t, root)
+		return on[second] && !on[first]
+	})
+	if res := tryRun(t, flaggedFD, target); res["reply"] != "from "+proxy2.addr().String() {
+		t.Errorf("flagged client under the second agent: %v, want its proxy", res)
+	}
+	_ = proxy2.accepted()
+
+	s2.Close()
+	if err := bpffs.Unpin(dir); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the unpinned hook to leave the cgroup root", func() bool { return !connectPrograms(t, root)[second] })
+	if res := tryRun(t, flaggedFD, target); res["reply"] != "from "+server.addr().String() {
+		t.Errorf("flagged client after unpinning: %v, want the server", res)
 	}
 }
