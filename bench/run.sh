@@ -14,6 +14,9 @@ go run ./bench/capture -vigil bin/vigil -rounds "$ROUNDS" -duration "$DURATION"
 echo; echo "## proxy vs direct vs PgBouncer (session)"
 go run ./bench/proxy -vigil bin/vigil -rounds "${PROXY_ROUNDS:-3}" -duration "$DURATION"
 
+echo; echo "## steering: connect() of an unflagged process, steered pgbench vs pointed at the proxy"
+go run ./bench/steer -vigil bin/vigil -rounds "$ROUNDS" -duration "$DURATION"
+
 echo; echo "## micro-benchmarks (policy decisions, decoder, reassembly, trail sealing)"
 go test -run '^$' -bench 'Decide|Classify' -benchtime 20000x ./pkg/policy ./pkg/sqlparse
 go test -run '^$' -bench . -benchtime 20000x ./pkg/capture/postgres ./pkg/capture/tcpstream
