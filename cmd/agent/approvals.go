@@ -63,35 +63,40 @@ type decisionRequest struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// serveControl answers the control socket until ctx ends.
-func serveControl(ctx context.Context, stateDir, group string, store *approval.Store, log *slog.Logger) error {
+// listenControl opens the control socket, reachable by group when one is named. It is
+// open before the proxies accept: the NOTICE of a held statement sends people to it.
+func listenControl(stateDir, group string) (net.Listener, error) {
 	path := filepath.Join(stateDir, controlSocket)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	old := unix.Umask(0o077)
 	l, err := net.Listen("unix", path)
 	unix.Umask(old)
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	defer os.Remove(path)
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			l.Close()
-			return fmt.Errorf("control socket: approvals.socket_group: %w", err)
-		}
+	if group == "" {
+		return l, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err == nil {
 		gid, _ := strconv.Atoi(g.Gid)
-		if err := os.Chown(path, -1, gid); err != nil {
-			l.Close()
-			return fmt.Errorf("control socket: %w", err)
-		}
-		if err := os.Chmod(path, 0o660); err != nil {
-			l.Close()
-			return fmt.Errorf("control socket: %w", err)
+		if err = os.Chown(path, -1, gid); err == nil {
+			err = os.Chmod(path, 0o660)
 		}
 	}
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket: approvals.socket_group %s: %w", group, err)
+	}
+	return l, nil
+}
+
+// serveControl answers the control socket until ctx ends.
+func serveControl(ctx context.Context, l net.Listener, store *approval.Store, log *slog.Logger) error {
+	path := l.Addr().String()
+	defer os.Remove(path)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/approvals", func(w http.ResponseWriter, r *http.Request) {
 		list := store.List()

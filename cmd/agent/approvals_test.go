@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,6 +118,9 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	if err := os.Mkdir(state, 0o711); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(state, 0o711); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
 	policyPath := filepath.Join(dir, "policy.yaml")
 	cfgPath := filepath.Join(dir, "vigil.yaml")
 	proxyPort, err := testpg.FreePort()
@@ -150,8 +154,8 @@ func TestApprovalsEndToEnd(t *testing.T) {
 		err error
 	}
 	background := func(cmd *exec.Cmd) chan result {
-		var buf bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &buf, &buf
+		buf := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = buf, buf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -246,6 +250,13 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	cmd := psql(dropC)
 	again := background(cmd)
 	second := pendingFor(dropC, first.ID)
+	// The cancel withdraws the request once the client has been told of it.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(cmd.Stdout.(*syncBuffer).String(), second.ID); {
+		if time.Now().After(deadline) {
+			t.Fatal("no NOTICE for the second hold")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +382,24 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state); err != nil {
 		t.Errorf("verify: %v %s", err, out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a test may read while a process writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func contains(list []string, s string) bool {

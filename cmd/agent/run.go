@@ -287,10 +287,16 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 			wg.Wait()
 			return err
 		}
+		l, err := listenControl(cfg.StateDir, cfg.Approvals.SocketGroup)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := serveControl(runCtx, cfg.StateDir, cfg.Approvals.SocketGroup, approvals, log); err != nil {
+			if err := serveControl(runCtx, l, approvals, log); err != nil {
 				log.Error("vigil approvals cannot reach this agent", "err", err)
 			}
 		}()

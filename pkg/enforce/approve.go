@@ -80,6 +80,13 @@ func (ss *session) approve(st *stmt) (*stmt, error) {
 			fmt.Sprintf("Vigil: statement needs an approval under policy rule %s%s: request %s", quoteRule(st.dec.Rule), suffix(st.dec.Message), r.ID),
 			fmt.Sprintf("Once approved (%s), run the same statement again: it runs under the grant.", approve)}), nil
 	}
+	// A cancel withdraws the request from the moment the client can know of it.
+	ctx, withdraw := context.WithCancelCause(ss.context())
+	defer withdraw(nil)
+	ctx, stop := context.WithTimeout(ctx, terms.Hold)
+	defer stop()
+	ss.srv.holds.Store(ss.key, withdraw)
+	defer ss.srv.holds.Delete(ss.key)
 	// Earlier requests of the batch go to the server now: their answers are not held.
 	if err := ss.sw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing to upstream: %w", err)
@@ -88,19 +95,13 @@ func (ss *session) approve(st *stmt) (*stmt, error) {
 		return nil, err
 	}
 	store.Note(r.ID, "notified", fmt.Sprintf("notified: the client was told to wait up to %s", terms.Hold))
-	return ss.hold(st, req, r.ID, terms.Hold), nil
+	return ss.hold(ctx, st, req, r.ID, terms.Hold), nil
 }
 
-// hold waits for the decision on request id.
-func (ss *session) hold(st *stmt, req approval.Statement, id string, d time.Duration) *stmt {
+// hold waits for the decision on request id until ctx ends (the hold's timeout, a client
+// cancel, the proxy's shutdown).
+func (ss *session) hold(ctx context.Context, st *stmt, req approval.Statement, id string, d time.Duration) *stmt {
 	store := ss.srv.cfg.Approvals
-	ctx, withdraw := context.WithCancelCause(ss.context())
-	defer withdraw(nil)
-	ctx, stop := context.WithTimeout(ctx, d)
-	defer stop()
-	ss.srv.holds.Store(ss.key, withdraw)
-	defer ss.srv.holds.Delete(ss.key)
-
 	r, err := store.Wait(ctx, id)
 	switch {
 	case err == nil:
