@@ -140,25 +140,31 @@ func httpError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-// adminClient talks to a running agent's control socket.
-func adminClient(stateDir string) (*http.Client, string) {
-	path := filepath.Join(stateDir, adminSocket)
+// socketClient talks to a running agent's socket at path; noAgent starts the error when
+// nothing answers there.
+func socketClient(path, noAgent string) *http.Client {
 	return &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "unix", path)
 			if err != nil {
-				return nil, fmt.Errorf("no running agent with steering answers on %s (it needs a proxy): %w", path, err)
+				return nil, fmt.Errorf("%s on %s: %w", noAgent, path, err)
 			}
 			return c, nil
 		}},
-	}, path
+	}
 }
 
-// adminDo sends one request and decodes the answer into out (nil: none expected).
+// adminDo sends one request to the admin socket and decodes the answer into out (nil: none
+// expected).
 func adminDo(ctx context.Context, stateDir, method, path string, body, out any) error {
-	c, _ := adminClient(stateDir)
+	return socketDo(ctx, filepath.Join(stateDir, adminSocket), "no running agent with steering answers (it needs a proxy)", method, path, body, out)
+}
+
+// socketDo sends one request to the socket at sock and decodes the answer into out.
+func socketDo(ctx context.Context, sock, noAgent, method, path string, body, out any) error {
+	c := socketClient(sock, noAgent)
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newStoreCmd(),
 		newFlagsCmd(),
 		newUnpinCmd(),
+		newApprovalsCmd(),
 	)
 	return root
 }

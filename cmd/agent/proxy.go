@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-db/vigil/pkg/approval"
 	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/config"
 	"github.com/vigil-db/vigil/pkg/enforce"
@@ -23,8 +24,8 @@ import (
 
 // newProxy builds one enforcement proxy listener. Its upstream connections are announced to
 // capture, which then leaves them to the proxy: each statement is recorded once.
-func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
-	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams}
+func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, approvals *approval.Store, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
+	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams, Approvals: approvals}
 	if px.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)
 		if err != nil {

@@ -20,16 +20,6 @@ import (
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
-// TestMain lets the test binary be the agent, so that a test can kill it with SIGKILL:
-// with VIGIL_TEST_AGENT=1 it is `vigil` with the arguments it was given.
-func TestMain(m *testing.M) {
-	if os.Getenv("VIGIL_TEST_AGENT") == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
-
 // agentProc is `vigil run` in a process of its own.
 type agentProc struct {
 	cmd    *exec.Cmd
@@ -47,7 +37,7 @@ func startAgentProc(t *testing.T, logPath string, args ...string) *agentProc {
 	}
 	defer logf.Close()
 	cmd := exec.Command(os.Args[0], append([]string{"run"}, args...)...)
-	cmd.Env = append(os.Environ(), "VIGIL_TEST_AGENT=1")
+	cmd.Env = append(os.Environ(), asVigilEnv+"=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

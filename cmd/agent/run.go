@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-db/vigil/pkg/approval"
 	"github.com/vigil-db/vigil/pkg/audit"
 	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
@@ -295,8 +296,29 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		}()
 		status.Set("steer", health.Component{Required: true, Detail: "waiting for the proxies to listen"})
 	}
+	var approvals *approval.Store
+	if len(cfg.Proxies) > 0 {
+		if approvals, err = openApprovals(runCtx, cfg.StateDir, engine, trail, reg, log); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		l, err := listenControl(cfg.StateDir, cfg.Approvals.SocketGroup)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveControl(runCtx, l, approvals, log); err != nil {
+				log.Error("vigil approvals cannot reach this agent", "err", err)
+			}
+		}()
+	}
 	for i, px := range cfg.Proxies {
-		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, reg, log)
+		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, approvals, reg, log)
 		if err != nil {
 			cancel()
 			wg.Wait()

@@ -50,6 +50,17 @@ type Config struct {
 	SteerFail string `yaml:"steer_fail"`
 	// Export tunes shipping the spool to ClickHouse.
 	Export Export `yaml:"export"`
+	// Approvals configures the control socket that `vigil approvals` talks to.
+	Approvals Approvals `yaml:"approvals"`
+}
+
+// Approvals configures the approval channel of the proxies.
+type Approvals struct {
+	// SocketGroup is a group whose members may connect to <state dir>/control.sock to list,
+	// approve and deny requests (mode 0660); the state directory must let them reach it.
+	// Empty: root only (mode 0600). Who may approve what is the policy's to say: the
+	// socket only lets them speak, as the OS user the kernel reports.
+	SocketGroup string `yaml:"socket_group"`
 }
 
 // What flagged workloads meet while no agent runs (Config.SteerFail).

@@ -75,10 +75,17 @@ func (s *Server) forwardCancel(ctx context.Context, req *pgproto3.CancelRequest)
 		s.m.cancels.WithLabelValues("unknown_key").Inc()
 		return
 	}
-	t, ok := s.keys.lookup(proxyKey{pid: req.ProcessID, secret: binary.BigEndian.Uint32(req.SecretKey)})
+	key := proxyKey{pid: req.ProcessID, secret: binary.BigEndian.Uint32(req.SecretKey)}
+	t, ok := s.keys.lookup(key)
 	if !ok {
 		s.m.cancels.WithLabelValues("unknown_key").Inc()
 		s.log.Info("cancel request with an unknown key ignored")
+		return
+	}
+	if withdraw, ok := s.holds.Load(key); ok {
+		// The statement the client waits for is held here, not running on the server.
+		withdraw.(context.CancelCauseFunc)(errClientCancel)
+		s.m.cancels.WithLabelValues("withdrew_approval").Inc()
 		return
 	}
 	if err := s.sendCancel(ctx, t); err != nil {

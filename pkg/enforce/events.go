@@ -76,6 +76,7 @@ func (ss *session) splitQuery(it *item) {
 			// the statement's classification and takes the decision that was applied.
 			c := *l
 			c.blocked, c.dec.Action, c.dec.Rule, c.dec.Message = false, it.st.dec.Action, it.st.dec.Rule, it.st.dec.Message
+			c.approvalID = it.st.approvalID
 			l = &c
 		}
 		it.labels[i] = l
@@ -240,7 +241,7 @@ func (ss *session) fillStatement(e *event.Event, st *stmt) {
 		return
 	}
 	e.Statement = st.text
-	e.Decision, e.Rule = st.dec.EventDecision(), st.dec.Rule
+	e.Decision, e.Rule, e.ApprovalID = st.dec.EventDecision(), st.dec.Rule, st.approvalID
 	if e.Decision == "" {
 		e.Decision = event.DecisionAllow
 	}

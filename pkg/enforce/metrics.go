@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		redactedErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_proxy_redacted_messages_total", Help: "Error and notice messages redacted for masked sessions.", ConstLabels: cl}),
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vigil_proxy_cancel_requests_total", Help: "Cancel requests, by result (forwarded, unknown_key, failed).", ConstLabels: cl},
+			Name: "vigil_proxy_cancel_requests_total", Help: "Cancel requests, by result (forwarded, unknown_key, failed, withdrew_approval).", ConstLabels: cl},
 			[]string{"result"}),
 		catalogLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_proxy_catalog_lookups_total", Help: "Catalog queries for result-column sources, by result (ok, error).", ConstLabels: cl},

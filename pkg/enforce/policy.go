@@ -45,6 +45,8 @@ type stmt struct {
 	mask    bool // result values are classified and masked
 	// refusal is the client's error for a refused statement.
 	refusal errorFields
+	// approvalID is the approval request the statement ran under or waits for.
+	approvalID string
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
@@ -70,26 +72,36 @@ func (ss *session) decide(sql string) *stmt {
 			"If you need to run it, ask for an exception to the rule or an approval; the transaction state is as after any failed statement."}
 	case policy.ActionRequireApproval:
 		st.blocked = true
+		hint := "Request an approval for this statement and run it again once it is granted."
+		if ss.srv.cfg.Approvals != nil {
+			hint = "Approvals are requested for statements sent with the simple query protocol (as psql sends them): send it that way to get a request id."
+		}
 		st.refusal = errorFields{"42501",
-			"Vigil: statement needs an approval under policy rule " + quoteRule(d.Rule) + suffix(d.Message),
-			"Request an approval for this statement and run it again once it is granted."}
+			"Vigil: statement needs an approval under policy rule " + quoteRule(d.Rule) + suffix(d.Message), hint}
 	}
+	if !st.blocked {
+		if f, bad := ss.encodingRefusal(sql, d.Info); bad {
+			st.blocked, st.refusal = true, f
+		}
+	}
+	return st
+}
+
+// encodingRefusal says why a statement cannot be judged in the session's client encoding.
+func (ss *session) encodingRefusal(sql string, info *sqlparse.Info) (errorFields, bool) {
 	switch {
-	case st.blocked:
-	case encodingChange(d.Info):
+	case encodingChange(info):
 		// Refused before the server switches: a pipelined statement behind it would be
 		// read by the server in the new encoding but judged here in the old one.
-		st.blocked = true
-		st.refusal = errorFields{"22023", "Vigil: this client_encoding is not supported through the proxy",
-			"Use UTF8 or another encoding in which every byte below 0x80 is ASCII, written as a literal."}
+		return errorFields{"22023", "Vigil: this client_encoding is not supported through the proxy",
+			"Use UTF8 or another encoding in which every byte below 0x80 is ASCII, written as a literal."}, true
 	case ss.unsafeEncoding.Load() && !isASCII(sql):
 		// In every client-only encoding a byte below 0x80 is the ASCII character, so an
 		// all-ASCII text reads the same to the server as here; others cannot be judged.
-		st.blocked = true
-		st.refusal = errorFields{"22023", "Vigil: statements with non-ASCII text are refused while client_encoding is a client-only multi-byte encoding",
-			"SET client_encoding TO 'UTF8' (the proxy cannot judge such statements in this encoding)."}
+		return errorFields{"22023", "Vigil: statements with non-ASCII text are refused while client_encoding is a client-only multi-byte encoding",
+			"SET client_encoding TO 'UTF8' (the proxy cannot judge such statements in this encoding)."}, true
 	}
-	return st
+	return errorFields{}, false
 }
 
 // encodingChange reports a statement that would switch client_encoding to an encoding the

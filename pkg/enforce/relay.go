@@ -45,6 +45,9 @@ type session struct {
 	cr, sr *msgReader
 	cw, sw *bufio.Writer
 	q      *queue
+	// cwMu is held by fromServer except while it waits for the server, so that
+	// fromClient can write a notice to the client (a statement held for approval).
+	cwMu sync.Mutex
 
 	// app is application as the client side reads it for decisions (the server side
 	// learns of changes).
@@ -249,8 +252,14 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			return false, protoErr("malformed Query message")
 		}
 		st := ss.decide(string(text))
+		start := time.Now()
+		if st.dec.Action == policy.ActionRequireApproval {
+			if st, err = ss.approve(st); err != nil {
+				return false, err
+			}
+		}
 		it := ss.q.get()
-		it.kind, it.st, it.start = 'Q', st, time.Now()
+		it.kind, it.st, it.start = 'Q', st, start
 		ss.splitQuery(it)
 		ss.q.push(it)
 		if st.blocked {
@@ -450,13 +459,20 @@ func (ss *session) popHead() {
 // fromServer reads the server's responses, matches them to the outstanding requests, masks
 // what must be masked, replaces the errors of refused statements and emits the events.
 func (ss *session) fromServer() error {
+	ss.cwMu.Lock()
+	defer ss.cwMu.Unlock()
 	for {
-		if !ss.sr.nextComplete() {
+		waiting := !ss.sr.nextComplete()
+		if waiting {
 			if err := ss.cw.Flush(); err != nil {
 				return fmt.Errorf("writing to client: %w", err)
 			}
+			ss.cwMu.Unlock()
 		}
 		typ, total, msg, err := ss.sr.next()
+		if waiting {
+			ss.cwMu.Lock()
+		}
 		if err != nil {
 			return serverErr("reading from upstream", err)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-db/vigil/pkg/approval"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -61,6 +62,11 @@ type Config struct {
 	// connection, with its local and remote addresses, so that capture on the same host can
 	// ignore traffic the proxy already records.
 	OnUpstreamConn func(local, remote net.Addr, open bool)
+
+	// Approvals, when set, holds or refuses (as the rule says) statements that a rule sends
+	// to require_approval, as approval requests, and runs them once granted. Nil refuses
+	// them with no request.
+	Approvals *approval.Store
 
 	// RecordParams puts bind parameters (and FunctionCall arguments) on events, rendered as
 	// capture renders them (audit.record_params).
@@ -107,6 +113,9 @@ type Server struct {
 	upMu     sync.Mutex
 	upstream map[string]net.Addr // open upstream connections by local address
 	sessions sync.WaitGroup
+	// holds are the sessions holding a statement for approval, by the key a client's
+	// CancelRequest names: a cancel withdraws the request.
+	holds sync.Map // proxyKey -> context.CancelCauseFunc
 }
 
 // New checks cfg and builds a Server; nothing listens until Serve.

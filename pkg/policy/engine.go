@@ -44,6 +44,8 @@ type Decision struct {
 	// Mask says results must be masked for this principal (PII columns and values the
 	// detectors recognize), when the connection goes through the proxy.
 	Mask bool
+	// Approval is the deciding require_approval rule's approval block (nil: defaults).
+	Approval *Approval
 }
 
 // DefaultRule is the Rule of a decision no rule matched.
@@ -316,6 +318,39 @@ func (e *Engine) Enforced(req *Request) bool {
 	return false
 }
 
+// Approves reports whether a is among approvers: an "os:USER" entry naming a's OS user, or
+// a principal group a belongs to (by verified email or OIDC group, or a workload selector
+// on uid). An empty list approves anyone.
+func (e *Engine) Approves(approvers []string, a Approver) bool {
+	if len(approvers) == 0 {
+		return true
+	}
+	for _, name := range approvers {
+		if user, ok := strings.CutPrefix(name, "os:"); ok {
+			if a.OSUser != "" && a.OSUser == user {
+				return true
+			}
+			continue
+		}
+		g, ok := e.p.Principals[name]
+		if !ok {
+			continue
+		}
+		if a.Email != "" && anyGlob(g.Emails, a.Email) {
+			return true
+		}
+		for _, og := range a.Groups {
+			if anyExact(g.OIDCGroups, og) {
+				return true
+			}
+		}
+		if a.UID != nil && matchAnyWorkload(g.Workloads, &event.Process{UID: a.UID}) {
+			return true
+		}
+	}
+	return false
+}
+
 // EnforcesWorkloads reports whether the policy's enforce section selects workloads, which
 // the agent then looks for among the host's processes.
 func (e *Engine) EnforcesWorkloads() bool { return len(e.p.Enforce.Workloads) > 0 }
@@ -390,7 +425,7 @@ func (c *evalCtx) decide(st *sqlparse.Stmt) Decision {
 		if !c.matches(r, st) {
 			continue
 		}
-		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message}
+		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message, Approval: r.Approval}
 		d.Mask = c.e.maskByDef && !r.Raw
 		if r.Action == ActionMask {
 			d.Mask = true

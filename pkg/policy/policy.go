@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vigil-db/vigil/pkg/mask"
 	"go.yaml.in/yaml/v3"
@@ -131,6 +132,34 @@ type Rule struct {
 	Message string `yaml:"message"`
 	// Raw grants unmasked results to statements this rule allows.
 	Raw bool `yaml:"raw"`
+	// Approval says how a require_approval rule's approvals work (defaults without it).
+	Approval *Approval `yaml:"approval"`
+}
+
+// Approval configures a require_approval rule.
+type Approval struct {
+	// Hold is how long the proxy holds a statement waiting for approval before failing it;
+	// zero (the default) refuses it at once with the request id, to be run again once
+	// approved.
+	Hold time.Duration `yaml:"hold"`
+	// Approvers are principal group names from the principals section or "os:USER"
+	// names; empty: anyone but the requester who can reach the agent's control socket.
+	Approvers []string `yaml:"approvers"`
+	// Required is how many distinct approvers must approve (default 1).
+	Required int `yaml:"required"`
+	// Expiry is how long a grant stays valid (default 15m).
+	Expiry time.Duration `yaml:"expiry"`
+	// Uses is how many times a grant lets its statement run (default 1).
+	Uses int `yaml:"uses"`
+}
+
+// Approver is someone approving a statement, as the agent knows them.
+type Approver struct {
+	// OSUser is the login name behind the control socket ("" when unknown).
+	OSUser string
+	UID    *int32
+	Email  string
+	Groups []string
 }
 
 // Match is a rule's condition. Every field that is set must hold; within a list, any entry

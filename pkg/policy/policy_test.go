@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/mask"
@@ -126,6 +127,14 @@ func TestPolicyErrors(t *testing.T) {
 		{"non-bool CEL", "rules:\n  - name: a\n    action: block\n    match:\n      when: 'statement.kind + \"x\"'\n", "not bool"},
 		{"unknown environment", "rules:\n  - name: a\n    action: block\n    match:\n      environments: [prod]\n", `line 5: rules[0].match.environments[0]: unknown environment "prod"`},
 		{"unknown principal", "rules:\n  - name: a\n    action: block\n    match:\n      principals: [admins]\n", `unknown principal group "admins"`},
+		{"approval typo", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      hodl: 30s\n", "p.yaml: line 5: field hodl is not known in Approval"},
+		{"approval on a block rule", "rules:\n  - name: a\n    action: block\n    approval:\n      hold: 30s\n", "rules[0].approval: an approval block needs action require_approval"},
+		{"approval hold without unit", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      hold: 30\n", "line 5: cannot unmarshal !!int `30` into time.Duration"},
+		{"approval hold below a second", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      hold: 5ms\n", "rules[0].approval.hold: hold 5ms: want a duration of a second or more"},
+		{"approval bad duration", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      expiry: soon\n", "line 5"},
+		{"approval negative count", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      required: -1\n", "rules[0].approval.required: required -1"},
+		{"approval unknown group", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      approvers: [dbas]\n", `rules[0].approval.approvers[0]: unknown principal group "dbas" (name a group from principals, or an OS user as os:NAME)`},
+		{"approval empty os user", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      approvers: [\"os:\"]\n", "os: needs a user name"},
 		{"bad server", "environments:\n  - name: s\n    servers: [\"10.0.0.1:99999\"]\n", `p.yaml: line 3: environments[0].servers[0]: bad port`},
 		{"empty environment", "environments:\n  - name: s\n", `environment "s" lists neither servers nor databases`},
 		{"bad strategy", "sensitive:\n  strategy: {kind: partial}\n", "p.yaml: line 2: sensitive.strategy: partial masking needs keep_last"},
@@ -245,5 +254,53 @@ func TestMatchers(t *testing.T) {
 		if got := sp.match(tc.addr); got != tc.want {
 			t.Errorf("server %q vs %q = %v", tc.pattern, tc.addr, got)
 		}
+	}
+}
+
+// TestApprovers: a rule's approvers are OS users by name and principal groups by email,
+// OIDC group or uid workload selector; the decision carries the rule's approval block.
+func TestApprovers(t *testing.T) {
+	p, err := Parse([]byte(`principals:
+  dbas:
+    emails: ["*@dba.example.com"]
+    oidc_groups: [dba]
+    workloads: [{uid: 65534}]
+rules:
+  - name: ddl
+    match: {kinds: [DDL]}
+    action: require_approval
+    approval: {hold: 30s, approvers: [dbas, "os:carol"], required: 2, expiry: 5m, uses: 3}
+`), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.Decide(&Request{Protocol: "postgres", SQL: "ALTER TABLE t DROP COLUMN c"})
+	if a := d.Approval; a == nil || a.Hold != 30*time.Second || len(a.Approvers) != 2 || a.Required != 2 || a.Expiry != 5*time.Minute || a.Uses != 3 {
+		t.Fatalf("decision's approval %+v", d.Approval)
+	}
+	u := func(n int32) *int32 { return &n }
+	for _, tc := range []struct {
+		name string
+		a    Approver
+		want bool
+	}{
+		{"os user listed", Approver{OSUser: "carol", UID: u(1002)}, true},
+		{"os user not listed", Approver{OSUser: "bob", UID: u(1001)}, false},
+		{"uid in the group", Approver{OSUser: "nobody", UID: u(65534)}, true},
+		{"email in the group", Approver{Email: "x@dba.example.com"}, true},
+		{"email outside", Approver{Email: "x@example.com"}, false},
+		{"oidc group", Approver{Groups: []string{"dev", "dba"}}, true},
+		{"nothing known", Approver{}, false},
+	} {
+		if got := e.Approves(d.Approval.Approvers, tc.a); got != tc.want {
+			t.Errorf("%s: Approves %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !e.Approves(nil, Approver{}) {
+		t.Error("an empty approver list refused")
 	}
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
@@ -144,6 +145,43 @@ func (v *validator) policy(p *Policy) {
 			v.errorf(at(path, "raw"), "raw access can only be granted by allow or alert rules")
 		}
 		v.match(at(path, "match"), &r.Match, p, seenEnv)
+		v.approval(at(path, "approval"), r, p)
+	}
+}
+
+func (v *validator) approval(path []any, r *Rule, p *Policy) {
+	a := r.Approval
+	if a == nil {
+		return
+	}
+	if r.Action != ActionRequireApproval {
+		v.errorf(path, "an approval block needs action %s (this rule's action is %s)", ActionRequireApproval, r.Action)
+	}
+	// A bare number decodes as nanoseconds: "hold: 30" is a typo for 30s, not a wish.
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"hold", a.Hold}, {"expiry", a.Expiry}} {
+		if d.d < 0 || (d.d > 0 && d.d < time.Second) {
+			v.errorf(at(path, d.key), "%s %v: want a duration of a second or more, such as 30s or 15m", d.key, d.d)
+		}
+	}
+	if a.Required < 0 {
+		v.errorf(at(path, "required"), "required %d: want 1 or more approvers", a.Required)
+	}
+	if a.Uses < 0 {
+		v.errorf(at(path, "uses"), "uses %d: want 1 or more", a.Uses)
+	}
+	for i, name := range a.Approvers {
+		if user, ok := strings.CutPrefix(name, "os:"); ok {
+			if user == "" {
+				v.errorf(at(path, "approvers", i), "os: needs a user name (os:alice)")
+			}
+			continue
+		}
+		if _, ok := p.Principals[name]; !ok {
+			v.errorf(at(path, "approvers", i), "unknown principal group %q (name a group from principals, or an OS user as os:NAME)", name)
+		}
 	}
 }
 
