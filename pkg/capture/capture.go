@@ -318,9 +318,13 @@ func (h handler) Connect(ev *ebpf.ConnEvent) {
 	}
 	p, err := c.ident.Lookup(int(ev.TGID))
 	if err != nil {
-		// The process may already be gone; the kernel's view is still worth keeping.
+		// The process may already be gone; the kernel's view is still worth keeping: its
+		// cgroup at connect names the workload (container, pod) even so.
 		uid := int32(ev.UID)
 		p = &event.Process{PID: int32(ev.TGID), UID: &uid, Comm: ev.Comm}
+		if cp, err := c.ident.CgroupIdentity(ev.CgroupID); err == nil {
+			p.Cgroup, p.ContainerID, p.Pod, p.Namespace, p.ServiceAccount = cp.Cgroup, cp.ContainerID, cp.Pod, cp.Namespace, cp.ServiceAccount
+		}
 		c.m.identityErrors.Inc()
 	}
 	// The kernel reports the connect once it is established, by when the SYN has usually

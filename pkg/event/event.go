@@ -72,6 +72,9 @@ type Process struct {
 	Pod            string `json:"pod,omitempty"` // pod UID, or name where known
 	Namespace      string `json:"namespace,omitempty"`
 	ServiceAccount string `json:"service_account,omitempty"`
+	// Cgroup is the process's cgroup v2 path, as in the 0:: line of /proc/PID/cgroup (or
+	// as the kernel named its cgroup at connect): the workload steering flags.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // Identity is a verified principal (OIDC), never a claim the client made about itself.

@@ -136,11 +136,12 @@ func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 	if exe, _, err := ReadExe(pid); err == nil {
 		p.Exe = exe
 	}
-	c, _, err := readProcCgroup(pid)
+	c, v2, err := readProcCgroup(pid)
 	if err != nil {
 		return nil, err
 	}
 	r.fillContainer(&p, c)
+	p.Cgroup = v2
 
 	// The pid may have exited and been reused while the files above were read.
 	if again, err := ReadStat(pid); err != nil || again.StartTime != st.StartTime {
@@ -199,7 +200,7 @@ func (r *Resolver) CgroupIdentity(id uint64) (*event.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	var p event.Process
+	p := event.Process{Cgroup: path}
 	r.fillContainer(&p, ParseCgroupPath(path))
 	return &p, nil
 }

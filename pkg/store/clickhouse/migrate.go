@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -33,6 +34,7 @@ var migrations = []migration{
 	{4, "chain ids in the events and activity keys", nil, upgradeChainIDs},
 	{5, "signed heads of the chains", Layout.headsDDL, nil},
 	{6, "steered connections", nil, upgradeSteered},
+	{7, "process cgroups", nil, upgradeProcessCgroup},
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -180,16 +182,24 @@ func upgradeChainIDs(ctx context.Context, conn driver.Conn, l Layout) error {
 // upgradeSteered adds the steered and steered_by columns to an events table made before
 // them; rows stored before read as not steered, as their events were.
 func upgradeSteered(ctx context.Context, conn driver.Conn, l Layout) error {
-	after := "tls"
-	for _, name := range []string{"steered", "steered_by"} {
-		var col column
-		for _, c := range eventColumns {
-			if c.name == name {
-				col = c
-			}
+	return addEventColumns(ctx, conn, l, "tls", "steered", "steered_by")
+}
+
+// upgradeProcessCgroup adds process_cgroup to an events table made before it.
+func upgradeProcessCgroup(ctx context.Context, conn driver.Conn, l Layout) error {
+	return addEventColumns(ctx, conn, l, "process_service_account", "process_cgroup")
+}
+
+// addEventColumns adds the named eventColumns to the events tables, in order, the first
+// after the column after.
+func addEventColumns(ctx context.Context, conn driver.Conn, l Layout, after string, names ...string) error {
+	for _, name := range names {
+		i := slices.IndexFunc(eventColumns, func(c column) bool { return c.name == name })
+		if i < 0 {
+			return fmt.Errorf("no event column %s", name)
 		}
 		for _, table := range l.tables(TableEvents) {
-			if err := addColumn(ctx, conn, l, table, col, after); err != nil {
+			if err := addColumn(ctx, conn, l, table, eventColumns[i], after); err != nil {
 				return err
 			}
 		}

@@ -48,7 +48,7 @@ func fullEvent(seq uint64) *event.Event {
 		Host: "db-1", AgentID: "agent-1", ChainID: "0123456789abcdef0123456789abcdef", Seq: seq,
 		DBUser: "alice", Database: "shop", Application: "psql", ClientAddr: "10.0.0.5:53211", ServerAddr: "/run/postgresql/.s.PGSQL.5432",
 		SessionID: "sess-" + fmt.Sprint(seq%3), BackendPID: 4242, TLS: true, Steered: true, SteeredBy: "flag:ad-hoc",
-		Process:   &event.Process{PID: 77, UID: &uid, Comm: "psql", Exe: "/usr/bin/psql", ContainerID: "c0ffee", Pod: "pod-1", Namespace: "ns", ServiceAccount: "sa"},
+		Process:   &event.Process{PID: 77, UID: &uid, Comm: "psql", Exe: "/usr/bin/psql", ContainerID: "c0ffee", Pod: "pod-1", Namespace: "ns", ServiceAccount: "sa", Cgroup: "/kubepods.slice/pod-1"},
 		Identity:  &event.Identity{Issuer: "https://idp", Subject: "sub-1", Email: "alice@example.com", Groups: []string{"dba", "ops"}},
 		Statement: "SELECT 'it''s', \"x\"\n\t, '\x00\xff' FROM customers -- ünïcode", StatementTruncated: true,
 		Params: []string{"1", "", "two"}, Fingerprint: "fp-123", Kind: "SELECT", Tables: []string{"public.customers", "orders"},
@@ -168,7 +168,7 @@ func TestMigrateTwiceAndGated(t *testing.T) {
 			t.Errorf("18.16 events table has %q:\n%s", bad, ddl)
 		}
 	}
-	if v, err := srv.Query("SELECT groupArray(version) FROM (SELECT version FROM vigil.vigil_schema_migrations FINAL ORDER BY version)"); err != nil || v != "[1,2,3,4,5,6]" {
+	if v, err := srv.Query("SELECT groupArray(version) FROM (SELECT version FROM vigil.vigil_schema_migrations FINAL ORDER BY version)"); err != nil || v != "[1,2,3,4,5,6,7]" {
 		t.Errorf("recorded versions %q, %v", v, err)
 	}
 }
