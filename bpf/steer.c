@@ -222,7 +222,9 @@ int steer_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* The client asks whom it is connected to: the server it dialled, not the proxy. */
+/* The client asks whom it is connected to: the server it dialled, not the proxy. The hook
+ * also runs when the proxy accepts (accept reports the peer through the same path), where
+ * the answer must stay the client's own address. */
 SEC("cgroup/getpeername4")
 int steer_getpeername4(struct bpf_sock_addr *ctx)
 {
@@ -230,7 +232,7 @@ int steer_getpeername4(struct bpf_sock_addr *ctx)
 	if (!sk)
 		return 1;
 	struct steer_info *info = bpf_sk_storage_get(&steered, sk, 0, 0);
-	if (!info)
+	if (!info || info->accepted)
 		return 1;
 	__u32 ip4;
 	__builtin_memcpy(&ip4, &info->orig.addr[12], 4);
@@ -246,7 +248,7 @@ int steer_getpeername6(struct bpf_sock_addr *ctx)
 	if (!sk)
 		return 1;
 	struct steer_info *info = bpf_sk_storage_get(&steered, sk, 0, 0);
-	if (!info)
+	if (!info || info->accepted)
 		return 1;
 	__u32 ip6[4];
 	__builtin_memcpy(ip6, info->orig.addr, 16);
@@ -306,6 +308,7 @@ int steer_sockops(struct bpf_sock_ops *skops)
 		struct steer_info *mine = bpf_sk_storage_get(&steered, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (mine) {
 			__builtin_memcpy(mine, info, sizeof(*mine));
+			mine->accepted = 1;
 			count(1);
 		}
 		bpf_map_delete_elem(&pending, &key);

@@ -22,7 +22,10 @@ struct steer_path {
 struct steer_info {
 	struct steer_addr orig; /* the server the client dialled */
 	__u16 family;           /* AF_INET or AF_INET6: the family of the client's socket */
-	__u16 _pad;
+	/* 1 on the proxy's side (the copy made when it accepted): its peer is the client's
+	 * real address, which getpeername and accept must keep telling it */
+	__u8 accepted;
+	__u8 _pad;
 	__u32 selector; /* which selector flagged the process (pkg/steer numbers them) */
 	__u32 pid;      /* thread that called connect() */
 	__u32 tgid;     /* its process */

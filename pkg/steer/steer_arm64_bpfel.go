@@ -24,7 +24,8 @@ type steerSteerInfo struct {
 	_        structs.HostLayout
 	Orig     steerSteerAddr
 	Family   uint16
-	Pad      uint16
+	Accepted uint8
+	Pad      uint8
 	Selector uint32
 	Pid      uint32
 	Tgid     uint32

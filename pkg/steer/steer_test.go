@@ -291,6 +291,11 @@ func TestSteerFlaggedCgroup(t *testing.T) {
 	if c == nil {
 		t.Fatal("the proxy accepted nothing")
 	}
+	// The proxy's side still sees its real peer: only the client is told the server it
+	// dialled.
+	if peer := c.RemoteAddr().(*net.TCPAddr).AddrPort(); peer == server.addr() || peer.Port() == proxy.addr().Port() {
+		t.Errorf("the proxy sees its steered client as %s, want the client's own address", peer)
+	}
 	o, ok, err := s.Origin(c.(*net.TCPConn))
 	if err != nil || !ok {
 		t.Fatalf("Origin of the steered connection: %v, %v", ok, err)
