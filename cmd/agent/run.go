@@ -251,9 +251,16 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// Rules that flag what capture sees them match look at capture's events on the way.
+	var flagger *ruleFlagger
+	var captureSink event.Sink = trail
+	if engine.FlagsWorkloads() {
+		flagger = newRuleFlagger(trail, engine, log)
+		captureSink = flagger
+	}
 	var capt *capture.Capturer
 	if *cfg.Capture.Enabled {
-		capt, err = newCapturer(cfg, trail, engine, log, reg)
+		capt, err = newCapturer(cfg, captureSink, engine, log, reg)
 		if err != nil {
 			return err
 		}
@@ -283,6 +290,13 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		routed      sync.WaitGroup
 		routeFailed atomic.Bool
 	)
+	switch {
+	case flagger != nil && steering != nil:
+		flagger.st.Store(steering)
+		go flagger.run(runCtx, cfg)
+	case flagger != nil:
+		log.Warn("the policy has rules that flag workloads, but steering is not running (it needs a proxy): they flag nothing")
+	}
 	if steering != nil {
 		defer steering.close()
 		go steering.expire(runCtx)

@@ -124,6 +124,9 @@ func TestSteeredWorkload(t *testing.T) {
 	if p := refused.Process; p == nil || p.PID != int32(steeredPID) || p.Comm != "psql" {
 		t.Errorf("the steered DROP's process: %+v, want psql pid %d as the kernel saw it", p, steeredPID)
 	}
+	if refused.ClientAddr == "" || refused.ClientAddr == srv.Addr() {
+		t.Errorf("the steered DROP's client_addr is %q, want the client's own address, not the server's", refused.ClientAddr)
+	}
 	if !refused.Steered || refused.SteeredBy == "" {
 		t.Errorf("the steered DROP's event: steered %v by %q, want steered and the flag named", refused.Steered, refused.SteeredBy)
 	}
@@ -437,5 +440,113 @@ func TestSteerFailModes(t *testing.T) {
 				t.Errorf("the restart's steering window: %+v, want a flag event saying flagged workloads %s", window, want)
 			}
 		})
+	}
+}
+
+// TestRuleFlagsWorkload: a rule with a flag block, matched by what capture sees a workload
+// run directly (a DROP), flags that workload: its open session is ended, its next
+// connection is steered into the proxy (where another rule refuses the DROP), and the trail
+// says who flagged whom and why.
+func TestRuleFlagsWorkload(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	if _, err := srv.Psql("postgres", "CREATE TABLE rf_one (id int); CREATE TABLE rf_two (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	cg, cgFD := testCgroup(t, "ruleflag")
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(`version: 1
+rules:
+  - name: no-drop-through-the-proxy
+    match: {sources: [proxy], commands: ["DROP TABLE"]}
+    action: block
+  - name: drop-flags-the-workload
+    match: {sources: [ebpf], commands: ["DROP TABLE"]}
+    action: alert
+    flag: {for: 10m, terminate: true}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	storeURL := "local:" + filepath.Join(dir, "events")
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--policy", policyFile, "--store", storeURL, "--state-dir", state,
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReady(t, addrFile, srv.Port, agent.done)
+
+	psqlArgs := []string{"-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres"}
+	inCgroup := func(cmd *exec.Cmd) *exec.Cmd {
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgFD}
+		return cmd
+	}
+	// A session of the workload, open before the DROP.
+	long := inCgroup(exec.Command("psql", psqlArgs...))
+	stdin, err := long.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var longOut strings.Builder
+	long.Stdout, long.Stderr = &longOut, &longOut
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(stdin, "SELECT 'long-1';")
+	time.Sleep(300 * time.Millisecond)
+
+	if out, err := inCgroup(exec.Command("psql", append(psqlArgs, "-c", "DROP TABLE rf_one")...)).CombinedOutput(); err != nil {
+		t.Fatalf("the direct DROP: %v %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := vigil(t, context.Background(), "flags", "list", "--state-dir", state, "--json")
+		if err == nil && strings.Contains(out, `"origin":"rule"`) && strings.Contains(out, cg) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the workload was not flagged after its DROP: %q, %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Its open session was ended.
+	time.Sleep(300 * time.Millisecond)
+	fmt.Fprintln(stdin, "SELECT 'long-2';")
+	stdin.Close()
+	_ = long.Wait()
+	if strings.Contains(longOut.String(), "long-2") || !strings.Contains(longOut.String(), "terminat") {
+		t.Errorf("the workload's open session after the flag: %q, want it ended", longOut.String())
+	}
+	// Its next connection goes through the proxy, which refuses the DROP.
+	out, _ := inCgroup(exec.Command("psql", append(psqlArgs, "-c", "DROP TABLE rf_two")...)).CombinedOutput()
+	if !strings.Contains(string(out), "no-drop-through-the-proxy") {
+		t.Errorf("the flagged workload's next DROP: %q, want the proxy's refusal", out)
+	}
+	if left, err := srv.Psql("postgres", "SELECT count(*) FROM pg_class WHERE relname = 'rf_two'"); err != nil || strings.TrimSpace(left) != "1" {
+		t.Errorf("rf_two after the refused DROP: %q %v", left, err)
+	}
+	agent.wait(t)
+
+	evOut, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added, ended bool
+	for _, line := range strings.Split(strings.TrimSpace(evOut), "\n") {
+		var ev event.Event
+		if json.Unmarshal([]byte(line), &ev) != nil || ev.Type != event.TypeFlag {
+			continue
+		}
+		added = added || (strings.Contains(ev.Detail, "rule drop-flags-the-workload") && strings.Contains(ev.Detail, "DROP TABLE rf_one"))
+		ended = ended || strings.Contains(ev.Detail, "ended 1 open session(s)")
+	}
+	if !added || !ended {
+		t.Errorf("flag events: added %v, ended %v; want the rule's flag and the ending of the open session (the DROP's own had ended)\n%s", added, ended, evOut)
 	}
 }

@@ -46,6 +46,28 @@ type Decision struct {
 	Mask bool
 	// Approval is the deciding require_approval rule's approval block (nil: defaults).
 	Approval *Approval
+	// Flag is the deciding rule's flag block (nil: the rule flags nothing).
+	Flag *RuleFlag
+}
+
+// FlagsWorkloads reports whether any rule has a flag block.
+func (e *Engine) FlagsWorkloads() bool {
+	for _, r := range e.rules {
+		if r.Flag != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// RuleFlag returns the flag block of the named rule, nil when it has none.
+func (e *Engine) RuleFlag(name string) *RuleFlag {
+	for _, r := range e.rules {
+		if r.Name == name {
+			return r.Flag
+		}
+	}
+	return nil
 }
 
 // DefaultRule is the Rule of a decision no rule matched.
@@ -425,7 +447,7 @@ func (c *evalCtx) decide(st *sqlparse.Stmt) Decision {
 		if !c.matches(r, st) {
 			continue
 		}
-		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message, Approval: r.Approval}
+		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message, Approval: r.Approval, Flag: r.Flag}
 		d.Mask = c.e.maskByDef && !r.Raw
 		if r.Action == ActionMask {
 			d.Mask = true

@@ -134,7 +134,22 @@ type Rule struct {
 	Raw bool `yaml:"raw"`
 	// Approval says how a require_approval rule's approvals work (defaults without it).
 	Approval *Approval `yaml:"approval"`
+	// Flag, on a rule that capture sees matched (a workload that talks to a server
+	// directly), flags that workload: its next connections are steered into the proxy.
+	Flag *RuleFlag `yaml:"flag"`
 }
+
+// RuleFlag is what a rule's match does to the workload behind it (adaptive enforcement).
+type RuleFlag struct {
+	// For is how long the workload stays flagged (default 1h).
+	For time.Duration `yaml:"for"`
+	// Terminate ends the workload's open sessions to the server too (pg_terminate_backend
+	// through the agent's catalog login), so that they reconnect, through the proxy.
+	Terminate bool `yaml:"terminate"`
+}
+
+// DefaultFlagFor is how long a rule's flag lasts without a for.
+const DefaultFlagFor = time.Hour
 
 // Approval configures a require_approval rule.
 type Approval struct {

@@ -132,6 +132,8 @@ func TestPolicyErrors(t *testing.T) {
 		{"approval hold without unit", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      hold: 30\n", "line 5: cannot unmarshal !!int `30` into time.Duration"},
 		{"approval hold below a second", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      hold: 5ms\n", "rules[0].approval.hold: hold 5ms: want a duration of a second or more"},
 		{"approval bad duration", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      expiry: soon\n", "line 5"},
+		{"flag typo", "rules:\n  - name: a\n    action: alert\n    flag:\n      fro: 1h\n", "p.yaml: line 5: field fro is not known in RuleFlag"},
+		{"flag below a second", "rules:\n  - name: a\n    action: alert\n    flag:\n      for: 5ms\n", "rules[0].flag.for: for 5ms: want a duration of a second or more"},
 		{"approval negative count", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      required: -1\n", "rules[0].approval.required: required -1"},
 		{"approval unknown group", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      approvers: [dbas]\n", `rules[0].approval.approvers[0]: unknown principal group "dbas" (name a group from principals, or an OS user as os:NAME)`},
 		{"approval empty os user", "rules:\n  - name: a\n    action: require_approval\n    approval:\n      approvers: [\"os:\"]\n", "os: needs a user name"},

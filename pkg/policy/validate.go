@@ -146,6 +146,16 @@ func (v *validator) policy(p *Policy) {
 		}
 		v.match(at(path, "match"), &r.Match, p, seenEnv)
 		v.approval(at(path, "approval"), r, p)
+		if f := r.Flag; f != nil {
+			if f.For < 0 || (f.For > 0 && f.For < time.Second) {
+				v.errorf(at(path, "flag", "for"), "for %v: want a duration of a second or more, such as 30m", f.For)
+			}
+			if r.Action == ActionBlock || r.Action == ActionRequireApproval {
+				// Capture cannot refuse; a proxy that refuses has the workload already.
+				v.warnings = append(v.warnings, fmt.Sprintf("%s: line %d: rule %s: a flag on a %s rule acts only on what capture sees (workloads that reach the server directly)",
+					v.name, v.line(at(path, "flag")...), r.Name, r.Action))
+			}
+		}
 	}
 }
 

@@ -72,6 +72,7 @@ const (
 	OriginConfig   = "config"   // the agent's configuration: comes back at every start
 	OriginOperator = "operator" // vigil flags add: kept in the state directory until it expires
 	OriginPolicy   = "policy"   // the policy's enforce section: while the workload runs
+	OriginRule     = "rule"     // a policy rule's flag block, set when capture saw the rule match: kept like an operator's
 )
 
 // Flag is one flagged workload.
