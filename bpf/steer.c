@@ -15,6 +15,10 @@
  *   raw_tp/sched_process_exec,  flag processes by executable from the moment they exec, and
  *   _fork, _exit                their children from the moment they exist (attached only
  *                               while a selector names an executable)
+ *   sk_lookup                   a connection arriving from another host, from a flagged
+ *                               source network, to a governed server's port is handed to the
+ *                               proxy's listening socket (attached to the host's network
+ *                               namespace only while a selector names a source)
  *
  * Unflagged connections pay one hash lookup in connect() (is the destination governed?) and
  * one in sockops at connection setup. Addresses are kept in IPv6 form, IPv4 as v4-mapped
@@ -101,12 +105,52 @@ struct {
 	__type(value, struct steer_info);
 } pending SEC(".maps");
 
+/* Flagged source networks of remote clients. The value says which selector flagged it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct steer_prefix);
+	__type(value, __u32);
+} flagged_sources SEC(".maps");
+
+/* The proxies' listening sockets, by the governed server port they front (the address
+ * part zero: remote clients reach a server on any of the host's addresses). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 64);
+	__type(key, struct steer_addr);
+	__type(value, __u64);
+} proxy_listeners SEC(".maps");
+
+/* The governed server ports for remote clients: the ports proxy_listeners fronts, kept
+ * apart because a closed listening socket leaves the sockhash by itself. A flagged source
+ * reaching a governed port whose proxy is gone is refused (only the pinned program of
+ * steer_fail: closed outlives its proxy). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} governed_ports SEC(".maps");
+
+/* Remote connections handed to a proxy, by the client's address and port, with the
+ * selector that flagged the source: the proxy's Origin of a remote client. LRU: an entry
+ * outlives its connection until pushed out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct steer_addr);
+	__type(value, __u32);
+} remote_steered SEC(".maps");
+
 /* Counters: [0] connects steered, [1] connections handed to the proxy, [2] steered
  * connects whose socket storage could not be created (the connection still goes to the
- * proxy, which then refuses it for want of an identity). */
+ * proxy, which then refuses it for want of an identity), [3] remote connections handed to
+ * a proxy by sk_lookup, [4] remote connections refused because their proxy is gone. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 5);
 	__type(key, __u32);
 	__type(value, __u64);
 } steer_stats SEC(".maps");
@@ -316,6 +360,54 @@ int steer_sockops(struct bpf_sock_ops *skops)
 	}
 	}
 	return 1;
+}
+
+/* A connection from another host: loopback sources are local processes, steered (or not)
+ * at their connect(), and the proxy's own connections to the server are among them. */
+SEC("sk_lookup")
+int steer_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	struct steer_prefix src = {.prefixlen = 128};
+	struct steer_addr client = {}, server = {};
+	if (ctx->family == AF_INET) {
+		__u32 ip4 = ctx->remote_ip4;
+		if ((bpf_ntohl(ip4) >> 24) == 127)
+			return SK_PASS;
+		src.addr[10] = src.addr[11] = 0xff;
+		__builtin_memcpy(&src.addr[12], &ip4, 4);
+	} else if (ctx->family == AF_INET6) {
+		__u32 ip6[4] = {ctx->remote_ip6[0], ctx->remote_ip6[1], ctx->remote_ip6[2], ctx->remote_ip6[3]};
+		if (!ip6[0] && !ip6[1] && ((!ip6[2] && ip6[3] == bpf_htonl(1)) ||
+					   (ip6[2] == bpf_htonl(0xffff) && (bpf_ntohl(ip6[3]) >> 24) == 127)))
+			return SK_PASS;
+		__builtin_memcpy(src.addr, ip6, 16);
+	} else {
+		return SK_PASS;
+	}
+	__u16 port = (__u16)ctx->local_port;
+	if (!bpf_map_lookup_elem(&governed_ports, &port))
+		return SK_PASS;
+	__u32 *sel = bpf_map_lookup_elem(&flagged_sources, &src);
+	if (!sel)
+		return SK_PASS;
+	__u32 selector = *sel;
+	server.port = port;
+	struct bpf_sock *proxy = bpf_map_lookup_elem(&proxy_listeners, &server);
+	if (!proxy) {
+		count(4);
+		return SK_DROP;
+	}
+	long err = bpf_sk_assign(ctx, proxy, 0);
+	bpf_sk_release(proxy);
+	if (err)
+		return SK_PASS;
+	__builtin_memcpy(client.addr, src.addr, 16);
+	client.port = bpf_ntohs(ctx->remote_port);
+	bpf_map_update_elem(&remote_steered, &client, &selector, BPF_ANY);
+	count(3);
+	return SK_PASS;
 }
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)

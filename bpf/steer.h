@@ -12,6 +12,12 @@ struct steer_addr {
 	__u16 _pad;
 };
 
+/* A source network, as an LPM trie key: prefix length over the IPv6/v4-mapped address. */
+struct steer_prefix {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
 /* An executable's path as given to execve, NUL-padded. */
 struct steer_path {
 	char name[256];

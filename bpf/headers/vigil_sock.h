@@ -16,7 +16,14 @@
 	} __attribute__((aligned(8)))
 
 enum {
+	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_SOCKHASH = 18,
 	BPF_MAP_TYPE_SK_STORAGE = 24,
+};
+
+enum sk_action {
+	SK_DROP = 0,
+	SK_PASS = 1,
 };
 
 enum {
@@ -112,5 +119,25 @@ struct bpf_sock_ops {
 	__u32 skb_tcp_flags;
 };
 _Static_assert(sizeof(struct bpf_sock_ops) == 216, "struct bpf_sock_ops must match the UAPI layout");
+
+/* The context of an sk_lookup program: a connection arriving in the network namespace,
+ * before the kernel picks the socket that receives it. */
+struct bpf_sk_lookup {
+	union {
+		__bpf_md_ptr(struct bpf_sock *, sk);
+		__u64 cookie;
+	};
+	__u32 family;
+	__u32 protocol;
+	__u32 remote_ip4;    /* network byte order */
+	__u32 remote_ip6[4]; /* network byte order */
+	__be16 remote_port;  /* network byte order */
+	__u16 : 16;
+	__u32 local_ip4;    /* network byte order */
+	__u32 local_ip6[4]; /* network byte order */
+	__u32 local_port;   /* host byte order */
+	__u32 ingress_ifindex;
+};
+_Static_assert(sizeof(struct bpf_sk_lookup) == 72, "struct bpf_sk_lookup must match the UAPI layout");
 
 #endif /* __VIGIL_SOCK_H__ */

@@ -164,12 +164,20 @@ func New(cfg Config, engine Policy, sink event.Sink, reg prometheus.Registerer, 
 // Serve listens on cfg.Listen and proxies clients until ctx ends; then it closes every session
 // and returns nil. Ready is closed once the listener is open.
 func (s *Server) Serve(ctx context.Context) error {
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	l, err := Listen(ctx, s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("enforce: listening on %s: %w", s.cfg.Listen, err)
 	}
 	return s.ServeListener(ctx, l)
+}
+
+// Listen opens a proxy listener: plain TCP. Go listens with MPTCP by default where the
+// kernel has it, and an MPTCP listening socket cannot be handed connections by the agent's
+// sk_lookup steering (the kernel's socket maps take TCP sockets only).
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 // ServeListener is Serve on a listener the caller opened (for example one that receives

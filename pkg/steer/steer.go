@@ -24,6 +24,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-db/vigil/pkg/bpffs"
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
@@ -66,6 +67,11 @@ type Stats struct {
 	// NoStorage counts steered connections whose identity could not be stored (kernel
 	// memory); the proxy sees them without an Origin and must refuse them.
 	NoStorage uint64
+	// Remote counts connections from flagged source networks handed to a proxy.
+	Remote uint64
+	// RemoteRefused counts connections from flagged source networks refused because the
+	// proxy of their port was gone (steer_fail: closed, no agent running).
+	RemoteRefused uint64
 }
 
 // Steerer owns the loaded steering programs and their attachments.
@@ -79,6 +85,7 @@ type Steerer struct {
 	mu       sync.Mutex
 	closed   bool
 	exeLinks []link.Link // the exec/fork/exit tracepoints, attached while an exe is flagged
+	lookup   link.Link   // the sk_lookup program on the host's network namespace, attached while a source is flagged
 	pinned   []string    // names of the pins this Steerer made
 }
 
@@ -411,6 +418,112 @@ func (s *Steerer) attachExecTracking() error {
 	return nil
 }
 
+// FlagSource steers connections that arrive from another host, from the network prefix,
+// to a governed server's port (see AddRemoteRoute) into the proxy. Loopback sources are
+// local processes, which the cgroup, uid, exe and pid flags select.
+func (s *Steerer) FlagSource(prefix netip.Prefix, sel uint32) error {
+	if sel == 0 || sel >= byExe {
+		return fmt.Errorf("selector id %d out of range", sel)
+	}
+	key, err := prefixKey(prefix)
+	if err != nil {
+		return err
+	}
+	if err := s.attachLookup(); err != nil {
+		return err
+	}
+	if err := s.objs.FlaggedSources.Put(&key, sel); err != nil {
+		return fmt.Errorf("flagging source %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// UnflagSource stops steering a source network.
+func (s *Steerer) UnflagSource(prefix netip.Prefix) error {
+	key, err := prefixKey(prefix)
+	if err != nil {
+		return err
+	}
+	if err := s.objs.FlaggedSources.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unflagging source %s: %w", prefix, err)
+	}
+	return nil
+}
+
+func prefixKey(p netip.Prefix) (steerSteerPrefix, error) {
+	if !p.IsValid() {
+		return steerSteerPrefix{}, fmt.Errorf("source %s: not a network prefix", p)
+	}
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	if p.Addr().Unmap().IsLoopback() {
+		return steerSteerPrefix{}, fmt.Errorf("source %s: loopback clients are local processes: select them by cgroup, exe, uid or pid", p)
+	}
+	return steerSteerPrefix{Prefixlen: uint32(bits), Addr: p.Addr().As16()}, nil
+}
+
+// AddRemoteRoute makes the proxy listening on l receive the connections that flagged
+// sources open to port on any of the host's addresses. The listener must be in the host's
+// network namespace; its own address does not matter.
+func (s *Steerer) AddRemoteRoute(port uint16, l syscall.Conn) error {
+	raw, err := l.SyscallConn()
+	if err != nil {
+		return err
+	}
+	key := steerSteerAddr{Port: port}
+	var perr error
+	if err := raw.Control(func(fd uintptr) { perr = s.objs.ProxyListeners.Put(&key, uint64(fd)) }); err != nil {
+		return err
+	}
+	if errors.Is(perr, unix.EOPNOTSUPP) {
+		return fmt.Errorf("handing remote clients of port %d to the proxy: its listener must be a plain TCP socket (Go listens with MPTCP unless told not to): %w", port, perr)
+	}
+	if perr != nil {
+		return fmt.Errorf("handing remote clients of port %d to the proxy: %w", port, perr)
+	}
+	if err := s.objs.GovernedPorts.Put(port, uint8(1)); err != nil {
+		return fmt.Errorf("governing port %d for remote clients: %w", port, err)
+	}
+	return nil
+}
+
+// RemoteOrigin says whether a connection the proxy accepted was handed to it from a
+// flagged source network, and by which selector.
+func (s *Steerer) RemoteOrigin(remote netip.AddrPort) (uint32, bool) {
+	key := addrKey(remote)
+	var sel uint32
+	if err := s.objs.RemoteSteered.Lookup(&key, &sel); err != nil {
+		return 0, false
+	}
+	return sel, true
+}
+
+func (s *Steerer) attachLookup() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lookup != nil {
+		return nil
+	}
+	ns, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("steering remote clients: %w", err)
+	}
+	defer ns.Close()
+	l, err := link.AttachNetNs(int(ns.Fd()), s.objs.SteerLookup)
+	if err != nil {
+		return fmt.Errorf("attaching sk_lookup to the network namespace (needed to steer by source): %w", err)
+	}
+	if err := s.pin("netns_sk_lookup", l); err != nil {
+		l.Close()
+		return err
+	}
+	s.lookup = l
+	return nil
+}
+
 // Origin returns what the kernel recorded about the client of a connection the proxy
 // accepted, and false for a connection that was not steered (a client that dialled the
 // proxy itself).
@@ -442,7 +555,7 @@ func (s *Steerer) Origin(conn syscall.Conn) (Origin, bool, error) {
 // Stats reads the programs' counters.
 func (s *Steerer) Stats() (Stats, error) {
 	var st Stats
-	for i, dst := range []*uint64{&st.Steered, &st.Handed, &st.NoStorage} {
+	for i, dst := range []*uint64{&st.Steered, &st.Handed, &st.NoStorage, &st.Remote, &st.RemoteRefused} {
 		var cpus []uint64
 		if err := s.objs.SteerStats.Lookup(uint32(i), &cpus); err != nil {
 			return st, fmt.Errorf("reading the steering counters: %w", err)
@@ -464,7 +577,11 @@ func (s *Steerer) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for _, l := range append(s.links, s.exeLinks...) {
+	links := append(s.links, s.exeLinks...)
+	if s.lookup != nil {
+		links = append(links, s.lookup)
+	}
+	for _, l := range links {
 		errs = append(errs, l.Close())
 	}
 	errs = append(errs, s.objs.Close())

@@ -2,6 +2,7 @@ package steer
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -153,7 +154,11 @@ type listener struct {
 
 func listen(t *testing.T, network, addr string) *listener {
 	t.Helper()
-	l, err := net.Listen(network, addr)
+	// Plain TCP, as the agent's proxies listen (Go would use MPTCP, which the socket maps
+	// behind remote steering do not take).
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,5 +636,106 @@ func TestSteerPinnedFailsClosed(t *testing.T) {
 	eventually(t, "the unpinned hook to leave the cgroup root", func() bool { return !connectPrograms(t, root)[second] })
 	if res := tryRun(t, flaggedFD, target); res["reply"] != "from "+server.addr().String() {
 		t.Errorf("flagged client after unpinning: %v, want the server", res)
+	}
+}
+
+// netnsClient makes a network namespace joined to the host by a veth pair, and returns the
+// host's and the namespace's addresses and a function that runs the child client in it.
+func netnsClient(t *testing.T) (host, client netip.Addr, run func(target string) map[string]string) {
+	t.Helper()
+	n := os.Getpid() % 200
+	ns := fmt.Sprintf("vigil-steer-%d", os.Getpid())
+	hostIf, nsIf := fmt.Sprintf("vsh%d", os.Getpid()%100000), fmt.Sprintf("vsn%d", os.Getpid()%100000)
+	host = netip.AddrFrom4([4]byte{10, 211, byte(n), 1})
+	client = netip.AddrFrom4([4]byte{10, 211, byte(n), 2})
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	})
+	ip("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
+	ip("link", "set", nsIf, "netns", ns)
+	ip("addr", "add", host.String()+"/30", "dev", hostIf)
+	ip("link", "set", hostIf, "up")
+	ip("-n", ns, "addr", "add", client.String()+"/30", "dev", nsIf)
+	ip("-n", ns, "link", "set", nsIf, "up")
+	ip("-n", ns, "link", "set", "lo", "up")
+	run = func(target string) map[string]string {
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"="+target)
+		out, _ := cmd.CombinedOutput()
+		res := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			k, v, _ := strings.Cut(line, " ")
+			res[k] = v
+		}
+		return res
+	}
+	return host, client, run
+}
+
+// TestSteerRemoteSource: a client on another host (a network namespace over a veth pair)
+// from a flagged source network reaches the proxy instead of the server it dialled, on the
+// server's own address; the proxy learns the selector from the kernel. An unflagged source
+// reaches the server.
+func TestSteerRemoteSource(t *testing.T) {
+	s, _ := load(t)
+	hostAddr, clientAddr, runRemote := netnsClient(t)
+	server := listen(t, "tcp4", "0.0.0.0:0")
+	proxy := listen(t, "tcp4", "127.0.0.1:0")
+	port := server.addr().Port()
+	target := "tcp4:" + netip.AddrPortFrom(hostAddr, port).String()
+
+	if res := runRemote(target); res["reply"] != "from "+server.Addr().String() {
+		t.Fatalf("remote client before any flag: %v, want the server", res)
+	}
+	_ = server.accepted()
+
+	if err := s.AddRemoteRoute(port, proxy.Listener.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FlagSource(netip.PrefixFrom(clientAddr, 32), 9); err != nil {
+		t.Fatal(err)
+	}
+	res := runRemote(target)
+	if res["reply"] != "from "+proxy.addr().String() {
+		t.Errorf("flagged remote client: %v, want the proxy", res)
+	}
+	if res["peer"] != netip.AddrPortFrom(hostAddr, port).String() {
+		t.Errorf("the flagged remote client thinks it reached %s, want the server it dialled", res["peer"])
+	}
+	c := proxy.accepted()
+	if c == nil {
+		t.Fatal("the proxy accepted nothing")
+	}
+	if local := c.LocalAddr().(*net.TCPAddr).AddrPort(); local != netip.AddrPortFrom(hostAddr, port) {
+		t.Errorf("the proxy's side of the connection is %s, want the server address the client dialled", local)
+	}
+	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	if sel, ok := s.RemoteOrigin(remote); !ok || sel != 9 || remote.Addr() != clientAddr {
+		t.Errorf("RemoteOrigin(%s) = %d, %v; want selector 9 for the client %s", remote, sel, ok, clientAddr)
+	}
+	if server.accepted() != nil {
+		t.Error("the flagged remote connection also reached the server")
+	}
+	// Loopback is for local processes: refused as a source.
+	if err := s.FlagSource(netip.MustParsePrefix("127.0.0.0/8"), 3); err == nil {
+		t.Error("FlagSource accepted a loopback network")
+	}
+
+	if err := s.UnflagSource(netip.PrefixFrom(clientAddr, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if res := runRemote(target); res["reply"] != "from "+server.Addr().String() {
+		t.Errorf("remote client after unflagging: %v, want the server", res)
+	}
+	if st, err := s.Stats(); err != nil || st.Remote != 1 {
+		t.Errorf("Stats %+v, %v: want 1 remote connection handed", st, err)
 	}
 }

@@ -42,15 +42,25 @@ type steerSteerPath struct {
 	Name [256]int8
 }
 
+type steerSteerPrefix struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	steerMapFlaggedCgroups     = "flagged_cgroups"
 	steerMapFlaggedExes        = "flagged_exes"
+	steerMapFlaggedSources     = "flagged_sources"
 	steerMapFlaggedTgids       = "flagged_tgids"
 	steerMapFlaggedUids        = "flagged_uids"
+	steerMapGovernedPorts      = "governed_ports"
 	steerMapPending            = "pending"
+	steerMapProxyListeners     = "proxy_listeners"
+	steerMapRemoteSteered      = "remote_steered"
 	steerMapRoutes             = "routes"
 	steerMapSteerStats         = "steer_stats"
 	steerMapSteered            = "steered"
@@ -61,6 +71,7 @@ const (
 	steerProgSteerFork         = "steer_fork"
 	steerProgSteerGetpeername4 = "steer_getpeername4"
 	steerProgSteerGetpeername6 = "steer_getpeername6"
+	steerProgSteerLookup       = "steer_lookup"
 	steerProgSteerSockops      = "steer_sockops"
 	steerVarSelfTgid           = "self_tgid"
 )
@@ -114,6 +125,7 @@ type steerProgramSpecs struct {
 	SteerFork         *ebpf.ProgramSpec `ebpf:"steer_fork"`
 	SteerGetpeername4 *ebpf.ProgramSpec `ebpf:"steer_getpeername4"`
 	SteerGetpeername6 *ebpf.ProgramSpec `ebpf:"steer_getpeername6"`
+	SteerLookup       *ebpf.ProgramSpec `ebpf:"steer_lookup"`
 	SteerSockops      *ebpf.ProgramSpec `ebpf:"steer_sockops"`
 }
 
@@ -123,9 +135,13 @@ type steerProgramSpecs struct {
 type steerMapSpecs struct {
 	FlaggedCgroups *ebpf.MapSpec `ebpf:"flagged_cgroups"`
 	FlaggedExes    *ebpf.MapSpec `ebpf:"flagged_exes"`
+	FlaggedSources *ebpf.MapSpec `ebpf:"flagged_sources"`
 	FlaggedTgids   *ebpf.MapSpec `ebpf:"flagged_tgids"`
 	FlaggedUids    *ebpf.MapSpec `ebpf:"flagged_uids"`
+	GovernedPorts  *ebpf.MapSpec `ebpf:"governed_ports"`
 	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	ProxyListeners *ebpf.MapSpec `ebpf:"proxy_listeners"`
+	RemoteSteered  *ebpf.MapSpec `ebpf:"remote_steered"`
 	Routes         *ebpf.MapSpec `ebpf:"routes"`
 	SteerStats     *ebpf.MapSpec `ebpf:"steer_stats"`
 	Steered        *ebpf.MapSpec `ebpf:"steered"`
@@ -160,9 +176,13 @@ func (o *steerObjects) Close() error {
 type steerMaps struct {
 	FlaggedCgroups *ebpf.Map `ebpf:"flagged_cgroups"`
 	FlaggedExes    *ebpf.Map `ebpf:"flagged_exes"`
+	FlaggedSources *ebpf.Map `ebpf:"flagged_sources"`
 	FlaggedTgids   *ebpf.Map `ebpf:"flagged_tgids"`
 	FlaggedUids    *ebpf.Map `ebpf:"flagged_uids"`
+	GovernedPorts  *ebpf.Map `ebpf:"governed_ports"`
 	Pending        *ebpf.Map `ebpf:"pending"`
+	ProxyListeners *ebpf.Map `ebpf:"proxy_listeners"`
+	RemoteSteered  *ebpf.Map `ebpf:"remote_steered"`
 	Routes         *ebpf.Map `ebpf:"routes"`
 	SteerStats     *ebpf.Map `ebpf:"steer_stats"`
 	Steered        *ebpf.Map `ebpf:"steered"`
@@ -172,9 +192,13 @@ func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.FlaggedCgroups,
 		m.FlaggedExes,
+		m.FlaggedSources,
 		m.FlaggedTgids,
 		m.FlaggedUids,
+		m.GovernedPorts,
 		m.Pending,
+		m.ProxyListeners,
+		m.RemoteSteered,
 		m.Routes,
 		m.SteerStats,
 		m.Steered,
@@ -199,6 +223,7 @@ type steerPrograms struct {
 	SteerFork         *ebpf.Program `ebpf:"steer_fork"`
 	SteerGetpeername4 *ebpf.Program `ebpf:"steer_getpeername4"`
 	SteerGetpeername6 *ebpf.Program `ebpf:"steer_getpeername6"`
+	SteerLookup       *ebpf.Program `ebpf:"steer_lookup"`
 	SteerSockops      *ebpf.Program `ebpf:"steer_sockops"`
 }
 
@@ -211,6 +236,7 @@ func (p *steerPrograms) Close() error {
 		p.SteerFork,
 		p.SteerGetpeername4,
 		p.SteerGetpeername6,
+		p.SteerLookup,
 		p.SteerSockops,
 	)
 }
