@@ -239,7 +239,7 @@ func newFlagsCmd() *cobra.Command {
 	var req flagRequest
 	var uid int64
 	add := &cobra.Command{
-		Use:   "add (--cgroup PATH | --exe PATH | --uid N) [--name NAME] [--for DURATION] [--reason TEXT]",
+		Use:   "add (--cgroup PATH | --exe PATH | --uid N | --source CIDR) [--name NAME] [--for DURATION] [--reason TEXT]",
 		Short: "Flag a workload: its new connections to governed servers go through the proxy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -264,6 +264,7 @@ func newFlagsCmd() *cobra.Command {
 	add.Flags().StringVar(&req.Selector.Cgroup, "cgroup", "", "a cgroup v2 path (the 0:: line of /proc/PID/cgroup), with the cgroups below it")
 	add.Flags().StringVar(&req.Selector.Exe, "exe", "", "an executable's absolute path")
 	add.Flags().Int64Var(&uid, "uid", 0, "a user id")
+	add.Flags().StringVar(&req.Selector.Source, "source", "", "a network of remote clients (10.1.2.0/24), steered when they reach a proxied server on this host")
 	add.Flags().StringVar(&req.Name, "name", "", "the flag's name (default: made up)")
 	add.Flags().StringVar(&req.For, "for", "", "expire after this long (e.g. 30m; default: until removed)")
 	add.Flags().StringVar(&req.Reason, "reason", "", "why, for the trail")

@@ -77,6 +77,16 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 			if o, by, ok := st.origin(client); ok {
 				return enforce.Principal{Process: steeredClient(ident, o), Steered: true, SteeredBy: by}
 			}
+			if by, ok := st.remoteOrigin(client); ok {
+				// A client on another host: its address is its identity. Capture sees the
+				// connection on the wire as one to the server it dialled; the proxy records it.
+				p := enforce.Principal{Steered: true, SteeredBy: by}
+				if ra, ok := addrPort(client.RemoteAddr()); ok && capt != nil {
+					capt.Ignore(ra)
+					p.OnClose = func() { capt.Unignore(ra) }
+				}
+				return p
+			}
 		}
 		return enforce.Principal{Process: localClient(ident, owners, client)}
 	}

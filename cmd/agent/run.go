@@ -22,6 +22,7 @@ import (
 	"github.com/vigil-db/vigil/pkg/capture"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/config"
+	"github.com/vigil-db/vigil/pkg/enforce"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/health"
 	"github.com/vigil-db/vigil/pkg/identity"
@@ -339,10 +340,16 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 			return fmt.Errorf("proxy %d (%s → %s): %w", i, px.Listen, px.Upstream, err)
 		}
 		name := "proxy " + px.Listen
+		l, err := enforce.Listen(runCtx, px.Listen)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("proxy %d: listening on %s: %w", i, px.Listen, err)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.Serve(runCtx); err != nil {
+			if err := p.ServeListener(runCtx, l); err != nil {
 				log.Error("proxy stopped", "listen", px.Listen, "error", err)
 				status.Set(name, health.Component{Required: true, Detail: err.Error()})
 				fail(err)
@@ -365,7 +372,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 			if steering == nil {
 				return
 			}
-			if err := steering.addRoutes(runCtx, px, p.Addr()); err != nil {
+			if err := steering.addRoutes(runCtx, px, l); err != nil {
 				// Flagged workloads would reach this server unproxied: not ready, loudly,
 				// but capture and the other proxies carry on.
 				log.Error("flagged connections are not steered into this proxy", "listen", px.Listen, "upstream", px.Upstream, "err", err)

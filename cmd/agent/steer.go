@@ -80,7 +80,7 @@ func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger, prev *
 	st.flags = steer.NewFlags(s, path, st.record)
 	for i, sel := range cfg.Steer {
 		f := steer.Flag{Name: sel.Name, Origin: steer.OriginConfig, By: "config",
-			Selector: steer.Selector{Cgroup: sel.Cgroup, Exe: sel.Exe, UID: sel.UID}}
+			Selector: steer.Selector{Cgroup: sel.Cgroup, Exe: sel.Exe, UID: sel.UID, Source: sel.Source}}
 		if _, err := st.flags.Add(f); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("steer[%d] (%s): %w", i, sel.Name, err)
@@ -149,10 +149,12 @@ func (st *steering) expire(ctx context.Context) {
 	}
 }
 
-// addRoutes steers flagged connections to px's upstream into its listener at listen (the
-// address it is bound to). Clients that reach the same server through another of the
-// host's addresses are not steered: list that address as an upstream of its own.
-func (st *steering) addRoutes(ctx context.Context, px config.Proxy, listen net.Addr) error {
+// addRoutes steers flagged connections to px's upstream into its listener l. Local clients
+// that reach the same server through another of the host's addresses are not steered: list
+// that address as an upstream of its own. Remote clients from flagged sources are, on any of
+// the host's addresses, when the upstream is on this host.
+func (st *steering) addRoutes(ctx context.Context, px config.Proxy, l net.Listener) error {
+	listen := l.Addr()
 	la, ok := addrPort(listen)
 	if !ok {
 		return fmt.Errorf("proxy %s: not a TCP listener", px.Listen)
@@ -189,7 +191,46 @@ func (st *steering) addRoutes(ctx context.Context, px config.Proxy, listen net.A
 		st.mu.Unlock()
 		st.log.Info("steering flagged connections", "server", server.String(), "proxy", proxy.String())
 	}
+	if tl, ok := l.(*net.TCPListener); ok && len(addrs) > 0 && isLocal(addrs[0].Unmap()) {
+		if err := st.s.AddRemoteRoute(p, tl); err != nil {
+			return err
+		}
+		st.log.Info("steering flagged remote clients", "port", p, "proxy", listen.String())
+	}
 	return nil
+}
+
+// isLocal says whether a is one of this host's addresses (loopback included).
+func isLocal(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range ifaddrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// remoteOrigin says whether a connection the proxy accepted came from a flagged source on
+// another host, and names the flag.
+func (st *steering) remoteOrigin(c net.Conn) (string, bool) {
+	ra, ok := addrPort(c.RemoteAddr())
+	if !ok {
+		return "", false
+	}
+	sel, ok := st.s.RemoteOrigin(ra)
+	if !ok {
+		return "", false
+	}
+	return st.flags.Name(sel), true
 }
 
 // origin says whether a connection the proxy accepted was steered, and if so what the

@@ -550,3 +550,100 @@ rules:
 		t.Errorf("flag events: added %v, ended %v; want the rule's flag and the ending of the open session (the DROP's own had ended)\n%s", added, ended, evOut)
 	}
 }
+
+// TestSteeredRemoteClient: with `steer: [{source: CIDR}]`, a client on another host (a
+// network namespace over a veth pair) that dials the server's own address is governed by
+// the proxy: its DROP refused, the event naming it steered with its own address; a client
+// from another source goes straight to the server.
+func TestSteeredRemoteClient(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t, testpg.Options{Config: []string{"listen_addresses = '*'"}, HBA: []string{"host all all 10.212.0.0/16 trust"}})
+	if _, err := srv.Psql("postgres", "CREATE TABLE remote_t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	n := os.Getpid() % 120
+	host := fmt.Sprintf("10.212.%d.1", n)
+	flaggedNS := remoteNS(t, "f", fmt.Sprintf("10.212.%d.1", n), fmt.Sprintf("10.212.%d.2", n))
+	otherNS := remoteNS(t, "o", fmt.Sprintf("10.212.%d.5", n), fmt.Sprintf("10.212.%d.6", n))
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("steer:\n  - name: branch-office\n    source: 10.212.%d.2/32\n", n)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeURL := "local:" + filepath.Join(dir, "events")
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--config", cfgFile, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReady(t, addrFile, srv.Port, agent.done)
+
+	psql := func(ns, server, sql string) string {
+		cmd := exec.Command("ip", "netns", "exec", ns, "psql", "-X", "-q", "-A", "-t", "-h", server, "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=5")
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := psql(flaggedNS, host, "DROP TABLE remote_t"); !strings.Contains(out, "drop") {
+		t.Errorf("DROP from the flagged remote source: %q, want the proxy's refusal", out)
+	}
+	if out := psql(otherNS, fmt.Sprintf("10.212.%d.5", n), "SELECT 'direct from afar'"); !strings.Contains(out, "direct from afar") {
+		t.Errorf("a remote client from another source: %q, want it answered by the server", out)
+	}
+	if left, err := srv.Psql("postgres", "SELECT count(*) FROM pg_class WHERE relname = 'remote_t'"); err != nil || strings.TrimSpace(left) != "1" {
+		t.Errorf("remote_t after the refused DROP: %q %v", left, err)
+	}
+	agent.wait(t)
+	evOut, err := vigil(t, context.Background(), "events", "--store", storeURL, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused *event.Event
+	times := 0
+	for _, line := range strings.Split(strings.TrimSpace(evOut), "\n") {
+		var ev event.Event
+		if json.Unmarshal([]byte(line), &ev) == nil && strings.Contains(ev.Statement, "DROP TABLE remote_t") {
+			refused = &ev
+			times++
+		}
+	}
+	// Once: capture, which sees the connection on the wire as one to the server, leaves it
+	// to the proxy.
+	if times != 1 {
+		t.Errorf("the remote DROP is recorded %d times, want once", times)
+	}
+	if refused == nil || refused.Source != "proxy" || refused.Decision != "block" || !refused.Steered || refused.SteeredBy != "branch-office" ||
+		!strings.HasPrefix(refused.ClientAddr, fmt.Sprintf("10.212.%d.2:", n)) {
+		t.Errorf("the remote DROP's event: %+v, want a proxy block, steered by branch-office, from the client's own address", refused)
+	}
+}
+
+// remoteNS makes a network namespace joined to the host by a veth pair (the host's end
+// hostAddr, the namespace's nsAddr, a /30) and returns its name.
+func remoteNS(t *testing.T, tag, hostAddr, nsAddr string) string {
+	t.Helper()
+	ns := fmt.Sprintf("vigil-e2e-%d-%s", os.Getpid(), tag)
+	hostIf, nsIf := fmt.Sprintf("ve%s%d", tag, os.Getpid()%100000), fmt.Sprintf("vn%s%d", tag, os.Getpid()%100000)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	})
+	ip("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
+	ip("link", "set", nsIf, "netns", ns)
+	ip("addr", "add", hostAddr+"/30", "dev", hostIf)
+	ip("link", "set", hostIf, "up")
+	ip("-n", ns, "addr", "add", nsAddr+"/30", "dev", nsIf)
+	ip("-n", ns, "link", "set", nsIf, "up")
+	ip("-n", ns, "link", "set", "lo", "up")
+	return ns
+}

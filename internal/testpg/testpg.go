@@ -48,6 +48,8 @@ type Server struct {
 type Options struct {
 	// Config lines appended to postgresql.conf.
 	Config []string
+	// HBA lines appended to pg_hba.conf (clients from other addresses than loopback).
+	HBA []string
 }
 
 // Start starts a server and registers its shutdown with t.Cleanup. It fails the test when
@@ -109,6 +111,11 @@ func StartServer(opts ...Options) (*Server, error) {
 	}
 	hba := "local all all trust\nhost all vigil_scram 127.0.0.1/32 scram-sha-256\nhost all vigil_md5 127.0.0.1/32 md5\n" +
 		"host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+	for _, o := range opts {
+		for _, l := range o.HBA {
+			hba += l + "\n"
+		}
+	}
 	if err := os.WriteFile(filepath.Join(s.Dir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}

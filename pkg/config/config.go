@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -199,6 +200,9 @@ type SteerSelector struct {
 	Exe string `yaml:"exe"`
 	// UID flags every process of a user.
 	UID *uint32 `yaml:"uid"`
+	// Source flags remote clients from a network (CIDR), whose connections arriving at a
+	// proxied server's port on this host are handed to the proxy.
+	Source string `yaml:"source"`
 }
 
 // DefaultStore is the store when none is configured: the local store under the state
@@ -381,16 +385,21 @@ func (c *Config) Validate() error {
 	names := map[string]bool{}
 	for i, sel := range c.Steer {
 		n := 0
-		for _, set := range []bool{sel.Cgroup != "", sel.Exe != "", sel.UID != nil} {
+		for _, set := range []bool{sel.Cgroup != "", sel.Exe != "", sel.UID != nil, sel.Source != ""} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			errs = append(errs, fmt.Errorf("steer[%d]: give exactly one of cgroup, exe, uid (got %d); list a selector per criterion", i, n))
+			errs = append(errs, fmt.Errorf("steer[%d]: give exactly one of cgroup, exe, uid, source (got %d); list a selector per criterion", i, n))
 		}
 		if sel.Cgroup != "" && !strings.HasPrefix(sel.Cgroup, "/") {
 			errs = append(errs, fmt.Errorf("steer[%d].cgroup: %q: want a path from the cgroup root, as in the 0:: line of /proc/PID/cgroup", i, sel.Cgroup))
+		}
+		if sel.Source != "" {
+			if p, err := netip.ParsePrefix(sel.Source); err != nil || p.Addr().Unmap().IsLoopback() {
+				errs = append(errs, fmt.Errorf("steer[%d].source: %q: want a network of remote clients such as 10.1.2.0/24 (loopback clients are local: select them by cgroup, exe or uid)", i, sel.Source))
+			}
 		}
 		if sel.Exe != "" && !strings.HasPrefix(sel.Exe, "/") {
 			errs = append(errs, fmt.Errorf("steer[%d].exe: %q: want an absolute path", i, sel.Exe))

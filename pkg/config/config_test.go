@@ -22,6 +22,8 @@ func TestParse(t *testing.T) {
 		{"steer nothing", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - name: x\n", "steer[0]: give exactly one"},
 		{"steer relative cgroup", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - cgroup: batch.slice\n", "steer[0].cgroup"},
 		{"steer relative exe", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - exe: psql\n", "steer[0].exe"},
+		{"steer source", "steer:\n  - {name: office, source: 10.1.2.0/24}\n", ""},
+		{"steer loopback source", "steer:\n  - source: 127.0.0.0/8\n", "steer[0].source"},
 		{"steer_fail typo", "steer_fail: closd\n", "steer_fail: \"closd\": want open or closed"},
 		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
 		{"export", "export:\n  shutdown_timeout: 3s\n", ""},

@@ -96,6 +96,9 @@ type Principal struct {
 	// selector or flag that did ("" when it has no name).
 	Steered   bool
 	SteeredBy string
+	// OnClose, when set, is called once the session has ended (the agent's bookkeeping for
+	// the connection).
+	OnClose func()
 }
 
 // Server is one proxy listener.

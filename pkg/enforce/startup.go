@@ -66,6 +66,11 @@ func (s *Server) Handle(ctx context.Context, client net.Conn, upstream string) {
 		_ = tc.SetNoDelay(true)
 	}
 	sess := &session{srv: s, client: client, clientAddr: client.RemoteAddr().String()}
+	defer func() {
+		if f := sess.principal.OnClose; f != nil {
+			f()
+		}
+	}()
 	// The relay guards its own goroutines; this catches startup and login.
 	err := sess.guarded("startup", func() error { return sess.run(ctx, upstream) })
 	if err == nil || ctx.Err() != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,9 @@ type Selector struct {
 	UID *uint32 `json:"uid,omitempty"`
 	// PID is one process, with the children it forks from then on.
 	PID *uint32 `json:"pid,omitempty"`
+	// Source is a network of remote clients ("10.1.2.0/24"), whose connections arriving at
+	// a governed server's port on this host are steered.
+	Source string `json:"source,omitempty"`
 }
 
 // Validate checks that exactly one criterion is set and well formed.
@@ -47,8 +51,18 @@ func (s Selector) Validate() error {
 	if s.PID != nil {
 		n++
 	}
+	if s.Source != "" {
+		n++
+		p, err := netip.ParsePrefix(s.Source)
+		if err != nil {
+			return fmt.Errorf("source %q: want a network such as 10.1.2.0/24 or 2001:db8::/64", s.Source)
+		}
+		if p.Addr().Unmap().IsLoopback() {
+			return fmt.Errorf("source %q: loopback clients are local processes: select them by cgroup, exe, uid or pid", s.Source)
+		}
+	}
 	if n != 1 {
-		return fmt.Errorf("give exactly one of cgroup, exe, uid, pid (got %d)", n)
+		return fmt.Errorf("give exactly one of cgroup, exe, uid, pid, source (got %d)", n)
 	}
 	return nil
 }
@@ -63,6 +77,8 @@ func (s Selector) String() string {
 		return fmt.Sprintf("uid %d", *s.UID)
 	case s.PID != nil:
 		return fmt.Sprintf("pid %d", *s.PID)
+	case s.Source != "":
+		return "source " + s.Source
 	}
 	return "nothing"
 }
@@ -203,6 +219,8 @@ func (fl *Flags) add(f Flag, persist bool) (Flag, error) {
 		err = fl.s.FlagUID(*sel.UID, f.id)
 	case sel.PID != nil:
 		err = fl.s.FlagProcess(*sel.PID, f.id)
+	case sel.Source != "":
+		err = fl.s.FlagSource(netip.MustParsePrefix(sel.Source), f.id)
 	}
 	if err != nil {
 		return Flag{}, err
@@ -244,6 +262,8 @@ func (fl *Flags) removeLocked(f *Flag) error {
 		err = fl.s.UnflagUID(*sel.UID)
 	case sel.PID != nil:
 		err = fl.s.UnflagProcess(*sel.PID)
+	case sel.Source != "":
+		err = fl.s.UnflagSource(netip.MustParsePrefix(sel.Source))
 	}
 	if err != nil {
 		return fmt.Errorf("unflagging %s: %w", f.Name, err)
