@@ -85,11 +85,14 @@ type Statement struct {
 	RequesterUID *int32
 	DBUser       string
 	Database     string
-	// Text and Params are hashed, never stored: Display is what is shown and recorded
-	// (credentials redacted).
+	// Text, Params and Formats (a Bind's parameters and their format codes) are hashed,
+	// never stored: Display and ShownParams are what is shown and recorded (credentials
+	// redacted; parameters only where the trail records them).
 	Text        string
 	Params      [][]byte
+	Formats     []int16
 	Display     string
+	ShownParams []string
 	Fingerprint string
 	Rule        string
 	SessionID   string
@@ -112,6 +115,7 @@ type Request struct {
 	DBUser          string    `json:"db_user,omitempty"`
 	Database        string    `json:"database"`
 	Statement       string    `json:"statement"`
+	Params          []string  `json:"params,omitempty"`
 	Fingerprint     string    `json:"fingerprint,omitempty"`
 	StatementSHA256 string    `json:"statement_sha256"`
 	Rule            string    `json:"rule"`
@@ -246,7 +250,7 @@ func sameStatement(r *Request, st *Statement, hash string) bool {
 // recorded durably before Use returns, so the statement may run. Grants that fail
 // verification on the way (expired, altered) are retired and recorded.
 func (s *Store) Use(st Statement) (r Request, ok bool, err error) {
-	hash := StatementHash(st.Text, st.Params)
+	hash := StatementHash(st.Text, st.Params, st.Formats)
 	now := s.o.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -305,7 +309,7 @@ func (s *Store) Use(st Statement) (r Request, ok bool, err error) {
 // Submit returns the pending request for exactly this statement from this requester, or
 // files a new one under the rule's terms (created).
 func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err error) {
-	hash := StatementHash(st.Text, st.Params)
+	hash := StatementHash(st.Text, st.Params, st.Formats)
 	t = t.withDefaults()
 	now := s.o.Now().UTC()
 	s.mu.Lock()
@@ -321,7 +325,7 @@ func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err erro
 	}
 	r = Request{
 		ID: id, Status: StatusPending, Requester: st.Requester, RequesterUID: st.RequesterUID,
-		DBUser: st.DBUser, Database: st.Database, Statement: st.Display, Fingerprint: st.Fingerprint,
+		DBUser: st.DBUser, Database: st.Database, Statement: st.Display, Params: st.ShownParams, Fingerprint: st.Fingerprint,
 		StatementSHA256: hash, Rule: st.Rule, SessionID: st.SessionID, Created: now, Terms: t,
 	}
 	if t.Hold > 0 {
@@ -575,7 +579,7 @@ func (s *Store) record(r *Request, step, detail string) {
 	*e = event.Event{
 		Time: s.o.Now(), Type: event.TypeApproval, Source: event.SourceProxy, Protocol: event.ProtocolPostgres,
 		DBUser: r.DBUser, Database: r.Database, SessionID: r.SessionID,
-		Statement: r.Statement, Fingerprint: r.Fingerprint, Decision: event.DecisionApprovalRequired, Rule: r.Rule,
+		Statement: r.Statement, Params: r.Params, Fingerprint: r.Fingerprint, Decision: event.DecisionApprovalRequired, Rule: r.Rule,
 		ApprovalID: r.ID, Detail: detail,
 	}
 	s.o.Sink.Emit(e)
