@@ -223,6 +223,14 @@ func newApprovalsCmd() *cobra.Command {
 				if len(stmt) > 60 {
 					stmt = stmt[:57] + "..."
 				}
+				// A Bind's values are part of what is approved: shown whole.
+				for i, p := range r.Params {
+					sep := ", "
+					if i == 0 {
+						sep = "  with "
+					}
+					stmt += fmt.Sprintf("%s$%d=%s", sep, i+1, p)
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Status, r.Requester, r.Database, r.Rule, r.Created.Local().Format(time.DateTime), stmt)
 			}
 			return tw.Flush()
