@@ -158,6 +158,16 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+
+	// Channels are told of every new request (Delivery says how it went).
+	Channels []Channel
+	// NotifyAttempts, NotifyTimeout and NotifyBackoff bound each channel's delivery (zero:
+	// the defaults).
+	NotifyAttempts int
+	NotifyTimeout  time.Duration
+	NotifyBackoff  time.Duration
+	// Context ends deliveries in progress (the agent stopping); nil: never.
+	Context context.Context
 }
 
 // Store keeps approval requests, durably: every change is written to the request's file
@@ -167,6 +177,8 @@ type Store struct {
 	keyID string
 	keys  map[string]ed25519.PublicKey
 	steps *prometheus.CounterVec
+	// notifyFailures counts failed deliveries per channel (each after its retries).
+	notifyFailures *prometheus.CounterVec
 
 	mu   sync.Mutex
 	reqs map[string]*entry
@@ -176,6 +188,9 @@ type entry struct {
 	r Request
 	// done is closed when the request stops being pending.
 	done chan struct{}
+	// delivery yields the outcome of notifying the channels of a request filed by this
+	// process (nil: no channels, or filed before a restart).
+	delivery chan error
 }
 
 // Open loads the requests in o.Dir (creating it).
@@ -189,6 +204,18 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	if o.NotifyAttempts < 1 {
+		o.NotifyAttempts = DefaultNotifyAttempts
+	}
+	if o.NotifyTimeout <= 0 {
+		o.NotifyTimeout = DefaultNotifyTimeout
+	}
+	if o.NotifyBackoff <= 0 {
+		o.NotifyBackoff = DefaultNotifyBackoff
+	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("approval store: %w", err)
 	}
@@ -196,14 +223,23 @@ func Open(o Options) (*Store, error) {
 	s := &Store{o: o, keyID: KeyID(pub), keys: map[string]ed25519.PublicKey{KeyID(pub): pub}, reqs: map[string]*entry{}}
 	s.steps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_approval_steps_total",
-		Help: "Approval steps by kind: requested, notified, approved, denied, expired, withdrawn, executed, refused.",
+		Help: "Approval steps by kind: requested, notified, unnotified, approved, denied, expired, withdrawn, executed, refused.",
 	}, []string{"step"})
-	for _, st := range []string{"requested", "notified", "approved", "denied", "expired", "withdrawn", "executed", "refused"} {
+	for _, st := range []string{"requested", "notified", "unnotified", "approved", "denied", "expired", "withdrawn", "executed", "refused"} {
 		s.steps.WithLabelValues(st)
 	}
+	s.notifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_approval_notify_failures_total",
+		Help: "Approval requests a channel could not be told of, after its retries, by channel.",
+	}, []string{"channel"})
+	for _, ch := range o.Channels {
+		s.notifyFailures.WithLabelValues(ch.Name())
+	}
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(s.steps); err != nil {
-			return nil, fmt.Errorf("approval store metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.steps, s.notifyFailures} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("approval store metrics: %w", err)
+			}
 		}
 	}
 	files, err := filepath.Glob(filepath.Join(o.Dir, "*.json"))
@@ -338,6 +374,10 @@ func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err erro
 	}
 	e := &entry{r: r, done: make(chan struct{})}
 	s.reqs[id] = e
+	if len(s.o.Channels) > 0 {
+		e.delivery = make(chan error, 1)
+		go s.deliver(e, r)
+	}
 	how := fmt.Sprintf("refused at once, approvable until %s", r.Deadline.Format(time.RFC3339))
 	if t.Hold > 0 {
 		how = "held for up to " + t.Hold.String()
