@@ -125,10 +125,36 @@ func (ss *session) approve(st *stmt, b *pgproto3.Bind, stmtName string) (*stmt, 
 }
 
 // hold waits for the decision on request id until ctx ends (the hold's timeout, a client
-// cancel, the proxy's shutdown).
+// cancel, the proxy's shutdown). If no approval channel could be told of the request, the
+// client hears of it in a second NOTICE, and the hold goes on: the CLI can still decide.
 func (ss *session) hold(ctx context.Context, st *stmt, req approval.Statement, id string, d time.Duration) *stmt {
 	store := ss.srv.cfg.Approvals
-	r, err := store.Wait(ctx, id)
+	type waited struct {
+		r   approval.Request
+		err error
+	}
+	decided := make(chan waited, 1)
+	go func() {
+		r, err := store.Wait(ctx, id)
+		decided <- waited{r, err}
+	}()
+	delivery := store.Delivery(id)
+	var w waited
+	for waiting := true; waiting; {
+		select {
+		case w = <-decided:
+			waiting = false
+		case err := <-delivery:
+			delivery = nil
+			if err != nil {
+				msg := fmt.Sprintf("Vigil: the approval could not be requested from approvers (%v); request %s can still be approved with: vigil approvals approve %s", err, id, id)
+				if nerr := ss.notice(msg); nerr != nil {
+					ss.srv.log.Warn("telling a held client its approval was not requested", "session_id", ss.id, "err", nerr)
+				}
+			}
+		}
+	}
+	r, err := w.r, w.err
 	switch {
 	case err == nil:
 	case errors.Is(context.Cause(ctx), errClientCancel):
