@@ -3,6 +3,8 @@
 // retried); the Store keeps requests durably in the agent's state directory, so that an agent
 // restart loses none; an approval ends in a Grant, signed with the agent's Ed25519 key and
 // bound to the requester, the database and the exact statement (its text and parameters).
+// Channels (the generic Webhook) tell approvers of new requests; their decisions come back
+// signed, and VerifySigned checks them.
 //
 // A grant verifies anywhere the agent's public key is known (Verify needs no shared state),
 // but how many times it has been used is recorded by the agent that issued it: the use count

@@ -79,20 +79,20 @@ func VerifySigned(secret, body []byte, timestamp, signature string, now time.Tim
 // WebhookRequest is the body Vigil POSTs for a new request.
 type WebhookRequest struct {
 	// Type is "approval.requested".
-	Type         string    `json:"type"`
-	ID           string    `json:"id"`
-	Requester    string    `json:"requester"`
-	DBUser       string    `json:"db_user,omitempty"`
-	Database     string    `json:"database"`
-	Statement    string    `json:"statement"`
-	Params       []string  `json:"params,omitempty"`
-	Fingerprint  string    `json:"fingerprint,omitempty"`
-	Rule         string    `json:"rule"`
-	Created      time.Time `json:"created"`
-	Deadline     time.Time `json:"deadline"`
-	Approvers    []string  `json:"approvers,omitempty"`
-	Required     int       `json:"required"`
-	AgentID      string    `json:"agent_id,omitempty"`
+	Type        string    `json:"type"`
+	ID          string    `json:"id"`
+	Requester   string    `json:"requester"`
+	DBUser      string    `json:"db_user,omitempty"`
+	Database    string    `json:"database"`
+	Statement   string    `json:"statement"`
+	Params      []string  `json:"params,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Rule        string    `json:"rule"`
+	Created     time.Time `json:"created"`
+	Deadline    time.Time `json:"deadline"`
+	Approvers   []string  `json:"approvers,omitempty"`
+	Required    int       `json:"required"`
+	AgentID     string    `json:"agent_id,omitempty"`
 	// DecisionURL is where the receiver POSTs a signed WebhookDecision.
 	DecisionURL string `json:"decision_url"`
 }
