@@ -2,7 +2,7 @@
 # The demo: builds Vigil, starts a throwaway PostgreSQL 15, runs the agent on the embedded
 # local store with an enforcement proxy in front of the server, drives a short workload
 # (psql and a Go pgx client, plaintext, TLS and Unix socket, direct and through the proxy),
-# and shows what was captured, blocked and masked. Everything lives in a temp dir that is
+# and shows what was captured, blocked, masked and held for an approval. Everything lives in a temp dir that is
 # removed at the end. Run as root on Debian: `make demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,8 +49,18 @@ psql_ "$work" "$pgport" -c "CREATE TABLE customers (id int PRIMARY KEY, name tex
   CREATE ROLE app LOGIN;
   GRANT ALL ON customers TO app;"
 
+# The default policy, its approval rule holding statements for 30s instead of refusing them at
+# once; the control socket open to the nogroup group, for an approver who is not root; capture
+# of this server only (other PostgreSQL servers on the host stay out of the demo's trail).
+bin/vigil policy default | sed 's/^    action: require_approval$/&\n    approval: {hold: 30s}/' >"$work/policy.yaml"
+grep -q 'approval: {hold: 30s}' "$work/policy.yaml" || { echo "the default policy has no require_approval rule to hold with" >&2; exit 1; }
+printf 'capture:\n  discover: false\n  servers: [{ports: [%d]}]\napprovals:\n  socket_group: nogroup\n' "$pgport" >"$work/vigil.yaml"
+install -d -m 0711 "$work/state"
+install -m 0755 bin/vigil "$work/vigil"  # for the approver, who may not reach the repository
+
 step "starting the agent: vigil run --store local:$work/events --proxy 127.0.0.1:$proxyport=127.0.0.1:$pgport"
-bin/vigil run --store "local:$work/events" --state-dir "$work/state" --metrics 127.0.0.1:0 \
+bin/vigil run --config "$work/vigil.yaml" --policy "$work/policy.yaml" --store "local:$work/events" \
+  --state-dir "$work/state" --metrics 127.0.0.1:0 \
   --metrics-file "$work/metrics-addr" --proxy "127.0.0.1:$proxyport=127.0.0.1:$pgport" \
   --log-format text >"$work/agent.log" 2>&1 &
 agent_pid=$!
@@ -69,6 +79,27 @@ PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DROP TABLE customers" || true
 PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DELETE FROM customers WHERE 1=1" || true
 step "through the proxy, PII leaves masked"
 PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "SELECT id, name, email, card FROM customers ORDER BY id"
+
+step "through the proxy, a DROP COLUMN is held for an approval (rule schema-and-privilege-changes)"
+held="ALTER TABLE customers DROP COLUMN card"
+echo "psql -c \"$held\" (in the background, as root)"
+PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "$held" >"$work/held.out" 2>&1 &
+held_pid=$!
+id=""
+for _ in $(seq 100); do
+  id=$(bin/vigil approvals list --json --state-dir "$work/state" | jq -r --arg s "$held" 'select(.status == "pending" and .statement == $s) | .id' | head -1)
+  [[ -n $id ]] && break; sleep 0.1
+done
+[[ -n $id ]] || { cat "$work/held.out" "$work/agent.log"; echo "no approval request for the held statement" >&2; exit 1; }
+echo "\$ vigil approvals list"
+bin/vigil approvals list --state-dir "$work/state"
+echo "\$ vigil approvals approve $id    # as root, who sent it: refused"
+bin/vigil approvals approve "$id" --state-dir "$work/state" || true
+echo "\$ runuser -u nobody -- vigil approvals approve $id --reason 'card numbers move to the vault'"
+runuser -u nobody -- "$work/vigil" approvals approve "$id" --reason "card numbers move to the vault" --state-dir "$work/state"
+wait "$held_pid"
+echo "psql, once approved:"; cat "$work/held.out"
+echo "customers' columns now: $(psql_ "$work" "$pgport" -Atc "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attnum > 0 AND NOT attisdropped")"
 
 sleep 1
 kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
@@ -89,6 +120,9 @@ cat <<'NOTES'
   once space returns (or at a stop while still full); the signed head covers it.
 - A bug met by one connection closes that connection only: a proxied session gets FATAL XX000
   and a "fault" event, a captured one a gap event; the agent and other sessions go on.
+- A held statement runs only under a grant signed with the agent's key and bound to the
+  requester, the database and the exact statement; nobody approves their own; each step
+  (requested, refused, approved, executed) is an approval event in the trail.
 - A clean stop ships everything to ClickHouse within export.shutdown_timeout and says what it
   could not ship.
 - An agent restart (a rolling update, even kill -9) is no blind window: capture stays pinned in

@@ -36,13 +36,14 @@ const controlSocket = "control.sock"
 
 // openApprovals opens the approval store under the state directory, signing grants with
 // the agent's key, and keeps it swept until ctx ends.
-func openApprovals(ctx context.Context, stateDir string, engine *policy.Engine, sink event.Sink, reg prometheus.Registerer, log *slog.Logger) (*approval.Store, error) {
+func openApprovals(ctx context.Context, stateDir string, engine *policy.Engine, channels []approval.Channel, sink event.Sink, reg prometheus.Registerer, log *slog.Logger) (*approval.Store, error) {
 	key, err := audit.LoadOrCreateKey(stateDir)
 	if err != nil {
 		return nil, fmt.Errorf("approvals: %w", err)
 	}
 	store, err := approval.Open(approval.Options{
 		Dir: filepath.Join(stateDir, "approvals"), Key: key, Sink: sink, Registerer: reg, Logger: log,
+		Channels: channels, Context: ctx,
 		Authorize: func(approvers []string, a approval.Approver) bool {
 			osUser, _ := strings.CutPrefix(a.Principal, "os:")
 			return engine.Approves(approvers, policy.Approver{OSUser: osUser, UID: a.UID, Email: a.Email, Groups: a.Groups})
@@ -129,19 +130,7 @@ func serveControl(ctx context.Context, l net.Listener, store *approval.Store, lo
 				do = store.Approve
 			}
 			got, err := do(r.PathValue("id"), a, req.Reason)
-			switch {
-			case errors.Is(err, approval.ErrUnknownRequest):
-				httpError(w, http.StatusNotFound, err)
-			case errors.Is(err, approval.ErrNotPending):
-				httpError(w, http.StatusConflict, err)
-			case errors.Is(err, approval.ErrSelfApproval), errors.Is(err, approval.ErrNotApprover), errors.Is(err, approval.ErrAlreadyVoted):
-				httpError(w, http.StatusForbidden, fmt.Errorf("%s: %w", a.Principal, err))
-			case err != nil:
-				httpError(w, http.StatusInternalServerError, err)
-			default:
-				got.Grant = nil
-				writeJSON(w, http.StatusOK, got)
-			}
+			writeDecision(w, a, got, err)
 		}
 	}
 	mux.HandleFunc("POST /v1/approvals/{id}/approve", decide(true))
@@ -163,6 +152,24 @@ func serveControl(ctx context.Context, l net.Listener, store *approval.Store, lo
 		return fmt.Errorf("control socket: %w", err)
 	}
 	return nil
+}
+
+// writeDecision answers an approve or deny: the request as it now stands (without its
+// grant), or why the decision was not taken.
+func writeDecision(w http.ResponseWriter, a approval.Approver, got approval.Request, err error) {
+	switch {
+	case errors.Is(err, approval.ErrUnknownRequest):
+		httpError(w, http.StatusNotFound, err)
+	case errors.Is(err, approval.ErrNotPending):
+		httpError(w, http.StatusConflict, err)
+	case errors.Is(err, approval.ErrSelfApproval), errors.Is(err, approval.ErrNotApprover), errors.Is(err, approval.ErrAlreadyVoted):
+		httpError(w, http.StatusForbidden, fmt.Errorf("%s: %w", a.Principal, err))
+	case err != nil:
+		httpError(w, http.StatusInternalServerError, err)
+	default:
+		got.Grant = nil
+		writeJSON(w, http.StatusOK, got)
+	}
 }
 
 // approverOf names the OS user at the other end of a Unix connection, as the kernel
@@ -222,6 +229,14 @@ func newApprovalsCmd() *cobra.Command {
 				stmt := strings.Join(strings.Fields(r.Statement), " ")
 				if len(stmt) > 60 {
 					stmt = stmt[:57] + "..."
+				}
+				// A Bind's values are part of what is approved: shown whole.
+				for i, p := range r.Params {
+					sep := ", "
+					if i == 0 {
+						sep = "  with "
+					}
+					stmt += fmt.Sprintf("%s$%d=%s", sep, i+1, p)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Status, r.Requester, r.Database, r.Rule, r.Created.Local().Format(time.DateTime), stmt)
 			}

@@ -117,6 +117,9 @@ func printTable(w io.Writer, each func(func(*event.Event) error) error) error {
 			kind, stmt = "FAULT", e.Detail
 		case event.TypeChain, event.TypeFlag:
 			kind, stmt = strings.ToUpper(string(e.Type)), e.Detail
+		case event.TypeApproval:
+			// The step is what happened; the statement is the request's, on its own event.
+			kind, stmt = "APPROVAL", e.ApprovalID+" "+e.Detail
 		case event.TypeStatement:
 			if e.Error != "" {
 				stmt = "[" + e.Error + "] " + stmt

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,10 +314,29 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 	var approvals *approval.Store
 	if len(cfg.Proxies) > 0 {
-		if approvals, err = openApprovals(runCtx, cfg.StateDir, engine, trail, reg, log); err != nil {
+		channels, secrets, err := webhookChannels(cfg.Approvals, cfg.AgentID)
+		if err == nil {
+			approvals, err = openApprovals(runCtx, cfg.StateDir, engine, channels, trail, reg, log)
+		}
+		if err != nil {
 			cancel()
 			wg.Wait()
 			return err
+		}
+		if cfg.Approvals.CallbackListen != "" {
+			cl, err := net.Listen("tcp", cfg.Approvals.CallbackListen)
+			if err != nil {
+				cancel()
+				wg.Wait()
+				return fmt.Errorf("approvals.callback_listen: %w", err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := serveCallbacks(runCtx, cl, approvals, secrets, reg, log); err != nil {
+					log.Error("approval channels' callbacks cannot reach this agent", "err", err)
+				}
+			}()
 		}
 		l, err := listenControl(cfg.StateDir, cfg.Approvals.SocketGroup)
 		if err != nil {

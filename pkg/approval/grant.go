@@ -3,6 +3,8 @@
 // retried); the Store keeps requests durably in the agent's state directory, so that an agent
 // restart loses none; an approval ends in a Grant, signed with the agent's Ed25519 key and
 // bound to the requester, the database and the exact statement (its text and parameters).
+// Channels (the generic Webhook) tell approvers of new requests; their decisions come back
+// signed, and VerifySigned checks them.
 //
 // A grant verifies anywhere the agent's public key is known (Verify needs no shared state),
 // but how many times it has been used is recorded by the agent that issued it: the use count
@@ -116,22 +118,33 @@ func (g Grant) Permits(requester, database, statementHash string) error {
 }
 
 // StatementHash is the hex SHA-256 that binds a grant to one exact statement: the text's
-// length as 8 bytes big-endian and the text, then each parameter as a 4-byte big-endian
-// length (0xFFFFFFFF for NULL) and its bytes. The lengths keep a text from passing for
-// another text with parameters.
-func StatementHash(text string, params [][]byte) string {
+// length as 8 bytes big-endian and the text, then each parameter as its format (one byte: 0
+// text, 1 binary), a 4-byte big-endian length (0xFFFFFFFF for NULL) and its bytes. formats
+// follow the Bind message's rule: none means every parameter is text, one applies to all,
+// else one per parameter. The lengths keep a text from passing for another text with
+// parameters; the formats keep the same bytes in the other format (a different value) from
+// passing for the approved one.
+func StatementHash(text string, params [][]byte, formats []int16) string {
 	h := sha256.New()
 	var tl [8]byte
 	binary.BigEndian.PutUint64(tl[:], uint64(len(text)))
 	h.Write(tl[:])
 	h.Write([]byte(text))
-	var n [4]byte
-	for _, p := range params {
+	var n [5]byte
+	for i, p := range params {
+		var f int16
+		switch {
+		case len(formats) == 1:
+			f = formats[0]
+		case i < len(formats):
+			f = formats[i]
+		}
+		n[0] = byte(f)
 		l := uint32(len(p))
 		if p == nil {
 			l = 0xFFFFFFFF
 		}
-		binary.BigEndian.PutUint32(n[:], l)
+		binary.BigEndian.PutUint32(n[1:], l)
 		h.Write(n[:])
 		h.Write(p)
 	}

@@ -85,11 +85,14 @@ type Statement struct {
 	RequesterUID *int32
 	DBUser       string
 	Database     string
-	// Text and Params are hashed, never stored: Display is what is shown and recorded
-	// (credentials redacted).
+	// Text, Params and Formats (a Bind's parameters and their format codes) are hashed,
+	// never stored: Display and ShownParams are what is shown and recorded (credentials
+	// redacted; parameters only where the trail records them).
 	Text        string
 	Params      [][]byte
+	Formats     []int16
 	Display     string
+	ShownParams []string
 	Fingerprint string
 	Rule        string
 	SessionID   string
@@ -112,6 +115,7 @@ type Request struct {
 	DBUser          string    `json:"db_user,omitempty"`
 	Database        string    `json:"database"`
 	Statement       string    `json:"statement"`
+	Params          []string  `json:"params,omitempty"`
 	Fingerprint     string    `json:"fingerprint,omitempty"`
 	StatementSHA256 string    `json:"statement_sha256"`
 	Rule            string    `json:"rule"`
@@ -154,6 +158,16 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+
+	// Channels are told of every new request (Delivery says how it went).
+	Channels []Channel
+	// NotifyAttempts, NotifyTimeout and NotifyBackoff bound each channel's delivery (zero:
+	// the defaults).
+	NotifyAttempts int
+	NotifyTimeout  time.Duration
+	NotifyBackoff  time.Duration
+	// Context ends deliveries in progress (the agent stopping); nil: never.
+	Context context.Context
 }
 
 // Store keeps approval requests, durably: every change is written to the request's file
@@ -163,6 +177,8 @@ type Store struct {
 	keyID string
 	keys  map[string]ed25519.PublicKey
 	steps *prometheus.CounterVec
+	// notifyFailures counts failed deliveries per channel (each after its retries).
+	notifyFailures *prometheus.CounterVec
 
 	mu   sync.Mutex
 	reqs map[string]*entry
@@ -172,6 +188,9 @@ type entry struct {
 	r Request
 	// done is closed when the request stops being pending.
 	done chan struct{}
+	// delivery yields the outcome of notifying the channels of a request filed by this
+	// process (nil: no channels, or filed before a restart).
+	delivery chan error
 }
 
 // Open loads the requests in o.Dir (creating it).
@@ -185,6 +204,18 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	if o.NotifyAttempts < 1 {
+		o.NotifyAttempts = DefaultNotifyAttempts
+	}
+	if o.NotifyTimeout <= 0 {
+		o.NotifyTimeout = DefaultNotifyTimeout
+	}
+	if o.NotifyBackoff <= 0 {
+		o.NotifyBackoff = DefaultNotifyBackoff
+	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("approval store: %w", err)
 	}
@@ -192,14 +223,23 @@ func Open(o Options) (*Store, error) {
 	s := &Store{o: o, keyID: KeyID(pub), keys: map[string]ed25519.PublicKey{KeyID(pub): pub}, reqs: map[string]*entry{}}
 	s.steps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_approval_steps_total",
-		Help: "Approval steps by kind: requested, notified, approved, denied, expired, withdrawn, executed, refused.",
+		Help: "Approval steps by kind: requested, notified, unnotified, approved, denied, expired, withdrawn, executed, refused.",
 	}, []string{"step"})
-	for _, st := range []string{"requested", "notified", "approved", "denied", "expired", "withdrawn", "executed", "refused"} {
+	for _, st := range []string{"requested", "notified", "unnotified", "approved", "denied", "expired", "withdrawn", "executed", "refused"} {
 		s.steps.WithLabelValues(st)
 	}
+	s.notifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_approval_notify_failures_total",
+		Help: "Approval requests a channel could not be told of, after its retries, by channel.",
+	}, []string{"channel"})
+	for _, ch := range o.Channels {
+		s.notifyFailures.WithLabelValues(ch.Name())
+	}
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(s.steps); err != nil {
-			return nil, fmt.Errorf("approval store metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.steps, s.notifyFailures} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("approval store metrics: %w", err)
+			}
 		}
 	}
 	files, err := filepath.Glob(filepath.Join(o.Dir, "*.json"))
@@ -246,7 +286,7 @@ func sameStatement(r *Request, st *Statement, hash string) bool {
 // recorded durably before Use returns, so the statement may run. Grants that fail
 // verification on the way (expired, altered) are retired and recorded.
 func (s *Store) Use(st Statement) (r Request, ok bool, err error) {
-	hash := StatementHash(st.Text, st.Params)
+	hash := StatementHash(st.Text, st.Params, st.Formats)
 	now := s.o.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -305,7 +345,7 @@ func (s *Store) Use(st Statement) (r Request, ok bool, err error) {
 // Submit returns the pending request for exactly this statement from this requester, or
 // files a new one under the rule's terms (created).
 func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err error) {
-	hash := StatementHash(st.Text, st.Params)
+	hash := StatementHash(st.Text, st.Params, st.Formats)
 	t = t.withDefaults()
 	now := s.o.Now().UTC()
 	s.mu.Lock()
@@ -321,7 +361,7 @@ func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err erro
 	}
 	r = Request{
 		ID: id, Status: StatusPending, Requester: st.Requester, RequesterUID: st.RequesterUID,
-		DBUser: st.DBUser, Database: st.Database, Statement: st.Display, Fingerprint: st.Fingerprint,
+		DBUser: st.DBUser, Database: st.Database, Statement: st.Display, Params: st.ShownParams, Fingerprint: st.Fingerprint,
 		StatementSHA256: hash, Rule: st.Rule, SessionID: st.SessionID, Created: now, Terms: t,
 	}
 	if t.Hold > 0 {
@@ -334,6 +374,10 @@ func (s *Store) Submit(st Statement, t Terms) (r Request, created bool, err erro
 	}
 	e := &entry{r: r, done: make(chan struct{})}
 	s.reqs[id] = e
+	if len(s.o.Channels) > 0 {
+		e.delivery = make(chan error, 1)
+		go s.deliver(e, r)
+	}
 	how := fmt.Sprintf("refused at once, approvable until %s", r.Deadline.Format(time.RFC3339))
 	if t.Hold > 0 {
 		how = "held for up to " + t.Hold.String()
@@ -575,7 +619,7 @@ func (s *Store) record(r *Request, step, detail string) {
 	*e = event.Event{
 		Time: s.o.Now(), Type: event.TypeApproval, Source: event.SourceProxy, Protocol: event.ProtocolPostgres,
 		DBUser: r.DBUser, Database: r.Database, SessionID: r.SessionID,
-		Statement: r.Statement, Fingerprint: r.Fingerprint, Decision: event.DecisionApprovalRequired, Rule: r.Rule,
+		Statement: r.Statement, Params: r.Params, Fingerprint: r.Fingerprint, Decision: event.DecisionApprovalRequired, Rule: r.Rule,
 		ApprovalID: r.ID, Detail: detail,
 	}
 	s.o.Sink.Emit(e)

@@ -25,7 +25,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 func signed(t *testing.T, key ed25519.PrivateKey, now time.Time) Grant {
 	t.Helper()
 	g := Grant{Version: 1, RequestID: "ap-1", Requester: "db:alice", Database: "app", Fingerprint: "fp",
-		StatementSHA256: StatementHash("ALTER TABLE t DROP COLUMN c", nil), Approvers: []string{"os:bob"},
+		StatementSHA256: StatementHash("ALTER TABLE t DROP COLUMN c", nil, nil), Approvers: []string{"os:bob"},
 		Issued: now, Expires: now.Add(DefaultExpiry), Uses: 1}
 	if err := g.Sign(key, KeyID(key.Public().(ed25519.PublicKey))); err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestGrantRefusals(t *testing.T) {
 	key, other := newKey(t), newKey(t)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	keys := map[string]ed25519.PublicKey{KeyID(key.Public().(ed25519.PublicKey)): key.Public().(ed25519.PublicKey)}
-	hash := StatementHash("ALTER TABLE t DROP COLUMN c", nil)
+	hash := StatementHash("ALTER TABLE t DROP COLUMN c", nil, nil)
 	for _, tc := range []struct {
 		name   string
 		change func(g *Grant)
@@ -57,13 +57,13 @@ func TestGrantRefusals(t *testing.T) {
 		{name: "unknown key", change: func(g *Grant) { _ = g.Sign(other, KeyID(other.Public().(ed25519.PublicKey))) }, want: ErrUnknownKey},
 		{name: "altered: more uses", change: func(g *Grant) { g.Uses = 100 }, want: ErrForged},
 		{name: "altered: later expiry", change: func(g *Grant) { g.Expires = g.Expires.Add(time.Hour) }, want: ErrForged},
-		{name: "altered: other statement hash", change: func(g *Grant) { g.StatementSHA256 = StatementHash("DROP TABLE t", nil) }, want: ErrForged},
+		{name: "altered: other statement hash", change: func(g *Grant) { g.StatementSHA256 = StatementHash("DROP TABLE t", nil, nil) }, want: ErrForged},
 		{name: "altered: another requester", change: func(g *Grant) { g.Requester = "db:mallory" }, want: ErrForged},
 		{name: "altered: approvers", change: func(g *Grant) { g.Approvers = []string{"os:root"} }, want: ErrForged},
 		{name: "truncated signature", change: func(g *Grant) { g.Signature = g.Signature[:10] }, want: ErrForged},
 		{name: "expired", at: now.Add(DefaultExpiry), want: ErrExpired},
-		{name: "other text", hash: StatementHash("ALTER TABLE t DROP COLUMN d", nil), want: ErrOtherStatement},
-		{name: "other parameters", hash: StatementHash("ALTER TABLE t DROP COLUMN c", [][]byte{[]byte("1")}), want: ErrOtherStatement},
+		{name: "other text", hash: StatementHash("ALTER TABLE t DROP COLUMN d", nil, nil), want: ErrOtherStatement},
+		{name: "other parameters", hash: StatementHash("ALTER TABLE t DROP COLUMN c", [][]byte{[]byte("1")}, nil), want: ErrOtherStatement},
 		{name: "other requester", requester: "db:mallory", want: ErrOtherRequester},
 		{name: "other database", database: "other", want: ErrOtherDatabase},
 	} {
@@ -98,15 +98,28 @@ func TestGrantRefusals(t *testing.T) {
 }
 
 // TestStatementHashBindsParameters: the hash tells apart texts, parameters, NULL and
-// empty parameters, and a text from a shorter text with parameters.
+// empty parameters, a text from a shorter text with parameters, and a parameter's bytes in
+// text from the same bytes in binary.
 func TestStatementHashBindsParameters(t *testing.T) {
 	hashes := []string{
-		StatementHash("SELECT $1", nil),
-		StatementHash("SELECT $1", [][]byte{nil}),
-		StatementHash("SELECT $1", [][]byte{{}}),
-		StatementHash("SELECT $1", [][]byte{[]byte("1")}),
-		StatementHash("SELECT $1", [][]byte{[]byte("2")}),
-		StatementHash("SELECT $", [][]byte{[]byte("1")}),
+		StatementHash("SELECT $1", nil, nil),
+		StatementHash("SELECT $1", [][]byte{nil}, nil),
+		StatementHash("SELECT $1", [][]byte{{}}, nil),
+		StatementHash("SELECT $1", [][]byte{[]byte("1")}, nil),
+		StatementHash("SELECT $1", [][]byte{[]byte("2")}, nil),
+		StatementHash("SELECT $", [][]byte{[]byte("1")}, nil),
+		// The same bytes in binary are another value.
+		StatementHash("SELECT $1", [][]byte{[]byte("1")}, []int16{1}),
+		StatementHash("SELECT $1, $2", [][]byte{[]byte("1"), []byte("2")}, []int16{0, 1}),
+		StatementHash("SELECT $1, $2", [][]byte{[]byte("1"), []byte("2")}, nil),
+	}
+	// Formats spelled out or left to the defaults hash alike, as the server reads them alike.
+	text := [][]byte{[]byte("1"), []byte("2")}
+	if a, b, c := StatementHash("SELECT $1, $2", text, nil), StatementHash("SELECT $1, $2", text, []int16{0}), StatementHash("SELECT $1, $2", text, []int16{0, 0}); a != b || b != c {
+		t.Errorf("text formats hash differently: %s %s %s", a, b, c)
+	}
+	if a, b := StatementHash("SELECT $1, $2", text, []int16{1}), StatementHash("SELECT $1, $2", text, []int16{1, 1}); a != b {
+		t.Errorf("binary formats hash differently: %s %s", a, b)
 	}
 	for i := range hashes {
 		for j := i + 1; j < len(hashes); j++ {

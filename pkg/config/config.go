@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -62,6 +63,25 @@ type Approvals struct {
 	// Empty: root only (mode 0600). Who may approve what is the policy's to say: the
 	// socket only lets them speak, as the OS user the kernel reports.
 	SocketGroup string `yaml:"socket_group"`
+	// CallbackListen is the address of the agent's HTTP listener for approval channels'
+	// callbacks (a webhook receiver's signed decision). Required with channels.
+	CallbackListen string `yaml:"callback_listen"`
+	// CallbackURL is that listener as receivers reach it (behind a load balancer, TLS
+	// terminated in front); default http://<callback_listen>.
+	CallbackURL string `yaml:"callback_url"`
+	// Webhooks are generic webhook channels: each new request is POSTed to each, signed.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook is one generic webhook channel.
+type Webhook struct {
+	// Name names the channel in events, metrics and its decision URL.
+	Name string `yaml:"name"`
+	// URL receives the signed requests.
+	URL string `yaml:"url"`
+	// SecretEnv names the environment variable holding the shared HMAC secret, which
+	// signs both directions.
+	SecretEnv string `yaml:"secret_env"`
 }
 
 // What flagged workloads meet while no agent runs (Config.SteerFail).
@@ -379,6 +399,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
 		}
 	}
+	errs = append(errs, c.Approvals.validate()...)
 	if c.SteerFail != SteerFailOpen && c.SteerFail != SteerFailClosed {
 		errs = append(errs, fmt.Errorf("steer_fail: %q: want open or closed", c.SteerFail))
 	}
@@ -419,4 +440,33 @@ func ParseProxyFlag(s string) (Proxy, error) {
 		return Proxy{}, fmt.Errorf("--proxy %q: want LISTEN=UPSTREAM, e.g. 127.0.0.1:6432=127.0.0.1:5432", s)
 	}
 	return Proxy{Listen: listen, Upstream: upstream}, nil
+}
+
+func (a *Approvals) validate() []error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, w := range a.Webhooks {
+		if w.Name == "" || strings.Trim(w.Name, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].name: %q: want lower-case letters, digits, - and _", i, w.Name))
+		}
+		if seen[w.Name] {
+			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].name: %q is used twice", i, w.Name))
+		}
+		seen[w.Name] = true
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].url: want an http:// or https:// URL", i))
+		}
+		if w.SecretEnv == "" {
+			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].secret_env: required (the variable holding the HMAC secret)", i))
+		}
+	}
+	if len(a.Webhooks) > 0 && a.CallbackListen == "" {
+		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks (their decisions come back to it)"))
+	}
+	if a.CallbackURL != "" {
+		if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("approvals.callback_url: %q: want an http:// or https:// URL", a.CallbackURL))
+		}
+	}
+	return errs
 }

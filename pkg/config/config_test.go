@@ -31,6 +31,13 @@ func TestParse(t *testing.T) {
 		{"keep across restarts typo", "capture:\n  keep_accross_restarts: false\n", "line 2: field keep_accross_restarts not found"},
 		{"keep across restarts not a bool", "capture:\n  keep_across_restarts: sometimes\n", "line 2"},
 		{"negative shutdown timeout", "export:\n  shutdown_timeout: -1s\n", "export.shutdown_timeout"},
+		{"webhook", "approvals:\n  callback_listen: 127.0.0.1:9478\n  callback_url: https://vigil.example.com\n  webhooks:\n    - {name: ops, url: https://hooks.example.com/x, secret_env: S}\n", ""},
+		{"webhook without callback_listen", "approvals:\n  webhooks:\n    - {name: ops, url: https://hooks.example.com/x, secret_env: S}\n", "approvals.callback_listen: required"},
+		{"webhook without secret", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: ops, url: https://hooks.example.com/x}\n", "approvals.webhooks[0].secret_env"},
+		{"webhook bad url", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: ops, url: hooks.example.com, secret_env: S}\n", "approvals.webhooks[0].url"},
+		{"webhook bad name", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: Ops Team, url: http://h/x, secret_env: S}\n", "approvals.webhooks[0].name"},
+		{"webhook twice", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: a, url: http://h/x, secret_env: S}\n    - {name: a, url: http://h/y, secret_env: S}\n", "approvals.webhooks[1].name: \"a\" is used twice"},
+		{"bad callback_url", "approvals:\n  callback_url: vigil.example.com\n", "approvals.callback_url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "vigil.yaml")

@@ -4,22 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/vigil-db/vigil/pkg/approval"
+	"github.com/vigil-db/vigil/pkg/pgwire"
+	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
-// A Query that a rule sends to require_approval becomes an approval request. With a grant
-// already issued for exactly this statement and requester it runs, spending a use. Without
-// one, the rule's hold decides: zero refuses it at once naming the request (the client runs
-// it again once approved); otherwise the client gets a NOTICE naming the request and the
-// session waits here, in fromClient, for the decision. Waiting in fromClient holds back the
-// session's later requests, which the protocol answers in order anyway, and no other
-// session. The outcome is either the statement forwarded or the usual refusal path
-// (refusedSQL to the server, the proxy's error to the client) with one of:
+// A Query that a rule sends to require_approval becomes an approval request, and so does
+// each Bind of such a statement sent with the extended protocol (its Parse goes to the
+// server, which only prepares it: what runs is a portal, and a portal is the text with its
+// parameters, which the request and its grant are bound to). With a grant already issued
+// for exactly this statement and requester it runs, spending a use. Without one, the rule's
+// hold decides: zero refuses it at once naming the request (the client runs it again once
+// approved); otherwise the client gets a NOTICE naming the request and the session waits
+// here, in fromClient, for the decision. Waiting in fromClient holds back the session's
+// later requests, which the protocol answers in order anyway, and no other session. The
+// outcome is either the statement forwarded or the usual refusal path (refusedSQL to the
+// server in place of the Query or the Bind, the proxy's error to the client) with one of:
 //
 //	42501 denied by an approver, or refused at once
 //	57014 the hold timed out, or the client cancelled (CancelRequest), which withdraws it
@@ -42,18 +48,38 @@ func (ss *session) requester() string {
 	return "db:" + ss.user
 }
 
-// approve settles a require_approval Query st (blocked by decide); it may wait.
-func (ss *session) approve(st *stmt) (*stmt, error) {
+// approve settles a require_approval statement st: a Query (blocked by decide, b nil) or
+// the Bind b of prepared statement stmtName. It may wait. The result is allowed or refused.
+func (ss *session) approve(st *stmt, b *pgproto3.Bind, stmtName string) (*stmt, error) {
 	store := ss.srv.cfg.Approvals
 	if store == nil {
 		return st, nil
 	}
-	if _, bad := ss.encodingRefusal(st.text, st.dec.Info); bad {
-		return st, nil
+	if f, bad := ss.encodingRefusal(st.text, st.dec.Info); bad {
+		return refused(st, "", f), nil
 	}
 	req := approval.Statement{
 		Requester: ss.requester(), DBUser: ss.user, Database: ss.database,
 		Text: st.text, Display: sqlparse.RedactSecrets(st.text), Rule: st.dec.Rule, SessionID: ss.id,
+	}
+	if b != nil {
+		// Copied: the message's buffer is the reader's, and the hold outlives it.
+		req.Params = make([][]byte, len(b.Parameters))
+		for i, p := range b.Parameters {
+			if p != nil {
+				req.Params[i] = append([]byte{}, p...)
+			}
+		}
+		req.Formats = slices.Clone(b.ParameterFormatCodes)
+		if ss.srv.cfg.RecordParams {
+			// Approvers see what they approve, as the trail would record it.
+			oids, _ := ss.paramTypes.Load(stmtName)
+			types, _ := oids.([]uint32)
+			if len(types) != len(req.Params) {
+				types = nil
+			}
+			req.ShownParams = pgwire.FormatParams(req.Params, req.Formats, types)
+		}
 	}
 	if ss.principal.Process != nil {
 		req.RequesterUID = ss.principal.Process.UID
@@ -99,10 +125,36 @@ func (ss *session) approve(st *stmt) (*stmt, error) {
 }
 
 // hold waits for the decision on request id until ctx ends (the hold's timeout, a client
-// cancel, the proxy's shutdown).
+// cancel, the proxy's shutdown). If no approval channel could be told of the request, the
+// client hears of it in a second NOTICE, and the hold goes on: the CLI can still decide.
 func (ss *session) hold(ctx context.Context, st *stmt, req approval.Statement, id string, d time.Duration) *stmt {
 	store := ss.srv.cfg.Approvals
-	r, err := store.Wait(ctx, id)
+	type waited struct {
+		r   approval.Request
+		err error
+	}
+	decided := make(chan waited, 1)
+	go func() {
+		r, err := store.Wait(ctx, id)
+		decided <- waited{r, err}
+	}()
+	delivery := store.Delivery(id)
+	var w waited
+	for waiting := true; waiting; {
+		select {
+		case w = <-decided:
+			waiting = false
+		case err := <-delivery:
+			delivery = nil
+			if err != nil {
+				msg := fmt.Sprintf("Vigil: the approval could not be requested from approvers (%v); request %s can still be approved with: vigil approvals approve %s", err, id, id)
+				if nerr := ss.notice(msg); nerr != nil {
+					ss.srv.log.Warn("telling a held client its approval was not requested", "session_id", ss.id, "err", nerr)
+				}
+			}
+		}
+	}
+	r, err := w.r, w.err
 	switch {
 	case err == nil:
 	case errors.Is(context.Cause(ctx), errClientCancel):
@@ -154,14 +206,43 @@ func (ss *session) unrecorded(st *stmt, err error) *stmt {
 
 func allowed(st *stmt, id string) *stmt {
 	c := *st
-	c.blocked, c.refusal, c.approvalID = false, errorFields{}, id
+	c.blocked, c.refusal, c.approvalID, c.perBind = false, errorFields{}, id, false
 	return &c
 }
 
 func refused(st *stmt, id string, f errorFields) *stmt {
 	c := *st
-	c.blocked, c.refusal, c.approvalID = true, f, id
+	c.blocked, c.refusal, c.approvalID, c.perBind = true, f, id, false
 	return &c
+}
+
+// perBind turns a require_approval Parse into one the server may prepare: each Bind of it
+// is then approved (or refused) with its parameters. Without approvals, or when the text
+// cannot be judged in the session's encoding, it stays refused at the Parse.
+func (ss *session) perBind(st *stmt) *stmt {
+	if st.dec.Action != policy.ActionRequireApproval || ss.srv.cfg.Approvals == nil {
+		return st
+	}
+	if _, bad := ss.encodingRefusal(st.text, st.dec.Info); bad {
+		return st
+	}
+	c := *st
+	c.blocked, c.refusal, c.perBind = false, errorFields{}, true
+	return &c
+}
+
+// refuseBind writes, in place of a refused Bind, a named Parse of refusedSQL: the server fails
+// it at once with a syntax error (the name is never stored, nor the unnamed statement
+// dropped), where it would have failed the Bind, and then skips to Sync as after a failed
+// Bind; the proxy swaps the error for the refusal.
+func (ss *session) refuseBind() error {
+	ss.scratch, _ = beginMsg(ss.scratch[:0], 'P')
+	ss.scratch = append(ss.scratch, "vigil_refused"...)
+	ss.scratch = append(append(append(ss.scratch, 0), refusedSQL...), 0)
+	ss.scratch = append(ss.scratch, 0, 0)
+	ss.scratch = finishMsg(ss.scratch, 0)
+	_, err := ss.sw.Write(ss.scratch)
+	return err
 }
 
 // notice writes a NoticeResponse to the client from fromClient, taking the client writer

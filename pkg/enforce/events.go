@@ -174,9 +174,11 @@ func (ss *session) parsed(h *item) {
 	}
 	if h.oids == nil {
 		delete(ss.stmtOIDs, h.name)
+		ss.paramTypes.Delete(h.name)
 		return
 	}
 	ss.stmtOIDs[h.name] = h.oids
+	ss.paramTypes.Store(h.name, h.oids)
 }
 
 // bound renders a Bind's parameters for the events of what its portal runs, with the types

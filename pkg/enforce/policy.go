@@ -47,6 +47,9 @@ type stmt struct {
 	refusal errorFields
 	// approvalID is the approval request the statement ran under or waits for.
 	approvalID string
+	// perBind marks a prepared statement that needs an approval: the server prepared it,
+	// and each Bind of it is approved with its parameters or refused.
+	perBind bool
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
@@ -73,9 +76,6 @@ func (ss *session) decide(sql string) *stmt {
 	case policy.ActionRequireApproval:
 		st.blocked = true
 		hint := "Request an approval for this statement and run it again once it is granted."
-		if ss.srv.cfg.Approvals != nil {
-			hint = "Approvals are requested for statements sent with the simple query protocol (as psql sends them): send it that way to get a request id."
-		}
 		st.refusal = errorFields{"42501",
 			"Vigil: statement needs an approval under policy rule " + quoteRule(d.Rule) + suffix(d.Message), hint}
 	}

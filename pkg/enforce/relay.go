@@ -54,6 +54,9 @@ type session struct {
 	app            atomic.Pointer[string]
 	unsafeEncoding atomic.Bool
 	masking        atomic.Bool // some statement's results are masked: redact errors too
+	// paramTypes mirrors serverSide.stmtOIDs for fromClient, which shows an approver a
+	// Bind's parameters as the trail will record them.
+	paramTypes sync.Map
 	// fatal, set by fromClient, is the error the client gets once fromServer has stopped
 	// writing to it.
 	fatalMu sync.Mutex
@@ -254,7 +257,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		st := ss.decide(string(text))
 		start := time.Now()
 		if st.dec.Action == policy.ActionRequireApproval {
-			if st, err = ss.approve(st); err != nil {
+			if st, err = ss.approve(st, nil, ""); err != nil {
 				return false, err
 			}
 		}
@@ -275,7 +278,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
 			return false, protoErr("malformed Parse message")
 		}
-		st := ss.decide(string(query))
+		st := ss.perBind(ss.decide(string(query)))
 		it := ss.q.get()
 		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
 		if ss.srv.cfg.RecordParams {
@@ -306,6 +309,16 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			// equivalent (the PREPARE itself was judged when it passed).
 			st = ss.decide("EXECUTE " + quoteIdent(string(name)))
 		}
+		if st.perBind {
+			var b pgproto3.Bind
+			if err := b.Decode(body); err != nil {
+				return false, protoErr("malformed Bind message: %v", err)
+			}
+			var err error
+			if st, err = ss.approve(st, &b, string(name)); err != nil {
+				return false, err
+			}
+		}
 		ss.portals[string(portal)] = st
 		ss.described[string(portal)] = false
 		it := ss.q.get()
@@ -314,6 +327,9 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			it.bind = append([]byte(nil), body...)
 		}
 		ss.q.push(it)
+		if st.blocked {
+			return false, ss.refuseBind()
+		}
 	case 'D':
 		if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
 			return false, protoErr("malformed Describe message")
@@ -599,6 +615,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 				return &sessionError{reason: reasonServerProtocol, err: fmt.Errorf("malformed ParameterDescription: %w", err)}
 			}
 			ss.stmtOIDs[h.name] = pd.ParameterOIDs
+			ss.paramTypes.Store(h.name, pd.ParameterOIDs)
 		}
 	case '1', '2', '3':
 		want := map[byte]byte{'1': 'P', '2': 'B', '3': 'C'}[typ]
@@ -614,6 +631,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		case '3':
 			if h.objType == 'S' {
 				delete(ss.stmtOIDs, h.name)
+				ss.paramTypes.Delete(h.name)
 			} else {
 				delete(ss.portalParams, h.name)
 			}
@@ -720,7 +738,7 @@ func (ss *session) serverError(h *item, msg []byte) error {
 		return err
 	}
 	ss.copyOut = nil
-	if h.st != nil && h.st.blocked && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F') {
+	if h.st != nil && h.st.blocked && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F' || h.kind == 'B') {
 		// The server failed refusedSQL (or is in a failed transaction and said so): tell
 		// the client why the proxy refused it, with the server's position in the stream.
 		er = *errorMsg("ERROR", h.st.refusal.code, h.st.refusal.message, h.st.refusal.hint)

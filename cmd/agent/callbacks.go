@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-db/vigil/pkg/approval"
+	"github.com/vigil-db/vigil/pkg/config"
+)
+
+// Approval channels: the notifiers the approval store tells of new requests, and the HTTP
+// listener (approvals.callback_listen) their signed decisions come back to. Unlike the
+// control socket, whose peer the kernel names, a callback is trusted for its signature
+// alone: the receiver that holds the channel's secret vouches for the approver it names.
+
+// webhookChannels builds the configured webhooks, their secrets read from the environment.
+func webhookChannels(cfg config.Approvals, agentID string) ([]approval.Channel, map[string][]byte, error) {
+	base := cfg.CallbackURL
+	if base == "" {
+		base = "http://" + cfg.CallbackListen
+	}
+	base = strings.TrimSuffix(base, "/")
+	var chans []approval.Channel
+	secrets := map[string][]byte{}
+	for _, w := range cfg.Webhooks {
+		secret := os.Getenv(w.SecretEnv)
+		if secret == "" {
+			return nil, nil, fmt.Errorf("approvals.webhooks %s: the environment variable %s (secret_env) is empty or unset", w.Name, w.SecretEnv)
+		}
+		secrets[w.Name] = []byte(secret)
+		chans = append(chans, &approval.Webhook{
+			ChannelName: w.Name, URL: w.URL, Secret: []byte(secret), AgentID: agentID,
+			DecisionURL: base + "/v1/webhooks/" + url.PathEscape(w.Name) + "/decision",
+			// Each attempt is bounded by the store's context deadline; no redirects to
+			// wherever a receiver points.
+			Client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		})
+	}
+	return chans, secrets, nil
+}
+
+// serveCallbacks answers channel callbacks on l until ctx ends.
+func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, secrets map[string][]byte, reg prometheus.Registerer, log *slog.Logger) error {
+	defer l.Close()
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_approval_callbacks_total",
+		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded), refused (bad signature, stale timestamp, malformed), failed (the decision was not taken: not pending, not an approver, ...).",
+	}, []string{"channel", "result"})
+	for name := range secrets {
+		for _, r := range []string{"accepted", "refused", "failed"} {
+			results.WithLabelValues("webhook "+name, r)
+		}
+	}
+	if reg != nil {
+		if err := reg.Register(results); err != nil {
+			return fmt.Errorf("callback metrics: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/webhooks/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		channel := "webhook " + name
+		secret, ok := secrets[name]
+		if !ok {
+			httpError(w, http.StatusNotFound, fmt.Errorf("no webhook channel %q", name))
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		if err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err))
+			return
+		}
+		var d approval.WebhookDecision
+		decodeErr := json.Unmarshal(body, &d)
+		// Verified before anything in the body is believed; the id, if any, only names
+		// the request the refusal is recorded on.
+		if err := approval.VerifySigned(secret, body, r.Header.Get(approval.HeaderTimestamp), r.Header.Get(approval.HeaderSignature), time.Now(), approval.CallbackWindow); err != nil {
+			results.WithLabelValues(channel, "refused").Inc()
+			store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
+			httpError(w, http.StatusUnauthorized, err)
+			return
+		}
+		if decodeErr == nil && (d.Decision != "approve" && d.Decision != "deny") {
+			decodeErr = fmt.Errorf("decision %q: want approve or deny", d.Decision)
+		}
+		if decodeErr == nil && !isEmail(d.Approver) {
+			decodeErr = fmt.Errorf("approver %q: want the approver's email address", d.Approver)
+		}
+		if decodeErr != nil {
+			results.WithLabelValues(channel, "refused").Inc()
+			store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, decodeErr))
+			httpError(w, http.StatusBadRequest, decodeErr)
+			return
+		}
+		a := approval.Approver{Principal: d.Approver, Email: d.Approver}
+		do := store.Deny
+		if d.Decision == "approve" {
+			do = store.Approve
+		}
+		got, err := do(d.ID, a, d.Reason)
+		if err != nil {
+			results.WithLabelValues(channel, "failed").Inc()
+		} else {
+			results.WithLabelValues(channel, "accepted").Inc()
+		}
+		writeDecision(w, a, got, err)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	log.Info("approval callbacks listening", "addr", l.Addr().String())
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("approval callbacks: %w", err)
+	}
+	return nil
+}
+
+// isEmail accepts what can name an approver as a verified email: one @, no spaces, and no
+// prefix that names another kind of principal (os:, db:, oidc:).
+func isEmail(s string) bool {
+	at := strings.IndexByte(s, '@')
+	return at > 0 && at == strings.LastIndexByte(s, '@') && at < len(s)-1 && !strings.ContainsAny(s, " \t\r\n:")
+}
