@@ -43,7 +43,7 @@ func TestLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Until(l.Expires.Add(-oidcauth.ClockSkew)); d > 2*time.Second {
+	if d := time.Until(l.Expires.Add(-oidcauth.DefaultClockSkew)); d > 2*time.Second {
 		t.Errorf("token of the short-lived client expires in %v", d)
 	}
 	var r *oidcauth.Refusal

@@ -23,9 +23,10 @@ import (
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
-// ClockSkew is how far the proxy's clock may be behind the issuer's: a token is accepted
-// until this long after its expiry, and its session lasts as long.
-const ClockSkew = 30 * time.Second
+// DefaultClockSkew is how far the proxy's clock may be behind the issuer's, unless
+// configured: a token is accepted until this long after its expiry, and its session lasts
+// as long.
+const DefaultClockSkew = 30 * time.Second
 
 // discoveryTimeout bounds fetching the issuer's discovery document.
 const discoveryTimeout = 10 * time.Second
@@ -42,6 +43,8 @@ type Config struct {
 	Roles []Role
 	// HTTPClient fetches discovery and keys; nil: http.DefaultClient.
 	HTTPClient *http.Client
+	// ClockSkew is the tolerance for clocks; zero: DefaultClockSkew, negative: none.
+	ClockSkew time.Duration
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 }
@@ -58,7 +61,7 @@ type Role struct {
 type Login struct {
 	Identity event.Identity
 	Role     Role
-	// Expires is when the session must end: the token's expiry plus ClockSkew.
+	// Expires is when the session must end: the token's expiry plus the clock skew.
 	Expires time.Time
 }
 
@@ -104,6 +107,12 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	switch {
+	case cfg.ClockSkew == 0:
+		cfg.ClockSkew = DefaultClockSkew
+	case cfg.ClockSkew < 0:
+		cfg.ClockSkew = 0
+	}
 	return &Verifier{cfg: cfg}, nil
 }
 
@@ -147,7 +156,7 @@ func (v *Verifier) idVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 	v.verifier = oidc.NewVerifier(v.cfg.Issuer, keys, &oidc.Config{
 		ClientID:             v.cfg.ClientID,
 		SupportedSigningAlgs: claims.Algs,
-		Now:                  func() time.Time { return v.cfg.Now().Add(-ClockSkew) },
+		Now:                  func() time.Time { return v.cfg.Now().Add(-v.cfg.ClockSkew) },
 	})
 	return v.verifier, nil
 }
@@ -181,7 +190,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Login, error) {
 	if !ok {
 		return nil, &Refusal{Reason: "no_role", msg: "none of your groups is mapped to a database role on this proxy"}
 	}
-	return &Login{Identity: id, Role: role, Expires: tok.Expiry.Add(ClockSkew)}, nil
+	return &Login{Identity: id, Role: role, Expires: tok.Expiry.Add(v.cfg.ClockSkew)}, nil
 }
 
 // role is the first mapping that matches one of groups.

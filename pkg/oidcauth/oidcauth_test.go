@@ -123,7 +123,7 @@ func TestVerify(t *testing.T) {
 		{name: "audience list", token: is.token(t, map[string]any{"aud": []string{"other", "vigil"}}), user: "reader", email: "ana@example.com", groups: []string{"analysts"}},
 		{name: "unverified email dropped", token: is.token(t, map[string]any{"email_verified": false}), user: "reader", groups: []string{"analysts"}},
 		{name: "single group as string", token: is.token(t, map[string]any{"groups": "dba"}), user: "dba_role", email: "ana@example.com", groups: []string{"dba"}},
-		{name: "within clock skew", token: is.token(t, map[string]any{"exp": time.Now().Add(-ClockSkew / 2).Unix()}), user: "reader", email: "ana@example.com", groups: []string{"analysts"}},
+		{name: "within clock skew", token: is.token(t, map[string]any{"exp": time.Now().Add(-DefaultClockSkew / 2).Unix()}), user: "reader", email: "ana@example.com", groups: []string{"analysts"}},
 		{name: "expired", token: is.token(t, map[string]any{"exp": time.Now().Add(-time.Minute).Unix()}), reason: "expired"},
 		{name: "other issuer", token: is.token(t, map[string]any{"iss": "https://evil.example.com"}), reason: "issuer"},
 		{name: "other audience", token: is.token(t, map[string]any{"aud": "someone-else"}), reason: "audience"},
@@ -189,7 +189,7 @@ func TestKeyRotation(t *testing.T) {
 	if is.hits.Load() == before {
 		t.Error("the key set was not fetched again")
 	}
-	if want := time.Now().Add(time.Hour + ClockSkew); l.Expires.Sub(want).Abs() > 5*time.Second {
+	if want := time.Now().Add(time.Hour + DefaultClockSkew); l.Expires.Sub(want).Abs() > 5*time.Second {
 		t.Errorf("expires %v, want about %v", l.Expires, want)
 	}
 }
