@@ -247,16 +247,23 @@ func (p *Provider) NewClient(t testing.TB, o ClientOptions) Client {
 	if err := p.admin(http.MethodPost, "/admin/clients", req, &c); err != nil {
 		t.Fatalf("testoidc: creating a client: %v", err)
 	}
+	cl := Client{ID: c.ID, Secret: c.Secret, RedirectURI: o.RedirectURI}
 	if o.IDTokenLifespan > 0 {
-		ls := map[string]string{
-			"authorization_code_grant_id_token_lifespan": o.IDTokenLifespan.String(),
-			"refresh_token_grant_id_token_lifespan":      o.IDTokenLifespan.String(),
-		}
-		if err := p.admin(http.MethodPut, "/admin/clients/"+c.ID+"/lifespans", ls, nil); err != nil {
-			t.Fatalf("testoidc: setting the client's token lifespans: %v", err)
-		}
+		p.SetIDTokenLifespan(t, cl, o.IDTokenLifespan)
 	}
-	return Client{ID: c.ID, Secret: c.Secret, RedirectURI: o.RedirectURI}
+	return cl
+}
+
+// SetIDTokenLifespan makes the ID tokens c gets from now on last d.
+func (p *Provider) SetIDTokenLifespan(t testing.TB, c Client, d time.Duration) {
+	t.Helper()
+	ls := map[string]string{
+		"authorization_code_grant_id_token_lifespan": d.String(),
+		"refresh_token_grant_id_token_lifespan":      d.String(),
+	}
+	if err := p.admin(http.MethodPut, "/admin/clients/"+c.ID+"/lifespans", ls, nil); err != nil {
+		t.Fatalf("testoidc: setting the client's token lifespans: %v", err)
+	}
 }
 
 // IDToken logs u in through client c (a confidential client) and returns the ID token.

@@ -24,6 +24,16 @@ func TestParse(t *testing.T) {
 		{"steer relative exe", "proxies: [{listen: a:1, upstream: b:2}]\nsteer:\n  - exe: psql\n", "steer[0].exe"},
 		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
 		{"export", "export:\n  shutdown_timeout: 3s\n", ""},
+		{"oidc", "proxies:\n  - listen: a:1\n    upstream: b:2\n    auth: oidc\n    oidc:\n      issuer: https://id.example.com\n      client_id: vigil\n      clock_skew: 10s\n      roles:\n        - {group: dba, user: dba_role, password_env: DBA_PW}\n        - {group: '*', user: reader, password_file: /etc/vigil/reader.pw}\n", ""},
+		{"oidc without section", "proxies: [{listen: a:1, upstream: b:2, auth: oidc}]\n", "needs an oidc section"},
+		{"oidc section without auth", "proxies: [{listen: a:1, upstream: b:2, oidc: {issuer: https://x, client_id: c}}]\n", "set auth: oidc"},
+		{"oidc bad auth", "proxies: [{listen: a:1, upstream: b:2, auth: ldap}]\n", "proxies[0].auth"},
+		{"oidc no roles", "proxies: [{listen: a:1, upstream: b:2, auth: oidc, oidc: {issuer: https://x, client_id: c}}]\n", "oidc.roles: at least one"},
+		{"oidc no client", "proxies: [{listen: a:1, upstream: b:2, auth: oidc, oidc: {issuer: https://x, roles: [{group: g, user: u}]}}]\n", "oidc.client_id"},
+		{"oidc bad issuer", "proxies: [{listen: a:1, upstream: b:2, auth: oidc, oidc: {issuer: x.com, client_id: c, roles: [{group: g, user: u}]}}]\n", "oidc.issuer"},
+		{"oidc two passwords", "proxies: [{listen: a:1, upstream: b:2, auth: oidc, oidc: {issuer: https://x, client_id: c, roles: [{group: g, user: u, password_env: A, password_file: /b}]}}]\n", "roles[0]: give password_env or password_file"},
+		{"oidc and upstream_user", "proxies: [{listen: a:1, upstream: b:2, upstream_user: u, auth: oidc, oidc: {issuer: https://x, client_id: c, roles: [{group: g, user: u}]}}]\n", "remove upstream_user"},
+		{"oidc unknown key", "proxies: [{listen: a:1, upstream: b:2, auth: oidc, oidc: {issuer: https://x, audience: c}}]\n", "field audience not found"},
 		{"negative shutdown timeout", "export:\n  shutdown_timeout: -1s\n", "export.shutdown_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
