@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 		newForensicsCmd(),
 		newStoreCmd(),
 		newFlagsCmd(),
+		newLoginCmd(),
 	)
 	return root
 }

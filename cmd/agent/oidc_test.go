@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testoidc"
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/oidcauth"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
 
@@ -139,5 +141,96 @@ func TestProxyOIDC(t *testing.T) {
 		if strings.Contains(out, secret) {
 			t.Errorf("a token or password is in the trail")
 		}
+	}
+}
+
+// TestLogin: `vigil login` logs a person in through the browser flow (PKCE, loopback
+// redirect) with a real provider, caches the ID token for the user alone, and --print-env
+// prints it for psql — refreshing it once it has expired.
+func TestLogin(t *testing.T) {
+	idp := testoidc.Start(t)
+	client := idp.NewClient(t, testoidc.ClientOptions{Public: true, IDTokenLifespan: 12 * time.Second})
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	opened := filepath.Join(dir, "opened-url")
+	browser := filepath.Join(dir, "browser")
+	if err := os.WriteFile(browser, []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+opened+".tmp && mv "+opened+".tmp "+opened+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BROWSER", browser)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := vigil(t, context.Background(), "login", "--issuer", idp.Issuer, "--client-id", client.ID, "--scope", "offline_access")
+		done <- err
+	}()
+	var authURL []byte
+	for deadline := time.Now().Add(10 * time.Second); len(authURL) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("vigil login opened no browser")
+		}
+		authURL, _ = os.ReadFile(opened)
+	}
+	back, err := idp.Authorize(string(authURL), testoidc.User{Subject: "ana", Email: "ana@example.com", Groups: []string{"dba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(back.String(), "http://127.0.0.1:") {
+		t.Fatalf("redirected to %s, want the loopback callback", back.Redacted())
+	}
+	resp, err := http.Get(back.String()) // the browser follows the last redirect
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "cache", "vigil", "login.json")
+	for path, mode := range map[string]os.FileMode{cache: 0o600, filepath.Dir(cache): 0o700 | os.ModeDir} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != mode {
+			t.Errorf("%s: %v, mode %v, want %v", path, err, fi.Mode(), mode)
+		}
+	}
+
+	v, err := oidcauth.New(oidcauth.Config{Issuer: idp.Issuer, ClientID: client.ID, ClockSkew: -1, Roles: []oidcauth.Role{{Group: "dba", User: "u"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	printEnv := func() (user, token string) {
+		t.Helper()
+		out, err := vigil(t, context.Background(), "login", "--print-env")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, val, _ := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+			val = strings.Trim(val, "'")
+			switch k {
+			case "PGUSER":
+				user = val
+			case "PGPASSWORD":
+				token = val
+			default:
+				t.Errorf("--print-env printed %q", line)
+			}
+		}
+		return user, token
+	}
+	user, first := printEnv()
+	l, err := v.Verify(context.Background(), first)
+	if user != "ana@example.com" || err != nil || l.Identity.Subject != "ana" {
+		t.Fatalf("--print-env: user %q, token verifies: %v", user, err)
+	}
+	if _, again := printEnv(); again != first {
+		t.Error("--print-env did not reuse the cached token")
+	}
+	time.Sleep(time.Until(l.Expires) - 4*time.Second) // about to expire: too late to connect with it
+	_, second := printEnv()
+	if second == first {
+		t.Fatal("--print-env printed the expiring token")
+	}
+	if _, err := v.Verify(context.Background(), second); err != nil {
+		t.Errorf("the refreshed token: %v", err)
 	}
 }
