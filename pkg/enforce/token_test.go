@@ -6,6 +6,8 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -112,4 +114,43 @@ func TestTokenAuth(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != "28000" || pe.Severity != "FATAL" || !strings.Contains(pe.Message, "expired") {
 		t.Errorf("a statement running past the token's expiry: %v, want FATAL 28000", err)
 	}
+}
+
+// A token sent in cleartext over the network could be replayed by whoever saw it: from
+// another host the proxy takes tokens over TLS only, and says so before asking for one.
+func TestTokenAuthNeedsTLS(t *testing.T) {
+	ip := nonLoopbackIP(t)
+	issuer, sign := tokenIssuer(t)
+	pg := testpg.Start(t)
+	h := startOn(t, pg, withTokens(t, issuer, pg.Password), func(c *Config) { c.Listen = "0.0.0.0:0" })
+	ctx := context.Background()
+	tok := sign(time.Now().Add(time.Hour), "dba")
+	dsn := func(mode string) string {
+		return fmt.Sprintf("postgres://ana@%s/postgres?sslmode=%s&password=%s", net.JoinHostPort(ip, h.port()), mode, tok)
+	}
+	_, err := pgx.Connect(ctx, dsn("disable"))
+	if pgCode(err) != "28000" || !strings.Contains(err.Error(), "only over TLS") {
+		t.Errorf("cleartext from %s: %v, want FATAL 28000 asking for TLS", ip, err)
+	}
+	c, err := pgx.Connect(ctx, dsn("require"))
+	if err != nil {
+		t.Fatalf("over TLS from %s: %v", ip, err)
+	}
+	c.Close(ctx)
+}
+
+// nonLoopbackIP is an address of this host that is not loopback.
+func nonLoopbackIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	t.Skip("this host has no non-loopback IPv4 address to connect from")
+	return ""
 }
