@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
 
@@ -702,6 +703,7 @@ func (ss *session) readPassword(max int) ([]byte, error) {
 func (ss *session) authenticateToken(ctx context.Context) error {
 	if !ss.tls && !isLoopback(ss.client.RemoteAddr()) {
 		// A token sent in cleartext over a network can be replayed by whoever saw it.
+		ss.emitLoginRefused("a token was offered without TLS from another host")
 		return refuse(reasonAuth, "28000", "Vigil proxy: OIDC tokens are accepted only over TLS (or from this host)",
 			"connect with sslmode=require")
 	}
@@ -711,6 +713,7 @@ func (ss *session) authenticateToken(ctx context.Context) error {
 	}
 	login, err := ss.srv.cfg.TokenAuth(ctx, string(tok))
 	if err != nil {
+		ss.emitLoginRefused(err.Error())
 		return &sessionError{reason: reasonAuth,
 			resp: errorMsg("FATAL", "28000", fmt.Sprintf("Vigil proxy: OIDC authentication failed for user %q: %v", ss.claimedUser, err),
 				"get a new token with: vigil login --print-env"),
@@ -722,6 +725,15 @@ func (ss *session) authenticateToken(ctx context.Context) error {
 	ss.upCreds = &login.Upstream
 	ss.expires = login.Expires
 	return nil
+}
+
+// emitLoginRefused records a refused login in the trail: who tried (the user name they
+// claimed), from where, and why — never the token.
+func (ss *session) emitLoginRefused(why string) {
+	e := ss.eventBase(time.Now())
+	e.Decision, e.Rule = event.DecisionBlock, "proxy:oidc"
+	e.Error, e.ErrorMessage = "28000", "OIDC authentication failed: "+why
+	ss.srv.sink.Emit(e)
 }
 
 func isLoopback(a net.Addr) bool {

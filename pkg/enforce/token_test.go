@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/oidcauth"
 )
 
@@ -83,19 +84,33 @@ func TestTokenAuth(t *testing.T) {
 		t.Errorf("event identity %+v, db_user %q", e.Identity, e.DBUser)
 	}
 
-	for name, tok := range map[string]string{
+	refused := map[string]string{
 		"expired":       sign(time.Now().Add(-time.Minute), "dba"),
 		"unmapped":      sign(time.Now().Add(time.Hour), "sales"),
 		"forged":        sign(time.Now().Add(time.Hour), "dba")[:40] + "x" + sign(time.Now().Add(time.Hour), "dba")[41:],
 		"not-a-token":   "hunter2",
 		"the-upstreams": h.pg.Password,
-	} {
+	}
+	for name, tok := range refused {
 		_, err := connect(tok)
 		if pgCode(err) != "28000" || !strings.Contains(err.Error(), "OIDC authentication failed") {
 			t.Errorf("%s token: %v, want FATAL 28000", name, err)
 		}
 		if err != nil && strings.Contains(err.Error(), tok) {
 			t.Errorf("%s token: the refusal repeats it: %v", name, err)
+		}
+	}
+
+	evs := h.log.Wait(t, len(refused), "refused logins", func(e *event.Event) bool { return e.Rule == "proxy:oidc" })
+	for _, e := range evs {
+		if e.Error != "28000" || e.Decision != event.DecisionBlock || e.DBUser != "ana" || e.Identity != nil ||
+			!strings.HasPrefix(e.ErrorMessage, "OIDC authentication failed: ") {
+			t.Errorf("refused login event: %+v", e)
+		}
+		for _, tok := range refused {
+			if strings.Contains(e.ErrorMessage, tok) {
+				t.Errorf("refused login event repeats the token: %s", e.ErrorMessage)
+			}
 		}
 	}
 
