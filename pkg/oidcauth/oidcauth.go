@@ -28,8 +28,9 @@ import (
 // as long.
 const DefaultClockSkew = 30 * time.Second
 
-// discoveryTimeout bounds fetching the issuer's discovery document.
-const discoveryTimeout = 10 * time.Second
+// fetchTimeout bounds fetching the issuer's discovery document or keys: a login waits for
+// them, and an issuer that hangs must not hold sessions in startup.
+const fetchTimeout = 10 * time.Second
 
 // Config says which tokens are accepted and what a verified person becomes.
 type Config struct {
@@ -41,7 +42,7 @@ type Config struct {
 	GroupsClaim string
 	// Roles map groups to upstream roles, first match wins (in the configured order).
 	Roles []Role
-	// HTTPClient fetches discovery and keys; nil: http.DefaultClient.
+	// HTTPClient fetches discovery and keys; nil: a client with a 10 s timeout.
 	HTTPClient *http.Client
 	// ClockSkew is the tolerance for clocks; zero: DefaultClockSkew, negative: none.
 	ClockSkew time.Duration
@@ -107,6 +108,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: fetchTimeout}
+	}
 	switch {
 	case cfg.ClockSkew == 0:
 		cfg.ClockSkew = DefaultClockSkew
@@ -128,20 +132,15 @@ func (v *Verifier) idVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 	if v.verifier != nil {
 		return v.verifier, nil
 	}
-	if v.cfg.HTTPClient != nil {
-		ctx = oidc.ClientContext(ctx, v.cfg.HTTPClient)
-	}
-	dctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+	ctx = oidc.ClientContext(ctx, v.cfg.HTTPClient)
+	dctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	p, err := oidc.NewProvider(dctx, v.cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("oidcauth: discovering issuer %s: %w", v.cfg.Issuer, err)
 	}
 	// The key set fetches keys with the context given here, for the provider's lifetime.
-	keysCtx := context.Background()
-	if v.cfg.HTTPClient != nil {
-		keysCtx = oidc.ClientContext(keysCtx, v.cfg.HTTPClient)
-	}
+	keysCtx := oidc.ClientContext(context.Background(), v.cfg.HTTPClient)
 	var claims struct {
 		JWKS string   `json:"jwks_uri"`
 		Algs []string `json:"id_token_signing_alg_values_supported"`
@@ -164,6 +163,8 @@ func (v *Verifier) idVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 // Verify checks a token's issuer, audience, expiry and signature, and maps the person it
 // names to a role. Errors are *Refusal.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Login, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*fetchTimeout)
+	defer cancel()
 	iv, err := v.idVerifier(ctx)
 	if err != nil {
 		return nil, &Refusal{Reason: "unavailable", msg: "the identity provider could not be reached", err: err}
