@@ -703,7 +703,7 @@ func (ss *session) readPassword(max int) ([]byte, error) {
 func (ss *session) authenticateToken(ctx context.Context) error {
 	if !ss.tls && !isLoopback(ss.client.RemoteAddr()) {
 		// A token sent in cleartext over a network can be replayed by whoever saw it.
-		ss.emitLoginRefused("a token was offered without TLS from another host")
+		ss.emitLoginRefused("a cleartext connection from another host (tokens need TLS)")
 		return refuse(reasonAuth, "28000", "Vigil proxy: OIDC tokens are accepted only over TLS (or from this host)",
 			"connect with sslmode=require")
 	}
