@@ -225,8 +225,10 @@ func (lc *loginClient) deviceFlow(ctx context.Context, cfg *oauth2.Config) (*oau
 	}
 	if da.VerificationURIComplete != "" {
 		fmt.Fprintf(lc.out, "vigil login: open %s (code %s) on any device to log in\n", da.VerificationURIComplete, da.UserCode)
+		openBrowser(da.VerificationURIComplete)
 	} else {
 		fmt.Fprintf(lc.out, "vigil login: open %s on any device and enter the code %s\n", da.VerificationURI, da.UserCode)
+		openBrowser(da.VerificationURI)
 	}
 	tok, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
@@ -278,8 +280,8 @@ func (lc *loginClient) result(ctx context.Context, p *oidc.Provider, tok *oauth2
 	return &cachedLogin{Issuer: lc.issuer, ClientID: lc.clientID, IDToken: raw, RefreshToken: tok.RefreshToken, Expiry: idt.Expiry, User: user}, nil
 }
 
-// openBrowser starts $BROWSER (or xdg-open) on url, if there is one; the address is printed
-// anyway for whoever has to open it by hand.
+// openBrowser starts $BROWSER (or xdg-open) on url, if there is one (a machine without a
+// browser has neither); the address is printed anyway for whoever has to open it by hand.
 func openBrowser(url string) {
 	name := os.Getenv("BROWSER")
 	if name == "" {

@@ -144,6 +144,28 @@ func TestProxyOIDC(t *testing.T) {
 	}
 }
 
+// fakeBrowser sets $BROWSER to a script that records the address it is asked to open, and
+// returns a function that waits for that address.
+func fakeBrowser(t *testing.T) func() string {
+	dir := t.TempDir()
+	opened := filepath.Join(dir, "opened-url")
+	browser := filepath.Join(dir, "browser")
+	if err := os.WriteFile(browser, []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+opened+".tmp && mv "+opened+".tmp "+opened+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BROWSER", browser)
+	return func() string {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if b, _ := os.ReadFile(opened); len(b) > 0 {
+				return string(b)
+			}
+		}
+		t.Fatal("vigil login opened no browser")
+		return ""
+	}
+}
+
 // TestLogin: `vigil login` logs a person in through the browser flow (PKCE, loopback
 // redirect) with a real provider, caches the ID token for the user alone, and --print-env
 // prints it for psql — refreshing it once it has expired.
@@ -152,26 +174,14 @@ func TestLogin(t *testing.T) {
 	client := idp.NewClient(t, testoidc.ClientOptions{Public: true, IDTokenLifespan: 12 * time.Second})
 	dir := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	opened := filepath.Join(dir, "opened-url")
-	browser := filepath.Join(dir, "browser")
-	if err := os.WriteFile(browser, []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+opened+".tmp && mv "+opened+".tmp "+opened+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("BROWSER", browser)
+	openedURL := fakeBrowser(t)
 
 	done := make(chan error, 1)
 	go func() {
 		_, err := vigil(t, context.Background(), "login", "--issuer", idp.Issuer, "--client-id", client.ID, "--scope", "offline_access")
 		done <- err
 	}()
-	var authURL []byte
-	for deadline := time.Now().Add(10 * time.Second); len(authURL) == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("vigil login opened no browser")
-		}
-		authURL, _ = os.ReadFile(opened)
-	}
-	back, err := idp.Authorize(string(authURL), testoidc.User{Subject: "ana", Email: "ana@example.com", Groups: []string{"dba"}})
+	back, err := idp.Authorize(openedURL(), testoidc.User{Subject: "ana", Email: "ana@example.com", Groups: []string{"dba"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,5 +242,55 @@ func TestLogin(t *testing.T) {
 	}
 	if _, err := v.Verify(context.Background(), second); err != nil {
 		t.Errorf("the refreshed token: %v", err)
+	}
+
+	// Hydra offers no device authorization endpoint: --device says so instead of hanging.
+	if _, err := vigil(t, context.Background(), "login", "--device", "--issuer", idp.Issuer, "--client-id", client.ID); err == nil ||
+		!strings.Contains(err.Error(), "offers no device authorization endpoint") {
+		t.Errorf("--device against a provider without the device flow: %v", err)
+	}
+}
+
+// TestLoginDevice: `vigil login --device` runs the device authorization grant with a real
+// provider: the person approves on another device, and --print-env prints the ID token.
+// This provider puts no email in its ID tokens (only in userinfo), so PGUSER is the subject.
+func TestLoginDevice(t *testing.T) {
+	idp := testoidc.StartDevice(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv("VIGIL_TEST_CLIENT_SECRET", idp.Secret)
+	openedURL := fakeBrowser(t)
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := vigil(t, context.Background(), "login", "--device", "--print-env", "--issuer", idp.Issuer,
+			"--client-id", idp.ClientID, "--client-secret-env", "VIGIL_TEST_CLIENT_SECRET")
+		done <- result{out, err}
+	}()
+	if err := idp.Approve(openedURL()); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("vigil login --device did not finish 30s after the approval")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !strings.HasPrefix(r.out, "export PGUSER='"+idp.Username+"'\nexport PGPASSWORD='") {
+		t.Errorf("--print-env printed %q, want PGUSER=%s", r.out, idp.Username)
+	}
+	_, tok, _ := strings.Cut(r.out, "export PGPASSWORD='")
+	tok, _, _ = strings.Cut(tok, "'")
+	v, err := oidcauth.New(oidcauth.Config{Issuer: idp.Issuer, ClientID: idp.ClientID, Roles: []oidcauth.Role{{Group: "*", User: "u"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := v.Verify(context.Background(), tok); err != nil || l.Identity.Subject != idp.Username {
+		t.Errorf("the device flow's token: %v, %+v", err, l)
 	}
 }

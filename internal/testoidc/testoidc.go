@@ -79,55 +79,71 @@ func Start(t testing.TB) *Provider {
 }
 
 var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
 // Binary returns the path of a Hydra binary: VIGIL_HYDRA, or one built from tools/hydra into
-// the user cache directory, keyed by tools/hydra/go.sum so a version change rebuilds it.
+// the user cache directory, keyed by the module's files so a version change rebuilds it.
 func Binary() (string, error) {
-	if p := os.Getenv("VIGIL_HYDRA"); p != "" {
+	// SQLite is what Hydra's in-memory storage (DSN=memory) runs on; .ci/run builds the same.
+	return tool("VIGIL_HYDRA", "hydra", "github.com/ory/hydra/v2", "sqlite,sqlite_omit_load_extension")
+}
+
+// tool returns the binary named by env, or builds pkg from tools/<name> into the user cache
+// directory (once per process, and again only when a file of tools/<name> changes).
+func tool(env, name, pkg, tags string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("VIGIL_HYDRA: %w", err)
+			return "", fmt.Errorf("%s: %w", env, err)
 		}
 		return p, nil
 	}
-	buildOnce.Do(func() { buildBin, buildErr = build() })
-	return buildBin, buildErr
-}
-
-func build() (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[name]; ok {
+		return bin, nil
+	}
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", errors.New("cannot locate the source tree")
 	}
-	mod := filepath.Join(filepath.Dir(file), "..", "..", "tools", "hydra")
-	sum, err := os.ReadFile(filepath.Join(mod, "go.sum"))
-	if err != nil {
-		return "", fmt.Errorf("reading tools/hydra/go.sum: %w", err)
+	mod := filepath.Join(filepath.Dir(file), "..", "..", "tools", name)
+	files, err := filepath.Glob(filepath.Join(mod, "*"))
+	if err != nil || len(files) == 0 {
+		return "", fmt.Errorf("no files in %s", mod)
+	}
+	h := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
+		h.Write(b)
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
 	}
-	h := sha256.Sum256(sum)
-	bin := filepath.Join(cache, "vigil", "hydra-"+hex.EncodeToString(h[:6]))
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+	bin := filepath.Join(cache, "vigil", name+"-"+hex.EncodeToString(h.Sum(nil)[:6]))
+	if _, err := os.Stat(bin); err != nil {
+		if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+			return "", err
+		}
+		tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
+		cmd := exec.Command("go", "build", "-tags", tags, "-o", tmp, pkg)
+		cmd.Dir = mod
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building %s in %s: %v\n%s", name, mod, err, out)
+		}
+		if err := os.Rename(tmp, bin); err != nil {
+			return "", err
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		return "", err
-	}
-	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
-	// SQLite is what Hydra's in-memory storage (DSN=memory) runs on; .ci/run builds the same.
-	cmd := exec.Command("go", "build", "-tags", "sqlite,sqlite_omit_load_extension", "-o", tmp, "github.com/ory/hydra/v2")
-	cmd.Dir = mod
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building Hydra in %s: %v\n%s", mod, err, out)
-	}
-	return bin, os.Rename(tmp, bin)
+	built[name] = bin
+	return bin, nil
 }
 
 func start(bin string) (*Provider, error) {
