@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		newFlagsCmd(),
 		newUnpinCmd(),
 		newApprovalsCmd(),
+		newLoginCmd(),
 	)
 	return root
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/vigil-db/vigil/pkg/enforce"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/identity"
+	"github.com/vigil-db/vigil/pkg/oidcauth"
 	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/steer"
 )
@@ -70,6 +73,14 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 		}
 		cfg.UpstreamCredentials = creds
 	}
+	if px.Auth == "oidc" {
+		if cfg.TokenAuth, err = tokenAuth(px, log); err != nil {
+			return nil, err
+		}
+		if cfg.ClientTLS == nil {
+			log.Warn("proxy takes OIDC tokens without TLS: only clients on this host can log in (set tls_cert and tls_key)", "listen", px.Listen)
+		}
+	}
 	ident := identity.New(identity.Options{Logger: log})
 	owners := &identity.OwnerCache{}
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
@@ -104,6 +115,50 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 		}
 	}
 	return enforce.New(cfg, engine, sink, reg, log)
+}
+
+// tokenAuth builds the verifier of a proxy with auth: oidc. The issuer is discovered now
+// if it answers, and otherwise at the first login.
+func tokenAuth(px config.Proxy, log *slog.Logger) (func(context.Context, string) (*enforce.TokenLogin, error), error) {
+	o := px.OIDC
+	roles := make([]oidcauth.Role, len(o.Roles))
+	for i, r := range o.Roles {
+		pw, err := rolePassword(r)
+		if err != nil {
+			return nil, fmt.Errorf("proxies: oidc.roles[%d]: %w", i, err)
+		}
+		roles[i] = oidcauth.Role{Group: r.Group, User: r.User, Password: pw}
+	}
+	v, err := oidcauth.New(oidcauth.Config{Issuer: o.Issuer, ClientID: o.ClientID, GroupsClaim: o.GroupsClaim, ClockSkew: o.ClockSkew, Roles: roles})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := v.Discover(ctx); err != nil {
+		log.Warn("OIDC issuer not reachable yet; logins fail until it is", "listen", px.Listen, "issuer", o.Issuer, "err", err)
+	}
+	return func(ctx context.Context, token string) (*enforce.TokenLogin, error) {
+		l, err := v.Verify(ctx, token)
+		if err != nil {
+			return nil, err
+		}
+		return &enforce.TokenLogin{Identity: l.Identity, Upstream: enforce.Credentials{User: l.Role.User, Password: l.Role.Password}, Expires: l.Expires}, nil
+	}, nil
+}
+
+// rolePassword reads an OIDC role's upstream password from its environment variable or
+// file (the first line); neither means no password (trust, peer-equivalent setups).
+func rolePassword(r config.OIDCRole) (string, error) {
+	if r.PasswordFile != "" {
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("password_file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimRight(line, "\r"), nil
+	}
+	return secretFromEnv("password_env", r.PasswordEnv)
 }
 
 // secretFromEnv reads a password from the environment variable a config key names ("" when

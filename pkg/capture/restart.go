@@ -93,7 +93,14 @@ func restartGaps(prev *restartState, a ebpf.Adoption, now time.Time) []*event.Ev
 		}
 		return nil
 	}
-	since := prev.Alive.UTC().Format(time.RFC3339Nano)
+	from := prev.Alive
+	if prev.Running {
+		// A killed agent loses what it had captured and not yet stored, which can be older
+		// than its last heartbeat when it lagged (a loaded host): the window opens a
+		// heartbeat earlier, so that the gap covers it.
+		from = from.Add(-heartbeat)
+	}
+	since := from.UTC().Format(time.RFC3339Nano)
 	until := now.UTC().Format(time.RFC3339Nano)
 	inFlight := "statements in flight on connections open across the restart may be recorded partially (without their start) or not at all"
 	switch {

@@ -23,8 +23,9 @@ func TestRestartGaps(t *testing.T) {
 		{"clean stop, pins adopted", &restartState{PID: 7, Alive: alive, Pinned: true}, ebpf.Adoption{Adopted: true}, nil},
 		{"kill -9, pins adopted", &restartState{PID: 7, Running: true, Alive: alive, Pinned: true}, ebpf.Adoption{Adopted: true},
 			[]string{"pid 7", "without a clean stop", "not yet stored", "partially"}},
+		// A killed agent: the window opens a heartbeat before it was last seen.
 		{"kill -9, host rebooted", &restartState{PID: 7, Running: true, Alive: alive, Pinned: true}, ebpf.Adoption{},
-			[]string{"not capturing from 2026-12-03T10:00:02Z to 2026-12-03T10:00:05Z", "without a clean stop", "no pinned capture was found"}},
+			[]string{"not capturing from 2026-12-03T10:00:01Z to 2026-12-03T10:00:05Z", "without a clean stop", "no pinned capture was found"}},
 		{"clean stop without pins", &restartState{PID: 7, Alive: alive}, ebpf.Adoption{},
 			[]string{"not capturing from 2026-12-03T10:00:02Z", "stopped cleanly", "did not leave capture pinned"}},
 		{"another build's pins", &restartState{PID: 7, Alive: alive, Pinned: true}, ebpf.Adoption{Discarded: "another build"},

@@ -206,6 +206,35 @@ type Proxy struct {
 	UpstreamUser        string `yaml:"upstream_user"`
 	UpstreamPasswordEnv string `yaml:"upstream_password_env"`
 	ClientPasswordEnv   string `yaml:"client_password_env"`
+	// Auth "oidc" makes people log in with an OIDC ID token as their password (from
+	// `vigil login`), verified against OIDC; unset: as above.
+	Auth string `yaml:"auth"`
+	OIDC *OIDC  `yaml:"oidc"`
+}
+
+// OIDC is the identity provider a proxy with auth: oidc trusts, and the upstream roles its
+// people get.
+type OIDC struct {
+	// Issuer is the issuer URL (as tokens carry it); ClientID the OAuth client people log
+	// in with, which ID tokens carry as their audience.
+	Issuer   string `yaml:"issuer"`
+	ClientID string `yaml:"client_id"`
+	// GroupsClaim names the token claim listing the person's groups; default "groups".
+	GroupsClaim string `yaml:"groups_claim"`
+	// ClockSkew tolerates clocks apart by this much (default 30s; negative: none).
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// Roles map a group to the upstream login its members' sessions use, first match
+	// in this order; group "*" matches every verified person.
+	Roles []OIDCRole `yaml:"roles"`
+}
+
+// OIDCRole is one group's upstream login. The password comes from an environment variable
+// or a file (its first line), never from this file.
+type OIDCRole struct {
+	Group        string `yaml:"group"`
+	User         string `yaml:"user"`
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // SteerSelector flags the workloads it matches, by one criterion: a selector with several
@@ -398,6 +427,7 @@ func (c *Config) Validate() error {
 		if p.UpstreamUser == "" && (p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "") {
 			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
 		}
+		errs = append(errs, p.validateAuth(i)...)
 	}
 	errs = append(errs, c.Approvals.validate()...)
 	if c.SteerFail != SteerFailOpen && c.SteerFail != SteerFailClosed {
@@ -431,6 +461,45 @@ func (c *Config) Validate() error {
 		names[sel.Name] = true
 	}
 	return errors.Join(errs...)
+}
+
+func (p *Proxy) validateAuth(i int) []error {
+	var errs []error
+	switch p.Auth {
+	case "":
+		if p.OIDC != nil {
+			errs = append(errs, fmt.Errorf("proxies[%d].oidc: set auth: oidc to use it", i))
+		}
+		return errs
+	case "oidc":
+	default:
+		return []error{fmt.Errorf("proxies[%d].auth: %q: want oidc (or leave it unset)", i, p.Auth)}
+	}
+	if p.UpstreamUser != "" || p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "" {
+		errs = append(errs, fmt.Errorf("proxies[%d]: auth: oidc maps people to upstream roles in oidc.roles; remove upstream_user, upstream_password_env and client_password_env", i))
+	}
+	o := p.OIDC
+	if o == nil {
+		return append(errs, fmt.Errorf("proxies[%d]: auth: oidc needs an oidc section (issuer, client_id, roles)", i))
+	}
+	if !strings.HasPrefix(o.Issuer, "https://") && !strings.HasPrefix(o.Issuer, "http://") {
+		errs = append(errs, fmt.Errorf("proxies[%d].oidc.issuer: %q: want the issuer's URL", i, o.Issuer))
+	}
+	if o.ClientID == "" {
+		errs = append(errs, fmt.Errorf("proxies[%d].oidc.client_id: required (the audience of the ID tokens)", i))
+	}
+	if len(o.Roles) == 0 {
+		errs = append(errs, fmt.Errorf("proxies[%d].oidc.roles: at least one group → upstream user mapping is required", i))
+	}
+	for j, r := range o.Roles {
+		if r.Group == "" || r.User == "" {
+			errs = append(errs, fmt.Errorf("proxies[%d].oidc.roles[%d]: group and user are required", i, j))
+		}
+		if r.PasswordEnv != "" && r.PasswordFile != "" {
+			errs = append(errs, fmt.Errorf("proxies[%d].oidc.roles[%d]: give password_env or password_file, not both", i, j))
+		}
+	}
+	return errs
 }
 
 // ParseProxyFlag parses --proxy LISTEN=UPSTREAM.

@@ -17,6 +17,8 @@ const (
 	reasonUpstream       = "upstream"        // the upstream could not be reached or refused TLS
 	reasonTLS            = "tls"             // TLS handshake with the client failed
 	reasonRefused        = "refused"         // the proxy refused the session (startup policy)
+	reasonAuth           = "auth"            // the client's token was refused (or sent without TLS)
+	reasonTokenExpired   = "token_expired"   // the session's token expired
 	reasonIO             = "io"              // a connection broke mid-session
 	reasonInternal       = "internal"        // a bug: the session's code panicked (see fault.go)
 )

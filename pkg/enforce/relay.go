@@ -38,6 +38,8 @@ type session struct {
 	clientAddr, serverAddr      string
 	upstream                    string
 	principal                   Principal
+	upCreds                     *Credentials // the proxy logs in upstream with these (nil: pass-through)
+	expires                     time.Time    // the session ends then (its token's expiry); zero: never
 	req                         policy.Request
 	backendPID                  uint32
 	key                         proxyKey

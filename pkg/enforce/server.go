@@ -47,6 +47,13 @@ type Config struct {
 	// a usable secret.
 	UpstreamCredentials *Credentials
 
+	// TokenAuth, when set, makes people log in with an OIDC ID token as their password
+	// (asked for in cleartext, so accepted only over TLS or from loopback). It verifies the
+	// token and returns who the person is and which upstream login their session uses; the
+	// session ends when the login expires. Its errors are shown to the client, so they must
+	// not contain the token. It replaces UpstreamCredentials.
+	TokenAuth func(ctx context.Context, token string) (*TokenLogin, error)
+
 	// Catalog is the login the proxy uses on its side connections to read pg_catalog, to
 	// learn which table and column a result column comes from. Zero: user "postgres" without
 	// a password (trust or peer-equivalent setups).
@@ -85,6 +92,16 @@ type Credentials struct {
 	// ClientPassword is what clients must present to the proxy when authentication is
 	// terminated (UpstreamCredentials); empty accepts any client.
 	ClientPassword string
+}
+
+// TokenLogin is a person verified by TokenAuth.
+type TokenLogin struct {
+	// Identity is recorded on every event of the session and judged by the policy.
+	Identity event.Identity
+	// Upstream is the login the proxy uses for the session (ClientPassword unused).
+	Upstream Credentials
+	// Expires is when the session ends.
+	Expires time.Time
 }
 
 // Principal is what the agent knows about the client behind a connection.
@@ -133,6 +150,9 @@ func New(cfg Config, engine Policy, sink event.Sink, reg prometheus.Registerer, 
 		if _, _, err := net.SplitHostPort(cfg.Upstream); err != nil {
 			return nil, fmt.Errorf("enforce: upstream %q: %w", cfg.Upstream, err)
 		}
+	}
+	if cfg.TokenAuth != nil && cfg.UpstreamCredentials != nil {
+		return nil, errors.New("enforce: TokenAuth and UpstreamCredentials exclude each other")
 	}
 	if cfg.RequireClientTLS && cfg.ClientTLS == nil {
 		return nil, errors.New("enforce: RequireClientTLS needs ClientTLS")

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
 
@@ -27,7 +28,10 @@ const (
 	codeGSSENCRequest = 80877104
 	codeCancelRequest = 80877102
 	maxStartupLen     = 10000 // what PostgreSQL itself accepts
-	startupTimeout    = 60 * time.Second
+	// maxTokenLen bounds a password message carrying an ID token: tokens that list many
+	// groups (Entra ID, Okta) run to several kilobytes.
+	maxTokenLen    = 64 << 10
+	startupTimeout = 60 * time.Second
 )
 
 // Authentication request codes (AuthenticationXXX messages).
@@ -107,7 +111,7 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 		ss.tellClient(err)
 		return err
 	}
-	if ss.srv.cfg.UpstreamCredentials != nil {
+	if ss.upCreds != nil {
 		err = ss.loginTerminated(ctx, startup)
 	} else {
 		err = ss.loginPassThrough(ctx, raw)
@@ -122,7 +126,24 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 	defer ss.srv.keys.remove(ss.key)
 	_ = ss.client.SetDeadline(time.Time{})
 	_ = ss.server.SetDeadline(time.Time{})
-	return ss.relay(ctx)
+	if ss.expires.IsZero() {
+		return ss.relay(ctx)
+	}
+	expired := make(chan struct{})
+	t := time.AfterFunc(time.Until(ss.expires), func() {
+		close(expired)
+		ss.setFatal("28000", "Vigil proxy: the OIDC token of this session expired; log in again")
+		// Ends both directions of the relay; the client still hears why.
+		ss.server.Close()
+	})
+	defer t.Stop()
+	err = ss.relay(ctx)
+	select {
+	case <-expired:
+		return &sessionError{reason: reasonTokenExpired, err: fmt.Errorf("the session's token expired at %s", ss.expires.UTC().Format(time.RFC3339))}
+	default:
+		return err
+	}
 }
 
 // tellClient sends a refusal's FATAL message to the client, if it carries one.
@@ -254,9 +275,16 @@ func (ss *session) admit(ctx context.Context, sm *pgproto3.StartupMessage, upstr
 		// login, so that is the user the policy judges and the trail records. The client's
 		// user name is only a claim (it proved the shared client password at most).
 		ss.user = creds.User
+		ss.upCreds = creds
 	}
 	if cfg.Identify != nil {
 		ss.principal = cfg.Identify(ctx, ss.client)
+	}
+	if cfg.TokenAuth != nil {
+		// Before anything is judged: startup parameters are judged as the person.
+		if err := ss.authenticateToken(ctx); err != nil {
+			return err
+		}
 	}
 	ss.upstream = upstream
 	if ss.upstream == "" && cfg.Route != nil {
@@ -586,7 +614,7 @@ func (ss *session) registerKey(pid uint32, secret []byte) error {
 // loginTerminated authenticates the client at the proxy and logs in upstream with the
 // configured credentials, then tells the client what the server told the proxy.
 func (ss *session) loginTerminated(ctx context.Context, sm *pgproto3.StartupMessage) error {
-	creds := ss.srv.cfg.UpstreamCredentials
+	creds := ss.upCreds
 	if creds.ClientPassword != "" {
 		if err := ss.checkClientPassword(creds.ClientPassword); err != nil {
 			return err
@@ -635,29 +663,87 @@ func (ss *session) loginTerminated(ctx context.Context, sm *pgproto3.StartupMess
 }
 
 func (ss *session) checkClientPassword(want string) error {
-	ss.cr = newMsgReader(ss.client, maxStartupLen)
-	ss.cw = bufio.NewWriterSize(ss.client, 512)
+	pw, err := ss.readPassword(maxStartupLen)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(pw, []byte(want)) != 1 {
+		return refuse(reasonRefused, "28P01", fmt.Sprintf("password authentication failed for user %q", ss.claimedUser), "")
+	}
+	return nil
+}
+
+// readPassword asks the client for a cleartext password and reads it (at most max bytes).
+func (ss *session) readPassword(max int) ([]byte, error) {
+	if ss.cr == nil {
+		ss.cr = newMsgReader(ss.client, max)
+		ss.cw = bufio.NewWriterSize(ss.client, 512)
+	}
 	out, _ := encode(nil, &pgproto3.AuthenticationCleartextPassword{})
 	_, _ = ss.cw.Write(out)
 	if err := ss.cw.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	typ, total, msg, err := ss.cr.next()
 	if err != nil {
-		return fmt.Errorf("reading client password: %w", err)
+		return nil, fmt.Errorf("reading client password: %w", err)
 	}
 	if msg == nil {
-		return protoErr("password message of %d bytes", total)
+		return nil, protoErr("password message of %d bytes", total)
 	}
 	pw, _, ok := cstring(msg[5:])
-	if typ != 'p' || !ok || subtle.ConstantTimeCompare(pw, []byte(want)) != 1 {
-		return refuse(reasonRefused, "28P01", fmt.Sprintf("password authentication failed for user %q", ss.claimedUser), "")
+	if typ != 'p' || !ok {
+		return nil, protoErr("expected a password message from the client, got %q", typ)
 	}
 	// The password message itself stays buffered until the next read.
 	if ss.cr.r.Buffered() > total {
-		return protoErr("client sent data before authentication completed")
+		return nil, protoErr("client sent data before authentication completed")
 	}
+	return pw, nil
+}
+
+// authenticateToken asks the client for an OIDC ID token as its password and verifies it:
+// the session then runs as the person it names, on the upstream login their groups map to.
+// The token never reaches a log, an event or the upstream.
+func (ss *session) authenticateToken(ctx context.Context) error {
+	if !ss.tls && !isLoopback(ss.client.RemoteAddr()) {
+		// A token sent in cleartext over a network can be replayed by whoever saw it.
+		ss.emitLoginRefused("a cleartext connection from another host (tokens need TLS)")
+		return refuse(reasonAuth, "28000", "Vigil proxy: OIDC tokens are accepted only over TLS (or from this host)",
+			"connect with sslmode=require")
+	}
+	tok, err := ss.readPassword(maxTokenLen)
+	if err != nil {
+		return err
+	}
+	login, err := ss.srv.cfg.TokenAuth(ctx, string(tok))
+	if err != nil {
+		ss.emitLoginRefused(err.Error())
+		return &sessionError{reason: reasonAuth,
+			resp: errorMsg("FATAL", "28000", fmt.Sprintf("Vigil proxy: OIDC authentication failed for user %q: %v", ss.claimedUser, err),
+				"get a new token with: vigil login --print-env"),
+			err: fmt.Errorf("token refused: %w", err)}
+	}
+	id := login.Identity
+	ss.principal.Identity = &id
+	ss.user = login.Upstream.User
+	ss.upCreds = &login.Upstream
+	ss.expires = login.Expires
 	return nil
+}
+
+// emitLoginRefused records a refused login in the trail: who tried (the user name they
+// claimed), from where, and why — never the token.
+func (ss *session) emitLoginRefused(why string) {
+	e := ss.eventBase(time.Now())
+	e.Decision, e.Rule = event.DecisionBlock, "proxy:oidc"
+	e.Error, e.ErrorMessage = "28000", "OIDC authentication failed: "+why
+	ss.srv.sink.Emit(e)
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // serverErr wraps an error reading from the upstream.
