@@ -61,21 +61,7 @@ func TestSteeredWorkload(t *testing.T) {
 	}
 	flagged, flaggedFD := testCgroup(t, "flagged")
 	_, otherFD := testCgroup(t, "other")
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(cfgFile, []byte("steer:\n  - name: batch-jobs\n    cgroup: "+flagged+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proxyPort, err := testpg.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeURL := "local:" + filepath.Join(dir, "events")
-	addrFile := filepath.Join(dir, "metrics-addr")
-	agent := startRun(t, "--config", cfgFile, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
-		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
-	waitReady(t, addrFile, srv.Port, agent.done)
+	storeURL, _, agent := proxyAgent(t, srv, "steer:\n  - name: batch-jobs\n    cgroup: "+flagged+"\n")
 
 	psql := func(cgroupFD int, sql string) (string, int) {
 		cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
@@ -454,8 +440,7 @@ func TestRuleFlagsWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	cg, cgFD := testCgroup(t, "ruleflag")
-	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte(`version: 1
 rules:
   - name: no-drop-through-the-proxy
@@ -468,17 +453,7 @@ rules:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	proxyPort, err := testpg.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	storeURL := "local:" + filepath.Join(dir, "events")
-	addrFile := filepath.Join(dir, "metrics-addr")
-	agent := startRun(t, "--policy", policyFile, "--store", storeURL, "--state-dir", state,
-		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
-	waitReady(t, addrFile, srv.Port, agent.done)
+	storeURL, state, agent := proxyAgent(t, srv, "{}\n", "--policy", policyFile)
 
 	psqlArgs := []string{"-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres"}
 	inCgroup := func(cmd *exec.Cmd) *exec.Cmd {
@@ -563,23 +538,9 @@ func TestSteeredRemoteClient(t *testing.T) {
 	}
 	n := os.Getpid() % 120
 	host := fmt.Sprintf("10.212.%d.1", n)
-	flaggedNS := remoteNS(t, "f", fmt.Sprintf("10.212.%d.1", n), fmt.Sprintf("10.212.%d.2", n))
-	otherNS := remoteNS(t, "o", fmt.Sprintf("10.212.%d.5", n), fmt.Sprintf("10.212.%d.6", n))
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("steer:\n  - name: branch-office\n    source: 10.212.%d.2/32\n", n)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proxyPort, err := testpg.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeURL := "local:" + filepath.Join(dir, "events")
-	addrFile := filepath.Join(dir, "metrics-addr")
-	agent := startRun(t, "--config", cfgFile, "--store", storeURL, "--state-dir", filepath.Join(dir, "state"),
-		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
-	waitReady(t, addrFile, srv.Port, agent.done)
+	flaggedNS := testenv.NetNS(t, "f", fmt.Sprintf("10.212.%d.1", n), fmt.Sprintf("10.212.%d.2", n))
+	otherNS := testenv.NetNS(t, "o", fmt.Sprintf("10.212.%d.5", n), fmt.Sprintf("10.212.%d.6", n))
+	storeURL, _, agent := proxyAgent(t, srv, fmt.Sprintf("steer:\n  - name: branch-office\n    source: 10.212.%d.2/32\n", n))
 
 	psql := func(ns, server, sql string) string {
 		cmd := exec.Command("ip", "netns", "exec", ns, "psql", "-X", "-q", "-A", "-t", "-h", server, "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
@@ -621,29 +582,25 @@ func TestSteeredRemoteClient(t *testing.T) {
 	}
 }
 
-// remoteNS makes a network namespace joined to the host by a veth pair (the host's end
-// hostAddr, the namespace's nsAddr, a /30) and returns its name.
-func remoteNS(t *testing.T, tag, hostAddr, nsAddr string) string {
+// proxyAgent starts `vigil run` with config conf and a proxy in front of srv (extra
+// arguments follow), waits until it is ready, and returns its store URL and state
+// directory.
+func proxyAgent(t *testing.T, srv *testpg.Server, conf string, extra ...string) (storeURL, state string, agent *agentRun) {
 	t.Helper()
-	ns := fmt.Sprintf("vigil-e2e-%d-%s", os.Getpid(), tag)
-	hostIf, nsIf := fmt.Sprintf("ve%s%d", tag, os.Getpid()%100000), fmt.Sprintf("vn%s%d", tag, os.Getpid()%100000)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", hostIf).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	})
-	ip("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
-	ip("link", "set", nsIf, "netns", ns)
-	ip("addr", "add", hostAddr+"/30", "dev", hostIf)
-	ip("link", "set", hostIf, "up")
-	ip("-n", ns, "addr", "add", nsAddr+"/30", "dev", nsIf)
-	ip("-n", ns, "link", "set", nsIf, "up")
-	ip("-n", ns, "link", "set", "lo", "up")
-	return ns
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeURL, state = "local:"+filepath.Join(dir, "events"), filepath.Join(dir, "state")
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent = startRun(t, append([]string{"--config", cfgFile, "--store", storeURL, "--state-dir", state,
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr())}, extra...)...)
+	waitReady(t, addrFile, srv.Port, agent.done)
+	return storeURL, state, agent
 }

@@ -639,33 +639,14 @@ func TestSteerPinnedFailsClosed(t *testing.T) {
 	}
 }
 
-// netnsClient makes a network namespace joined to the host by a veth pair, and returns the
+// netnsClient makes a network namespace over a veth pair (testenv.NetNS) and returns the
 // host's and the namespace's addresses and a function that runs the child client in it.
 func netnsClient(t *testing.T) (host, client netip.Addr, run func(target string) map[string]string) {
 	t.Helper()
 	n := os.Getpid() % 200
-	ns := fmt.Sprintf("vigil-steer-%d", os.Getpid())
-	hostIf, nsIf := fmt.Sprintf("vsh%d", os.Getpid()%100000), fmt.Sprintf("vsn%d", os.Getpid()%100000)
 	host = netip.AddrFrom4([4]byte{10, 211, byte(n), 1})
 	client = netip.AddrFrom4([4]byte{10, 211, byte(n), 2})
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", hostIf).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	})
-	ip("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
-	ip("link", "set", nsIf, "netns", ns)
-	ip("addr", "add", host.String()+"/30", "dev", hostIf)
-	ip("link", "set", hostIf, "up")
-	ip("-n", ns, "addr", "add", client.String()+"/30", "dev", nsIf)
-	ip("-n", ns, "link", "set", nsIf, "up")
-	ip("-n", ns, "link", "set", "lo", "up")
+	ns := testenv.NetNS(t, "s", host.String(), client.String())
 	run = func(target string) map[string]string {
 		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"="+target)
