@@ -18,8 +18,11 @@ pgbin=/usr/lib/postgresql/15/bin
 pgport=$(( 20000 + RANDOM % 20000 ))
 proxyport=$(( pgport + 1 ))
 agent_pid=""
+cgroot=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+demo_cgroup=/vigil-demo-$$
 cleanup() {
   [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [[ -n $cgroot ]] && rmdir "$cgroot$demo_cgroup" 2>/dev/null || true
   bin/vigil unpin --state-dir "$work/state" >/dev/null 2>&1 || true  # capture kept across restarts
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -54,7 +57,11 @@ psql_ "$work" "$pgport" -c "CREATE TABLE customers (id int PRIMARY KEY, name tex
 # of this server only (other PostgreSQL servers on the host stay out of the demo's trail).
 bin/vigil policy default | sed 's/^    action: require_approval$/&\n    approval: {hold: 30s}/' >"$work/policy.yaml"
 grep -q 'approval: {hold: 30s}' "$work/policy.yaml" || { echo "the default policy has no require_approval rule to hold with" >&2; exit 1; }
-printf 'capture:\n  discover: false\n  servers: [{ports: [%d]}]\napprovals:\n  socket_group: nogroup\n' "$pgport" >"$work/vigil.yaml"
+# A "batch job" cgroup whose processes the kernel steers into the proxy, their connection
+# strings unchanged.
+[[ -n $cgroot ]] || { echo "no cgroup v2 hierarchy mounted: the demo's steering step needs one" >&2; exit 1; }
+mkdir -p "$cgroot$demo_cgroup"
+printf 'capture:\n  discover: false\n  servers: [{ports: [%d]}]\napprovals:\n  socket_group: nogroup\nsteer:\n  - {name: batch-jobs, cgroup: %s}\n' "$pgport" "$demo_cgroup" >"$work/vigil.yaml"
 install -d -m 0711 "$work/state"
 install -m 0755 bin/vigil "$work/vigil"  # for the approver, who may not reach the repository
 
@@ -77,6 +84,10 @@ go run ./scripts/democlient "postgres://app@127.0.0.1:$pgport/postgres?sslmode=d
 step "through the enforcement proxy (default policy): a DROP and a DELETE without WHERE are refused"
 PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DROP TABLE customers" || true
 PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "DELETE FROM customers WHERE 1=1" || true
+step "a flagged workload (cgroup $demo_cgroup) dials the server itself, 127.0.0.1:$pgport: the kernel steers it into the proxy"
+( echo "$BASHPID" >"$cgroot$demo_cgroup/cgroup.procs" && PGSSLMODE=disable exec psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -c "DROP TABLE customers" ) || true
+echo "customers still there: $(psql_ "$work" "$pgport" -Atc "SELECT count(*) FROM customers") rows"
+
 step "through the proxy, PII leaves masked"
 PGSSLMODE=disable psql_ 127.0.0.1 "$proxyport" -c "SELECT id, name, email, card FROM customers ORDER BY id"
 
@@ -130,6 +141,9 @@ cat <<'NOTES'
   dead agent's unstored last second, a ring overflow, a reboot) is a gap event with its time
   range, which verify reports as recorded loss. TLS and Unix-socket sessions are not captured
   while no agent runs.
-- Not yet: two fresh state dirs under one agent_id collide in ClickHouse (chain ids are still
-  to come).
+- Each state directory writes a chain of its own (chain_id, opened by a chain event): a fresh
+  state directory under an existing agent_id is a new chain beside the old one, in the local
+  store and in ClickHouse alike, and verify checks every chain against its own key and head.
+- Flagged workloads are steered by the kernel, with no change to their clients; their events
+  say steered and by which flag. With steer_fail: closed they are refused while no agent runs.
 NOTES
