@@ -89,10 +89,19 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 				return enforce.Principal{Process: steeredClient(ident, o), Steered: true, SteeredBy: by}
 			}
 			if by, ok := st.remoteOrigin(client); ok {
-				// A client on another host: its address is its identity. Capture sees the
+				// A client from another network namespace: its address is its identity,
+				// unless it is a pod or container on this host, whose socket (and so its
+				// process, container and pod) the agent can find. Capture sees the
 				// connection on the wire as one to the server it dialled; the proxy records it.
 				p := enforce.Principal{Steered: true, SteeredBy: by}
-				if ra, ok := addrPort(client.RemoteAddr()); ok && capt != nil {
+				ra, rok := addrPort(client.RemoteAddr())
+				la, lok := addrPort(client.LocalAddr())
+				if rok && lok {
+					if owner, err := identity.TCPOwner(ra, la); err == nil {
+						p.Process, _ = ident.Lookup(owner)
+					}
+				}
+				if rok && capt != nil {
 					capt.Ignore(ra)
 					p.OnClose = func() { capt.Unignore(ra) }
 				}

@@ -576,6 +576,11 @@ func TestSteeredRemoteClient(t *testing.T) {
 	if times != 1 {
 		t.Errorf("the remote DROP is recorded %d times, want once", times)
 	}
+	// The client runs on this host, in a network namespace of its own, as a pod would: the
+	// agent finds its socket there, and so its process.
+	if refused != nil && (refused.Process == nil || refused.Process.Comm != "psql") {
+		t.Errorf("the remote DROP's process: %+v, want the psql in the other namespace", refused.Process)
+	}
 	if refused == nil || refused.Source != "proxy" || refused.Decision != "block" || !refused.Steered || refused.SteeredBy != "branch-office" ||
 		!strings.HasPrefix(refused.ClientAddr, fmt.Sprintf("10.212.%d.2:", n)) {
 		t.Errorf("the remote DROP's event: %+v, want a proxy block, steered by branch-office, from the client's own address", refused)
