@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vigil-db/vigil/bench/internal/profile"
+	"github.com/vigil-db/vigil/bench/internal/stats"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store"
@@ -111,12 +112,12 @@ func (r result) print() {
 	fmt.Printf("\n== %s\n", r.Scenario)
 	fmt.Printf("TPS without agent: %s\nTPS with agent:    %s\n", fmtList(r.BaseTPS, "%.0f"), fmtList(r.AgentTPS, "%.0f"))
 	fmt.Printf("paired ratios: %s  median %.3f\n", fmtList(r.Ratios, "%.3f"), r.MedianRatio)
-	fmt.Printf("agent CPU per captured statement (µs): %s  median %.2f (of which kernel mode: median %.2f)\n", fmtList(r.CPUPerStmtUS, "%.2f"), median(r.CPUPerStmtUS), median(r.SysPerStmtUS))
+	fmt.Printf("agent CPU per captured statement (µs): %s  median %.2f (of which kernel mode: median %.2f)\n", fmtList(r.CPUPerStmtUS, "%.2f"), stats.Median(r.CPUPerStmtUS), stats.Median(r.SysPerStmtUS))
 	fmt.Printf("captured/executed: %s  lost records: %s\n", fmtList(r.Completeness, "%.5f"), fmtList(r.Lost, "%.0f"))
 	fmt.Printf("agent RSS MiB at end of round: %s\n", fmtList(r.RSSMiB, "%.1f"))
 	if len(r.BaseLatP50US) > 0 {
 		fmt.Printf("latency p50 µs without/with: %.0f / %.0f   p99: %.0f / %.0f (medians)\n",
-			median(r.BaseLatP50US), median(r.AgentLatP50US), median(r.BaseLatP99US), median(r.AgentLatP99US))
+			stats.Median(r.BaseLatP50US), stats.Median(r.AgentLatP50US), stats.Median(r.BaseLatP99US), stats.Median(r.AgentLatP99US))
 	}
 }
 
@@ -177,7 +178,7 @@ func runScenario(srv *testpg.Server, vigil string, sc scenario, rounds int, d ti
 			r.AgentLatP99US = append(r.AgentLatP99US, with.p99)
 		}
 	}
-	r.MedianRatio = median(r.Ratios)
+	r.MedianRatio = stats.Median(r.Ratios)
 	return r
 }
 
@@ -421,18 +422,6 @@ func (a *agent) rssMiB() float64 {
 		}
 	}
 	return 0
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 func percentile(v []float64, p float64) float64 {

@@ -20,13 +20,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vigil-db/vigil/bench/internal/profile"
+	"github.com/vigil-db/vigil/bench/internal/stats"
 	"github.com/vigil-db/vigil/internal/testpg"
 )
 
@@ -107,17 +107,17 @@ func main() {
 			for _, tg := range targets {
 				extra := ""
 				if v := cpuPerTx[tg.name]; len(v) > 0 {
-					extra = fmt.Sprintf("%14.1f", median(v))
+					extra = fmt.Sprintf("%14.1f", stats.Median(v))
 				}
-				fmt.Printf("%-10s %-4d %-18s %12.0f %12.3f %s\n", mode, c, tg.name, median(tps[tg.name]), median(lat[tg.name]), extra)
+				fmt.Printf("%-10s %-4d %-18s %12.0f %12.3f %s\n", mode, c, tg.name, stats.Median(tps[tg.name]), stats.Median(lat[tg.name]), extra)
 			}
 			fmt.Printf("%-10s %-4d ratio proxy/pgbouncer %.2f, proxy/direct %.2f; added p50 vs pgbouncer %+.0f µs\n\n", mode, c,
-				median(tps["vigil-proxy"])/median(tps["pgbouncer-session"]), median(tps["vigil-proxy"])/median(tps["direct"]),
-				(median(lat["vigil-proxy"])-median(lat["pgbouncer-session"]))*1000)
+				stats.Median(tps["vigil-proxy"])/stats.Median(tps["pgbouncer-session"]), stats.Median(tps["vigil-proxy"])/stats.Median(tps["direct"]),
+				(stats.Median(lat["vigil-proxy"])-stats.Median(lat["pgbouncer-session"]))*1000)
 			if *baseline != "" {
 				fmt.Printf("%-10s %-4d ratio baseline/pgbouncer %.2f, proxy/baseline %.2f; baseline added p50 vs pgbouncer %+.0f µs\n\n", mode, c,
-					median(tps["vigil-baseline"])/median(tps["pgbouncer-session"]), median(tps["vigil-proxy"])/median(tps["vigil-baseline"]),
-					(median(lat["vigil-baseline"])-median(lat["pgbouncer-session"]))*1000)
+					stats.Median(tps["vigil-baseline"])/stats.Median(tps["pgbouncer-session"]), stats.Median(tps["vigil-proxy"])/stats.Median(tps["vigil-baseline"]),
+					(stats.Median(lat["vigil-baseline"])-stats.Median(lat["pgbouncer-session"]))*1000)
 			}
 		}
 	}
@@ -154,7 +154,7 @@ func run(port int, mode string, clients int, d time.Duration) (float64, float64)
 		}
 		fh.Close()
 	}
-	return tps, median(lat)
+	return tps, stats.Median(lat)
 }
 
 func pgbench(port int, args ...string) string {
@@ -192,7 +192,7 @@ logfile = %s/pgbouncer.log
 	must(os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"postgres" ""`+"\n"), 0o644))
 	cmd := exec.Command("runuser", "-u", "postgres", "--", "pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
 	must(cmd.Start())
-	waitPort(port)
+	must(stats.WaitPostgres(port))
 	// runuser stays as pgbouncer's parent; the CPU to measure is the child's.
 	pid := cmd.Process.Pid
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
@@ -225,7 +225,7 @@ func startProxy(vigil string, srv *testpg.Server) (int, int, string, func()) {
 	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	must(cmd.Start())
-	waitPort(port)
+	must(stats.WaitPostgres(port))
 	addr, err := os.ReadFile(filepath.Join(dir, "addr"))
 	must(err)
 	return port, cmd.Process.Pid, string(addr), func() {
@@ -233,16 +233,6 @@ func startProxy(vigil string, srv *testpg.Server) (int, int, string, func()) {
 		_ = cmd.Wait()
 		os.RemoveAll(dir)
 	}
-}
-
-func waitPort(port int) {
-	for i := 0; i < 300; i++ {
-		if exec.Command("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fatal(fmt.Errorf("port %d not ready", port))
 }
 
 // procCPU is a process's user+system CPU so far.
@@ -256,15 +246,6 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func must(err error) {

@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-db/vigil/bench/internal/stats"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/cgroupfs"
 	"github.com/vigil-db/vigil/pkg/steer"
@@ -89,8 +89,8 @@ func connectCost(root string, rounds, n int) {
 		}
 	}
 	fmt.Printf("connect() of an unflagged process, %d calls per run, %d rounds:\n", n, rounds)
-	fmt.Printf("  without steering programs: median %.1f µs (%s)\n", median(res[false])/1000, list(res[false], 1000))
-	fmt.Printf("  with steering programs:    median %.1f µs (%s)\n", median(res[true])/1000, list(res[true], 1000))
+	fmt.Printf("  without steering programs: median %.1f µs (%s)\n", stats.Median(res[false])/1000, list(res[false], 1000))
+	fmt.Printf("  with steering programs:    median %.1f µs (%s)\n", stats.Median(res[true])/1000, list(res[true], 1000))
 }
 
 func connectRun(addr string, n int) float64 {
@@ -155,7 +155,7 @@ func steeredThroughput(vigil, root string, rounds int, d time.Duration) {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 	}()
-	waitPort(proxyPort)
+	must(stats.WaitPostgres(proxyPort))
 	time.Sleep(time.Second) // routes go live once the proxy accepts
 
 	res := map[string][]float64{}
@@ -180,7 +180,7 @@ func steeredThroughput(vigil, root string, rounds int, d time.Duration) {
 	}
 	fmt.Printf("pgbench -S -c 8 from a flagged cgroup, %v per run, %d rounds (tps, rounds in thousands):\n", d, rounds)
 	for _, t := range targets {
-		fmt.Printf("  %-28s median %.0f tps (%s)\n", t.name, median(res[t.name]), list(res[t.name], 1000))
+		fmt.Printf("  %-28s median %.0f tps (%s)\n", t.name, stats.Median(res[t.name]), list(res[t.name], 1000))
 	}
 }
 
@@ -203,25 +203,6 @@ func mkCgroup(root, name string) string {
 	path := fmt.Sprintf("/vigil-bench-%d-%s", os.Getpid(), name)
 	must(os.Mkdir(filepath.Join(root, path), 0o755))
 	return path
-}
-
-func waitPort(port int) {
-	for i := 0; i < 300; i++ {
-		if exec.Command("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fatal(fmt.Errorf("port %d not ready", port))
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // list prints the rounds divided by div.
