@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +73,25 @@ type Approvals struct {
 	CallbackURL string `yaml:"callback_url"`
 	// Webhooks are generic webhook channels: each new request is POSTed to each, signed.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// Slack posts each new request to a Slack channel with Approve and Deny buttons.
+	Slack *Slack `yaml:"slack"`
+}
+
+// Slack is the Slack channel: a Slack app's bot posts the requests, and Slack sends the
+// clicks, signed with the app's signing secret, to the callback listener.
+type Slack struct {
+	// Channel is the id of the channel requests are posted to ("C0123456789"); the bot
+	// must be in it.
+	Channel string `yaml:"channel"`
+	// BotTokenEnv names the environment variable holding the bot token (xoxb-…).
+	BotTokenEnv string `yaml:"bot_token_env"`
+	// SigningSecretEnv names the environment variable holding the app's signing secret.
+	SigningSecretEnv string `yaml:"signing_secret_env"`
+	// Users maps Slack user ids ("U0123456789") to the approvers' email addresses, which
+	// the policy's approvers are matched against. A click by anyone else decides nothing.
+	Users map[string]string `yaml:"users"`
+	// APIURL is Slack's Web API base URL; default https://slack.com/api/ (set for tests).
+	APIURL string `yaml:"api_url"`
 }
 
 // Webhook is one generic webhook channel.
@@ -529,8 +550,33 @@ func (a *Approvals) validate() []error {
 			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].secret_env: required (the variable holding the HMAC secret)", i))
 		}
 	}
-	if len(a.Webhooks) > 0 && a.CallbackListen == "" {
-		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks (their decisions come back to it)"))
+	if sl := a.Slack; sl != nil {
+		if sl.Channel == "" {
+			errs = append(errs, errors.New("approvals.slack.channel: required (the id of the channel requests are posted to)"))
+		}
+		if sl.BotTokenEnv == "" {
+			errs = append(errs, errors.New("approvals.slack.bot_token_env: required (the variable holding the bot token)"))
+		}
+		if sl.SigningSecretEnv == "" {
+			errs = append(errs, errors.New("approvals.slack.signing_secret_env: required (the variable holding the app's signing secret)"))
+		}
+		if len(sl.Users) == 0 {
+			errs = append(errs, errors.New("approvals.slack.users: required (Slack user id → approver email; clicks by anyone else decide nothing)"))
+		}
+		for _, id := range slices.Sorted(maps.Keys(sl.Users)) {
+			email := sl.Users[id]
+			if at := strings.IndexByte(email, '@'); at <= 0 || at != strings.LastIndexByte(email, '@') || at == len(email)-1 || strings.ContainsAny(email, " \t\r\n:") {
+				errs = append(errs, fmt.Errorf("approvals.slack.users.%s: %q: want the approver's email address", id, email))
+			}
+		}
+		if sl.APIURL != "" {
+			if u, err := url.Parse(sl.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("approvals.slack.api_url: %q: want an http:// or https:// URL", sl.APIURL))
+			}
+		}
+	}
+	if (len(a.Webhooks) > 0 || a.Slack != nil) && a.CallbackListen == "" {
+		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks or slack (their decisions come back to it)"))
 	}
 	if a.CallbackURL != "" {
 		if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
