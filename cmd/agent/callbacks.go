@@ -32,6 +32,15 @@ type callbackSecrets struct {
 	webhooks map[string][]byte
 	// slack is the Slack channel's, when configured.
 	slack *slackCallback
+	// jira is the Jira channel's, when configured.
+	jira *jiraCallback
+}
+
+// jiraCallback verifies and maps the Jira channel's webhooks.
+type jiraCallback struct {
+	secret                    []byte
+	approveStatus, denyStatus string
+	users                     map[string]string
 }
 
 // slackCallback verifies and maps the Slack channel's interaction callbacks.
@@ -79,6 +88,17 @@ func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel,
 		chans = append(chans, &approval.Slack{ChannelID: sl.Channel, AgentID: agentID, Client: slack.New(token, opts...)})
 		secrets.slack = &slackCallback{signingSecret: signing, users: sl.Users}
 	}
+	if j := cfg.Jira; j != nil {
+		token, secret := os.Getenv(j.TokenEnv), os.Getenv(j.WebhookSecretEnv)
+		if token == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.jira: the environment variable %s (token_env) is empty or unset", j.TokenEnv)
+		}
+		if secret == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.jira: the environment variable %s (webhook_secret_env) is empty or unset", j.WebhookSecretEnv)
+		}
+		chans = append(chans, &approval.Jira{URL: j.URL, Project: j.Project, IssueType: j.IssueType, User: j.User, Token: token, AgentID: agentID, Client: client})
+		secrets.jira = &jiraCallback{secret: []byte(secret), approveStatus: j.ApproveStatus, denyStatus: j.DenyStatus, users: j.Users}
+	}
 	return chans, secrets, nil
 }
 
@@ -95,6 +115,9 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	}
 	if secrets.slack != nil {
 		names = append(names, "slack")
+	}
+	if secrets.jira != nil {
+		names = append(names, "jira")
 	}
 	for _, name := range names {
 		for _, r := range []string{"accepted", "refused", "failed"} {
@@ -160,6 +183,11 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 			serveSlack(w, r, sc, store, results)
 		})
 	}
+	if jc := secrets.jira; jc != nil {
+		mux.HandleFunc("POST /v1/jira/webhook", func(w http.ResponseWriter, r *http.Request) {
+			serveJira(w, r, jc, store, results)
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
@@ -206,6 +234,56 @@ func serveSlack(w http.ResponseWriter, r *http.Request, sc *slackCallback, store
 		do = store.Approve
 	}
 	got, err := do(d.ID, d.Approver, "through Slack as "+d.User)
+	if err != nil {
+		results.WithLabelValues(channel, "failed").Inc()
+	} else {
+		results.WithLabelValues(channel, "accepted").Inc()
+	}
+	writeDecision(w, d.Approver, got, err)
+}
+
+// serveJira answers one Jira webhook: an issue update, signed with the webhook's secret,
+// that decides when it moves a request's issue into the approving or denying status.
+func serveJira(w http.ResponseWriter, r *http.Request, jc *jiraCallback, store *approval.Store, results *prometheus.CounterVec) {
+	const channel = "jira"
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err))
+		return
+	}
+	d, parseErr := approval.ParseJiraWebhook(body, jc.approveStatus, jc.denyStatus, jc.users, time.Now(), approval.CallbackWindow)
+	if err := approval.VerifyJira(body, r.Header.Get(approval.HeaderJiraSignature), jc.secret); err != nil {
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
+		httpError(w, http.StatusUnauthorized, err)
+		return
+	}
+	switch {
+	case errors.Is(parseErr, approval.ErrJiraNoDecision):
+		// Jira sends every update of the issues its webhook watches; most decide nothing.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case errors.Is(parseErr, approval.ErrStaleTimestamp):
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, parseErr))
+		httpError(w, http.StatusUnauthorized, parseErr)
+		return
+	case errors.Is(parseErr, approval.ErrUnknownJiraUser):
+		results.WithLabelValues(channel, "failed").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusForbidden, parseErr)
+		return
+	case parseErr != nil:
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusBadRequest, parseErr)
+		return
+	}
+	do := store.Deny
+	if d.Decision == "approve" {
+		do = store.Approve
+	}
+	got, err := do(d.ID, d.Approver, "through Jira issue "+d.Issue)
 	if err != nil {
 		results.WithLabelValues(channel, "failed").Inc()
 	} else {

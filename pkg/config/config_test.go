@@ -54,6 +54,12 @@ func TestParse(t *testing.T) {
 		{"slack without users", "approvals:\n  callback_listen: :1\n  slack: {channel: C123, bot_token_env: T, signing_secret_env: S}\n", "approvals.slack.users: required"},
 		{"slack user not an email", "approvals:\n  callback_listen: :1\n  slack: {channel: C123, bot_token_env: T, signing_secret_env: S, users: {U1: \"os:root\"}}\n", "approvals.slack.users.U1: \"os:root\""},
 		{"slack bad api_url", "approvals:\n  callback_listen: :1\n  slack: {channel: C123, bot_token_env: T, signing_secret_env: S, users: {U1: a@b.c}, api_url: slack.com}\n", "approvals.slack.api_url"},
+		{"jira", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: alice@example.com}}\n", ""},
+		{"jira without project", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: alice@example.com}}\n", "approvals.jira.project: required"},
+		{"jira bad url", "approvals:\n  callback_listen: :1\n  jira: {url: x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: alice@example.com}}\n", "approvals.jira.url"},
+		{"jira same statuses", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: a@b.c}, approve_status: Done, deny_status: done}\n", "both \"Done\""},
+		{"jira user not an email", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: bob}}\n", "approvals.jira.users.acc-1"},
+		{"jira without callback_listen", "approvals:\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: a@b.c}}\n", "approvals.callback_listen: required"},
 		{"webhook twice", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: a, url: http://h/x, secret_env: S}\n    - {name: a, url: http://h/y, secret_env: S}\n", "approvals.webhooks[1].name: \"a\" is used twice"},
 		{"bad callback_url", "approvals:\n  callback_url: vigil.example.com\n", "approvals.callback_url"},
 	} {
