@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/slack-go/slack"
 
 	"github.com/vigil-db/vigil/pkg/approval"
 	"github.com/vigil-db/vigil/pkg/config"
@@ -25,42 +26,102 @@ import (
 // control socket, whose peer the kernel names, a callback is trusted for its signature
 // alone: the receiver that holds the channel's secret vouches for the approver it names.
 
-// webhookChannels builds the configured webhooks, their secrets read from the environment.
-func webhookChannels(cfg config.Approvals, agentID string) ([]approval.Channel, map[string][]byte, error) {
+// callbackSecrets is what the callback listener verifies callbacks with.
+type callbackSecrets struct {
+	// webhooks holds each webhook's secret by name.
+	webhooks map[string][]byte
+	// slack is the Slack channel's, when configured.
+	slack *slackCallback
+	// jira is the Jira channel's, when configured.
+	jira *jiraCallback
+}
+
+// jiraCallback verifies and maps the Jira channel's webhooks.
+type jiraCallback struct {
+	secret                    []byte
+	approveStatus, denyStatus string
+	users                     map[string]string
+}
+
+// slackCallback verifies and maps the Slack channel's interaction callbacks.
+type slackCallback struct {
+	signingSecret string
+	users         map[string]string
+}
+
+// approvalChannels builds the configured channels, their secrets read from the environment.
+func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel, callbackSecrets, error) {
 	base := cfg.CallbackURL
 	if base == "" {
 		base = "http://" + cfg.CallbackListen
 	}
 	base = strings.TrimSuffix(base, "/")
+	// Each attempt is bounded by the store's context deadline; no redirects to wherever a
+	// receiver points.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var chans []approval.Channel
-	secrets := map[string][]byte{}
+	secrets := callbackSecrets{webhooks: map[string][]byte{}}
 	for _, w := range cfg.Webhooks {
 		secret := os.Getenv(w.SecretEnv)
 		if secret == "" {
-			return nil, nil, fmt.Errorf("approvals.webhooks %s: the environment variable %s (secret_env) is empty or unset", w.Name, w.SecretEnv)
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.webhooks %s: the environment variable %s (secret_env) is empty or unset", w.Name, w.SecretEnv)
 		}
-		secrets[w.Name] = []byte(secret)
+		secrets.webhooks[w.Name] = []byte(secret)
 		chans = append(chans, &approval.Webhook{
 			ChannelName: w.Name, URL: w.URL, Secret: []byte(secret), AgentID: agentID,
 			DecisionURL: base + "/v1/webhooks/" + url.PathEscape(w.Name) + "/decision",
-			// Each attempt is bounded by the store's context deadline; no redirects to
-			// wherever a receiver points.
-			Client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+			Client:      client,
 		})
+	}
+	if sl := cfg.Slack; sl != nil {
+		token, signing := os.Getenv(sl.BotTokenEnv), os.Getenv(sl.SigningSecretEnv)
+		if token == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.slack: the environment variable %s (bot_token_env) is empty or unset", sl.BotTokenEnv)
+		}
+		if signing == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.slack: the environment variable %s (signing_secret_env) is empty or unset", sl.SigningSecretEnv)
+		}
+		opts := []slack.Option{slack.OptionHTTPClient(client)}
+		if sl.APIURL != "" {
+			opts = append(opts, slack.OptionAPIURL(strings.TrimSuffix(sl.APIURL, "/")+"/"))
+		}
+		chans = append(chans, &approval.Slack{ChannelID: sl.Channel, AgentID: agentID, Client: slack.New(token, opts...)})
+		secrets.slack = &slackCallback{signingSecret: signing, users: sl.Users}
+	}
+	if j := cfg.Jira; j != nil {
+		token, secret := os.Getenv(j.TokenEnv), os.Getenv(j.WebhookSecretEnv)
+		if token == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.jira: the environment variable %s (token_env) is empty or unset", j.TokenEnv)
+		}
+		if secret == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.jira: the environment variable %s (webhook_secret_env) is empty or unset", j.WebhookSecretEnv)
+		}
+		chans = append(chans, &approval.Jira{URL: j.URL, Project: j.Project, IssueType: j.IssueType, User: j.User, Token: token, AgentID: agentID, Client: client})
+		secrets.jira = &jiraCallback{secret: []byte(secret), approveStatus: j.ApproveStatus, denyStatus: j.DenyStatus, users: j.Users}
 	}
 	return chans, secrets, nil
 }
 
 // serveCallbacks answers channel callbacks on l until ctx ends.
-func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, secrets map[string][]byte, reg prometheus.Registerer, log *slog.Logger) error {
+func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, secrets callbackSecrets, reg prometheus.Registerer, log *slog.Logger) error {
 	defer l.Close()
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_approval_callbacks_total",
 		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded), refused (bad signature, stale timestamp, malformed), failed (the decision was not taken: not pending, not an approver, ...).",
 	}, []string{"channel", "result"})
-	for name := range secrets {
+	var names []string
+	for name := range secrets.webhooks {
+		names = append(names, "webhook "+name)
+	}
+	if secrets.slack != nil {
+		names = append(names, "slack")
+	}
+	if secrets.jira != nil {
+		names = append(names, "jira")
+	}
+	for _, name := range names {
 		for _, r := range []string{"accepted", "refused", "failed"} {
-			results.WithLabelValues("webhook "+name, r)
+			results.WithLabelValues(name, r)
 		}
 	}
 	if reg != nil {
@@ -72,7 +133,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	mux.HandleFunc("POST /v1/webhooks/{name}/decision", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		channel := "webhook " + name
-		secret, ok := secrets[name]
+		secret, ok := secrets.webhooks[name]
 		if !ok {
 			httpError(w, http.StatusNotFound, fmt.Errorf("no webhook channel %q", name))
 			return
@@ -117,6 +178,16 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		}
 		writeDecision(w, a, got, err)
 	})
+	if sc := secrets.slack; sc != nil {
+		mux.HandleFunc("POST /v1/slack/interactions", func(w http.ResponseWriter, r *http.Request) {
+			serveSlack(w, r, sc, store, results)
+		})
+	}
+	if jc := secrets.jira; jc != nil {
+		mux.HandleFunc("POST /v1/jira/webhook", func(w http.ResponseWriter, r *http.Request) {
+			serveJira(w, r, jc, store, results)
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
@@ -125,6 +196,100 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		return fmt.Errorf("approval callbacks: %w", err)
 	}
 	return nil
+}
+
+// serveSlack answers one Slack interaction callback: a click on a request's Approve or Deny
+// button, signed by Slack, by a Slack user the configuration maps to an approver.
+func serveSlack(w http.ResponseWriter, r *http.Request, sc *slackCallback, store *approval.Store, results *prometheus.CounterVec) {
+	const channel = "slack"
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err))
+		return
+	}
+	d, parseErr := approval.ParseSlackInteraction(body, sc.users)
+	// Verified before anything in the body is believed; the id, if any, only names the
+	// request the refusal is recorded on.
+	if err := approval.VerifySlack(r.Header, body, sc.signingSecret); err != nil {
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
+		httpError(w, http.StatusUnauthorized, err)
+		return
+	}
+	if errors.Is(parseErr, approval.ErrUnknownSlackUser) {
+		// Slack vouches for the click; the configuration names no approver for the user.
+		results.WithLabelValues(channel, "failed").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusForbidden, parseErr)
+		return
+	}
+	if parseErr != nil {
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusBadRequest, parseErr)
+		return
+	}
+	do := store.Deny
+	if d.Decision == "approve" {
+		do = store.Approve
+	}
+	got, err := do(d.ID, d.Approver, "through Slack as "+d.User)
+	if err != nil {
+		results.WithLabelValues(channel, "failed").Inc()
+	} else {
+		results.WithLabelValues(channel, "accepted").Inc()
+	}
+	writeDecision(w, d.Approver, got, err)
+}
+
+// serveJira answers one Jira webhook: an issue update, signed with the webhook's secret,
+// that decides when it moves a request's issue into the approving or denying status.
+func serveJira(w http.ResponseWriter, r *http.Request, jc *jiraCallback, store *approval.Store, results *prometheus.CounterVec) {
+	const channel = "jira"
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err))
+		return
+	}
+	d, parseErr := approval.ParseJiraWebhook(body, jc.approveStatus, jc.denyStatus, jc.users, time.Now(), approval.CallbackWindow)
+	if err := approval.VerifyJira(body, r.Header.Get(approval.HeaderJiraSignature), jc.secret); err != nil {
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
+		httpError(w, http.StatusUnauthorized, err)
+		return
+	}
+	switch {
+	case errors.Is(parseErr, approval.ErrJiraNoDecision):
+		// Jira sends every update of the issues its webhook watches; most decide nothing.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case errors.Is(parseErr, approval.ErrStaleTimestamp):
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, parseErr))
+		httpError(w, http.StatusUnauthorized, parseErr)
+		return
+	case errors.Is(parseErr, approval.ErrUnknownJiraUser):
+		results.WithLabelValues(channel, "failed").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusForbidden, parseErr)
+		return
+	case parseErr != nil:
+		results.WithLabelValues(channel, "refused").Inc()
+		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
+		httpError(w, http.StatusBadRequest, parseErr)
+		return
+	}
+	do := store.Deny
+	if d.Decision == "approve" {
+		do = store.Approve
+	}
+	got, err := do(d.ID, d.Approver, "through Jira issue "+d.Issue)
+	if err != nil {
+		results.WithLabelValues(channel, "failed").Inc()
+	} else {
+		results.WithLabelValues(channel, "accepted").Inc()
+	}
+	writeDecision(w, d.Approver, got, err)
 }
 
 // isEmail accepts what can name an approver as a verified email: one @, no spaces, and no

@@ -314,7 +314,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 	var approvals *approval.Store
 	if len(cfg.Proxies) > 0 {
-		channels, secrets, err := webhookChannels(cfg.Approvals, cfg.AgentID)
+		channels, secrets, err := approvalChannels(cfg.Approvals, cfg.AgentID)
 		if err == nil {
 			approvals, err = openApprovals(runCtx, cfg.StateDir, engine, channels, trail, reg, log)
 		}

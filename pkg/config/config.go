@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +73,50 @@ type Approvals struct {
 	CallbackURL string `yaml:"callback_url"`
 	// Webhooks are generic webhook channels: each new request is POSTed to each, signed.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// Slack posts each new request to a Slack channel with Approve and Deny buttons.
+	Slack *Slack `yaml:"slack"`
+	// Jira files each new request as a Jira issue; moving it to a status decides.
+	Jira *Jira `yaml:"jira"`
+}
+
+// Jira is the Jira channel: issues created through the REST API, decisions from a Jira
+// webhook on issue updates, signed with the webhook's secret.
+type Jira struct {
+	// URL is the Jira site ("https://example.atlassian.net").
+	URL string `yaml:"url"`
+	// Project is the key of the project issues are filed in; IssueType their type
+	// (default Task).
+	Project   string `yaml:"project"`
+	IssueType string `yaml:"issue_type"`
+	// User is the account the agent files issues as (its email); TokenEnv names the
+	// environment variable holding its API token.
+	User     string `yaml:"user"`
+	TokenEnv string `yaml:"token_env"`
+	// WebhookSecretEnv names the environment variable holding the Jira webhook's secret.
+	WebhookSecretEnv string `yaml:"webhook_secret_env"`
+	// ApproveStatus and DenyStatus are the statuses that approve and deny (default
+	// Approved and Rejected).
+	ApproveStatus string `yaml:"approve_status"`
+	DenyStatus    string `yaml:"deny_status"`
+	// Users maps Jira account ids to the approvers' email addresses.
+	Users map[string]string `yaml:"users"`
+}
+
+// Slack is the Slack channel: a Slack app's bot posts the requests, and Slack sends the
+// clicks, signed with the app's signing secret, to the callback listener.
+type Slack struct {
+	// Channel is the id of the channel requests are posted to ("C0123456789"); the bot
+	// must be in it.
+	Channel string `yaml:"channel"`
+	// BotTokenEnv names the environment variable holding the bot token (xoxb-…).
+	BotTokenEnv string `yaml:"bot_token_env"`
+	// SigningSecretEnv names the environment variable holding the app's signing secret.
+	SigningSecretEnv string `yaml:"signing_secret_env"`
+	// Users maps Slack user ids ("U0123456789") to the approvers' email addresses, which
+	// the policy's approvers are matched against. A click by anyone else decides nothing.
+	Users map[string]string `yaml:"users"`
+	// APIURL is Slack's Web API base URL; default https://slack.com/api/ (set for tests).
+	APIURL string `yaml:"api_url"`
 }
 
 // Webhook is one generic webhook channel.
@@ -529,12 +575,70 @@ func (a *Approvals) validate() []error {
 			errs = append(errs, fmt.Errorf("approvals.webhooks[%d].secret_env: required (the variable holding the HMAC secret)", i))
 		}
 	}
-	if len(a.Webhooks) > 0 && a.CallbackListen == "" {
-		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks (their decisions come back to it)"))
+	if sl := a.Slack; sl != nil {
+		if sl.Channel == "" {
+			errs = append(errs, errors.New("approvals.slack.channel: required (the id of the channel requests are posted to)"))
+		}
+		if sl.BotTokenEnv == "" {
+			errs = append(errs, errors.New("approvals.slack.bot_token_env: required (the variable holding the bot token)"))
+		}
+		if sl.SigningSecretEnv == "" {
+			errs = append(errs, errors.New("approvals.slack.signing_secret_env: required (the variable holding the app's signing secret)"))
+		}
+		if len(sl.Users) == 0 {
+			errs = append(errs, errors.New("approvals.slack.users: required (Slack user id → approver email; clicks by anyone else decide nothing)"))
+		}
+		errs = append(errs, approverEmails("approvals.slack.users", sl.Users)...)
+		if sl.APIURL != "" {
+			if u, err := url.Parse(sl.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("approvals.slack.api_url: %q: want an http:// or https:// URL", sl.APIURL))
+			}
+		}
+	}
+	if j := a.Jira; j != nil {
+		if u, err := url.Parse(j.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("approvals.jira.url: %q: want the site's http:// or https:// URL", j.URL))
+		}
+		for _, f := range []struct{ key, v string }{{"project", j.Project}, {"user", j.User}, {"token_env", j.TokenEnv}, {"webhook_secret_env", j.WebhookSecretEnv}} {
+			if f.v == "" {
+				errs = append(errs, fmt.Errorf("approvals.jira.%s: required", f.key))
+			}
+		}
+		if j.IssueType == "" {
+			j.IssueType = "Task"
+		}
+		if j.ApproveStatus == "" {
+			j.ApproveStatus = "Approved"
+		}
+		if j.DenyStatus == "" {
+			j.DenyStatus = "Rejected"
+		}
+		if strings.EqualFold(j.ApproveStatus, j.DenyStatus) {
+			errs = append(errs, fmt.Errorf("approvals.jira: approve_status and deny_status are both %q", j.ApproveStatus))
+		}
+		if len(j.Users) == 0 {
+			errs = append(errs, errors.New("approvals.jira.users: required (Jira account id → approver email; transitions by anyone else decide nothing)"))
+		}
+		errs = append(errs, approverEmails("approvals.jira.users", j.Users)...)
+	}
+	if (len(a.Webhooks) > 0 || a.Slack != nil || a.Jira != nil) && a.CallbackListen == "" {
+		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks, slack or jira (their decisions come back to it)"))
 	}
 	if a.CallbackURL != "" {
 		if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("approvals.callback_url: %q: want an http:// or https:// URL", a.CallbackURL))
+		}
+	}
+	return errs
+}
+
+// approverEmails checks a map from a channel's user ids to approvers' email addresses.
+func approverEmails(path string, users map[string]string) []error {
+	var errs []error
+	for _, id := range slices.Sorted(maps.Keys(users)) {
+		email := users[id]
+		if at := strings.IndexByte(email, '@'); at <= 0 || at != strings.LastIndexByte(email, '@') || at == len(email)-1 || strings.ContainsAny(email, " \t\r\n:") {
+			errs = append(errs, fmt.Errorf("%s.%s: %q: want the approver's email address", path, id, email))
 		}
 	}
 	return errs
