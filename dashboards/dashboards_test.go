@@ -70,6 +70,9 @@ func TestPanelQueriesOn1816(t *testing.T) {
 			PIIColumns: []string{"email"}, MaskedColumns: []string{"email"}[:i%2], Process: &event.Process{Comm: "psql"}, Statement: "SELECT email FROM customers",
 			Steered: i%2 == 1, SteeredBy: []string{"", "batch-jobs"}[i%2]})
 	}
+	evs = append(evs, &event.Event{Time: now.Add(-30 * time.Second), Type: event.TypeApproval, AgentID: "a", Seq: uint64(len(evs) + 1),
+		DBUser: "alice", Database: "shop", ApprovalID: "apr-1", Rule: "schema-changes", Detail: "approved by os:bob",
+		Statement: "ALTER TABLE customers DROP COLUMN card"})
 	if err := st.Append(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
