@@ -181,6 +181,16 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if err != nil {
 		return err
 	}
+	// Until the trail runs, a failing step closes the store here; from then on shutdown does,
+	// after the trail's last flush.
+	storeOpen := true
+	defer func() {
+		if storeOpen {
+			if err := st.close(); err != nil {
+				log.Error("closing the store", "error", err)
+			}
+		}
+	}()
 
 	engine, err := loadPolicy(cfg.Policy)
 	if err != nil {
@@ -218,6 +228,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	}
 	if fl.metricsFile != "" {
 		if err := writeFileAtomic(fl.metricsFile, []byte(hs.Addr())); err != nil {
+			hs.Close()
 			return fmt.Errorf("--metrics-file: %w", err)
 		}
 	}
@@ -253,6 +264,42 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// shutdown stops everything in order, whether the agent was told to stop or a start-up
+	// step failed: the producers (capture, steering, proxies, sockets), then the trail's
+	// last flush, then the exporter's drain, then the store.
+	var (
+		steering   *steering
+		stopExport = func() {}
+		exportDone = make(chan struct{})
+		shutdown   sync.Once
+	)
+	close(exportDone) // until the exporter runs
+	stopAll := func() {
+		shutdown.Do(func() {
+			cancel()
+			if steering != nil {
+				// New connections go where their clients dial before the proxies stop listening.
+				steering.close()
+			}
+			wg.Wait()
+			stopTrail()
+			if err := <-trailDone; err != nil {
+				fail(fmt.Errorf("flushing the trail: %w", err))
+			}
+			stopExport()
+			<-exportDone
+			storeOpen = false
+			if err := st.close(); err != nil {
+				fail(fmt.Errorf("closing the store: %w", err))
+			}
+		})
+	}
+	// abort is how a step that fails after the trail started returns.
+	abort := func(err error) error {
+		stopAll()
+		return err
+	}
+
 	// Rules that flag what capture sees them match look at capture's events on the way.
 	var flagger *ruleFlagger
 	var captureSink event.Sink = trail
@@ -264,7 +311,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if *cfg.Capture.Enabled {
 		capt, err = newCapturer(cfg, captureSink, engine, log, reg)
 		if err != nil {
-			return err
+			return abort(err)
 		}
 		status.Set("capture", health.Component{Required: true, Detail: "loading eBPF programs"})
 		wg.Add(1)
@@ -282,11 +329,9 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 
 	// Steering is loaded before the proxies (their sessions ask it who connected) and
 	// routes into each proxy only once that proxy accepts.
-	steering, err := startSteering(cfg, trail, log, prevRun)
+	steering, err = startSteering(cfg, trail, log, prevRun)
 	if err != nil {
-		cancel()
-		wg.Wait()
-		return fmt.Errorf("steering: %w", err)
+		return abort(fmt.Errorf("steering: %w", err))
 	}
 	var (
 		routed      sync.WaitGroup
@@ -319,16 +364,12 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 			approvals, err = openApprovals(runCtx, cfg.StateDir, engine, channels, trail, reg, log)
 		}
 		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
+			return abort(err)
 		}
 		if cfg.Approvals.CallbackListen != "" {
 			cl, err := net.Listen("tcp", cfg.Approvals.CallbackListen)
 			if err != nil {
-				cancel()
-				wg.Wait()
-				return fmt.Errorf("approvals.callback_listen: %w", err)
+				return abort(fmt.Errorf("approvals.callback_listen: %w", err))
 			}
 			wg.Add(1)
 			go func() {
@@ -340,9 +381,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		}
 		l, err := listenControl(cfg.StateDir, cfg.Approvals.SocketGroup)
 		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
+			return abort(err)
 		}
 		wg.Add(1)
 		go func() {
@@ -355,16 +394,12 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	for i, px := range cfg.Proxies {
 		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, approvals, reg, log)
 		if err != nil {
-			cancel()
-			wg.Wait()
-			return fmt.Errorf("proxy %d (%s → %s): %w", i, px.Listen, px.Upstream, err)
+			return abort(fmt.Errorf("proxy %d (%s → %s): %w", i, px.Listen, px.Upstream, err))
 		}
 		name := "proxy " + px.Listen
 		l, err := enforce.Listen(runCtx, px.Listen)
 		if err != nil {
-			cancel()
-			wg.Wait()
-			return fmt.Errorf("proxy %d: listening on %s: %w", i, px.Listen, err)
+			return abort(fmt.Errorf("proxy %d: listening on %s: %w", i, px.Listen, err))
 		}
 		wg.Add(1)
 		go func() {
@@ -411,40 +446,25 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		}()
 	}
 	if capt == nil && len(cfg.Proxies) == 0 {
-		return errors.New("nothing to do: capture is off and no --proxy was given")
+		return abort(errors.New("nothing to do: capture is off and no --proxy was given"))
 	}
 	status.Set("store", health.Component{Required: true, Ready: true, Detail: redactURL(cfg.Store)})
 	trailState.publish(status)
 	// The exporter drains the spool after the trail's last flush, so a clean stop leaves
 	// nothing behind in it.
-	exportCtx, stopExport := context.WithCancel(context.Background())
-	defer stopExport()
-	exportDone := make(chan struct{})
 	if st.run != nil {
+		exportCtx, cancelExport := context.WithCancel(context.Background())
+		defer cancelExport()
+		stopExport, exportDone = cancelExport, make(chan struct{})
 		go func() {
 			defer close(exportDone)
 			st.run(exportCtx, status)
 		}()
-	} else {
-		close(exportDone)
 	}
 
 	<-runCtx.Done()
 	log.Info("agent stopping: flushing")
-	if steering != nil {
-		// New connections go where their clients dial before the proxies stop listening.
-		steering.close()
-	}
-	wg.Wait()
-	stopTrail()
-	if err := <-trailDone; err != nil {
-		fail(fmt.Errorf("flushing the trail: %w", err))
-	}
-	stopExport()
-	<-exportDone
-	if err := st.close(); err != nil {
-		fail(fmt.Errorf("closing the store: %w", err))
-	}
+	stopAll()
 	if firstErr != nil {
 		return firstErr
 	}

@@ -128,6 +128,9 @@ func Listen(addr string, gatherer prometheus.Gatherer, status *Status, log *slog
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// Close releases the listener of a server that will not Serve (a start-up that failed).
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Serve serves until ctx is done.
 func (s *Server) Serve(ctx context.Context) error {
 	go func() {
