@@ -147,10 +147,9 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		decodeErr := json.Unmarshal(body, &d)
 		// Verified before anything in the body is believed; the id, if any, only names
 		// the request the refusal is recorded on.
+		cb := callback{w, store, results, channel}
 		if err := approval.VerifySigned(secret, body, r.Header.Get(approval.HeaderTimestamp), r.Header.Get(approval.HeaderSignature), time.Now(), approval.CallbackWindow); err != nil {
-			results.WithLabelValues(channel, "refused").Inc()
-			store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
-			httpError(w, http.StatusUnauthorized, err)
+			cb.refuse(d.ID, "refused", " from "+r.RemoteAddr, http.StatusUnauthorized, err)
 			return
 		}
 		if decodeErr == nil && (d.Decision != "approve" && d.Decision != "deny") {
@@ -160,23 +159,10 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 			decodeErr = fmt.Errorf("approver %q: want the approver's email address", d.Approver)
 		}
 		if decodeErr != nil {
-			results.WithLabelValues(channel, "refused").Inc()
-			store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, decodeErr))
-			httpError(w, http.StatusBadRequest, decodeErr)
+			cb.refuse(d.ID, "refused", "", http.StatusBadRequest, decodeErr)
 			return
 		}
-		a := approval.Approver{Principal: d.Approver, Email: d.Approver}
-		do := store.Deny
-		if d.Decision == "approve" {
-			do = store.Approve
-		}
-		got, err := do(d.ID, a, d.Reason)
-		if err != nil {
-			results.WithLabelValues(channel, "failed").Inc()
-		} else {
-			results.WithLabelValues(channel, "accepted").Inc()
-		}
-		writeDecision(w, a, got, err)
+		cb.decide(d.ID, d.Decision, approval.Approver{Principal: d.Approver, Email: d.Approver}, d.Reason)
 	})
 	if sc := secrets.slack; sc != nil {
 		mux.HandleFunc("POST /v1/slack/interactions", func(w http.ResponseWriter, r *http.Request) {
@@ -210,36 +196,21 @@ func serveSlack(w http.ResponseWriter, r *http.Request, sc *slackCallback, store
 	d, parseErr := approval.ParseSlackInteraction(body, sc.users)
 	// Verified before anything in the body is believed; the id, if any, only names the
 	// request the refusal is recorded on.
+	cb := callback{w, store, results, channel}
 	if err := approval.VerifySlack(r.Header, body, sc.signingSecret); err != nil {
-		results.WithLabelValues(channel, "refused").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
-		httpError(w, http.StatusUnauthorized, err)
+		cb.refuse(d.ID, "refused", " from "+r.RemoteAddr, http.StatusUnauthorized, err)
 		return
 	}
-	if errors.Is(parseErr, approval.ErrUnknownSlackUser) {
+	switch {
+	case errors.Is(parseErr, approval.ErrUnknownSlackUser):
 		// Slack vouches for the click; the configuration names no approver for the user.
-		results.WithLabelValues(channel, "failed").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
-		httpError(w, http.StatusForbidden, parseErr)
+		cb.refuse(d.ID, "failed", "", http.StatusForbidden, parseErr)
+		return
+	case parseErr != nil:
+		cb.refuse(d.ID, "refused", "", http.StatusBadRequest, parseErr)
 		return
 	}
-	if parseErr != nil {
-		results.WithLabelValues(channel, "refused").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
-		httpError(w, http.StatusBadRequest, parseErr)
-		return
-	}
-	do := store.Deny
-	if d.Decision == "approve" {
-		do = store.Approve
-	}
-	got, err := do(d.ID, d.Approver, "through Slack as "+d.User)
-	if err != nil {
-		results.WithLabelValues(channel, "failed").Inc()
-	} else {
-		results.WithLabelValues(channel, "accepted").Inc()
-	}
-	writeDecision(w, d.Approver, got, err)
+	cb.decide(d.ID, d.Decision, d.Approver, "through Slack as "+d.User)
 }
 
 // serveJira answers one Jira webhook: an issue update, signed with the webhook's secret,
@@ -252,10 +223,9 @@ func serveJira(w http.ResponseWriter, r *http.Request, jc *jiraCallback, store *
 		return
 	}
 	d, parseErr := approval.ParseJiraWebhook(body, jc.approveStatus, jc.denyStatus, jc.users, time.Now(), approval.CallbackWindow)
+	cb := callback{w, store, results, channel}
 	if err := approval.VerifyJira(body, r.Header.Get(approval.HeaderJiraSignature), jc.secret); err != nil {
-		results.WithLabelValues(channel, "refused").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, err))
-		httpError(w, http.StatusUnauthorized, err)
+		cb.refuse(d.ID, "refused", " from "+r.RemoteAddr, http.StatusUnauthorized, err)
 		return
 	}
 	switch {
@@ -264,32 +234,48 @@ func serveJira(w http.ResponseWriter, r *http.Request, jc *jiraCallback, store *
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case errors.Is(parseErr, approval.ErrStaleTimestamp):
-		results.WithLabelValues(channel, "refused").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s from %s: %v", channel, r.RemoteAddr, parseErr))
-		httpError(w, http.StatusUnauthorized, parseErr)
+		cb.refuse(d.ID, "refused", " from "+r.RemoteAddr, http.StatusUnauthorized, parseErr)
 		return
 	case errors.Is(parseErr, approval.ErrUnknownJiraUser):
-		results.WithLabelValues(channel, "failed").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
-		httpError(w, http.StatusForbidden, parseErr)
+		cb.refuse(d.ID, "failed", "", http.StatusForbidden, parseErr)
 		return
 	case parseErr != nil:
-		results.WithLabelValues(channel, "refused").Inc()
-		store.Refuse(d.ID, fmt.Sprintf("refused: callback through %s: %v", channel, parseErr))
-		httpError(w, http.StatusBadRequest, parseErr)
+		cb.refuse(d.ID, "refused", "", http.StatusBadRequest, parseErr)
 		return
 	}
-	do := store.Deny
-	if d.Decision == "approve" {
-		do = store.Approve
+	cb.decide(d.ID, d.Decision, d.Approver, "through Jira issue "+d.Issue)
+}
+
+// callback is one channel's decision arriving: it records a refusal on the request the
+// callback names, or applies the decision, and counts either by channel and result.
+type callback struct {
+	w       http.ResponseWriter
+	store   *approval.Store
+	results *prometheus.CounterVec
+	channel string
+}
+
+// refuse answers status and records the refusal on request id (if the body named one);
+// result is "refused" (not believed) or "failed" (believed, but deciding nothing).
+func (c callback) refuse(id, result, detail string, status int, err error) {
+	c.results.WithLabelValues(c.channel, result).Inc()
+	c.store.Refuse(id, fmt.Sprintf("refused: callback through %s%s: %v", c.channel, detail, err))
+	httpError(c.w, status, err)
+}
+
+// decide approves or denies request id as approver, with reason.
+func (c callback) decide(id, decision string, approver approval.Approver, reason string) {
+	do := c.store.Deny
+	if decision == "approve" {
+		do = c.store.Approve
 	}
-	got, err := do(d.ID, d.Approver, "through Jira issue "+d.Issue)
+	got, err := do(id, approver, reason)
+	result := "accepted"
 	if err != nil {
-		results.WithLabelValues(channel, "failed").Inc()
-	} else {
-		results.WithLabelValues(channel, "accepted").Inc()
+		result = "failed"
 	}
-	writeDecision(w, d.Approver, got, err)
+	c.results.WithLabelValues(c.channel, result).Inc()
+	writeDecision(c.w, approver, got, err)
 }
 
 // isEmail accepts what can name an approver as a verified email: one @, no spaces, and no
