@@ -215,13 +215,7 @@ func newApprovalsCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				for _, r := range reqs {
-					if err := enc.Encode(r); err != nil {
-						return err
-					}
-				}
-				return nil
+				return jsonLines(cmd.OutOrStdout(), reqs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATUS\tREQUESTER\tDATABASE\tRULE\tCREATED\tSTATEMENT")

@@ -195,6 +195,17 @@ func socketDo(ctx context.Context, sock, noAgent, method, path string, body, out
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// jsonLines writes items as JSON lines, the CLI's --json format.
+func jsonLines[T any](w io.Writer, items []T) error {
+	enc := json.NewEncoder(w)
+	for _, it := range items {
+		if err := enc.Encode(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func newFlagsCmd() *cobra.Command {
 	var stateDir string
 	cmd := &cobra.Command{
@@ -214,13 +225,7 @@ func newFlagsCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				for _, f := range flags {
-					if err := enc.Encode(f); err != nil {
-						return err
-					}
-				}
-				return nil
+				return jsonLines(cmd.OutOrStdout(), flags)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSELECTOR\tORIGIN\tBY\tUNTIL\tREASON")
