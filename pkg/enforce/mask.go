@@ -158,7 +158,7 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 			if n.schema != "public" && n.schema != "" {
 				cp.name = n.schema + "." + cp.name
 			}
-			pii, strat, raw := pol.Column(&req, n.schema, n.table, n.column)
+			pii, strat, raw := ss.columnPII(&req, n)
 			switch {
 			case pii && raw:
 				cp.action = colKeep
