@@ -27,7 +27,7 @@ import (
 
 // newProxy builds one enforcement proxy listener. Its upstream connections are announced to
 // capture, which then leaves them to the proxy: each statement is recorded once.
-func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, approvals *approval.Store, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
+func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, approvals *approval.Store, idOpts identity.Options, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
 	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams, Approvals: approvals}
 	if px.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)
@@ -81,7 +81,7 @@ func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink ev
 			log.Warn("proxy takes OIDC tokens without TLS: only clients on this host can log in (set tls_cert and tls_key)", "listen", px.Listen)
 		}
 	}
-	ident := identity.New(identity.Options{Logger: log})
+	ident := identity.New(idOpts)
 	owners := &identity.OwnerCache{}
 	cfg.Identify = func(_ context.Context, client net.Conn) enforce.Principal {
 		if st != nil {

@@ -307,9 +307,10 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		flagger = newRuleFlagger(trail, engine, log)
 		captureSink = flagger
 	}
+	idOpts := identityOptions(cfg, log, reg)
 	var capt *capture.Capturer
 	if *cfg.Capture.Enabled {
-		capt, err = newCapturer(cfg, captureSink, engine, log, reg)
+		capt, err = newCapturer(cfg, captureSink, engine, idOpts, log, reg)
 		if err != nil {
 			return abort(err)
 		}
@@ -347,7 +348,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 	if steering != nil {
 		defer steering.close()
 		go steering.expire(runCtx)
-		go steering.followPolicy(runCtx, engine, identity.New(identity.Options{Logger: log}))
+		go steering.followWorkloads(runCtx, workloadRules(cfg, engine), identity.New(idOpts))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -392,7 +393,7 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		}()
 	}
 	for i, px := range cfg.Proxies {
-		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, approvals, reg, log)
+		p, err := newProxy(px, *cfg.Audit.RecordParams, engine, trail, capt, steering, approvals, idOpts, reg, log)
 		if err != nil {
 			return abort(fmt.Errorf("proxy %d (%s → %s): %w", i, px.Listen, px.Upstream, err))
 		}
@@ -527,9 +528,10 @@ func reportCaptureStatus(ctx context.Context, c *capture.Capturer, status *healt
 	}
 }
 
-func newCapturer(cfg *config.Config, sink event.Sink, engine *policy.Engine, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
+func newCapturer(cfg *config.Config, sink event.Sink, engine *policy.Engine, idOpts identity.Options, log *slog.Logger, reg prometheus.Registerer) (*capture.Capturer, error) {
 	cc := capture.Config{
 		Host:         cfg.Host,
+		Identity:     idOpts,
 		Decoder:      postgres.Config{MaxStatementBytes: cfg.Capture.MaxStatementBytes, RecordParams: *cfg.Audit.RecordParams},
 		TLS:          *cfg.Capture.TLS,
 		Unix:         *cfg.Capture.UnixSockets,

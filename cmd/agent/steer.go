@@ -79,6 +79,9 @@ func startSteering(cfg *config.Config, sink event.Sink, log *slog.Logger, prev *
 	st := &steering{s: s, log: log, sink: sink}
 	st.flags = steer.NewFlags(s, path, st.record)
 	for i, sel := range cfg.Steer {
+		if !sel.Workload.IsZero() {
+			continue // followWorkloads flags the containers it selects as they come and go
+		}
 		f := steer.Flag{Name: sel.Name, Origin: steer.OriginConfig, By: "config",
 			Selector: steer.Selector{Cgroup: sel.Cgroup, Exe: sel.Exe, UID: sel.UID, Source: sel.Source}}
 		if _, err := st.flags.Add(f); err != nil {
@@ -255,13 +258,46 @@ func (st *steering) origin(c net.Conn) (steer.Origin, string, bool) {
 // enforce section.
 const policyScanInterval = 2 * time.Second
 
-// followPolicy flags, until ctx ends, the running processes that the policy's enforce
-// section selects, and unflags them when they are gone: a process in a container by its
-// container's cgroup (every process of the workload), any other by its pid (with the
-// children it forks). A workload is steered from the first scan that sees it: a process
-// that connects within its first policyScanInterval may still go direct, and is captured.
-func (st *steering) followPolicy(ctx context.Context, engine *policy.Engine, ident *identity.Resolver) {
-	if !engine.EnforcesWorkloads() {
+// workloadRule selects running processes to flag: the policy's enforce section, or a
+// steer selector of the configuration on what a container is.
+type workloadRule struct {
+	origin string // steer.OriginPolicy or steer.OriginConfig
+	by     string // who set the flag, for the trail
+	name   string // the config selector's name; "" for the policy
+	match  func(*event.Process) bool
+	// containersOnly: the rule is about containers, so a process outside one is not
+	// flagged by its pid.
+	containersOnly bool
+}
+
+// workloadRules are the rules followWorkloads applies: the policy's enforce section and
+// the configuration's workload selectors.
+func workloadRules(cfg *config.Config, engine *policy.Engine) []workloadRule {
+	var rules []workloadRule
+	if engine.EnforcesWorkloads() {
+		rules = append(rules, workloadRule{origin: steer.OriginPolicy, by: "policy enforce section",
+			match: func(p *event.Process) bool { return engine.Enforced(&policy.Request{Process: p}) }})
+	}
+	for _, sel := range cfg.Steer {
+		if sel.Workload.IsZero() {
+			continue
+		}
+		w := policy.Workload{Namespace: sel.Workload.Namespace, Pod: sel.Workload.Pod,
+			ServiceAccount: sel.Workload.ServiceAccount, Labels: sel.Workload.Labels,
+			ContainerID: sel.Workload.ContainerID, Image: sel.Workload.Image}
+		rules = append(rules, workloadRule{origin: steer.OriginConfig, by: "config steer " + sel.Name, name: sel.Name,
+			match: w.Matches, containersOnly: true})
+	}
+	return rules
+}
+
+// followWorkloads flags, until ctx ends, the running processes that rules select, and
+// unflags them when they are gone: a process in a container by its container's cgroup
+// (every process of the workload), any other by its pid (with the children it forks). A
+// workload is steered from the first scan that sees it: a process that connects within its
+// first policyScanInterval may still go direct, and is captured.
+func (st *steering) followWorkloads(ctx context.Context, rules []workloadRule, ident *identity.Resolver) {
+	if len(rules) == 0 {
 		return
 	}
 	mine := map[string]string{} // selector → flag name, for the flags this loop set
@@ -271,7 +307,7 @@ func (st *steering) followPolicy(ctx context.Context, engine *policy.Engine, ide
 		seen := map[string]bool{}
 		procs, err := os.ReadDir("/proc")
 		if err != nil {
-			st.log.Error("listing processes for the policy's enforce section", "err", err)
+			st.log.Error("listing processes for the workload selectors", "err", err)
 		}
 		for _, d := range procs {
 			pid, err := strconv.Atoi(d.Name())
@@ -279,35 +315,48 @@ func (st *steering) followPolicy(ctx context.Context, engine *policy.Engine, ide
 				continue
 			}
 			p, err := ident.Lookup(pid)
-			if err != nil || !engine.Enforced(&policy.Request{Process: p}) {
-				continue
-			}
-			sel := steer.Selector{}
-			if cg := containerCgroup(pid, p); cg != "" {
-				sel.Cgroup = cg
-			} else {
-				u := uint32(pid)
-				sel.PID = &u
-			}
-			key := sel.String()
-			seen[key] = true
-			if _, ok := mine[key]; ok {
-				continue
-			}
-			f, err := st.flags.Add(steer.Flag{Selector: sel, Origin: steer.OriginPolicy,
-				By:     "policy enforce section",
-				Reason: fmt.Sprintf("%s[%d] matches an enforce workload", p.Comm, pid)})
 			if err != nil {
-				if !strings.Contains(err.Error(), "already flagged") {
-					st.log.Warn("flagging a workload the policy enforces", "pid", pid, "err", err)
-				}
 				continue
 			}
-			mine[key] = f.Name
+			for _, r := range rules {
+				if !r.match(p) {
+					continue
+				}
+				sel := steer.Selector{}
+				if cg := containerCgroup(pid, p); cg != "" {
+					sel.Cgroup = cg
+				} else if r.containersOnly {
+					continue
+				} else {
+					u := uint32(pid)
+					sel.PID = &u
+				}
+				key := sel.String()
+				seen[key] = true
+				if _, ok := mine[key]; ok {
+					break
+				}
+				f := steer.Flag{Selector: sel, Origin: r.origin, By: r.by}
+				if r.name != "" {
+					f.Name = r.name + ":" + shortID(p.ContainerID)
+					f.Reason = fmt.Sprintf("container %s (%s) matches steer selector %s", shortID(p.ContainerID), describeWorkload(p), r.name)
+				} else {
+					f.Reason = fmt.Sprintf("%s[%d] matches an enforce workload", p.Comm, pid)
+				}
+				added, err := st.flags.Add(f)
+				if err != nil {
+					if !strings.Contains(err.Error(), "already flagged") {
+						st.log.Warn("flagging a selected workload", "pid", pid, "by", r.by, "err", err)
+					}
+					break
+				}
+				mine[key] = added.Name
+				break
+			}
 		}
 		for key, name := range mine {
 			if !seen[key] {
-				if err := st.flags.Remove(name, "policy enforce section: the workload is gone"); err != nil {
+				if err := st.flags.Remove(name, "the workload is gone"); err != nil {
 					st.log.Warn("unflagging a workload that is gone", "flag", name, "err", err)
 				}
 				delete(mine, key)
@@ -319,6 +368,29 @@ func (st *steering) followPolicy(ctx context.Context, engine *policy.Engine, ide
 		case <-t.C:
 		}
 	}
+}
+
+// shortID is a container id as runtimes print it.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// describeWorkload names a container's pod and image for the trail.
+func describeWorkload(p *event.Process) string {
+	var parts []string
+	if p.Namespace != "" || p.Pod != "" {
+		parts = append(parts, "pod "+p.Namespace+"/"+p.Pod)
+	}
+	if p.Image != "" {
+		parts = append(parts, "image "+p.Image)
+	}
+	if len(parts) == 0 {
+		return "no pod"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // containerCgroup is the cgroup v2 path of a containerised process (its container's

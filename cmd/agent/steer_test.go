@@ -345,6 +345,70 @@ func TestPolicyEnforceSection(t *testing.T) {
 	agent.wait(t)
 }
 
+// TestSteerByWorkload: a steer selector on what a container is (its image here) flags the
+// pod's container found among the host's processes, so its psql's DROP meets the proxy; the
+// event names the container's pod and image.
+func TestSteerByWorkload(t *testing.T) {
+	testenv.RequireBPF(t)
+	srv := testpg.Start(t)
+	if _, err := srv.Psql("postgres", "CREATE TABLE workload_t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	root, err := cgroupfs.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := testenv.FakePod(t, root)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfgFile, []byte("identity: {host_root: "+pod.HostRoot+", pod_labels: off}\n"+
+		"steer:\n  - {name: billing, namespace: payments, image: 'registry.example.com/billing-api:*'}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, err := testpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	addrFile := filepath.Join(dir, "metrics-addr")
+	agent := startRun(t, "--config", cfgFile, "--no-capture", "--state-dir", state,
+		"--metrics", "127.0.0.1:0", "--metrics-file", addrFile, "--log-level", "warn",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=%s", proxyPort, srv.Addr()))
+	waitReadyz(t, addrFile, agent.done)
+
+	// The container's process waits out a scan, then runs psql against the server.
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("sleep %d; psql -X -q -A -t -h 127.0.0.1 -p %d -U postgres -d postgres -c 'DROP TABLE workload_t' 2>&1",
+		int(2*policyScanInterval/time.Second)+1, srv.Port))
+	cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: pod.FD}
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "drop") {
+		t.Errorf("DROP from the selected container: %q, want the proxy's refusal", out)
+	}
+	if left, err := srv.Psql("postgres", "SELECT count(*) FROM pg_class WHERE relname = 'workload_t'"); err != nil || strings.TrimSpace(left) != "1" {
+		t.Errorf("workload_t after the refused DROP: %q, %v", left, err)
+	}
+	agent.wait(t)
+	evs := readEvents(t, state)
+	var flagged, refused bool
+	for _, e := range evs {
+		if e.Type == event.TypeFlag && strings.Contains(e.Detail, "billing:"+pod.ContainerID[:12]+" added") &&
+			strings.Contains(e.Detail, "image "+pod.Image) {
+			flagged = true
+		}
+		if e.Type == event.TypeStatement && e.Decision == event.DecisionBlock && e.Steered &&
+			e.Process != nil && e.Process.Image == pod.Image && e.Process.Pod == pod.Name && e.Process.Namespace == pod.Namespace {
+			refused = true
+		}
+	}
+	if !flagged || !refused {
+		for _, e := range evs {
+			t.Logf("%s %s %s %+v", e.Type, e.Decision, e.Detail, e.Process)
+		}
+		t.Errorf("flag event %v, steered refusal naming the pod and image %v", flagged, refused)
+	}
+}
+
 // TestSteerFailModes kills the agent with SIGKILL while a workload is flagged. With
 // steer_fail: closed the flagged psql is refused while no agent runs (its connect() still
 // goes to the dead proxy's port) and an unflagged one is not; with open it reaches the

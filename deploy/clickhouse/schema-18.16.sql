@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events (
     process_pod String,
     process_namespace String,
     process_service_account String,
+    process_image String,
     process_cgroup String,
     has_identity UInt8,
     identity_issuer String,

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS vigil.audit_events_local ON CLUSTER vigil (
     process_pod LowCardinality(String),
     process_namespace LowCardinality(String),
     process_service_account LowCardinality(String),
+    process_image LowCardinality(String),
     process_cgroup LowCardinality(String),
     has_identity UInt8,
     identity_issuer LowCardinality(String),

@@ -63,6 +63,7 @@ func appendCanonical(b []byte, e *event.Event) ([]byte, error) {
 		b = optString(b, `,"pod":`, p.Pod)
 		b = optString(b, `,"namespace":`, p.Namespace)
 		b = optString(b, `,"service_account":`, p.ServiceAccount)
+		b = optString(b, `,"image":`, p.Image)
 		b = optString(b, `,"cgroup":`, p.Cgroup)
 		b = closeObject(b, n)
 	}
@@ -248,7 +249,8 @@ var encoderSchema = map[reflect.Type][]string{
 		"PID int32 pid,omitempty", "UID *int32 uid,omitempty", "Comm string comm,omitempty",
 		"Exe string exe,omitempty", "ContainerID string container_id,omitempty",
 		"Pod string pod,omitempty", "Namespace string namespace,omitempty",
-		"ServiceAccount string service_account,omitempty", "Cgroup string cgroup,omitempty",
+		"ServiceAccount string service_account,omitempty", "Image string image,omitempty",
+		"Labels map[string]string -", "Cgroup string cgroup,omitempty",
 	},
 	reflect.TypeFor[event.Identity](): {
 		"Issuer string issuer,omitempty", "Subject string subject,omitempty",

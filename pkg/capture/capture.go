@@ -27,6 +27,9 @@ import (
 type Config struct {
 	// Host names this machine in session ids.
 	Host string
+	// Identity configures how client processes are looked up (their Logger is replaced
+	// with capture's).
+	Identity identity.Options
 	// Decoder configures the PostgreSQL decoder (statement cap, bind parameters).
 	Decoder postgres.Config
 	// TLS attaches uprobes to each server binary to see TLS connections in plaintext.
@@ -148,7 +151,7 @@ func New(cfg Config, sink event.Sink, labeler Labeler, log *slog.Logger, reg pro
 		sink:     sink,
 		labeler:  labeler,
 		log:      log,
-		ident:    identity.New(identity.Options{Logger: log}),
+		ident:    identity.New(withLogger(cfg.Identity, log)),
 		procs:    map[procKey]*conn{},
 		tlsSocks: map[uint32]tlsSock{},
 		live:     map[*conn]struct{}{},
@@ -433,4 +436,9 @@ func (c *Capturer) flushAll() {
 		cn.close(now)
 		delete(c.procs, k)
 	}
+}
+
+func withLogger(o identity.Options, log *slog.Logger) identity.Options {
+	o.Logger = log
+	return o
 }

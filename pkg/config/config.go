@@ -52,6 +52,8 @@ type Config struct {
 	// servers directly, unenforced) or "closed" (the hooks stay pinned and keep sending them
 	// to the proxy's port, where nothing listens: refused until an agent is back).
 	SteerFail string `yaml:"steer_fail"`
+	// Identity configures how clients are identified.
+	Identity Identity `yaml:"identity"`
 	// Export tunes shipping the spool to ClickHouse.
 	Export Export `yaml:"export"`
 	// Approvals configures the control socket that `vigil approvals` talks to.
@@ -134,6 +136,12 @@ type Webhook struct {
 const (
 	SteerFailOpen   = "open"
 	SteerFailClosed = "closed"
+)
+
+// Values of Identity.PodLabels.
+const (
+	PodLabelsAuto = "auto"
+	PodLabelsOff  = "off"
 )
 
 // Export tunes the ClickHouse exporter.
@@ -298,6 +306,42 @@ type SteerSelector struct {
 	// Source flags remote clients from a network (CIDR), whose connections arriving at a
 	// proxied server's port on this host are handed to the proxy.
 	Source string `yaml:"source"`
+	// Workload flags containers by what they are; every field it sets must match (globs
+	// allowed), as in the policy's workload selectors. The agent finds matching containers
+	// among the host's processes every few seconds and flags each one's cgroup.
+	Workload WorkloadSelector `yaml:",inline"`
+}
+
+// WorkloadSelector selects containers by their Kubernetes identity or image.
+type WorkloadSelector struct {
+	Namespace      string            `yaml:"namespace"`
+	Pod            string            `yaml:"pod"`
+	ServiceAccount string            `yaml:"service_account"`
+	Labels         map[string]string `yaml:"labels"`
+	ContainerID    string            `yaml:"container_id"`
+	Image          string            `yaml:"image"`
+}
+
+// IsZero reports whether the selector sets nothing.
+func (w *WorkloadSelector) IsZero() bool {
+	return (w.Namespace == "" && w.Pod == "" && w.ServiceAccount == "" && len(w.Labels) == 0 &&
+		w.ContainerID == "" && w.Image == "")
+}
+
+// Identity configures how the agent learns who a client is.
+type Identity struct {
+	// HostRoot is where the host's root filesystem is visible to the agent: "/" (the
+	// default) on the host, "/proc/1/root" in a container with hostPID, as the DaemonSet
+	// runs it. Container runtimes' bundles (pod, namespace, image) and the kubelet's volumes
+	// (service account) are read under it.
+	HostRoot string `yaml:"host_root"`
+	// PodLabels reads pods' labels from the Kubernetes API server, for selectors on
+	// labels: "auto" (the default: when the agent runs in a pod, with its service account,
+	// which must be allowed to list pods) or "off".
+	PodLabels string `yaml:"pod_labels"`
+	// NodeName is this node's name in Kubernetes, whose pods are listed; default
+	// $NODE_NAME (the DaemonSet sets it from spec.nodeName).
+	NodeName string `yaml:"node_name"`
 }
 
 // DefaultStore is the store when none is configured: the local store under the state
@@ -413,6 +457,15 @@ func (c *Config) applyDefaults() {
 	if c.SteerFail == "" {
 		c.SteerFail = SteerFailOpen
 	}
+	if c.Identity.HostRoot == "" {
+		c.Identity.HostRoot = "/"
+	}
+	if c.Identity.PodLabels == "" {
+		c.Identity.PodLabels = PodLabelsAuto
+	}
+	if c.Identity.NodeName == "" {
+		c.Identity.NodeName = os.Getenv("NODE_NAME")
+	}
 	for i := range c.Steer {
 		if c.Steer[i].Name == "" {
 			c.Steer[i].Name = fmt.Sprintf("steer[%d]", i)
@@ -476,19 +529,25 @@ func (c *Config) Validate() error {
 		errs = append(errs, p.validateAuth(i)...)
 	}
 	errs = append(errs, c.Approvals.validate()...)
+	if c.Identity.PodLabels != PodLabelsAuto && c.Identity.PodLabels != PodLabelsOff {
+		errs = append(errs, fmt.Errorf("identity.pod_labels: %q: want auto or off", c.Identity.PodLabels))
+	}
+	if !strings.HasPrefix(c.Identity.HostRoot, "/") {
+		errs = append(errs, fmt.Errorf("identity.host_root: %q: want an absolute path", c.Identity.HostRoot))
+	}
 	if c.SteerFail != SteerFailOpen && c.SteerFail != SteerFailClosed {
 		errs = append(errs, fmt.Errorf("steer_fail: %q: want open or closed", c.SteerFail))
 	}
 	names := map[string]bool{}
 	for i, sel := range c.Steer {
 		n := 0
-		for _, set := range []bool{sel.Cgroup != "", sel.Exe != "", sel.UID != nil, sel.Source != ""} {
+		for _, set := range []bool{sel.Cgroup != "", sel.Exe != "", sel.UID != nil, sel.Source != "", !sel.Workload.IsZero()} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			errs = append(errs, fmt.Errorf("steer[%d]: give exactly one of cgroup, exe, uid, source (got %d); list a selector per criterion", i, n))
+			errs = append(errs, fmt.Errorf("steer[%d]: give exactly one of cgroup, exe, uid, source, or workload fields (namespace, pod, service_account, labels, container_id, image) (got %d); list a selector per criterion", i, n))
 		}
 		if sel.Cgroup != "" && !strings.HasPrefix(sel.Cgroup, "/") {
 			errs = append(errs, fmt.Errorf("steer[%d].cgroup: %q: want a path from the cgroup root, as in the 0:: line of /proc/PID/cgroup", i, sel.Cgroup))
@@ -500,6 +559,11 @@ func (c *Config) Validate() error {
 		}
 		if sel.Exe != "" && !strings.HasPrefix(sel.Exe, "/") {
 			errs = append(errs, fmt.Errorf("steer[%d].exe: %q: want an absolute path", i, sel.Exe))
+		}
+		for k := range sel.Workload.Labels {
+			if k == "" {
+				errs = append(errs, fmt.Errorf("steer[%d].labels: a label selector needs a label name", i))
+			}
 		}
 		if names[sel.Name] {
 			errs = append(errs, fmt.Errorf("steer[%d].name: %q is used twice", i, sel.Name))

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParse(t *testing.T) {
@@ -25,7 +28,13 @@ func TestParse(t *testing.T) {
 		{"steer source", "steer:\n  - {name: office, source: 10.1.2.0/24}\n", ""},
 		{"steer loopback source", "steer:\n  - source: 127.0.0.0/8\n", "steer[0].source"},
 		{"steer_fail typo", "steer_fail: closd\n", "steer_fail: \"closd\": want open or closed"},
-		{"steer unknown key", "steer:\n  - namespace: prod\n", "field namespace not found"},
+		{"steer unknown key", "steer:\n  - namespce: prod\n", "field namespce not found"},
+		{"steer workload", "steer:\n  - {name: billing, namespace: payments, labels: {app: billing}}\n  - image: registry.example.com/etl:*\n", ""},
+		{"steer workload and cgroup", "steer:\n  - {namespace: payments, cgroup: /x}\n", "steer[0]: give exactly one"},
+		{"steer empty label", "steer:\n  - labels: {\"\": x}\n", "steer[0].labels"},
+		{"identity", "identity: {host_root: /proc/1/root, pod_labels: off, node_name: node-1}\n", ""},
+		{"identity pod_labels typo", "identity: {pod_labels: of}\n", "identity.pod_labels"},
+		{"identity relative host_root", "identity: {host_root: host}\n", "identity.host_root"},
 		{"export", "export:\n  shutdown_timeout: 3s\n", ""},
 		{"keep across restarts off", "capture:\n  keep_across_restarts: false\n", ""},
 		{"keep across restarts typo", "capture:\n  keep_accross_restarts: false\n", "line 2: field keep_accross_restarts not found"},
@@ -96,5 +105,35 @@ func TestParseProxyFlag(t *testing.T) {
 		if _, err := ParseProxyFlag(bad); err == nil {
 			t.Errorf("ParseProxyFlag(%q): want error", bad)
 		}
+	}
+}
+
+// TestDaemonSetConfig: the configuration the shipped DaemonSet gives its agents loads.
+func TestDaemonSetConfig(t *testing.T) {
+	f, err := os.Open("../../deploy/kubernetes/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("no ConfigMap with vigil.yaml in the DaemonSet's manifest: %v", err)
+		}
+		if doc.Kind != "ConfigMap" || doc.Data["vigil.yaml"] == "" {
+			continue
+		}
+		c, err := Parse([]byte(doc.Data["vigil.yaml"]), "daemonset.yaml vigil.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Identity.HostRoot != "/proc/1/root" {
+			t.Errorf("identity.host_root %q: the agent in its pod would read its own root for pods' identities", c.Identity.HostRoot)
+		}
+		return
 	}
 }

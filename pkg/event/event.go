@@ -72,6 +72,11 @@ type Process struct {
 	Pod            string `json:"pod,omitempty"` // pod UID, or name where known
 	Namespace      string `json:"namespace,omitempty"`
 	ServiceAccount string `json:"service_account,omitempty"`
+	// Image is the container's image as the runtime names it ("registry/app:1.4.2").
+	Image string `json:"image,omitempty"`
+	// Labels are the pod's labels, for workload selectors; not recorded (they change,
+	// and selectors say what matters about them).
+	Labels map[string]string `json:"-"`
 	// Cgroup is the process's cgroup v2 path, as in the 0:: line of /proc/PID/cgroup (or
 	// as the kernel named its cgroup at connect): the workload steering flags.
 	Cgroup string `json:"cgroup,omitempty"`

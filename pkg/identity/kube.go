@@ -21,7 +21,8 @@ import (
 //     k8s.io under Kubernetes, moby under Docker), CRI-O and podman at
 //     /run/containers/storage/overlay-containers/<id>/userdata/config.json. Its annotations
 //     name the pod: io.kubernetes.cri.sandbox-{name,namespace,uid} (containerd) or
-//     io.kubernetes.pod.{name,namespace,uid} (CRI-O);
+//     io.kubernetes.pod.{name,namespace,uid} (CRI-O), and the image the container runs:
+//     io.kubernetes.cri.image-name (containerd) or io.kubernetes.cri-o.ImageName (CRI-O);
 //   - the service account: the bundle's mount list says where on the node the kubelet put the
 //     pod's token volume (the mount at /var/run/secrets/kubernetes.io/serviceaccount); the
 //     token there is a JWT whose claims name the service account. Only the claims are decoded
@@ -30,6 +31,7 @@ import (
 type podMeta struct {
 	Name, Namespace, UID string
 	ServiceAccount       string
+	Image                string
 }
 
 const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -91,6 +93,7 @@ func podMetaOf(log *slog.Logger, hostRoot string, cfg *ociConfig) podMeta {
 		Name:      first("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"),
 		Namespace: first("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"),
 		UID:       first("io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"),
+		Image:     first("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"),
 	}
 	src := ""
 	for _, mnt := range cfg.Mounts {

@@ -34,6 +34,8 @@ type Options struct {
 	CgroupRoot string
 	// CacheSize bounds each cache (processes, containers, cgroups); default 8192.
 	CacheSize int
+	// PodLabels, when set, adds pods' labels from the Kubernetes API server.
+	PodLabels *PodLabels
 	Logger    *slog.Logger
 }
 
@@ -67,6 +69,7 @@ type procKey struct {
 type procEntry struct {
 	comm string // exec keeps pid and start time but changes comm: a changed comm is a miss
 	p    event.Process
+	pod  string // pod UID, for its labels (which change, so are not cached here)
 }
 
 type podResult struct {
@@ -123,7 +126,7 @@ func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 	e, ok := r.procs.get(key)
 	r.mu.Unlock()
 	if ok && e.comm == st.Comm {
-		return cloneProcess(&e.p), nil
+		return r.withLabels(cloneProcess(&e.p), e.pod), nil
 	}
 
 	uid, err := ReadUID(pid)
@@ -140,7 +143,7 @@ func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.fillContainer(&p, c)
+	pod := r.fillContainer(&p, c)
 	p.Cgroup = v2
 
 	// The pid may have exited and been reused while the files above were read.
@@ -148,18 +151,18 @@ func (r *Resolver) Lookup(pid int) (*event.Process, error) {
 		return nil, fmt.Errorf("process %d exited during lookup: %w", pid, ErrNotFound)
 	}
 	r.mu.Lock()
-	r.procs.put(key, procEntry{comm: st.Comm, p: p})
+	r.procs.put(key, procEntry{comm: st.Comm, p: p, pod: pod})
 	r.mu.Unlock()
-	return cloneProcess(&p), nil
+	return r.withLabels(cloneProcess(&p), pod), nil
 }
 
 // fillContainer sets the container and pod fields of p from a parsed cgroup path and, for a
-// container, from its runtime bundle (cached by container id).
-func (r *Resolver) fillContainer(p *event.Process, c Container) {
+// container, from its runtime bundle (cached by container id). It returns the pod's UID.
+func (r *Resolver) fillContainer(p *event.Process, c Container) (podUID string) {
 	p.ContainerID = c.ID
 	p.Pod = c.PodUID
 	if c.ID == "" {
-		return
+		return c.PodUID
 	}
 	r.mu.Lock()
 	res, ok := r.pods.get(c.ID)
@@ -175,13 +178,26 @@ func (r *Resolver) fillContainer(p *event.Process, c Container) {
 		r.mu.Unlock()
 	}
 	if !res.ok {
-		return
+		return c.PodUID
 	}
 	if res.meta.Name != "" {
 		p.Pod = res.meta.Name
 	}
 	p.Namespace = res.meta.Namespace
 	p.ServiceAccount = res.meta.ServiceAccount
+	p.Image = res.meta.Image
+	if res.meta.UID != "" {
+		return res.meta.UID
+	}
+	return c.PodUID
+}
+
+// withLabels adds the labels of the pod with this UID, when pod labels are configured.
+func (r *Resolver) withLabels(p *event.Process, podUID string) *event.Process {
+	if r.opts.PodLabels != nil && podUID != "" {
+		p.Labels, _ = r.opts.PodLabels.Labels(podUID)
+	}
+	return p
 }
 
 func cloneProcess(p *event.Process) *event.Process {
@@ -201,8 +217,8 @@ func (r *Resolver) CgroupIdentity(id uint64) (*event.Process, error) {
 		return nil, err
 	}
 	p := event.Process{Cgroup: path}
-	r.fillContainer(&p, ParseCgroupPath(path))
-	return &p, nil
+	pod := r.fillContainer(&p, ParseCgroupPath(path))
+	return r.withLabels(&p, pod), nil
 }
 
 // CgroupPath resolves a cgroup v2 id (the cgroup directory's inode number, which is what

@@ -1,18 +1,16 @@
 package identity
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigil-db/vigil/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,91 +78,50 @@ func TestContainerInRealCgroup(t *testing.T) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	// A unique pod UID and container id per run: other tests may share the hierarchy.
-	suffix := strconv.FormatInt(time.Now().UnixNano()%1e12, 16)
-	podUID := "5e0c1a2b-3c4d-4e5f-8a9b-" + strings.Repeat("0", 12-len(suffix)) + suffix
-	id := strings.Repeat("a", 64-len(suffix)) + suffix
-	rel := []string{
-		"kubepods.slice",
-		"kubepods.slice/kubepods-besteffort.slice",
-		"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + strings.ReplaceAll(podUID, "-", "_") + ".slice",
-		"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + strings.ReplaceAll(podUID, "-", "_") + ".slice/cri-containerd-" + id + ".scope",
+	pod := testenv.FakePod(t, root)
+	api, ca, token := apiServer(t, "s3cret-token", map[string]map[string]string{pod.UID: {"app": "billing"}}, nil)
+	labels, err := NewPodLabels(KubeAPI{Server: api.URL, TokenFile: token, CAFile: ca, Node: "node-1"}, slog.Default(), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, d := range rel {
-		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
-		}
-	}
-	leaf := filepath.Join(root, rel[len(rel)-1])
-	t.Cleanup(func() {
-		for i := len(rel) - 1; i >= 2; i-- {
-			os.Remove(filepath.Join(root, rel[i])) // the shared parents stay
-		}
-	})
-
-	// The runtime's bundle and the kubelet's token volume, in their on-node formats.
-	hostRoot := t.TempDir()
-	tokenDir := "/var/lib/kubelet/pods/" + podUID + "/volumes/kubernetes.io~projected/kube-api-access-x7k2p"
-	writeToken(t, filepath.Join(hostRoot, tokenDir, "token"), map[string]any{
-		"aud": []string{"https://kubernetes.default.svc.cluster.local"},
-		"iss": "https://kubernetes.default.svc.cluster.local",
-		"sub": "system:serviceaccount:payments:billing-api",
-		"kubernetes.io": map[string]any{
-			"namespace":      "payments",
-			"pod":            map[string]string{"name": "billing-api-7c9d8f6b5-x2x9q", "uid": podUID},
-			"serviceaccount": map[string]string{"name": "billing-api", "uid": "0b6e8a52-1c1f-4f43-9a57-5d0c4a1e7e11"},
-		},
-	})
-	bundle := map[string]any{
-		"ociVersion": "1.1.0",
-		"process":    map[string]any{"args": []string{"/app/billing"}},
-		"annotations": map[string]string{
-			"io.kubernetes.cri.container-type":    "container",
-			"io.kubernetes.cri.container-name":    "api",
-			"io.kubernetes.cri.image-name":        "registry.example.com/billing-api:1.4.2",
-			"io.kubernetes.cri.sandbox-id":        strings.Repeat("c", 64),
-			"io.kubernetes.cri.sandbox-name":      "billing-api-7c9d8f6b5-x2x9q",
-			"io.kubernetes.cri.sandbox-namespace": "payments",
-			"io.kubernetes.cri.sandbox-uid":       podUID,
-		},
-		"mounts": []map[string]any{
-			{"destination": "/proc", "type": "proc", "source": "proc"},
-			{"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/kubelet/pods/" + podUID + "/etc-hosts"},
-			{"destination": "/var/run/secrets/kubernetes.io/serviceaccount", "type": "bind", "source": tokenDir, "options": []string{"rbind", "rprivate", "ro"}},
-		},
-	}
-	writeJSON(t, filepath.Join(hostRoot, "run/containerd/io.containerd.runtime.v2.task/k8s.io", id, "config.json"), bundle)
-
 	cmd := exec.Command("sleep", "30")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
-		t.Fatalf("moving the child into %s: %v", leaf, err)
-	}
+	pod.Enter(t, cmd.Process.Pid)
 
-	r := New(Options{HostRoot: hostRoot, CgroupRoot: root})
+	r := New(Options{HostRoot: pod.HostRoot, CgroupRoot: root, PodLabels: labels})
 	defer r.Close()
 	p, err := r.Lookup(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ContainerID != id || p.Pod != "billing-api-7c9d8f6b5-x2x9q" || p.Namespace != "payments" || p.ServiceAccount != "billing-api" || p.Comm != "sleep" {
+	if p.ContainerID != pod.ContainerID || p.Pod != pod.Name || p.Namespace != pod.Namespace || p.ServiceAccount != pod.Account || p.Comm != "sleep" ||
+		p.Image != pod.Image {
 		t.Errorf("Lookup = %+v", p)
+	}
+	// Labels come from the API server, asked in the background: a later lookup has them.
+	for deadline := time.Now().Add(10 * time.Second); p.Labels["app"] != "billing"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("labels never arrived: %+v", p)
+		}
+		if p, err = r.Lookup(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// The cgroup id eBPF reports is the directory's inode number.
 	var st unix.Stat_t
-	if err := unix.Stat(leaf, &st); err != nil {
+	if err := unix.Stat(pod.Dir, &st); err != nil {
 		t.Fatal(err)
 	}
 	path, err := r.CgroupPath(st.Ino)
-	if err != nil || path != "/"+rel[len(rel)-1] {
-		t.Fatalf("CgroupPath(%d) = %q, %v; want /%s", st.Ino, path, err, rel[len(rel)-1])
+	if err != nil || path != pod.Cgroup {
+		t.Fatalf("CgroupPath(%d) = %q, %v; want %s", st.Ino, path, err, pod.Cgroup)
 	}
 	cp, err := r.CgroupIdentity(st.Ino)
-	if err != nil || cp.ContainerID != id || cp.Pod != "billing-api-7c9d8f6b5-x2x9q" || cp.ServiceAccount != "billing-api" {
+	if err != nil || cp.ContainerID != pod.ContainerID || cp.Pod != pod.Name || cp.ServiceAccount != pod.Account || cp.Labels["app"] != "billing" {
 		t.Errorf("CgroupIdentity = %+v, %v", cp, err)
 	}
 
@@ -190,40 +147,6 @@ func TestContainerInRealCgroup(t *testing.T) {
 	}
 }
 
-func writeToken(t *testing.T, path string, claims map[string]any) {
-	t.Helper()
-	enc := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	// The signature is opaque bytes here: the kubelet's file is the trust anchor, and the
-	// resolver reads only the claims.
-	tok := enc(map[string]string{"alg": "RS256", "kid": "k1"}) + "." + enc(claims) + "." + base64.RawURLEncoding.EncodeToString([]byte("signature"))
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(tok), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // CRI-O (and podman) keep the bundle elsewhere and name the pod with io.kubernetes.pod.*;
 // clusters before bound tokens mounted a secret-based token with legacy claims.
 func TestPodMetaCRIOLegacyToken(t *testing.T) {
@@ -231,14 +154,14 @@ func TestPodMetaCRIOLegacyToken(t *testing.T) {
 	id := strings.Repeat("d", 64)
 	podUID := "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
 	secretDir := "/var/lib/kubelet/pods/" + podUID + "/volumes/kubernetes.io~secret/default-token-4kq9z"
-	writeToken(t, filepath.Join(hostRoot, secretDir, "token"), map[string]any{
+	testenv.WriteToken(t, filepath.Join(hostRoot, secretDir, "token"), map[string]any{
 		"iss":                                    "kubernetes/serviceaccount",
 		"kubernetes.io/serviceaccount/namespace": "legacy",
 		"kubernetes.io/serviceaccount/secret.name":          "default-token-4kq9z",
 		"kubernetes.io/serviceaccount/service-account.name": "reporting",
 		"sub": "system:serviceaccount:legacy:reporting",
 	})
-	writeJSON(t, filepath.Join(hostRoot, "run/containers/storage/overlay-containers", id, "userdata/config.json"), map[string]any{
+	testenv.WriteJSON(t, filepath.Join(hostRoot, "run/containers/storage/overlay-containers", id, "userdata/config.json"), map[string]any{
 		"ociVersion": "1.0.2-dev",
 		"annotations": map[string]string{
 			"io.kubernetes.cri-o.ContainerType": "container",
@@ -246,13 +169,14 @@ func TestPodMetaCRIOLegacyToken(t *testing.T) {
 			"io.kubernetes.pod.namespace":       "legacy",
 			"io.kubernetes.pod.uid":             podUID,
 			"io.kubernetes.container.name":      "reports",
+			"io.kubernetes.cri-o.ImageName":     "quay.io/acme/reports:2.0",
 		},
 		"mounts": []map[string]any{
 			{"destination": "/run/secrets/kubernetes.io/serviceaccount", "type": "bind", "source": secretDir},
 		},
 	})
 	m, err := readPodMeta(slog.Default(), hostRoot, id)
-	want := podMeta{Name: "reports-0", Namespace: "legacy", UID: podUID, ServiceAccount: "reporting"}
+	want := podMeta{Name: "reports-0", Namespace: "legacy", UID: podUID, ServiceAccount: "reporting", Image: "quay.io/acme/reports:2.0"}
 	if err != nil || m != want {
 		t.Fatalf("readPodMeta = %+v, %v; want %+v", m, err, want)
 	}

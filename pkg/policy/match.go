@@ -126,8 +126,10 @@ func (sp serverPattern) match(addr string) bool {
 	return sp.prefix.Contains(a.Unmap())
 }
 
-// matchWorkload reports whether the process satisfies every field the selector sets.
-// Fields the agent did not report do not match: a selector never matches on missing data.
+// Matches reports whether the process satisfies every field the selector sets. Fields the
+// agent did not report do not match: a selector never matches on missing data.
+func (w *Workload) Matches(p *event.Process) bool { return matchWorkload(w, p) }
+
 func matchWorkload(w *Workload, p *event.Process) bool {
 	if p == nil {
 		return false
@@ -135,13 +137,14 @@ func matchWorkload(w *Workload, p *event.Process) bool {
 	if w.UID != nil && (p.UID == nil || *p.UID != *w.UID) {
 		return false
 	}
-	if w.Image != "" {
-		// event.Process carries no image yet.
-		return false
+	for k, pat := range w.Labels {
+		if val, ok := p.Labels[k]; !ok || !glob(pat, val) {
+			return false
+		}
 	}
 	for _, f := range []struct{ pat, val string }{
 		{w.Exe, p.Exe}, {w.Comm, p.Comm}, {w.ContainerID, p.ContainerID}, {w.Pod, p.Pod},
-		{w.Namespace, p.Namespace}, {w.ServiceAccount, p.ServiceAccount},
+		{w.Namespace, p.Namespace}, {w.ServiceAccount, p.ServiceAccount}, {w.Image, p.Image},
 	} {
 		if f.pat != "" && (f.val == "" || !glob(f.pat, f.val)) {
 			return false

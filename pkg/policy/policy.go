@@ -89,6 +89,9 @@ type Workload struct {
 	Pod            string `yaml:"pod"`
 	Namespace      string `yaml:"namespace"`
 	ServiceAccount string `yaml:"service_account"`
+	// Labels must all be on the client's pod, with these values (globs allowed). The agent
+	// reads pods' labels from the Kubernetes API server (identity.pod_labels).
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Sensitive says which result columns are PII and how to mask them.

@@ -155,13 +155,43 @@ func TestPolicyErrors(t *testing.T) {
 	}
 }
 
-func TestImageSelectorWarns(t *testing.T) {
-	p, err := Parse([]byte("principals:\n  x:\n    workloads:\n      - image: nginx\n"), "p.yaml")
-	if err != nil {
-		t.Fatal(err)
+// TestWorkloadSelectors: every field a selector sets must match, labels by name and glob,
+// and a field the agent did not report never matches.
+func TestWorkloadSelectors(t *testing.T) {
+	billing := &event.Process{Namespace: "payments", Image: "registry.example.com/billing-api:1.4.2",
+		Labels: map[string]string{"app": "billing", "tier": "backend"}}
+	for _, tc := range []struct {
+		sel  string
+		p    *event.Process
+		want bool
+	}{
+		{"image: registry.example.com/billing-api:*", billing, true},
+		{"image: registry.example.com/billing-api:*", &event.Process{Namespace: "payments"}, false},
+		{"labels: {app: billing}", billing, true},
+		{"labels: {app: billing, tier: front*}", billing, false},
+		{"labels: {app: bill*, tier: back*}", billing, true},
+		{"labels: {team: payments}", billing, false},
+		{"labels: {app: billing}", &event.Process{Namespace: "payments"}, false},
+		{"{namespace: payments, labels: {app: billing}}", billing, true},
+		{"{namespace: analytics, labels: {app: billing}}", billing, false},
+	} {
+		p, err := Parse([]byte("enforce:\n  workloads:\n    - "+tc.sel+"\n"), "p.yaml")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sel, err)
+		}
+		if len(p.Warnings) != 0 {
+			t.Errorf("%s: warnings %q", tc.sel, p.Warnings)
+		}
+		e, err := NewEngine(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.Enforced(&Request{Process: tc.p}); got != tc.want {
+			t.Errorf("%s on %+v: %v, want %v", tc.sel, tc.p, got, tc.want)
+		}
 	}
-	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "line 4") {
-		t.Errorf("warnings %q", p.Warnings)
+	if _, err := Parse([]byte("enforce:\n  workloads:\n    - labels: {}\n"), "p.yaml"); err == nil {
+		t.Error("an empty label selector was accepted")
 	}
 }
 

@@ -227,11 +227,14 @@ func (v *validator) sensitive(s *Sensitive) {
 }
 
 func (v *validator) workload(path []any, w Workload) {
-	if w == (Workload{}) {
+	if w.UID == nil && w.Exe == "" && w.Comm == "" && w.ContainerID == "" && w.Image == "" && w.Pod == "" &&
+		w.Namespace == "" && w.ServiceAccount == "" && len(w.Labels) == 0 {
 		v.errorf(path, "an empty workload selector would match every process")
 	}
-	if w.Image != "" {
-		v.warnings = append(v.warnings, fmt.Sprintf("%s: line %d: workload selector on image %q never matches until the agent reports container images", v.name, v.line(path...), w.Image))
+	for k := range w.Labels {
+		if k == "" {
+			v.errorf(path, "a label selector needs a label name")
+		}
 	}
 }
 

@@ -102,8 +102,8 @@ func TestUpgradeFromSchema3(t *testing.T) {
 	st := openStore(t, srv, "vigil")
 	ctx := context.Background()
 	applied, err := st.Migrate(ctx)
-	if err != nil || fmt.Sprint(applied) != "[4 5 6 7]" {
-		t.Fatalf("Migrate: applied %v, %v; want [4 5 6 7]", applied, err)
+	if err != nil || len(applied) == 0 || applied[0] != 4 || applied[len(applied)-1] != SchemaVersion() {
+		t.Fatalf("Migrate: applied %v, %v; want 4 to %d", applied, err, SchemaVersion())
 	}
 	for table, key := range map[string]string{"audit_events": eventsKey, "audit_activity_1m": activityKey} {
 		if ddl, err := srv.Query("SHOW CREATE TABLE vigil." + table); err != nil || !strings.Contains(ddl, "ORDER BY ("+key+")") {

@@ -35,6 +35,7 @@ var migrations = []migration{
 	{5, "signed heads of the chains", Layout.headsDDL, nil},
 	{6, "steered connections", nil, upgradeSteered},
 	{7, "process cgroups", nil, upgradeProcessCgroup},
+	{8, "container images", nil, upgradeProcessImage},
 }
 
 // SchemaVersion is the newest schema version this binary knows.
@@ -188,6 +189,11 @@ func upgradeSteered(ctx context.Context, conn driver.Conn, l Layout) error {
 // upgradeProcessCgroup adds process_cgroup to an events table made before it.
 func upgradeProcessCgroup(ctx context.Context, conn driver.Conn, l Layout) error {
 	return addEventColumns(ctx, conn, l, "process_service_account", "process_cgroup")
+}
+
+// upgradeProcessImage adds process_image to an events table made before it.
+func upgradeProcessImage(ctx context.Context, conn driver.Conn, l Layout) error {
+	return addEventColumns(ctx, conn, l, "process_service_account", "process_image")
 }
 
 // addEventColumns adds the named eventColumns to the events tables, in order, the first

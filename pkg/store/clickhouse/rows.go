@@ -27,7 +27,7 @@ type eventColumnsBuf struct {
 	steeredBy                                                        []string
 	pPID                                                             []int32
 	pUID                                                             []*int32
-	pComm, pExe, pContainer, pPod, pNamespace, pSA, pCgroup          []string
+	pComm, pExe, pContainer, pPod, pNamespace, pSA, pImage, pCgroup  []string
 	hasIdentity                                                      []uint8
 	iIssuer, iSubject, iEmail                                        []string
 	iGroups                                                          [][]string
@@ -60,7 +60,7 @@ func (c *eventColumnsBuf) reset(n int) {
 	c.pPID = reuse(c.pPID, n)
 	c.pUID = reuse(c.pUID, n)
 	c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA = reuse(c.pComm, n), reuse(c.pExe, n), reuse(c.pContainer, n), reuse(c.pPod, n), reuse(c.pNamespace, n), reuse(c.pSA, n)
-	c.pCgroup = reuse(c.pCgroup, n)
+	c.pImage, c.pCgroup = reuse(c.pImage, n), reuse(c.pCgroup, n)
 	c.hasIdentity = reuse(c.hasIdentity, n)
 	c.iIssuer, c.iSubject, c.iEmail = reuse(c.iIssuer, n), reuse(c.iSubject, n), reuse(c.iEmail, n)
 	c.iGroups = reuse(c.iGroups, n)
@@ -134,6 +134,7 @@ func (c *eventColumnsBuf) add(e *event.Event) {
 	c.pPod = append(c.pPod, p.Pod)
 	c.pNamespace = append(c.pNamespace, p.Namespace)
 	c.pSA = append(c.pSA, p.ServiceAccount)
+	c.pImage = append(c.pImage, p.Image)
 	c.pCgroup = append(c.pCgroup, p.Cgroup)
 	id := e.Identity
 	c.hasIdentity = append(c.hasIdentity, b2u(id != nil))
@@ -176,7 +177,7 @@ func (c *eventColumnsBuf) columns(legacy bool) ([]string, []any) {
 	}
 	data = append(data, c.typ, c.source, c.protocol, c.host, c.agentID, c.chainID, c.seq,
 		c.dbUser, c.database, c.application, c.clientAddr, c.serverAddr, c.sessionID, c.backendPID, c.tls, c.steered, c.steeredBy,
-		c.hasProcess, c.pPID, c.pUID, c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA, c.pCgroup,
+		c.hasProcess, c.pPID, c.pUID, c.pComm, c.pExe, c.pContainer, c.pPod, c.pNamespace, c.pSA, c.pImage, c.pCgroup,
 		c.hasIdentity, c.iIssuer, c.iSubject, c.iEmail, c.iGroups,
 		c.statement, c.truncated, c.params, c.fingerprint, c.kind, c.tables,
 		c.rows, c.durationUS, c.errCode, c.errMessage, c.decision, c.rule, c.pii, c.masked, c.approvalID,
@@ -218,7 +219,7 @@ func (s *scanner) scan(rows driver.Rows) (*event.Event, error) {
 	}
 	dest = append(dest, &typ, &e.Source, &e.Protocol, &e.Host, &e.AgentID, &e.ChainID, &e.Seq,
 		&e.DBUser, &e.Database, &e.Application, &e.ClientAddr, &e.ServerAddr, &e.SessionID, &e.BackendPID, &tls, &steered, &e.SteeredBy,
-		&hasP, &p.PID, &p.UID, &p.Comm, &p.Exe, &p.ContainerID, &p.Pod, &p.Namespace, &p.ServiceAccount, &p.Cgroup,
+		&hasP, &p.PID, &p.UID, &p.Comm, &p.Exe, &p.ContainerID, &p.Pod, &p.Namespace, &p.ServiceAccount, &p.Image, &p.Cgroup,
 		&hasI, &id.Issuer, &id.Subject, &id.Email, &groups,
 		&e.Statement, &truncated, &params, &e.Fingerprint, &e.Kind, &tables,
 		&e.Rows, &e.DurationUS, &e.Error, &e.ErrorMessage, &e.Decision, &e.Rule, &pii, &masked, &e.ApprovalID,

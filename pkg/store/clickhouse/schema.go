@@ -84,6 +84,7 @@ var eventColumns = []column{
 	{name: "process_pod", typ: "String", lc: true},
 	{name: "process_namespace", typ: "String", lc: true},
 	{name: "process_service_account", typ: "String", lc: true},
+	{name: "process_image", typ: "String", lc: true},
 	{name: "process_cgroup", typ: "String", lc: true},
 	{name: "has_identity", typ: "UInt8"},
 	{name: "identity_issuer", typ: "String", lc: true},

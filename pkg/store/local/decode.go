@@ -390,6 +390,8 @@ func (d *dec) process() *event.Process {
 			p.Namespace = d.str()
 		case "service_account":
 			p.ServiceAccount = d.str()
+		case "image":
+			p.Image = d.str()
 		case "cgroup":
 			p.Cgroup = d.str()
 		default:
