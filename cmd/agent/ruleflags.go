@@ -154,8 +154,8 @@ func ownCgroup() string {
 }
 
 // terminateWorkload ends the sessions of the workload on the server the statement went to:
-// the session that matched, and every session whose client (a loopback TCP connection)
-// belongs to the workload. It logs in as the catalog user of the proxy that fronts that
+// the session that matched, and every session whose client (over loopback TCP or a Unix
+// socket, so a process on this host) belongs to the workload. It logs in as the catalog user of the proxy that fronts that
 // server. It returns the backends it ended.
 func terminateWorkload(ctx context.Context, cfg *config.Config, req ruleMatch, sel steer.Selector) ([]int32, error) {
 	cc, err := catalogConfig(cfg, req.server, req.database)
@@ -183,7 +183,7 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 			rows.Close()
 			return nil, err
 		}
-		if pid == req.backend || belongs(addr, port, server, sel) {
+		if pid == req.backend || belongs(pid, addr, port, server, sel) {
 			victims = append(victims, pid)
 		}
 	}
@@ -204,17 +204,34 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 	return ended, nil
 }
 
-// belongs says whether the session from addr:port to server is the workload's: its client
-// socket's owner is in the flagged cgroup (or below), or is the flagged process.
-func belongs(addr string, port int32, server netip.AddrPort, sel steer.Selector) bool {
-	a, err := netip.ParseAddr(addr)
-	if err != nil || !a.IsLoopback() || !server.IsValid() {
-		return false
+// belongs says whether the session of backend (from addr:port to server) is the workload's:
+// its client socket's owner is in the flagged cgroup (or below), or is the flagged process.
+// pg_stat_activity gives a Unix-socket session port -1 and no address: its client is the
+// process at the other end of the backend's socket.
+func belongs(backend int32, addr string, port int32, server netip.AddrPort, sel steer.Selector) bool {
+	var owner int
+	if port == -1 {
+		s, err := identity.SocketOf(int(backend))
+		if err != nil || s.Network != "unix" {
+			return false
+		}
+		if owner, err = identity.UnixPeer(int(backend), s.Inode); err != nil {
+			return false
+		}
+	} else {
+		a, err := netip.ParseAddr(addr)
+		if err != nil || !a.IsLoopback() || !server.IsValid() {
+			return false
+		}
+		if owner, err = identity.TCPOwner(netip.AddrPortFrom(a, uint16(port)), server); err != nil {
+			return false
+		}
 	}
-	owner, err := identity.TCPOwner(netip.AddrPortFrom(a, uint16(port)), server)
-	if err != nil {
-		return false
-	}
+	return ownerIn(owner, sel)
+}
+
+// ownerIn says whether process owner is the flagged process, or in the flagged cgroup.
+func ownerIn(owner int, sel steer.Selector) bool {
 	if sel.PID != nil {
 		return uint32(owner) == *sel.PID
 	}

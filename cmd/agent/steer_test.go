@@ -537,6 +537,18 @@ rules:
 		t.Fatal(err)
 	}
 	fmt.Fprintln(stdin, "SELECT 'long-1';")
+	// And one over the server's Unix socket.
+	longUnix := inCgroup(exec.Command("psql", "-X", "-q", "-A", "-t", "-h", srv.SocketDir, "-p", strconv.Itoa(srv.Port), "-U", "postgres", "-d", "postgres"))
+	unixIn, err := longUnix.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unixOut strings.Builder
+	longUnix.Stdout, longUnix.Stderr = &unixOut, &unixOut
+	if err := longUnix.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(unixIn, "SELECT 'unix-1';")
 	time.Sleep(300 * time.Millisecond)
 
 	if out, err := inCgroup(exec.Command("psql", append(psqlArgs, "-c", "DROP TABLE rf_one")...)).CombinedOutput(); err != nil {
@@ -562,6 +574,12 @@ rules:
 	if strings.Contains(longOut.String(), "long-2") || !strings.Contains(longOut.String(), "terminat") {
 		t.Errorf("the workload's open session after the flag: %q, want it ended", longOut.String())
 	}
+	fmt.Fprintln(unixIn, "SELECT 'unix-2';")
+	unixIn.Close()
+	_ = longUnix.Wait()
+	if !strings.Contains(unixOut.String(), "unix-1") || strings.Contains(unixOut.String(), "unix-2") || !strings.Contains(unixOut.String(), "terminat") {
+		t.Errorf("the workload's open Unix-socket session after the flag: %q, want it ended", unixOut.String())
+	}
 	// Its next connection goes through the proxy, which refuses the DROP.
 	out, _ := inCgroup(exec.Command("psql", append(psqlArgs, "-c", "DROP TABLE rf_two")...)).CombinedOutput()
 	if !strings.Contains(string(out), "no-drop-through-the-proxy") {
@@ -583,10 +601,10 @@ rules:
 			continue
 		}
 		added = added || (strings.Contains(ev.Detail, "rule drop-flags-the-workload") && strings.Contains(ev.Detail, "DROP TABLE rf_one"))
-		ended = ended || strings.Contains(ev.Detail, "ended 1 open session(s)")
+		ended = ended || strings.Contains(ev.Detail, "ended 2 open session(s)")
 	}
 	if !added || !ended {
-		t.Errorf("flag events: added %v, ended %v; want the rule's flag and the ending of the open session (the DROP's own had ended)\n%s", added, ended, evOut)
+		t.Errorf("flag events: added %v, ended %v; want the rule's flag and the ending of the two open sessions, TCP and Unix (the DROP's own had ended)\n%s", added, ended, evOut)
 	}
 }
 
