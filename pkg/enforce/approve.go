@@ -113,6 +113,7 @@ func (ss *session) approve(st *stmt, b *pgproto3.Bind, stmtName string) (*stmt, 
 	defer stop()
 	ss.srv.holds.Store(ss.key, withdraw)
 	defer ss.srv.holds.Delete(ss.key)
+	go ss.watchHangup(ctx, withdraw)
 	// Earlier requests of the batch go to the server now: their answers are not held.
 	if err := ss.sw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing to upstream: %w", err)
@@ -159,6 +160,8 @@ func (ss *session) hold(ctx context.Context, st *stmt, req approval.Statement, i
 	case err == nil:
 	case errors.Is(context.Cause(ctx), errClientCancel):
 		r, err = store.Withdraw(id, approval.StatusWithdrawn, "withdrawn: the client cancelled the statement")
+	case errors.Is(context.Cause(ctx), errClientGone):
+		r, err = store.Withdraw(id, approval.StatusWithdrawn, "withdrawn: the client disconnected while the statement was held")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		r, err = store.Withdraw(id, approval.StatusExpired, fmt.Sprintf("expired: no decision within the %s hold", d))
 	default:
@@ -261,4 +264,27 @@ func (ss *session) notice(text string) error {
 		return fmt.Errorf("writing to client: %w", err)
 	}
 	return nil
+}
+
+// hangupPoll is how often a held client's connection is looked at: the delay before its
+// request is withdrawn after it hangs up.
+const hangupPoll = 250 * time.Millisecond
+
+// watchHangup withdraws the held request (through withdraw) once the client hangs up, until
+// ctx ends. Nothing reads the client during a hold, so without it a client that gave up
+// would stay pending for approvers until the hold's timeout.
+func (ss *session) watchHangup(ctx context.Context, withdraw context.CancelCauseFunc) {
+	t := time.NewTicker(hangupPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if clientGone(ss.client) {
+				withdraw(errClientGone)
+				return
+			}
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -200,3 +201,45 @@ func TestExtendedProtocolApprovals(t *testing.T) {
 }
 
 func itoa(n int) string { return stringInt(int32(n)) }
+
+// TestHeldClientHangsUp: a client that disconnects while its statement is held has its
+// request withdrawn within a poll, so approvers are not asked for what nobody waits for,
+// and the statement never runs.
+func TestHeldClientHangsUp(t *testing.T) {
+	h, store := approvalHarness(t)
+	ctx := context.Background()
+	// psql killed: gone without a Terminate or a CancelRequest (pgx would send one).
+	const del = "DELETE FROM accounts WHERE id = 7"
+	psql := exec.Command("psql", "-X", "-q", "-c", del, h.dsn("analyst", "postgres"))
+	if err := psql.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := pendingRequest(t, store, del)
+	start := time.Now()
+	psql.Process.Kill()
+	psql.Wait()
+	for {
+		got, err := store.Get(r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status == approval.StatusWithdrawn {
+			if !strings.Contains(got.Detail, "disconnected") {
+				t.Errorf("withdrawn with detail %q", got.Detail)
+			}
+			t.Logf("withdrawn %v after the hangup", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("request %s still %s %v after its client hung up (hold is 10s)", r.ID, got.Status, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := store.Approve(r.ID, bob, "late"); err == nil {
+		t.Error("a withdrawn request was approved")
+	}
+	var n int
+	if err := h.connect(t, "analyst").QueryRow(ctx, "SELECT count(*) FROM accounts WHERE id = 7").Scan(&n); err != nil || n != 1 {
+		t.Errorf("row 7: %d, %v; want it there", n, err)
+	}
+}
