@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -42,6 +43,8 @@ type Jira struct {
 	User, Token string
 	AgentID     string
 	Client      *http.Client
+
+	issues posts // request id → issue key, for Ended
 }
 
 // Name implements Channel.
@@ -115,6 +118,53 @@ func (j *Jira) Notify(ctx context.Context, r Request) error {
 	}
 	if err := json.Unmarshal(answer, &created); err != nil || created.Key == "" {
 		return fmt.Errorf("creating the issue: Jira's answer names no issue key")
+	}
+	j.issues.put(r.ID, created.Key)
+	return nil
+}
+
+// Ended implements Follower: a comment on the request's issue says how it ended (POST
+// /rest/api/2/issue/{key}/comment; Jira answers 201). The issue's status is the approvers'
+// to move: a request decided elsewhere (the CLI, Slack) or expired leaves it where it is,
+// with the comment saying why nothing more is needed.
+func (j *Jira) Ended(ctx context.Context, r Request) error {
+	key, ok := j.issues.take(r.ID)
+	if !ok {
+		return nil
+	}
+	body, err := json.Marshal(map[string]string{"body": "Vigil: " + Outcome(r) + "."})
+	if err != nil {
+		return err
+	}
+	err = j.post(ctx, "/rest/api/2/issue/"+url.PathEscape(key)+"/comment", body)
+	if err != nil {
+		j.issues.put(r.ID, key)
+		return fmt.Errorf("commenting on %s: %w", key, err)
+	}
+	return nil
+}
+
+// post sends a JSON body to the REST API and wants 201 Created.
+func (j *Jira) post(ctx context.Context, path string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(j.URL, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return withoutURL(err)
+	}
+	req.SetBasicAuth(j.User, j.Token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	client := j.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return withoutURL(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("Jira answered HTTP %d", resp.StatusCode)
 	}
 	return nil
 }

@@ -20,11 +20,31 @@ import (
 
 // jiraAPI is an HTTP server that checks what Jira's REST API checks of an issue creation:
 // method, path, basic auth, a JSON body with the project, issue type and summary, and
-// answers as Jira does (201 with id, key and self; 400 with errors otherwise).
-func jiraAPI(t *testing.T, user, token string, issues chan<- map[string]any) *httptest.Server {
+// answers as Jira does (201 with id, key and self; 400 with errors otherwise). Comments
+// (POST /rest/api/2/issue/{key}/comment, a JSON body) go to comments, by issue key.
+func jiraAPI(t *testing.T, user, token string, issues chan<- map[string]any, comments ...chan<- [2]string) *httptest.Server {
 	var n atomic.Int32
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
+		if key, found := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/rest/api/2/issue/"), "/comment"); found && r.Method == http.MethodPost && len(comments) > 0 {
+			var c struct {
+				Body string `json:"body"`
+			}
+			if !ok || u != user || p != token {
+				http.Error(w, "", http.StatusUnauthorized)
+				return
+			}
+			if err := json.NewDecoder(r.Body).Decode(&c); err != nil || c.Body == "" || r.Header.Get("Content-Type") != "application/json" {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"errorMessages":[],"errors":{"comment":"Comment body can not be empty!"}}`))
+				return
+			}
+			comments[0] <- [2]string{key, c.Body}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			_ = json.NewEncoder(w).Encode(map[string]string{"id": "10100", "body": c.Body, "self": "http://" + r.Host + r.URL.Path + "/10100"})
+			return
+		}
 		switch {
 		case r.Method != http.MethodPost || r.URL.Path != "/rest/api/2/issue":
 			http.NotFound(w, r)
@@ -184,5 +204,38 @@ func TestParseJiraWebhook(t *testing.T) {
 	}
 	if _, err := ParseJiraWebhook([]byte("{nope"), "Approved", "Rejected", users, now, CallbackWindow); err == nil || !strings.Contains(err.Error(), "webhook body") {
 		t.Errorf("malformed body: %v", err)
+	}
+}
+
+// TestJiraCommentsOutcome: once a request ends, its issue gets a comment saying how.
+func TestJiraCommentsOutcome(t *testing.T) {
+	issues := make(chan map[string]any, 4)
+	comments := make(chan [2]string, 4)
+	api := jiraAPI(t, "bot@example.com", "jira-token", issues, comments)
+	f := newFixture(t)
+	ch := &Jira{URL: api.URL, Project: "OPS", IssueType: "Task", User: "bot@example.com", Token: "jira-token"}
+	s, err := Open(Options{Dir: t.TempDir(), Key: f.key, Sink: f.ev, Registerer: prometheus.NewRegistry(), Channels: []Channel{ch},
+		NotifyAttempts: 2, NotifyTimeout: time.Second, NotifyBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := s.Submit(drop, Terms{Hold: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-s.Delivery(r.ID); err != nil {
+		t.Fatal(err)
+	}
+	<-issues
+	if _, err := s.Withdraw(r.ID, StatusExpired, "expired: no decision within the 1m0s hold"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-comments:
+		if c[0] != "OPS-1" || c[1] != "Vigil: Expired: no decision within the 1m0s hold." {
+			t.Errorf("comment %q", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no comment on the issue")
 	}
 }

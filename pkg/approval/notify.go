@@ -18,6 +18,36 @@ type Channel interface {
 	Notify(ctx context.Context, r Request) error
 }
 
+// Follower is a Channel that also shows, where it asked, how a request ended (the Slack
+// message's buttons replaced by the outcome, a comment on the Jira issue), so that
+// approvers do not act on a request that was decided elsewhere, expired or withdrawn. It is
+// told once per request that it was told of, in the background, with the delivery's bounds.
+type Follower interface {
+	Channel
+	Ended(ctx context.Context, r Request) error
+}
+
+// Outcome says in one line how a request that is no longer pending ended.
+func Outcome(r Request) string {
+	switch r.Status {
+	case StatusApproved:
+		var by []string
+		for _, v := range r.Approvals {
+			by = append(by, v.By+because(v.Reason))
+		}
+		return "Approved by " + strings.Join(by, ", ")
+	case StatusDenied:
+		if r.Denial != nil {
+			return "Denied by " + r.Denial.By + because(r.Denial.Reason)
+		}
+		return "Denied"
+	}
+	if r.Detail != "" {
+		return strings.ToUpper(r.Detail[:1]) + r.Detail[1:]
+	}
+	return string(r.Status)
+}
+
 // Delivery bounds, for Options fields left zero: each channel is tried this many times,
 // each attempt for at most this long, with this pause (doubling) between attempts. A
 // channel that is down or slow thus costs a request at most about attempts × timeout, in
@@ -55,8 +85,25 @@ func (s *Store) deliver(e *entry, r Request) {
 	e.delivery <- result
 }
 
+// followUp tells the channels that follow requests how r ended, each with the delivery's
+// bounded retries; a failure is logged and counted, and changes nothing.
+func (s *Store) followUp(r Request) {
+	for _, ch := range s.o.Channels {
+		f, ok := ch.(Follower)
+		if !ok {
+			continue
+		}
+		if err := s.retry(ch, r, f.Ended); err != nil {
+			s.notifyFailures.WithLabelValues(ch.Name()).Inc()
+		}
+	}
+}
+
 // offer tries one channel up to NotifyAttempts times.
-func (s *Store) offer(ch Channel, r Request) error {
+func (s *Store) offer(ch Channel, r Request) error { return s.retry(ch, r, ch.Notify) }
+
+// retry calls f up to NotifyAttempts times.
+func (s *Store) retry(ch Channel, r Request, f func(context.Context, Request) error) error {
 	var err error
 	pause := s.o.NotifyBackoff
 	for attempt := 1; attempt <= s.o.NotifyAttempts; attempt++ {
@@ -69,7 +116,7 @@ func (s *Store) offer(ch Channel, r Request) error {
 			pause *= 2
 		}
 		ctx, cancel := context.WithTimeout(s.o.Context, s.o.NotifyTimeout)
-		err = ch.Notify(ctx, r)
+		err = f(ctx, r)
 		cancel()
 		if err == nil {
 			return nil

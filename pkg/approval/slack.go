@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -38,6 +39,8 @@ type Slack struct {
 	// Client posts with the bot token.
 	Client  *slack.Client
 	AgentID string
+
+	posts posts // request id → the message's channel and timestamp, for Ended
 }
 
 // Name implements Channel.
@@ -46,10 +49,66 @@ func (s *Slack) Name() string { return "slack" }
 // Notify implements Channel: one chat.postMessage.
 func (s *Slack) Notify(ctx context.Context, r Request) error {
 	text, blocks := SlackMessage(r, s.AgentID)
-	if _, _, err := s.Client.PostMessageContext(ctx, s.ChannelID, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+	channel, ts, err := s.Client.PostMessageContext(ctx, s.ChannelID, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+	if err != nil {
 		return fmt.Errorf("chat.postMessage: %w", withoutURL(err))
 	}
+	s.posts.put(r.ID, channel+"\x00"+ts)
 	return nil
+}
+
+// Ended implements Follower: the request's message is updated (chat.update) to say how it
+// ended, without its buttons.
+func (s *Slack) Ended(ctx context.Context, r Request) error {
+	ref, ok := s.posts.take(r.ID)
+	if !ok {
+		return nil // not posted by this agent process (or its post failed)
+	}
+	channel, ts, _ := strings.Cut(ref, "\x00")
+	text, blocks := SlackMessage(r, s.AgentID)
+	outcome := Outcome(r)
+	ended := []slack.Block{blocks[0], slack.NewContextBlock("vigil_outcome",
+		slack.NewTextBlockObject(slack.MarkdownType, "*"+slackEscape(outcome)+"*", false, false))}
+	if _, _, _, err := s.Client.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text+": "+outcome, false), slack.MsgOptionBlocks(ended...)); err != nil {
+		s.posts.put(r.ID, ref) // for the next attempt
+		return fmt.Errorf("chat.update: %w", withoutURL(err))
+	}
+	return nil
+}
+
+// posts remembers where a channel told of each request, until it has shown the outcome.
+// It lives in memory: after a restart, requests posted before it keep their buttons (a
+// click on a decided request is refused, and says so).
+type posts struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// maxPosts bounds the requests remembered: pending requests are few, and a channel that
+// loses the oldest only leaves their messages as they were.
+const maxPosts = 4096
+
+func (p *posts) put(id, ref string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[string]string)
+	}
+	if len(p.m) >= maxPosts {
+		for k := range p.m {
+			delete(p.m, k)
+			break
+		}
+	}
+	p.m[id] = ref
+}
+
+func (p *posts) take(id string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ref, ok := p.m[id]
+	delete(p.m, id)
+	return ref, ok
 }
 
 // SlackMessage is the message for r: a fallback text (notifications, clients without

@@ -236,3 +236,78 @@ func TestSlackDelivery(t *testing.T) {
 		})
 	}
 }
+
+// TestSlackMessageShowsOutcome: once a request is decided (here from the CLI, not Slack),
+// its message is updated through chat.update to say how it ended, and its buttons are gone,
+// so nobody clicks on a decided request.
+func TestSlackMessageShowsOutcome(t *testing.T) {
+	updates := make(chan url.Values, 4)
+	srv := slacktest.NewTestServer(func(c slacktest.Customize) {
+		// chat.update as Slack's Web API takes it: a form with the bot's token (a field or
+		// the Authorization header), the message's channel and ts, and the new text and blocks.
+		c.Handle("/chat.update", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if err := r.ParseForm(); err != nil || (r.Header.Get("Authorization") != "Bearer xoxb-test-token" && r.Form.Get("token") != "xoxb-test-token") {
+				_, _ = w.Write([]byte(`{"ok":false,"error":"invalid_auth"}`))
+				return
+			}
+			if r.Form.Get("channel") == "" || r.Form.Get("ts") == "" {
+				_, _ = w.Write([]byte(`{"ok":false,"error":"message_not_found"}`))
+				return
+			}
+			updates <- r.Form
+			_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": r.Form.Get("channel"), "ts": r.Form.Get("ts"), "text": r.Form.Get("text")})
+		})
+	})
+	srv.Start()
+	defer srv.Stop()
+	f := newFixture(t)
+	ch := &Slack{ChannelID: "C123", AgentID: "db-1", Client: slack.New("xoxb-test-token", slack.OptionAPIURL(srv.GetAPIURL()))}
+	s, err := Open(Options{Dir: t.TempDir(), Key: f.key, Sink: f.ev, Registerer: prometheus.NewRegistry(), Channels: []Channel{ch},
+		NotifyAttempts: 2, NotifyTimeout: time.Second, NotifyBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		end        func(id string) error
+	}{
+		{"approved", "Approved by os:bob: looks fine", func(id string) error { _, err := s.Approve(id, bob, "looks fine"); return err }},
+		{"denied", "Denied by os:carol: not today", func(id string) error { _, err := s.Deny(id, carol, "not today"); return err }},
+		{"withdrawn", "Withdrawn: the client cancelled", func(id string) error {
+			_, err := s.Withdraw(id, StatusWithdrawn, "withdrawn: the client cancelled")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _, err := s.Submit(drop, Terms{Hold: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-s.Delivery(r.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.end(r.ID); err != nil {
+				t.Fatal(err)
+			}
+			var u url.Values
+			select {
+			case u = <-updates:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no chat.update")
+			}
+			var blocks slack.Blocks
+			if err := json.Unmarshal([]byte(u.Get("blocks")), &blocks); err != nil {
+				t.Fatalf("blocks %q: %v", u.Get("blocks"), err)
+			}
+			if u.Get("channel") != "C123" || !strings.Contains(u.Get("text"), tc.want) || !strings.Contains(u.Get("blocks"), tc.want) {
+				t.Errorf("update %v, want %q", u, tc.want)
+			}
+			for _, b := range blocks.BlockSet {
+				if b.BlockType() == slack.MBTAction {
+					t.Errorf("the decided request's message still has its buttons: %s", u.Get("blocks"))
+				}
+			}
+		})
+	}
+}

@@ -463,6 +463,7 @@ func (s *Store) Approve(id string, a Approver, reason string) (Request, error) {
 	e.r = next
 	if next.Status != StatusPending {
 		close(e.done)
+		go s.followUp(next)
 	}
 	s.record(&e.r, "approved", detail)
 	return e.r, nil
@@ -484,6 +485,7 @@ func (s *Store) Deny(id string, a Approver, reason string) (Request, error) {
 	}
 	e.r = next
 	close(e.done)
+	go s.followUp(next)
 	s.record(&e.r, "denied", fmt.Sprintf("denied: by %s%s", a.Principal, because(reason)))
 	return e.r, nil
 }
@@ -604,6 +606,7 @@ func (s *Store) retire(e *entry, status Status, detail string) {
 	}
 	if wasPending {
 		close(e.done)
+		go s.followUp(e.r)
 	}
 	step := string(status)
 	if status == StatusRefused {
