@@ -184,8 +184,12 @@ func (p *pred) restricts(n *pg.Node) bool {
 
 // compares reports whether a comparison of l with r restricts: one side is the target row,
 // the other is not (a constant, a parameter, another table's row, an uncorrelated
-// subquery).
-func (p *pred) compares(l, r *pg.Node) bool {
+// subquery). eq says the comparison is an equality: only then does a single value read
+// from the target itself, id = (SELECT max(id) FROM target), restrict; any other
+// comparison with what the target's unrestricted rows yield (id >= (SELECT min(id) …), id
+// = ANY (ARRAY(SELECT id …))) can be made to hold for every row.
+func (p *pred) compares(l, r *pg.Node, eq bool) bool {
+	l, r = p.simplify(l), p.simplify(r)
 	lr, rr := p.scan(l), p.scan(r)
 	if lr.unknown || rr.unknown || lr.self || rr.self {
 		return false
@@ -193,10 +197,62 @@ func (p *pred) compares(l, r *pg.Node) bool {
 	if lr.target == rr.target {
 		return false // both sides the row (id = coalesce($1, id)), or neither
 	}
-	if lr.target {
-		return !lr.system
+	row, other := lr, r
+	if rr.target {
+		row, other = rr, l
 	}
-	return !rr.system
+	if row.system {
+		return false
+	}
+	if eq && isScalarSubquery(other) {
+		return true
+	}
+	return !p.readsTargetIn(other)
+}
+
+// isScalarSubquery reports a (possibly cast) scalar subquery: one value.
+func isScalarSubquery(n *pg.Node) bool {
+	for n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	sl := n.GetSubLink()
+	return sl != nil && sl.SubLinkType == pg.SubLinkType_EXPR_SUBLINK
+}
+
+// readsTargetIn reports whether an expression holds a subquery that reads the target's
+// relation without restricting which of its rows it reads.
+func (p *pred) readsTargetIn(n *pg.Node) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if found {
+			return
+		}
+		if sl, ok := m.Interface().(*pg.SubLink); ok {
+			if sel := sl.Subselect.GetSelectStmt(); sel != nil && p.readsTarget(sel, 0) && !p.restrictedRead(sel, 0) {
+				found = true
+				return
+			}
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	if n != nil {
+		visit(n.ProtoReflect())
+	}
+	return found
 }
 
 func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
@@ -210,11 +266,11 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		}
 		// Comparisons and the other boolean operators (@>, &&, ?): the row against what
 		// is not the row.
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, opName(e.Name) == "=")
 	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, false)
 	case pg.A_Expr_Kind_AEXPR_DISTINCT, pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, e.Kind == pg.A_Expr_Kind_AEXPR_NOT_DISTINCT)
 	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
 		return p.restrictsPattern(e.Lexpr, e.Rexpr, likeRestricts)
 	case pg.A_Expr_Kind_AEXPR_SIMILAR:
@@ -225,12 +281,12 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		}
 		return p.restrictsPattern(e.Lexpr, pat, regexRestricts)
 	case pg.A_Expr_Kind_AEXPR_IN:
-		l := p.scan(e.Lexpr)
+		l := p.scan(p.simplify(e.Lexpr))
 		if !l.target || l.system || l.unknown || l.self {
 			return false
 		}
 		for _, it := range e.Rexpr.GetList().GetItems() {
-			if r := p.scan(it); r.target || r.self || r.unknown {
+			if r := p.scan(p.simplify(it)); r.target || r.self || r.unknown || !isScalarSubquery(it) && p.readsTargetIn(it) {
 				return false
 			}
 		}
@@ -240,7 +296,7 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		if len(items) != 2 {
 			return false
 		}
-		return p.compares(e.Lexpr, items[0]) && p.compares(e.Lexpr, items[1])
+		return p.compares(e.Lexpr, items[0], false) && p.compares(e.Lexpr, items[1], false)
 	}
 	return false
 }
@@ -299,9 +355,9 @@ func (p *pred) restrictsSubLink(sl *pg.SubLink) bool {
 		if p.readsTarget(sel, 0) {
 			return false
 		}
-		inner := &pred{sc: scope{names: p.sc.names, rel: p.sc.rel, others: fromNames(sel.FromClause), inner: true, ctes: p.sc.ctes}}
+		inner := p.nested(scope{names: p.sc.names, rel: p.sc.rel, others: fromNames(sel.FromClause), inner: true, ctes: p.sc.ctes})
 		ok := inner.restricts(sel.WhereClause)
-		p.readsLiteral = p.readsLiteral || inner.readsLiteral
+		p.absorb(inner)
 		return ok
 	case pg.SubLinkType_ANY_SUBLINK, pg.SubLinkType_ALL_SUBLINK:
 		l := p.scan(sl.Testexpr)
@@ -326,6 +382,7 @@ func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
 	if sel == nil || depth > 8 {
 		return sel != nil // too deep to tell: assume it does
 	}
+	defer p.withCTEs(sel.WithClause)()
 	if sel.Op != pg.SetOperation_SETOP_NONE {
 		return p.readsTarget(sel.Larg, depth+1) || p.readsTarget(sel.Rarg, depth+1)
 	}
@@ -354,6 +411,7 @@ func (p *pred) restrictedRead(sel *pg.SelectStmt, depth int) bool {
 	if sel == nil || depth > 8 || sel.Op != pg.SetOperation_SETOP_NONE {
 		return false
 	}
+	defer p.withCTEs(sel.WithClause)()
 	if sel.LimitCount != nil {
 		if v, ok := p.fold(sel.LimitCount); ok && v.kind == 'n' {
 			return true
@@ -379,13 +437,39 @@ func (p *pred) restrictedRead(sel *pg.SelectStmt, depth int) bool {
 	default:
 		return false
 	}
-	inner := &pred{sc: scope{names: names, rel: p.sc.rel, ctes: p.sc.ctes}}
-	if sel.WhereClause != nil && inner.predicate(sel.WhereClause) == filter && inner.restricts(sel.WhereClause) {
-		p.readsLiteral = p.readsLiteral || inner.readsLiteral
-		return true
+	inner := p.nested(scope{names: names, rel: p.sc.rel, ctes: p.sc.ctes})
+	ok := sel.WhereClause != nil && inner.predicate(sel.WhereClause) == filter && inner.restricts(sel.WhereClause)
+	p.absorb(inner)
+	return ok || next != nil && p.restrictedRead(next, depth+1)
+}
+
+// nested is a pred for a subquery of p's statement, with its parameters.
+func (p *pred) nested(sc scope) *pred {
+	return &pred{sc: sc, params: p.params, bound: p.bound}
+}
+
+// absorb takes on what a nested pred's verdict read.
+func (p *pred) absorb(q *pred) {
+	p.readsLiteral = p.readsLiteral || q.readsLiteral
+	p.readsParam = p.readsParam || q.readsParam
+}
+
+// withCTEs makes the WITH queries of a subquery visible while it is judged (the statement's
+// own stay, unless the subquery's shadow them); the returned function restores the scope.
+func (p *pred) withCTEs(w *pg.WithClause) func() {
+	if w == nil {
+		return func() {}
 	}
-	p.readsLiteral = p.readsLiteral || inner.readsLiteral
-	return next != nil && p.restrictedRead(next, depth+1)
+	saved := p.sc.ctes
+	m := map[string]*pg.Node{}
+	for k, v := range saved {
+		m[k] = v
+	}
+	for k, v := range cteMap(w) {
+		m[k] = v
+	}
+	p.sc.ctes = m
+	return func() { p.sc.ctes = saved }
 }
 
 // fromNames maps the names that a FROM/USING list introduces to the relations behind them.

@@ -29,9 +29,26 @@ const (
 // id = 1 is not; x = 'a' OR x <> 'a' covers every row, x = 'a' OR x <> 'b' does not): such
 // a classification holds only for the literals it was made with, so the template cache
 // never serves it for others.
+//
+// params are the values bound to $1, $2, … when the statement is judged at Bind (bound is
+// then set); at Parse a parameter may be anything, NULL included. readsParam records that
+// a verdict looked at a parameter, so a Bind may judge it again with the values.
 type pred struct {
 	sc           scope
 	readsLiteral bool
+	params       []Param
+	bound        bool
+	readsParam   bool
+}
+
+// Param is one value bound to a parameter, as far as the classifier can read it.
+type Param struct {
+	// Null: the parameter is bound to NULL.
+	Null bool
+	// Known: Text is its value (sent in text format). A value sent in binary is not NULL
+	// but unread: a pattern or a boolean in it proves nothing.
+	Known bool
+	Text  string
 }
 
 // constString is constString, noting that a literal was read.
@@ -148,6 +165,9 @@ func (p *pred) boolPredicate(b *pg.BoolExpr) truth {
 				}
 			}
 		}
+		if res == filter && p.complementary(b.Args) {
+			return never // x AND NOT x, x < y AND x >= y: no row
+		}
 		return res
 	case pg.BoolExprType_OR_EXPR:
 		res := never
@@ -202,6 +222,9 @@ func (p *pred) complementPair(a, b *pg.Node) bool {
 }
 
 func (p *pred) exprPredicate(e *pg.A_Expr) truth {
+	if e.Kind == pg.A_Expr_Kind_AEXPR_OP || e.Kind == pg.A_Expr_Kind_AEXPR_DISTINCT || e.Kind == pg.A_Expr_Kind_AEXPR_NOT_DISTINCT {
+		e = &pg.A_Expr{Kind: e.Kind, Name: e.Name, Lexpr: p.simplify(e.Lexpr), Rexpr: p.simplify(e.Rexpr)}
+	}
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_OP:
 		switch op := opName(e.Name); op {
@@ -385,7 +408,7 @@ func (p *pred) sameMsg(a, b protoreflect.Message) bool {
 
 // value is a folded constant: a boolean, a number or a string.
 type value struct {
-	kind byte // 'b', 'n', 's', 'z' (NULL)
+	kind byte // 'b', 'n', 's', 'z' (NULL), 'x' (not NULL, value unread)
 	b    bool
 	n    *big.Rat
 	s    string
@@ -445,6 +468,8 @@ func (p *pred) fold(n *pg.Node) (value, bool) {
 			}
 		}
 		return v, true
+	case *pg.Node_ParamRef:
+		return p.param(x.ParamRef)
 	case *pg.Node_BoolExpr:
 		return p.foldBoolExpr(x.BoolExpr)
 	case *pg.Node_NullTest:
@@ -458,6 +483,59 @@ func (p *pred) fold(n *pg.Node) (value, bool) {
 		return p.foldAExpr(x.AExpr)
 	}
 	return value{}, false
+}
+
+// param folds a parameter: at Bind its bound value, read as an untyped literal (as the
+// server reads a text-format parameter of unspecified type); at Parse nothing.
+func (p *pred) param(r *pg.ParamRef) (value, bool) {
+	p.readsParam = true
+	i := int(r.Number) - 1
+	if !p.bound || i < 0 || i >= len(p.params) {
+		return value{}, false
+	}
+	switch v := p.params[i]; {
+	case v.Null:
+		return value{kind: 'z'}, true
+	case v.Known:
+		return value{kind: 's', s: v.Text}, true
+	}
+	return value{kind: 'x'}, true
+}
+
+// simplify replaces an expression by the argument it stands for, where folding can tell:
+// COALESCE drops the arguments that are NULL and ends at the first that cannot be (a
+// constant, a parameter bound to a value), so coalesce(NULL::int, id) is id and, bound to
+// 5, coalesce($1, id) is $1. Casts of such an expression keep their cast.
+func (p *pred) simplify(n *pg.Node) *pg.Node {
+	switch x := n.GetNode().(type) {
+	case *pg.Node_TypeCast:
+		if a := p.simplify(x.TypeCast.Arg); a != x.TypeCast.Arg {
+			return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: a, TypeName: x.TypeCast.TypeName}}}
+		}
+	case *pg.Node_CoalesceExpr:
+		var rest []*pg.Node
+		for _, a := range x.CoalesceExpr.Args {
+			a = p.simplify(a)
+			v, ok := p.fold(a)
+			if ok && v.kind == 'z' {
+				continue
+			}
+			rest = append(rest, a)
+			if ok {
+				break // never NULL: the arguments after it are never reached
+			}
+		}
+		switch len(rest) {
+		case 0:
+			return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Isnull: true}}}
+		case 1:
+			return rest[0]
+		case len(x.CoalesceExpr.Args):
+			return n
+		}
+		return &pg.Node{Node: &pg.Node_CoalesceExpr{CoalesceExpr: &pg.CoalesceExpr{Args: rest}}}
+	}
+	return n
 }
 
 func (p *pred) foldBoolExpr(b *pg.BoolExpr) (value, bool) {
@@ -522,7 +600,7 @@ func (p *pred) foldAExpr(e *pg.A_Expr) (value, bool) {
 		}
 		r.kind = 'n'
 	}
-	if l.kind != r.kind {
+	if l.kind != r.kind || l.kind == 'x' {
 		return value{}, false
 	}
 	if op == "||" && l.kind == 's' {
