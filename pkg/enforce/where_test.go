@@ -1,0 +1,203 @@
+package enforce
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/policy"
+)
+
+// whereCase is one statement of pkg/sqlparse's effective-WHERE corpora.
+type whereCase struct {
+	SQL  string `yaml:"sql"`
+	Args []any  `yaml:"args"`
+}
+
+func loadWhereCases(t *testing.T, name string) []whereCase {
+	t.Helper()
+	b, err := os.ReadFile("../sqlparse/testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs []whereCase
+	if err := yaml.Unmarshal(b, &cs); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return cs
+}
+
+// victimState is a digest of every row of the corpus's target table.
+func victimState(t *testing.T, pg *testpg.Server) string {
+	t.Helper()
+	out, err := pg.Psql("postgres", "SELECT count(*) || ':' || md5(string_agg(v::text, ',' ORDER BY id)) FROM victim v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestEffectiveWhereThroughProxy drives the effective-WHERE corpora through the proxy with
+// the shipped default policy: every evasion is refused, with psql (simple protocol) and
+// with pgx (extended protocol, its parameters bound), and the target's rows stay as they
+// were; every ordinary statement runs.
+func TestEffectiveWhereThroughProxy(t *testing.T) {
+	schema, err := os.ReadFile("../sqlparse/testdata/where_schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", string(schema)); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.NewEngine(policy.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startWith(t, pg, eng)
+	before := victimState(t, pg)
+	evasions, benign := loadWhereCases(t, "where_evasions.yaml"), loadWhereCases(t, "where_benign.yaml")
+
+	c := h.connect(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol}
+	for _, tc := range evasions {
+		for _, mode := range modes {
+			_, err := c.Exec(ctx, tc.SQL, append([]any{mode}, tc.Args...)...)
+			if pgCode(err) != "42501" || !strings.Contains(err.Error(), `"no-effective-where"`) {
+				t.Errorf("not refused (mode %v): %q %v: %v", mode, tc.SQL, tc.Args, err)
+			}
+			var one int
+			if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Fatalf("session unusable after %q (mode %v): %v", tc.SQL, mode, err)
+			}
+		}
+	}
+	// psql: the statements without parameters, one script (each its own Query).
+	var script strings.Builder
+	n := 0
+	for _, tc := range evasions {
+		if tc.Args == nil {
+			script.WriteString(tc.SQL + ";\n")
+			n++
+		}
+	}
+	out, _ := h.psql(t, "postgres", "-f", writeTemp(t, script.String()))
+	if got := strings.Count(out, `refused by policy rule "no-effective-where"`); got != n {
+		t.Errorf("psql: %d of %d refused:\n%s", got, n, out)
+	}
+	if after := victimState(t, pg); after != before {
+		t.Fatalf("victim changed through the proxy: %s, was %s", after, before)
+	}
+
+	for _, tc := range benign {
+		for _, mode := range modes {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.Query(ctx, tc.SQL, append([]any{mode}, tc.Args...)...)
+			if err == nil {
+				for rows.Next() {
+				}
+				rows.Close()
+				err = rows.Err()
+			}
+			if err != nil {
+				t.Errorf("ordinary statement refused (mode %v): %q %v: %v", mode, tc.SQL, tc.Args, err)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if after := victimState(t, pg); after != before {
+		t.Fatalf("victim changed after rolled-back ordinary statements: %s, was %s", after, before)
+	}
+}
+
+// TestBindJudgedWithValues binds one prepared statement whose effect depends on its
+// parameter: bound to NULL it would delete every row and is refused at the Bind, in a
+// transaction too, and the same prepared statement bound to a value runs.
+func TestBindJudgedWithValues(t *testing.T) {
+	schema, err := os.ReadFile("../sqlparse/testdata/where_schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", string(schema)); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.NewEngine(policy.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startWith(t, pg, eng)
+	c := h.connect(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const del = "DELETE FROM victim WHERE id = coalesce($1, id)"
+	if _, err := c.Prepare(ctx, "del", del); err != nil {
+		t.Fatalf("Parse refused: %v", err)
+	}
+	if _, err := c.Exec(ctx, "del", nil); pgCode(err) != "42501" {
+		t.Fatalf("bound to NULL: %v", err)
+	}
+	tag, err := c.Exec(ctx, "del", 3)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("bound to 3: %v %v", tag, err)
+	}
+	// In a transaction the refused Bind fails it, as a failed statement does.
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "del", nil); pgCode(err) != "42501" {
+		t.Fatalf("bound to NULL in a transaction: %v", err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); pgCode(err) != "25P02" {
+		t.Fatalf("after the refusal the transaction should be aborted: %v", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A text-format NULL and a text-format pattern, as libpq sends them.
+	res := c.PgConn().ExecParams(ctx, "DELETE FROM victim WHERE name LIKE $1", [][]byte{[]byte("%")}, nil, []int16{0}, nil).Read()
+	if pgCode(res.Err) != "42501" {
+		t.Fatalf("LIKE bound to %%: %v", res.Err)
+	}
+	res = c.PgConn().ExecParams(ctx, "DELETE FROM victim WHERE name LIKE $1", [][]byte{[]byte("cd1%")}, nil, []int16{0}, nil).Read()
+	if res.Err != nil || res.CommandTag.RowsAffected() != 1 {
+		t.Fatalf("LIKE bound to cd1%%: %v %v", res.CommandTag, res.Err)
+	}
+	if out, _ := pg.Psql("postgres", "SELECT count(*) FROM victim"); out != "8" {
+		t.Fatalf("victim has %s rows, want 8", out)
+	}
+	e := h.log.Find(t, del)
+	if e.Rule != "no-effective-where" {
+		t.Fatalf("event of the refused Bind: %+v", e)
+	}
+}
+
+func writeTemp(t *testing.T, s string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}
+
