@@ -200,4 +200,3 @@ func writeTemp(t *testing.T, s string) string {
 	}
 	return f.Name()
 }
-
