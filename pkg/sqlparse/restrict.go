@@ -54,11 +54,17 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 		return r
 	}
 	sys, data := false, false
-	var visit func(m protoreflect.Message, sub int)
-	visit = func(m protoreflect.Message, sub int) {
+	// shadow holds the statement's names that a subquery's own FROM reuses: inside it,
+	// victim.id in (SELECT … FROM customers victim) is the customer's.
+	var visit func(m protoreflect.Message, sub int, shadow map[string]bool)
+	visit = func(m protoreflect.Message, sub int, shadow map[string]bool) {
 		switch x := m.Interface().(type) {
 		case *pg.ColumnRef:
 			last := x.Fields[len(x.Fields)-1].GetString_().GetSval()
+			if len(x.Fields) > 1 && shadow[x.Fields[len(x.Fields)-2].GetString_().GetSval()] {
+				r.other = true
+				return
+			}
 			switch owner := p.owner(x, sub); owner {
 			case ownTarget:
 				r.target = true
@@ -77,6 +83,10 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 			return
 		case *pg.SubLink, *pg.RangeSubselect:
 			sub++
+		case *pg.SelectStmt:
+			if sub > 0 {
+				shadow = p.shadowed(x, shadow)
+			}
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
@@ -85,17 +95,39 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 			if fd.IsList() {
 				l := v.List()
 				for i := 0; i < l.Len(); i++ {
-					visit(l.Get(i).Message(), sub)
+					visit(l.Get(i).Message(), sub, shadow)
 				}
 			} else {
-				visit(v.Message(), sub)
+				visit(v.Message(), sub, shadow)
 			}
 			return true
 		})
 	}
-	visit(n.ProtoReflect(), sub0)
+	visit(n.ProtoReflect(), sub0, nil)
 	r.system = sys && !data
 	return r
+}
+
+// shadowed adds to shadow the names of p's statement that sel's FROM introduces again.
+func (p *pred) shadowed(sel *pg.SelectStmt, shadow map[string]bool) map[string]bool {
+	var out map[string]bool
+	for nm := range fromNames(sel.FromClause) {
+		_, other := p.sc.others[nm]
+		if !slices.Contains(p.sc.names, nm) && !other || shadow[nm] {
+			continue
+		}
+		if out == nil {
+			out = map[string]bool{}
+			for k := range shadow {
+				out[k] = true
+			}
+		}
+		out[nm] = true
+	}
+	if out == nil {
+		return shadow
+	}
+	return out
 }
 
 type owner int
@@ -121,6 +153,9 @@ func (p *pred) owner(c *pg.ColumnRef, sub int) owner {
 		return ownUnknown
 	}
 	q := c.Fields[len(c.Fields)-2].GetString_().GetSval()
+	if _, own := p.sc.others[q]; p.sc.inner && own {
+		return ownOther // the subquery's table of that name hides the target's
+	}
 	if slices.Contains(p.sc.names, q) {
 		return ownTarget
 	}
@@ -331,6 +366,14 @@ func regexRestricts(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if c == '{' {
+			// A bound {m,n} is a quantifier, not literal digits; what it follows may be
+			// repeated zero times (a{0}).
+			if j := strings.IndexByte(s[i:], '}'); j > 0 {
+				i += j
+			}
+			continue
+		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || c == '@' || c == '-') {
 			continue
 		}

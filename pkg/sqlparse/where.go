@@ -123,6 +123,16 @@ func (p *pred) predicate(n *pg.Node) truth {
 		if selfInSubquery(x.SubLink, p.sc.names) {
 			return always
 		}
+		if p.emptyQuery(x.SubLink.Subselect.GetSelectStmt()) {
+			// Over no rows: EXISTS and IN are false for every row, ALL is true, and
+			// NOT EXISTS / NOT IN (their negation) true.
+			switch x.SubLink.SubLinkType {
+			case pg.SubLinkType_EXISTS_SUBLINK, pg.SubLinkType_ANY_SUBLINK:
+				return never
+			case pg.SubLinkType_ALL_SUBLINK:
+				return always
+			}
+		}
 	case *pg.Node_BooleanTest:
 		// x IS TRUE / IS NOT FALSE keep the truth of x where x is not NULL.
 		switch x.BooleanTest.Booltesttype {
@@ -183,7 +193,7 @@ func (p *pred) boolPredicate(b *pg.BoolExpr) truth {
 				}
 			}
 		}
-		if res == filter && p.complementary(b.Args) {
+		if res == filter && (p.complementary(b.Args) || p.coversAll(b.Args)) {
 			return always
 		}
 		return res
@@ -209,6 +219,14 @@ var opComplement = map[string]string{"<": ">=", ">": "<=", "=": "<>", "<=": ">",
 func (p *pred) complementPair(a, b *pg.Node) bool {
 	if na, nb := a.GetNullTest(), b.GetNullTest(); na != nil && nb != nil {
 		return na.Nulltesttype != nb.Nulltesttype && p.sameExpr(na.Arg, nb.Arg)
+	}
+	if ta, tb := a.GetBooleanTest(), b.GetBooleanTest(); ta != nil && tb != nil {
+		// x IS TRUE / x IS NOT TRUE, and the FALSE and UNKNOWN pairs.
+		pair := map[pg.BoolTestType]pg.BoolTestType{
+			pg.BoolTestType_IS_TRUE: pg.BoolTestType_IS_NOT_TRUE, pg.BoolTestType_IS_FALSE: pg.BoolTestType_IS_NOT_FALSE,
+			pg.BoolTestType_IS_UNKNOWN: pg.BoolTestType_IS_NOT_UNKNOWN,
+		}
+		return pair[ta.Booltesttype] == tb.Booltesttype && p.sameExpr(ta.Arg, tb.Arg)
 	}
 	if nb := b.GetBoolExpr(); nb != nil && nb.Boolop == pg.BoolExprType_NOT_EXPR && len(nb.Args) == 1 {
 		return p.sameExpr(a, nb.Args[0])
@@ -241,6 +259,14 @@ func (p *pred) exprPredicate(e *pg.A_Expr) truth {
 				return always
 			}
 		}
+	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
+		if p.emptyArray(e.Rexpr) {
+			// x op ANY ('{}') is false, x op ALL ('{}') true, for every row.
+			if e.Kind == pg.A_Expr_Kind_AEXPR_OP_ALL {
+				return always
+			}
+			return never
+		}
 	case pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
 		if p.sameExpr(e.Lexpr, e.Rexpr) {
 			return always
@@ -267,6 +293,63 @@ func (p *pred) exprPredicate(e *pg.A_Expr) truth {
 		}
 	}
 	return filter
+}
+
+// emptyQuery reports a query that provably returns no rows: its WHERE is false (folded,
+// so also c.id = t.id AND false), or its LIMIT is 0.
+func (p *pred) emptyQuery(sel *pg.SelectStmt) bool {
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.ValuesLists) > 0 {
+		return false
+	}
+	if sel.LimitCount != nil {
+		if v, ok := p.fold(sel.LimitCount); ok && v.kind == 'n' && v.n.Sign() == 0 {
+			return true
+		}
+	}
+	return sel.WhereClause != nil && p.predicate(sel.WhereClause) == never && len(sel.GroupClause) == 0 && sel.HavingClause == nil &&
+		!hasAggregate(sel.TargetList)
+}
+
+// hasAggregate reports a target list that may aggregate (SELECT count(*) … WHERE false is
+// one row): any function call counts.
+func hasAggregate(targets []*pg.Node) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if _, ok := m.Interface().(*pg.FuncCall); ok {
+			found = true
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				for i, l := 0, v.List(); i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	for _, t := range targets {
+		visit(t.ProtoReflect())
+	}
+	return found
+}
+
+// emptyArray reports an array with no elements: '{}' (cast or not) or ARRAY[].
+func (p *pred) emptyArray(n *pg.Node) bool {
+	for n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	if a := n.GetAArrayExpr(); a != nil {
+		return len(a.Elements) == 0
+	}
+	s, ok := p.constString(n)
+	return ok && strings.TrimSpace(strings.Trim(strings.TrimSpace(s), "{}")) == "" && strings.HasPrefix(strings.TrimSpace(s), "{")
 }
 
 // selfInSubquery recognizes "col IN (SELECT col FROM target)": the target's own column
