@@ -200,3 +200,60 @@ func writeTemp(t *testing.T, s string) string {
 	}
 	return f.Name()
 }
+
+// TestTriggerEscapesRefused: turning a table's triggers or rules off, or changing which
+// sessions they fire in, is an audit escape like session_replication_role, refused by the
+// default policy's identity-escape rule; the trigger stays as it was.
+func TestTriggerEscapesRefused(t *testing.T) {
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", `CREATE TABLE audited (id int PRIMARY KEY);
+		CREATE TABLE audit_log (id int);
+		CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO audit_log VALUES (NEW.id); RETURN NEW; END';
+		CREATE TRIGGER audit_t AFTER INSERT ON audited FOR EACH ROW EXECUTE FUNCTION audit();
+		CREATE RULE keep AS ON DELETE TO audited DO INSTEAD NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.NewEngine(policy.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startWith(t, pg, eng)
+	c := h.connect(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	escapes := []string{
+		"ALTER TABLE audited DISABLE TRIGGER audit_t",
+		"ALTER TABLE audited DISABLE TRIGGER ALL",
+		"ALTER TABLE audited DISABLE TRIGGER USER",
+		"ALTER TABLE IF EXISTS ONLY public.audited DISABLE TRIGGER audit_t",
+		"ALTER TABLE audited ENABLE REPLICA TRIGGER audit_t",
+		"ALTER TABLE audited ENABLE ALWAYS TRIGGER audit_t",
+		"ALTER TABLE audited DISABLE RULE keep",
+		"ALTER TABLE audited ENABLE REPLICA RULE keep",
+		"ALTER TABLE audited ENABLE ALWAYS RULE keep",
+		"ALTER TABLE audited ADD COLUMN note text, DISABLE TRIGGER audit_t",
+	}
+	for _, sql := range escapes {
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+			_, err := c.Exec(ctx, sql, mode)
+			if pgCode(err) != "42501" || !strings.Contains(err.Error(), `"identity-escape"`) {
+				t.Errorf("not refused (mode %v): %q: %v", mode, sql, err)
+			}
+		}
+	}
+	out, _ := h.psql(t, "postgres", "-c", "ALTER TABLE audited DISABLE TRIGGER ALL")
+	if !strings.Contains(out, `refused by policy rule "identity-escape"`) {
+		t.Errorf("psql: %s", out)
+	}
+	state, err := pg.Psql("postgres", "SELECT string_agg(tgname::text || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'audited'::regclass AND NOT tgisinternal")
+	if err != nil || state != "audit_tO" {
+		t.Fatalf("trigger state %q (%v), want audit_tO", state, err)
+	}
+	if state, _ := pg.Psql("postgres", "SELECT ev_enabled FROM pg_rewrite WHERE rulename = 'keep'"); state != "O" {
+		t.Fatalf("rule state %q, want O", state)
+	}
+	// Enabling a trigger again is no escape.
+	if _, err := c.Exec(ctx, "ALTER TABLE audited ENABLE TRIGGER audit_t"); err != nil {
+		t.Fatalf("ENABLE TRIGGER: %v", err)
+	}
+}
