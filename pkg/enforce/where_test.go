@@ -2,6 +2,9 @@ package enforce
 
 import (
 	"context"
+	"crypto/ed25519"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/approval"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
 
@@ -255,5 +259,58 @@ func TestTriggerEscapesRefused(t *testing.T) {
 	// Enabling a trigger again is no escape.
 	if _, err := c.Exec(ctx, "ALTER TABLE audited ENABLE TRIGGER audit_t"); err != nil {
 		t.Fatalf("ENABLE TRIGGER: %v", err)
+	}
+}
+
+// TestBindJudgedForApproval: when the policy sends statements that touch every row to an
+// approval, a prepared statement whose effect depends on its parameter needs one only for
+// the Binds that would touch every row.
+func TestBindJudgedForApproval(t *testing.T) {
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	p := policy.Default()
+	for i, r := range p.Rules {
+		if r.Name == "no-effective-where" {
+			p.Rules[i].Action = policy.ActionRequireApproval
+		}
+	}
+	engine, err := policy.NewEngine(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var store *approval.Store
+	h := startWith(t, pg, engine, recordParams, func(c *Config) {
+		store, err = approval.Open(approval.Options{Dir: t.TempDir(), Key: key, Sink: discardSink{},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Approvals = store
+	})
+	c := h.connect(t, "analyst")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const upd = "UPDATE accounts SET balance = 0 WHERE id = coalesce($1, id)"
+	if tag, err := c.Exec(ctx, upd, 3); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("bound to 3: %v %v", tag, err)
+	}
+	if len(store.List()) != 0 {
+		t.Fatalf("an approval was asked for a Bind that restricts: %+v", store.List())
+	}
+	_, err = c.Exec(ctx, upd, nil)
+	if pgCode(err) != "42501" || !strings.Contains(err.Error(), "needs an approval") {
+		t.Fatalf("bound to NULL: %v", err)
+	}
+	if r := pendingRequest(t, store, upd, "NULL"); r.Rule != "no-effective-where" {
+		t.Fatalf("request %+v", r)
+	}
+	if out, _ := pg.Psql("postgres", "SELECT count(*) FROM accounts WHERE balance = 100"); out != "9" {
+		t.Fatalf("accounts at 100: %s, want 9", out)
 	}
 }
