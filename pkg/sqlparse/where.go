@@ -67,7 +67,21 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 	if where.GetCurrentOfExpr() != nil {
 		return true
 	}
-	return p.predicate(where) == filter && p.restricts(where)
+	return !p.selectsAll(where)
+}
+
+// selectsAll reports whether a predicate is not proved to select only some of the target's
+// rows. One that selects none (false) counts as unproved at Parse, but with the values of
+// a Bind (bound to NULL: WHERE $1 AND flag) it touches nothing, and a Bind is never judged
+// worse than its Parse.
+func (p *pred) selectsAll(n *pg.Node) bool {
+	switch p.predicate(n) {
+	case filter:
+		return !p.restricts(n)
+	case never:
+		return !p.bound
+	}
+	return true
 }
 
 // mergeTouchesAll reports whether a MERGE updates or deletes every target row: an ON
@@ -75,13 +89,13 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 // unconditional WHEN NOT MATCHED BY SOURCE UPDATE/DELETE (which hits every target row the
 // source lacks — all of them for an empty source).
 func (p *pred) mergeTouchesAll(x *pg.MergeStmt) bool {
-	onAll := p.predicate(x.JoinCondition) != filter || !p.restricts(x.JoinCondition)
+	onAll := p.selectsAll(x.JoinCondition)
 	for _, c := range x.MergeWhenClauses {
 		wc := c.GetMergeWhenClause()
 		if wc == nil || (wc.CommandType != pg.CmdType_CMD_UPDATE && wc.CommandType != pg.CmdType_CMD_DELETE) {
 			continue
 		}
-		condAll := wc.Condition == nil || p.predicate(wc.Condition) != filter || !p.restricts(wc.Condition)
+		condAll := wc.Condition == nil || p.selectsAll(wc.Condition)
 		switch wc.MatchKind {
 		case pg.MergeMatchKind_MERGE_WHEN_MATCHED:
 			if onAll && condAll {

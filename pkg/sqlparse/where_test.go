@@ -109,6 +109,8 @@ func TestClassifyBound(t *testing.T) {
 		{"DELETE FROM t WHERE $1", []Param{{Known: true, Text: "true"}}, true, true},
 		{"DELETE FROM t WHERE id = $1 OR $2", []Param{{Known: true, Text: "1"}, {Known: true, Text: "false"}}, true, false},
 		{"DELETE FROM t WHERE id = $1 OR $2", []Param{{Known: true, Text: "1"}, {Known: true, Text: "t"}}, true, true},
+		// Bound to NULL it selects nothing: no worse than at Parse.
+		{"DELETE FROM t WHERE $1 AND flag", []Param{{Null: true}}, false, false},
 		// Too few values: what is missing may be anything.
 		{"DELETE FROM t WHERE id = coalesce($2, id)", []Param{{Known: true, Text: "1"}}, true, true},
 		// Not a parameter's doing: Bind changes nothing.
