@@ -441,10 +441,40 @@ func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
 			return p.readsTarget(x.RangeSubselect.Subquery.GetSelectStmt(), depth+1)
 		case *pg.Node_JoinExpr:
 			return from(x.JoinExpr.Larg) || from(x.JoinExpr.Rarg)
+		case *pg.Node_RangeTableSample:
+			return from(x.RangeTableSample.Relation)
 		}
-		return false
+		// A function over a subquery of the target (unnest((SELECT array_agg(id) FROM t))).
+		return p.subqueryReads(n, depth)
 	}
-	return slices.ContainsFunc(sel.FromClause, from)
+	return slices.ContainsFunc(sel.FromClause, from) || slices.ContainsFunc(sel.TargetList, func(n *pg.Node) bool { return p.subqueryReads(n, depth) })
+}
+
+// subqueryReads reports whether an expression holds a subquery that reads the target.
+func (p *pred) subqueryReads(n *pg.Node, depth int) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if sl, ok := m.Interface().(*pg.SubLink); ok {
+			found = found || p.readsTarget(sl.Subselect.GetSelectStmt(), depth+1)
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				for i, l := 0, v.List(); i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	visit(n.ProtoReflect())
+	return found
 }
 
 // restrictedRead reports whether a query over the target reads only some of its rows: a
@@ -536,6 +566,8 @@ func fromNames(items []*pg.Node) map[string]string {
 			if a := x.RangeFunction.Alias; a != nil {
 				out[a.Aliasname] = ""
 			}
+		case *pg.Node_RangeTableSample:
+			add(x.RangeTableSample.Relation)
 		case *pg.Node_JoinExpr:
 			add(x.JoinExpr.Larg)
 			add(x.JoinExpr.Rarg)
