@@ -50,15 +50,22 @@ type stmt struct {
 	// perBind marks a prepared statement that needs an approval: the server prepared it,
 	// and each Bind of it is approved with its parameters or refused.
 	perBind bool
+	// atBind marks a prepared statement whose decision depends on its parameters: each
+	// Bind of it is judged with its values (bind.go).
+	atBind bool
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
 type errorFields struct{ code, message, hint string }
 
 // decide judges one statement text for this session.
-func (ss *session) decide(sql string) *stmt {
+func (ss *session) decide(sql string) *stmt { return ss.decideParams(sql, nil) }
+
+// decideParams judges a statement text with the values bound to its parameters (nil: as
+// prepared, or not prepared).
+func (ss *session) decideParams(sql string, params []sqlparse.Param) *stmt {
 	req := ss.req
-	req.SQL = sql
+	req.SQL, req.Params = sql, params
 	if app := ss.app.Load(); app != nil {
 		req.Application = *app
 	}

@@ -280,7 +280,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
 			return false, protoErr("malformed Parse message")
 		}
-		st := ss.perBind(ss.decide(string(query)))
+		st := ss.perBind(ss.atBind(ss.decide(string(query))))
 		it := ss.q.get()
 		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
 		if ss.srv.cfg.RecordParams {
@@ -311,14 +311,19 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			// equivalent (the PREPARE itself was judged when it passed).
 			st = ss.decide("EXECUTE " + quoteIdent(string(name)))
 		}
-		if st.perBind {
+		if st.perBind || st.atBind {
 			var b pgproto3.Bind
 			if err := b.Decode(body); err != nil {
 				return false, protoErr("malformed Bind message: %v", err)
 			}
-			var err error
-			if st, err = ss.approve(st, &b, string(name)); err != nil {
-				return false, err
+			if st.atBind {
+				st = ss.perBind(ss.decideBound(st, &b))
+			}
+			if st.perBind {
+				var err error
+				if st, err = ss.approve(st, &b, string(name)); err != nil {
+					return false, err
+				}
 			}
 		}
 		ss.portals[string(portal)] = st

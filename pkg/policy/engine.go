@@ -27,6 +27,10 @@ type Request struct {
 	Groups   []string
 	Process  *event.Process
 	Identity *event.Identity
+	// Params, when not nil, are the values a Bind gives the parameters of SQL (a
+	// PostgreSQL statement prepared with $1, $2, …): the statement is judged as it runs
+	// with them (sqlparse.ClassifyBound), not as prepared.
+	Params []sqlparse.Param
 }
 
 // Decision is what the policy says about a request.
@@ -271,7 +275,9 @@ func (e *Engine) Environment(serverAddr, database string) string {
 // is a label: nothing is enforced.
 func (e *Engine) Decide(req *Request) Decision {
 	var info *sqlparse.Info
-	if e.readsText {
+	if req.Params != nil && req.Protocol == sqlparse.ProtocolPostgres {
+		info = sqlparse.ClassifyBound(req.SQL, req.Params)
+	} else if e.readsText {
 		info = sqlparse.Classify(req.Protocol, req.SQL)
 	} else {
 		info = sqlparse.ClassifyShape(req.Protocol, req.SQL)

@@ -42,7 +42,7 @@ func classifyText(protocol, sql string, shared bool) *Info {
 func classify(protocol, sql string) *Info {
 	switch protocol {
 	case ProtocolPostgres:
-		return classifyPostgres(sql, nil)
+		return classifyPostgres(sql, nil, nil)
 	default:
 		return &Info{
 			Protocol:   protocol,
@@ -53,9 +53,22 @@ func classify(protocol, sql string) *Info {
 	}
 }
 
+// ClassifyBound classifies a PostgreSQL statement prepared with parameters as it runs with
+// the values of one Bind: a parameter bound to NULL or to a pattern that matches every
+// value leaves the target unrestricted, one bound to a value may restrict it. It is not
+// cached (the values differ from Bind to Bind). The proxy calls it for a prepared
+// statement whose Info.BindDependent says its verdict rests on its parameters.
+func ClassifyBound(sql string, params []Param) *Info {
+	if params == nil {
+		params = []Param{}
+	}
+	return classifyPostgres(sql, nil, params)
+}
+
 // classifyPostgres classifies a PostgreSQL text; consts, when set, receives the location of
-// every constant of the parse tree (for the template cache).
-func classifyPostgres(sql string, consts *[]int32) *Info {
+// every constant of the parse tree (for the template cache); params, when not nil, are the
+// values bound to its parameters.
+func classifyPostgres(sql string, consts *[]int32, params []Param) *Info {
 	info := &Info{Protocol: ProtocolPostgres, Kind: KindOther}
 	if strings.IndexByte(sql, 0) >= 0 {
 		// The parser reads a C string and would stop at the NUL, seeing less than was sent;
@@ -83,7 +96,7 @@ func classifyPostgres(sql string, consts *[]int32) *Info {
 	}
 	rank := -1
 	for _, rs := range tree.Stmts {
-		st := classifyStmt(sql, rs, consts)
+		st := classifyStmt(sql, rs, consts, params)
 		if r := kindRank[st.Kind]; r > rank {
 			rank, info.Kind = r, st.Kind
 		}
@@ -99,11 +112,11 @@ func classifyPostgres(sql string, consts *[]int32) *Info {
 	return info
 }
 
-func classifyStmt(sql string, rs *pg.RawStmt, consts *[]int32) Stmt {
+func classifyStmt(sql string, rs *pg.RawStmt, consts *[]int32, params []Param) Stmt {
 	st := Stmt{Command: command(rs.Stmt)}
 	st.start, st.end = stmtBounds(sql, rs)
 	st.Text = trimSpace(sql[st.start:st.end])
-	w := &walker{st: &st, kind: KindTxn, consts: consts}
+	w := &walker{st: &st, kind: KindTxn, consts: consts, params: params, bound: params != nil}
 	w.node(rs.Stmt)
 	st.Kind = w.kind
 	if st.Kind == KindTxn && !isTxn(rs.Stmt) {

@@ -12,6 +12,9 @@ func FuzzClassify(f *testing.F) {
 	for _, tc := range corpus {
 		f.Add(tc.sql)
 	}
+	for _, sql := range []string{"DELETE FROM t WHERE id = coalesce($1, id)", "DELETE FROM t WHERE id = $1 OR $2", "DELETE FROM t WHERE name LIKE $1 AND id = coalesce($2, 1)"} {
+		f.Add(sql)
+	}
 	f.Fuzz(func(t *testing.T, sql string) {
 		info := classify(ProtocolPostgres, sql)
 		if info.Parsed == info.Flags.Has(FlagUnparseable) {
@@ -46,6 +49,15 @@ func FuzzClassify(f *testing.F) {
 		}
 		if info.Flags&secretFlags != 0 && !containsAnyFold(sql, secretFirst) {
 			t.Fatalf("%q: flags %s but none of the secret words: RedactSecrets would skip it", sql, info.Flags)
+		}
+		// The proxy judges a Bind again only when the Parse verdict was no_effective_where
+		// and rests on a parameter: whatever is bound must never make it worse.
+		if info.Parsed && !info.Flags.Has(FlagNoEffectiveWhere) {
+			for _, ps := range [][]Param{{{Null: true}, {Null: true}}, {{Known: true, Text: "%"}, {Known: true, Text: "true"}}, {{}, {}}} {
+				if ClassifyBound(sql, ps).Flags.Has(FlagNoEffectiveWhere) {
+					t.Fatalf("%q: no effective WHERE once bound to %+v, but not at Parse", sql, ps)
+				}
+			}
 		}
 		_ = NormalizePostgres(sql)
 	})

@@ -184,6 +184,17 @@ type Info struct {
 	Statements []Stmt `json:"statements,omitempty"`
 }
 
+// BindDependent reports whether some statement's no_effective_where verdict depends on the
+// values bound to its parameters: ClassifyBound judges it again with them.
+func (i *Info) BindDependent() bool {
+	for k := range i.Statements {
+		if i.Statements[k].BindDependent {
+			return true
+		}
+	}
+	return false
+}
+
 // Stmt is one statement of a text.
 type Stmt struct {
 	// Text is this statement's slice of the original text.
@@ -205,6 +216,10 @@ type Stmt struct {
 	Flags     Flag     `json:"flags"`
 	// NoEffectiveWhere repeats FlagNoEffectiveWhere for readability.
 	NoEffectiveWhere bool `json:"no_effective_where,omitempty"`
+	// BindDependent: NoEffectiveWhere rests on a parameter that may be NULL or match
+	// everything (id = coalesce($1, id), name LIKE $1): judged again with the values bound
+	// (ClassifyBound), the statement may restrict its target after all.
+	BindDependent bool `json:"bind_dependent,omitempty"`
 	// Variables are the run-time settings a SET, RESET, set_config() or SET clause of a
 	// function/role changes, lower case ("role", "session_authorization", "all").
 	Variables []string `json:"variables,omitempty"`

@@ -54,11 +54,17 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 		return r
 	}
 	sys, data := false, false
-	var visit func(m protoreflect.Message, sub int)
-	visit = func(m protoreflect.Message, sub int) {
+	// shadow holds the statement's names that a subquery's own FROM reuses: inside it,
+	// victim.id in (SELECT … FROM customers victim) is the customer's.
+	var visit func(m protoreflect.Message, sub int, shadow map[string]bool)
+	visit = func(m protoreflect.Message, sub int, shadow map[string]bool) {
 		switch x := m.Interface().(type) {
 		case *pg.ColumnRef:
 			last := x.Fields[len(x.Fields)-1].GetString_().GetSval()
+			if len(x.Fields) > 1 && shadow[x.Fields[len(x.Fields)-2].GetString_().GetSval()] {
+				r.other = true
+				return
+			}
 			switch owner := p.owner(x, sub); owner {
 			case ownTarget:
 				r.target = true
@@ -77,6 +83,10 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 			return
 		case *pg.SubLink, *pg.RangeSubselect:
 			sub++
+		case *pg.SelectStmt:
+			if sub > 0 {
+				shadow = p.shadowed(x, shadow)
+			}
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
@@ -85,17 +95,39 @@ func (p *pred) scanFrom(n *pg.Node, sub0 int) refs {
 			if fd.IsList() {
 				l := v.List()
 				for i := 0; i < l.Len(); i++ {
-					visit(l.Get(i).Message(), sub)
+					visit(l.Get(i).Message(), sub, shadow)
 				}
 			} else {
-				visit(v.Message(), sub)
+				visit(v.Message(), sub, shadow)
 			}
 			return true
 		})
 	}
-	visit(n.ProtoReflect(), sub0)
+	visit(n.ProtoReflect(), sub0, nil)
 	r.system = sys && !data
 	return r
+}
+
+// shadowed adds to shadow the names of p's statement that sel's FROM introduces again.
+func (p *pred) shadowed(sel *pg.SelectStmt, shadow map[string]bool) map[string]bool {
+	var out map[string]bool
+	for nm := range fromNames(sel.FromClause) {
+		_, other := p.sc.others[nm]
+		if !slices.Contains(p.sc.names, nm) && !other || shadow[nm] {
+			continue
+		}
+		if out == nil {
+			out = map[string]bool{}
+			for k := range shadow {
+				out[k] = true
+			}
+		}
+		out[nm] = true
+	}
+	if out == nil {
+		return shadow
+	}
+	return out
 }
 
 type owner int
@@ -121,6 +153,9 @@ func (p *pred) owner(c *pg.ColumnRef, sub int) owner {
 		return ownUnknown
 	}
 	q := c.Fields[len(c.Fields)-2].GetString_().GetSval()
+	if _, own := p.sc.others[q]; p.sc.inner && own {
+		return ownOther // the subquery's table of that name hides the target's
+	}
 	if slices.Contains(p.sc.names, q) {
 		return ownTarget
 	}
@@ -184,8 +219,12 @@ func (p *pred) restricts(n *pg.Node) bool {
 
 // compares reports whether a comparison of l with r restricts: one side is the target row,
 // the other is not (a constant, a parameter, another table's row, an uncorrelated
-// subquery).
-func (p *pred) compares(l, r *pg.Node) bool {
+// subquery). eq says the comparison is an equality: only then does a single value read
+// from the target itself, id = (SELECT max(id) FROM target), restrict; any other
+// comparison with what the target's unrestricted rows yield (id >= (SELECT min(id) …), id
+// = ANY (ARRAY(SELECT id …))) can be made to hold for every row.
+func (p *pred) compares(l, r *pg.Node, eq bool) bool {
+	l, r = p.simplify(l), p.simplify(r)
 	lr, rr := p.scan(l), p.scan(r)
 	if lr.unknown || rr.unknown || lr.self || rr.self {
 		return false
@@ -193,10 +232,62 @@ func (p *pred) compares(l, r *pg.Node) bool {
 	if lr.target == rr.target {
 		return false // both sides the row (id = coalesce($1, id)), or neither
 	}
-	if lr.target {
-		return !lr.system
+	row, other := lr, r
+	if rr.target {
+		row, other = rr, l
 	}
-	return !rr.system
+	if row.system {
+		return false
+	}
+	if eq && isScalarSubquery(other) {
+		return true
+	}
+	return !p.readsTargetIn(other)
+}
+
+// isScalarSubquery reports a (possibly cast) scalar subquery: one value.
+func isScalarSubquery(n *pg.Node) bool {
+	for n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	sl := n.GetSubLink()
+	return sl != nil && sl.SubLinkType == pg.SubLinkType_EXPR_SUBLINK
+}
+
+// readsTargetIn reports whether an expression holds a subquery that reads the target's
+// relation without restricting which of its rows it reads.
+func (p *pred) readsTargetIn(n *pg.Node) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if found {
+			return
+		}
+		if sl, ok := m.Interface().(*pg.SubLink); ok {
+			if sel := sl.Subselect.GetSelectStmt(); sel != nil && p.readsTarget(sel, 0) && !p.restrictedRead(sel, 0) {
+				found = true
+				return
+			}
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	if n != nil {
+		visit(n.ProtoReflect())
+	}
+	return found
 }
 
 func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
@@ -210,11 +301,11 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		}
 		// Comparisons and the other boolean operators (@>, &&, ?): the row against what
 		// is not the row.
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, opName(e.Name) == "=")
 	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, false)
 	case pg.A_Expr_Kind_AEXPR_DISTINCT, pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
-		return p.compares(e.Lexpr, e.Rexpr)
+		return p.compares(e.Lexpr, e.Rexpr, e.Kind == pg.A_Expr_Kind_AEXPR_NOT_DISTINCT)
 	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
 		return p.restrictsPattern(e.Lexpr, e.Rexpr, likeRestricts)
 	case pg.A_Expr_Kind_AEXPR_SIMILAR:
@@ -225,12 +316,12 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		}
 		return p.restrictsPattern(e.Lexpr, pat, regexRestricts)
 	case pg.A_Expr_Kind_AEXPR_IN:
-		l := p.scan(e.Lexpr)
+		l := p.scan(p.simplify(e.Lexpr))
 		if !l.target || l.system || l.unknown || l.self {
 			return false
 		}
 		for _, it := range e.Rexpr.GetList().GetItems() {
-			if r := p.scan(it); r.target || r.self || r.unknown {
+			if r := p.scan(p.simplify(it)); r.target || r.self || r.unknown || !isScalarSubquery(it) && p.readsTargetIn(it) {
 				return false
 			}
 		}
@@ -240,7 +331,7 @@ func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
 		if len(items) != 2 {
 			return false
 		}
-		return p.compares(e.Lexpr, items[0]) && p.compares(e.Lexpr, items[1])
+		return p.compares(e.Lexpr, items[0], false) && p.compares(e.Lexpr, items[1], false)
 	}
 	return false
 }
@@ -275,6 +366,14 @@ func regexRestricts(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if c == '{' {
+			// A bound {m,n} is a quantifier, not literal digits; what it follows may be
+			// repeated zero times (a{0}).
+			if j := strings.IndexByte(s[i:], '}'); j > 0 {
+				i += j
+			}
+			continue
+		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || c == '@' || c == '-') {
 			continue
 		}
@@ -299,9 +398,9 @@ func (p *pred) restrictsSubLink(sl *pg.SubLink) bool {
 		if p.readsTarget(sel, 0) {
 			return false
 		}
-		inner := &pred{sc: scope{names: p.sc.names, rel: p.sc.rel, others: fromNames(sel.FromClause), inner: true, ctes: p.sc.ctes}}
+		inner := p.nested(scope{names: p.sc.names, rel: p.sc.rel, others: fromNames(sel.FromClause), inner: true, ctes: p.sc.ctes})
 		ok := inner.restricts(sel.WhereClause)
-		p.readsLiteral = p.readsLiteral || inner.readsLiteral
+		p.absorb(inner)
 		return ok
 	case pg.SubLinkType_ANY_SUBLINK, pg.SubLinkType_ALL_SUBLINK:
 		l := p.scan(sl.Testexpr)
@@ -326,6 +425,7 @@ func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
 	if sel == nil || depth > 8 {
 		return sel != nil // too deep to tell: assume it does
 	}
+	defer p.withCTEs(sel.WithClause)()
 	if sel.Op != pg.SetOperation_SETOP_NONE {
 		return p.readsTarget(sel.Larg, depth+1) || p.readsTarget(sel.Rarg, depth+1)
 	}
@@ -341,10 +441,40 @@ func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
 			return p.readsTarget(x.RangeSubselect.Subquery.GetSelectStmt(), depth+1)
 		case *pg.Node_JoinExpr:
 			return from(x.JoinExpr.Larg) || from(x.JoinExpr.Rarg)
+		case *pg.Node_RangeTableSample:
+			return from(x.RangeTableSample.Relation)
 		}
-		return false
+		// A function over a subquery of the target (unnest((SELECT array_agg(id) FROM t))).
+		return p.subqueryReads(n, depth)
 	}
-	return slices.ContainsFunc(sel.FromClause, from)
+	return slices.ContainsFunc(sel.FromClause, from) || slices.ContainsFunc(sel.TargetList, func(n *pg.Node) bool { return p.subqueryReads(n, depth) })
+}
+
+// subqueryReads reports whether an expression holds a subquery that reads the target.
+func (p *pred) subqueryReads(n *pg.Node, depth int) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if sl, ok := m.Interface().(*pg.SubLink); ok {
+			found = found || p.readsTarget(sl.Subselect.GetSelectStmt(), depth+1)
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				for i, l := 0, v.List(); i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	visit(n.ProtoReflect())
+	return found
 }
 
 // restrictedRead reports whether a query over the target reads only some of its rows: a
@@ -354,6 +484,7 @@ func (p *pred) restrictedRead(sel *pg.SelectStmt, depth int) bool {
 	if sel == nil || depth > 8 || sel.Op != pg.SetOperation_SETOP_NONE {
 		return false
 	}
+	defer p.withCTEs(sel.WithClause)()
 	if sel.LimitCount != nil {
 		if v, ok := p.fold(sel.LimitCount); ok && v.kind == 'n' {
 			return true
@@ -379,13 +510,39 @@ func (p *pred) restrictedRead(sel *pg.SelectStmt, depth int) bool {
 	default:
 		return false
 	}
-	inner := &pred{sc: scope{names: names, rel: p.sc.rel, ctes: p.sc.ctes}}
-	if sel.WhereClause != nil && inner.predicate(sel.WhereClause) == filter && inner.restricts(sel.WhereClause) {
-		p.readsLiteral = p.readsLiteral || inner.readsLiteral
-		return true
+	inner := p.nested(scope{names: names, rel: p.sc.rel, ctes: p.sc.ctes})
+	ok := sel.WhereClause != nil && inner.predicate(sel.WhereClause) == filter && inner.restricts(sel.WhereClause)
+	p.absorb(inner)
+	return ok || next != nil && p.restrictedRead(next, depth+1)
+}
+
+// nested is a pred for a subquery of p's statement, with its parameters.
+func (p *pred) nested(sc scope) *pred {
+	return &pred{sc: sc, params: p.params, bound: p.bound}
+}
+
+// absorb takes on what a nested pred's verdict read.
+func (p *pred) absorb(q *pred) {
+	p.readsLiteral = p.readsLiteral || q.readsLiteral
+	p.readsParam = p.readsParam || q.readsParam
+}
+
+// withCTEs makes the WITH queries of a subquery visible while it is judged (the statement's
+// own stay, unless the subquery's shadow them); the returned function restores the scope.
+func (p *pred) withCTEs(w *pg.WithClause) func() {
+	if w == nil {
+		return func() {}
 	}
-	p.readsLiteral = p.readsLiteral || inner.readsLiteral
-	return next != nil && p.restrictedRead(next, depth+1)
+	saved := p.sc.ctes
+	m := map[string]*pg.Node{}
+	for k, v := range saved {
+		m[k] = v
+	}
+	for k, v := range cteMap(w) {
+		m[k] = v
+	}
+	p.sc.ctes = m
+	return func() { p.sc.ctes = saved }
 }
 
 // fromNames maps the names that a FROM/USING list introduces to the relations behind them.
@@ -409,6 +566,8 @@ func fromNames(items []*pg.Node) map[string]string {
 			if a := x.RangeFunction.Alias; a != nil {
 				out[a.Aliasname] = ""
 			}
+		case *pg.Node_RangeTableSample:
+			add(x.RangeTableSample.Relation)
 		case *pg.Node_JoinExpr:
 			add(x.JoinExpr.Larg)
 			add(x.JoinExpr.Rarg)

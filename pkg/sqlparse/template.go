@@ -77,12 +77,12 @@ func classifyTemplate(sql string, tpl template, shared bool) *Info {
 			}
 			return e.instantiate(sql, tpl)
 		}
-		info := classifyPostgres(sql, nil)
+		info := classifyPostgres(sql, nil, nil)
 		defaultCache.put(ProtocolPostgres, sql, info)
 		return info
 	}
 	var consts []int32
-	info := classifyPostgres(sql, &consts)
+	info := classifyPostgres(sql, &consts, nil)
 	defaultCache.put(ProtocolPostgres, sql, info)
 	templateCache.put(ProtocolPostgres, tpl.key, newTemplateEntry(sql, tpl, info, consts))
 	return info

@@ -167,7 +167,7 @@ func FuzzTemplate(f *testing.F) {
 			return
 		}
 		var consts []int32
-		e := newTemplateEntry(sql, tpl, classifyPostgres(sql, &consts), consts)
+		e := newTemplateEntry(sql, tpl, classifyPostgres(sql, &consts, nil), consts)
 		if e.info == nil || !e.verified() {
 			return
 		}

@@ -26,6 +26,30 @@ type walker struct {
 	// consts, when set, collects the location of every constant (A_Const) visited: the
 	// template cache checks that each literal of the text is one (see template.go).
 	consts *[]int32
+	// params are the values bound to the statement's parameters, when bound is set (a
+	// Bind judged with its values); function bodies classified recursively have none.
+	params []Param
+	bound  bool
+}
+
+// pred judges the predicates of a DML statement of this walker's text.
+func (w *walker) pred(sc scope) pred {
+	if w.depth > 0 {
+		return pred{sc: sc} // $n in a function body is the function's argument
+	}
+	return pred{sc: sc, params: w.params, bound: w.bound}
+}
+
+// touchesAll records the verdict of p on one UPDATE/DELETE/MERGE: all says it touches every
+// row of its target. A verdict that read a parameter may change once values are bound.
+func (w *walker) touchesAll(p *pred, all bool) {
+	if all {
+		w.flag(FlagNoEffectiveWhere)
+		if p.readsParam && w.depth == 0 {
+			w.st.BindDependent = true
+		}
+	}
+	w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
 }
 
 func (w *walker) node(n *pg.Node) {
@@ -280,33 +304,24 @@ func (w *walker) msg(m protoreflect.Message) {
 			w.column(t.GetResTarget().GetName())
 		}
 		if w.dry == 0 {
-			p := pred{sc: dmlScope(x.Relation, x.FromClause, x.WithClause)}
-			if !p.effectiveWhere(x.WhereClause) {
-				w.flag(FlagNoEffectiveWhere)
-			}
-			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
+			p := w.pred(dmlScope(x.Relation, x.FromClause, x.WithClause))
+			w.touchesAll(&p, !p.effectiveWhere(x.WhereClause))
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.DeleteStmt:
 		w.setKind(KindDelete)
 		w.target(x.Relation)
 		if w.dry == 0 {
-			p := pred{sc: dmlScope(x.Relation, x.UsingClause, x.WithClause)}
-			if !p.effectiveWhere(x.WhereClause) {
-				w.flag(FlagNoEffectiveWhere)
-			}
-			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
+			p := w.pred(dmlScope(x.Relation, x.UsingClause, x.WithClause))
+			w.touchesAll(&p, !p.effectiveWhere(x.WhereClause))
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.MergeStmt:
 		w.setKind(KindMerge)
 		w.target(x.Relation)
 		if w.dry == 0 {
-			p := pred{sc: dmlScope(x.Relation, []*pg.Node{x.SourceRelation}, x.WithClause)}
-			if p.mergeTouchesAll(x) {
-				w.flag(FlagNoEffectiveWhere)
-			}
-			w.st.readsLiteral = w.st.readsLiteral || p.readsLiteral
+			p := w.pred(dmlScope(x.Relation, []*pg.Node{x.SourceRelation}, x.WithClause))
+			w.touchesAll(&p, p.mergeTouchesAll(x))
 		}
 		w.scoped(x.WithClause, m)
 	case *pg.ExplainStmt:
@@ -464,11 +479,14 @@ func (w *walker) msg(m protoreflect.Message) {
 			case pg.AlterTableType_AT_ChangeOwner:
 				w.flag(FlagPrivilegeChange)
 			case pg.AlterTableType_AT_DisableTrig, pg.AlterTableType_AT_DisableTrigAll, pg.AlterTableType_AT_DisableTrigUser,
-				pg.AlterTableType_AT_EnableReplicaTrig, pg.AlterTableType_AT_DisableRule, pg.AlterTableType_AT_EnableReplicaRule,
+				pg.AlterTableType_AT_EnableReplicaTrig, pg.AlterTableType_AT_EnableAlwaysTrig,
+				pg.AlterTableType_AT_DisableRule, pg.AlterTableType_AT_EnableReplicaRule, pg.AlterTableType_AT_EnableAlwaysRule,
 				pg.AlterTableType_AT_DisableRowSecurity, pg.AlterTableType_AT_NoForceRowSecurity:
 				// Audit triggers, rules and row-level security off for everyone, not only
-				// this session: the same escape as session_replication_role. (A trigger
-				// enabled for replicas only does not fire in ordinary sessions.)
+				// this session: the same escape as session_replication_role. A trigger or
+				// rule enabled for replicas only does not fire in ordinary sessions; one
+				// enabled ALWAYS fires under session_replication_role = replica too, so
+				// which of them fire when is no longer what the audit set up.
 				w.flag(FlagSessionEscape)
 			}
 		}

@@ -29,9 +29,26 @@ const (
 // id = 1 is not; x = 'a' OR x <> 'a' covers every row, x = 'a' OR x <> 'b' does not): such
 // a classification holds only for the literals it was made with, so the template cache
 // never serves it for others.
+//
+// params are the values bound to $1, $2, … when the statement is judged at Bind (bound is
+// then set); at Parse a parameter may be anything, NULL included. readsParam records that
+// a verdict looked at a parameter, so a Bind may judge it again with the values.
 type pred struct {
 	sc           scope
 	readsLiteral bool
+	params       []Param
+	bound        bool
+	readsParam   bool
+}
+
+// Param is one value bound to a parameter, as far as the classifier can read it.
+type Param struct {
+	// Null: the parameter is bound to NULL.
+	Null bool
+	// Known: Text is its value (sent in text format). A value sent in binary is not NULL
+	// but unread: a pattern or a boolean in it proves nothing.
+	Known bool
+	Text  string
 }
 
 // constString is constString, noting that a literal was read.
@@ -50,7 +67,21 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 	if where.GetCurrentOfExpr() != nil {
 		return true
 	}
-	return p.predicate(where) == filter && p.restricts(where)
+	return !p.selectsAll(where)
+}
+
+// selectsAll reports whether a predicate is not proved to select only some of the target's
+// rows. One that selects none (false) counts as unproved at Parse, but with the values of
+// a Bind (bound to NULL: WHERE $1 AND flag) it touches nothing, and a Bind is never judged
+// worse than its Parse.
+func (p *pred) selectsAll(n *pg.Node) bool {
+	switch p.predicate(n) {
+	case filter:
+		return !p.restricts(n)
+	case never:
+		return !p.bound
+	}
+	return true
 }
 
 // mergeTouchesAll reports whether a MERGE updates or deletes every target row: an ON
@@ -58,13 +89,13 @@ func (p *pred) effectiveWhere(where *pg.Node) bool {
 // unconditional WHEN NOT MATCHED BY SOURCE UPDATE/DELETE (which hits every target row the
 // source lacks — all of them for an empty source).
 func (p *pred) mergeTouchesAll(x *pg.MergeStmt) bool {
-	onAll := p.predicate(x.JoinCondition) != filter || !p.restricts(x.JoinCondition)
+	onAll := p.selectsAll(x.JoinCondition)
 	for _, c := range x.MergeWhenClauses {
 		wc := c.GetMergeWhenClause()
 		if wc == nil || (wc.CommandType != pg.CmdType_CMD_UPDATE && wc.CommandType != pg.CmdType_CMD_DELETE) {
 			continue
 		}
-		condAll := wc.Condition == nil || p.predicate(wc.Condition) != filter || !p.restricts(wc.Condition)
+		condAll := wc.Condition == nil || p.selectsAll(wc.Condition)
 		switch wc.MatchKind {
 		case pg.MergeMatchKind_MERGE_WHEN_MATCHED:
 			if onAll && condAll {
@@ -105,6 +136,16 @@ func (p *pred) predicate(n *pg.Node) truth {
 	case *pg.Node_SubLink:
 		if selfInSubquery(x.SubLink, p.sc.names) {
 			return always
+		}
+		if p.emptyQuery(x.SubLink.Subselect.GetSelectStmt()) {
+			// Over no rows: EXISTS and IN are false for every row, ALL is true, and
+			// NOT EXISTS / NOT IN (their negation) true.
+			switch x.SubLink.SubLinkType {
+			case pg.SubLinkType_EXISTS_SUBLINK, pg.SubLinkType_ANY_SUBLINK:
+				return never
+			case pg.SubLinkType_ALL_SUBLINK:
+				return always
+			}
 		}
 	case *pg.Node_BooleanTest:
 		// x IS TRUE / IS NOT FALSE keep the truth of x where x is not NULL.
@@ -148,6 +189,9 @@ func (p *pred) boolPredicate(b *pg.BoolExpr) truth {
 				}
 			}
 		}
+		if res == filter && p.complementary(b.Args) {
+			return never // x AND NOT x, x < y AND x >= y: no row
+		}
 		return res
 	case pg.BoolExprType_OR_EXPR:
 		res := never
@@ -163,7 +207,7 @@ func (p *pred) boolPredicate(b *pg.BoolExpr) truth {
 				}
 			}
 		}
-		if res == filter && p.complementary(b.Args) {
+		if res == filter && (p.complementary(b.Args) || p.coversAll(b.Args)) {
 			return always
 		}
 		return res
@@ -190,6 +234,14 @@ func (p *pred) complementPair(a, b *pg.Node) bool {
 	if na, nb := a.GetNullTest(), b.GetNullTest(); na != nil && nb != nil {
 		return na.Nulltesttype != nb.Nulltesttype && p.sameExpr(na.Arg, nb.Arg)
 	}
+	if ta, tb := a.GetBooleanTest(), b.GetBooleanTest(); ta != nil && tb != nil {
+		// x IS TRUE / x IS NOT TRUE, and the FALSE and UNKNOWN pairs.
+		pair := map[pg.BoolTestType]pg.BoolTestType{
+			pg.BoolTestType_IS_TRUE: pg.BoolTestType_IS_NOT_TRUE, pg.BoolTestType_IS_FALSE: pg.BoolTestType_IS_NOT_FALSE,
+			pg.BoolTestType_IS_UNKNOWN: pg.BoolTestType_IS_NOT_UNKNOWN,
+		}
+		return pair[ta.Booltesttype] == tb.Booltesttype && p.sameExpr(ta.Arg, tb.Arg)
+	}
 	if nb := b.GetBoolExpr(); nb != nil && nb.Boolop == pg.BoolExprType_NOT_EXPR && len(nb.Args) == 1 {
 		return p.sameExpr(a, nb.Args[0])
 	}
@@ -202,6 +254,9 @@ func (p *pred) complementPair(a, b *pg.Node) bool {
 }
 
 func (p *pred) exprPredicate(e *pg.A_Expr) truth {
+	if e.Kind == pg.A_Expr_Kind_AEXPR_OP || e.Kind == pg.A_Expr_Kind_AEXPR_DISTINCT || e.Kind == pg.A_Expr_Kind_AEXPR_NOT_DISTINCT {
+		e = &pg.A_Expr{Kind: e.Kind, Name: e.Name, Lexpr: p.simplify(e.Lexpr), Rexpr: p.simplify(e.Rexpr)}
+	}
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_OP:
 		switch op := opName(e.Name); op {
@@ -217,6 +272,14 @@ func (p *pred) exprPredicate(e *pg.A_Expr) truth {
 			if s, ok := p.constString(e.Rexpr); ok && (s == "" || s == ".*" || s == "^" || s == "$") {
 				return always
 			}
+		}
+	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
+		if p.emptyArray(e.Rexpr) {
+			// x op ANY ('{}') is false, x op ALL ('{}') true, for every row.
+			if e.Kind == pg.A_Expr_Kind_AEXPR_OP_ALL {
+				return always
+			}
+			return never
 		}
 	case pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
 		if p.sameExpr(e.Lexpr, e.Rexpr) {
@@ -244,6 +307,63 @@ func (p *pred) exprPredicate(e *pg.A_Expr) truth {
 		}
 	}
 	return filter
+}
+
+// emptyQuery reports a query that provably returns no rows: its WHERE is false (folded,
+// so also c.id = t.id AND false), or its LIMIT is 0.
+func (p *pred) emptyQuery(sel *pg.SelectStmt) bool {
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.ValuesLists) > 0 {
+		return false
+	}
+	if sel.LimitCount != nil {
+		if v, ok := p.fold(sel.LimitCount); ok && v.kind == 'n' && v.n.Sign() == 0 {
+			return true
+		}
+	}
+	return sel.WhereClause != nil && p.predicate(sel.WhereClause) == never && len(sel.GroupClause) == 0 && sel.HavingClause == nil &&
+		!hasAggregate(sel.TargetList)
+}
+
+// hasAggregate reports a target list that may aggregate (SELECT count(*) … WHERE false is
+// one row): any function call counts.
+func hasAggregate(targets []*pg.Node) bool {
+	found := false
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if _, ok := m.Interface().(*pg.FuncCall); ok {
+			found = true
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				for i, l := 0, v.List(); i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return !found
+		})
+	}
+	for _, t := range targets {
+		visit(t.ProtoReflect())
+	}
+	return found
+}
+
+// emptyArray reports an array with no elements: '{}' (cast or not) or ARRAY[].
+func (p *pred) emptyArray(n *pg.Node) bool {
+	for n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	if a := n.GetAArrayExpr(); a != nil {
+		return len(a.Elements) == 0
+	}
+	s, ok := p.constString(n)
+	return ok && strings.TrimSpace(strings.Trim(strings.TrimSpace(s), "{}")) == "" && strings.HasPrefix(strings.TrimSpace(s), "{")
 }
 
 // selfInSubquery recognizes "col IN (SELECT col FROM target)": the target's own column
@@ -385,7 +505,7 @@ func (p *pred) sameMsg(a, b protoreflect.Message) bool {
 
 // value is a folded constant: a boolean, a number or a string.
 type value struct {
-	kind byte // 'b', 'n', 's', 'z' (NULL)
+	kind byte // 'b', 'n', 's', 'z' (NULL), 'x' (not NULL, value unread)
 	b    bool
 	n    *big.Rat
 	s    string
@@ -445,6 +565,8 @@ func (p *pred) fold(n *pg.Node) (value, bool) {
 			}
 		}
 		return v, true
+	case *pg.Node_ParamRef:
+		return p.param(x.ParamRef)
 	case *pg.Node_BoolExpr:
 		return p.foldBoolExpr(x.BoolExpr)
 	case *pg.Node_NullTest:
@@ -458,6 +580,59 @@ func (p *pred) fold(n *pg.Node) (value, bool) {
 		return p.foldAExpr(x.AExpr)
 	}
 	return value{}, false
+}
+
+// param folds a parameter: at Bind its bound value, read as an untyped literal (as the
+// server reads a text-format parameter of unspecified type); at Parse nothing.
+func (p *pred) param(r *pg.ParamRef) (value, bool) {
+	p.readsParam = true
+	i := int(r.Number) - 1
+	if !p.bound || i < 0 || i >= len(p.params) {
+		return value{}, false
+	}
+	switch v := p.params[i]; {
+	case v.Null:
+		return value{kind: 'z'}, true
+	case v.Known:
+		return value{kind: 's', s: v.Text}, true
+	}
+	return value{kind: 'x'}, true
+}
+
+// simplify replaces an expression by the argument it stands for, where folding can tell:
+// COALESCE drops the arguments that are NULL and ends at the first that cannot be (a
+// constant, a parameter bound to a value), so coalesce(NULL::int, id) is id and, bound to
+// 5, coalesce($1, id) is $1. Casts of such an expression keep their cast.
+func (p *pred) simplify(n *pg.Node) *pg.Node {
+	switch x := n.GetNode().(type) {
+	case *pg.Node_TypeCast:
+		if a := p.simplify(x.TypeCast.Arg); a != x.TypeCast.Arg {
+			return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: a, TypeName: x.TypeCast.TypeName}}}
+		}
+	case *pg.Node_CoalesceExpr:
+		var rest []*pg.Node
+		for _, a := range x.CoalesceExpr.Args {
+			a = p.simplify(a)
+			v, ok := p.fold(a)
+			if ok && v.kind == 'z' {
+				continue
+			}
+			rest = append(rest, a)
+			if ok {
+				break // never NULL: the arguments after it are never reached
+			}
+		}
+		switch len(rest) {
+		case 0:
+			return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Isnull: true}}}
+		case 1:
+			return rest[0]
+		case len(x.CoalesceExpr.Args):
+			return n
+		}
+		return &pg.Node{Node: &pg.Node_CoalesceExpr{CoalesceExpr: &pg.CoalesceExpr{Args: rest}}}
+	}
+	return n
 }
 
 func (p *pred) foldBoolExpr(b *pg.BoolExpr) (value, bool) {
@@ -522,7 +697,7 @@ func (p *pred) foldAExpr(e *pg.A_Expr) (value, bool) {
 		}
 		r.kind = 'n'
 	}
-	if l.kind != r.kind {
+	if l.kind != r.kind || l.kind == 'x' {
 		return value{}, false
 	}
 	if op == "||" && l.kind == 's' {

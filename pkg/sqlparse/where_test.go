@@ -2,105 +2,148 @@ package sqlparse
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vigil-db/vigil/internal/testpg"
 )
 
-// dmlCorpus is the no-effective-WHERE corpus over a fixed schema: victim (the target, 10
-// rows) and customers (3 rows). touchesAll says whether the statement updates or deletes
-// every row of victim, and is checked against a real PostgreSQL by
-// TestEffectiveWhereOnServer; the classifier must flag every statement that does (else
-// it is a bypass) and none of the ordinary ones. Add every bypass found here.
-var dmlCorpus = []struct {
-	sql        string
-	args       []any
-	touchesAll bool
-}{
-	// Bypasses found by testing the proxy as an attacker would: each touched every row
-	// while the classifier called its WHERE effective.
-	{sql: "DELETE FROM victim USING customers WHERE customers.id = 1", touchesAll: true},
-	{sql: "UPDATE victim SET name = 'x' FROM customers WHERE customers.id = 1", touchesAll: true},
-	{sql: "DELETE FROM victim t WHERE t.id IN (SELECT id FROM victim)", touchesAll: true},
-	{sql: "WITH c AS (SELECT id FROM victim) DELETE FROM victim WHERE id IN (SELECT id FROM c)", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = victim.cid OR true)", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE ctid IS NOT NULL", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name SIMILAR TO '%'", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name LIKE '%' || ''", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE id = coalesce(NULL::int, id)", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE id = coalesce($1, id)", args: []any{nil}, touchesAll: true},
-	// Their relatives.
-	{sql: "DELETE FROM victim v USING victim w WHERE v.id = w.id", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE id IN (SELECT id FROM (SELECT id FROM victim) s)", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE EXISTS (SELECT 1 FROM victim v2 WHERE v2.id = victim.id)", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE id = (SELECT v2.id FROM victim v2 WHERE v2.id = victim.id)", touchesAll: true},
-	{sql: "DELETE FROM victim USING customers WHERE email IS NOT NULL", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name ~ ''", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name ~ 'a*'", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name ~ 'x|'", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE name LIKE $1", args: []any{"%"}, touchesAll: true},
-	{sql: "DELETE FROM victim WHERE xmin IS NOT NULL", touchesAll: true},
-	{sql: "UPDATE victim SET name = 'x' WHERE id = id + 0 OR true", touchesAll: true},
-	{sql: "DELETE FROM victim WHERE id IN (SELECT id FROM victim UNION SELECT 1)", touchesAll: true},
-	{sql: "MERGE INTO victim v USING customers c ON c.id = 1 WHEN MATCHED THEN DELETE", touchesAll: true},
+// WhereCase is one statement of the effective-WHERE corpora in testdata: where_evasions.yaml
+// (statements that touch every row of victim and must be flagged no_effective_where: add
+// every bypass found there) and where_benign.yaml (ordinary statements that must not be).
+// Args are bound with the extended protocol.
+type whereCase struct {
+	SQL  string `yaml:"sql"`
+	Args []any  `yaml:"args"`
+	// TouchesAll is set for the evasions.
+	TouchesAll bool `yaml:"-"`
+}
 
-	// Ordinary statements: they must stay allowed.
-	{sql: "DELETE FROM victim WHERE id = 1"},
-	{sql: "DELETE FROM victim WHERE id = $1", args: []any{2}},
-	{sql: "DELETE FROM victim WHERE id = ANY($1)", args: []any{[]int32{1, 2}}},
-	{sql: "DELETE FROM victim WHERE id IN (1, 2, 3)"},
-	{sql: "UPDATE victim SET name = 'x' WHERE id BETWEEN 1 AND 3"},
-	{sql: "DELETE FROM victim WHERE name LIKE 'ab%'"},
-	{sql: "DELETE FROM victim WHERE name ~ '^ab'"},
-	{sql: "DELETE FROM victim WHERE lower(name) = 'ab1'"},
-	{sql: "DELETE FROM victim WHERE deleted_at IS NOT NULL"},
-	{sql: "DELETE FROM victim WHERE created < now() - interval '30 days'"},
-	{sql: "UPDATE victim SET flag = true WHERE NOT flag"},
-	{sql: "DELETE FROM victim WHERE (id, cid) = (1, 1)"},
-	{sql: "DELETE FROM victim USING customers WHERE victim.cid = customers.id AND customers.email = 'a@example.com'"},
-	{sql: "UPDATE victim v SET name = c.email FROM customers c WHERE v.cid = c.id AND c.id = 2"},
-	{sql: "DELETE FROM victim WHERE cid IN (SELECT id FROM customers WHERE email LIKE 'b%')"},
-	{sql: "DELETE FROM victim WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = victim.cid)"},
-	{sql: "DELETE FROM victim WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = victim.cid AND c.email LIKE 'a%')"},
-	{sql: "DELETE FROM victim WHERE id IN (SELECT id FROM victim ORDER BY id LIMIT 2)"},
-	{sql: "DELETE FROM victim WHERE id IN (SELECT id FROM victim WHERE name LIKE 'ab%')"},
-	{sql: "WITH old AS (SELECT id FROM victim WHERE id < 3) DELETE FROM victim WHERE id IN (SELECT id FROM old)"},
-	{sql: "DELETE FROM victim WHERE id = (SELECT max(id) FROM victim)"},
-	{sql: "UPDATE victim SET n = n + 1 WHERE id = $1 RETURNING n", args: []any{4}},
-	{sql: "MERGE INTO victim v USING customers c ON v.cid = c.id WHEN MATCHED AND c.id = 1 THEN DELETE"},
+// loadWhereCorpus reads both corpora.
+func loadWhereCorpus(t *testing.T) []whereCase {
+	t.Helper()
+	var all []whereCase
+	for _, f := range []struct {
+		name string
+		all  bool
+	}{{"testdata/where_evasions.yaml", true}, {"testdata/where_benign.yaml", false}} {
+		b, err := os.ReadFile(f.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []whereCase
+		if err := yaml.Unmarshal(b, &cs); err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		for i := range cs {
+			cs[i].TouchesAll = f.all
+		}
+		all = append(all, cs...)
+	}
+	return all
+}
+
+// boundParams is how the proxy hands a Bind's text-format values to ClassifyBound.
+func boundParams(args []any) []Param {
+	ps := make([]Param, len(args))
+	for i, a := range args {
+		if a == nil {
+			ps[i] = Param{Null: true}
+		} else {
+			ps[i] = Param{Known: true, Text: fmt.Sprint(a)}
+		}
+	}
+	return ps
+}
+
+// flagged is the verdict the proxy reaches: at Parse, and at Bind when it depends on the
+// values.
+func (c whereCase) flagged() (parse, bind bool, err error) {
+	info := Classify(ProtocolPostgres, c.SQL)
+	if !info.Parsed {
+		return false, false, fmt.Errorf("did not parse: %s", info.ParseError)
+	}
+	parse = info.Flags.Has(FlagNoEffectiveWhere)
+	if c.Args == nil || !info.BindDependent() {
+		return parse, parse, nil
+	}
+	return parse, ClassifyBound(c.SQL, boundParams(c.Args)).Flags.Has(FlagNoEffectiveWhere), nil
 }
 
 func TestEffectiveWhereCorpus(t *testing.T) {
-	for _, tc := range dmlCorpus {
-		info := Classify(ProtocolPostgres, tc.sql)
-		if !info.Parsed {
-			t.Errorf("%q: did not parse: %s", tc.sql, info.ParseError)
+	for _, tc := range loadWhereCorpus(t) {
+		parse, bind, err := tc.flagged()
+		if err != nil {
+			t.Errorf("%q: %v", tc.SQL, err)
 			continue
 		}
-		if got := info.Flags.Has(FlagNoEffectiveWhere); got != tc.touchesAll {
-			t.Errorf("%q: no_effective_where %v, want %v", tc.sql, got, tc.touchesAll)
+		if bind != tc.TouchesAll {
+			t.Errorf("%q %v: no_effective_where %v, want %v", tc.SQL, tc.Args, bind, tc.TouchesAll)
+		}
+		if tc.TouchesAll && !parse {
+			// The Parse verdict must hold for every value a Bind may bring.
+			t.Errorf("%q: not flagged at Parse", tc.SQL)
+		}
+	}
+}
+
+func TestClassifyBound(t *testing.T) {
+	for _, tc := range []struct {
+		sql        string
+		params     []Param
+		dependent  bool // the Parse verdict rests on the parameters
+		touchesAll bool // at Bind with params
+	}{
+		{"DELETE FROM t WHERE id = coalesce($1, id)", []Param{{Null: true}}, true, true},
+		{"DELETE FROM t WHERE id = coalesce($1, id)", []Param{{Known: true, Text: "5"}}, true, false},
+		// A binary value: not NULL, but unread.
+		{"DELETE FROM t WHERE id = coalesce($1, id)", []Param{{}}, true, false},
+		{"DELETE FROM t WHERE name LIKE $1", []Param{{}}, true, true},
+		{"DELETE FROM t WHERE name LIKE $1", []Param{{Known: true, Text: "%_"}}, true, true},
+		{"DELETE FROM t WHERE name LIKE $1", []Param{{Known: true, Text: "a%"}}, true, false},
+		{"DELETE FROM t WHERE $1", []Param{{Known: true, Text: "true"}}, true, true},
+		{"DELETE FROM t WHERE id = $1 OR $2", []Param{{Known: true, Text: "1"}, {Known: true, Text: "false"}}, true, false},
+		{"DELETE FROM t WHERE id = $1 OR $2", []Param{{Known: true, Text: "1"}, {Known: true, Text: "t"}}, true, true},
+		// Bound to NULL it selects nothing: no worse than at Parse.
+		{"DELETE FROM t WHERE $1 AND flag", []Param{{Null: true}}, false, false},
+		// Too few values: what is missing may be anything.
+		{"DELETE FROM t WHERE id = coalesce($2, id)", []Param{{Known: true, Text: "1"}}, true, true},
+		// Not a parameter's doing: Bind changes nothing.
+		{"DELETE FROM t WHERE id = id", []Param{{Known: true, Text: "1"}}, false, true},
+		// Judged again at Bind, to the same verdict.
+		{"DELETE FROM t WHERE id = id AND $1 = 1", []Param{{Known: true, Text: "1"}}, true, true},
+		{"DELETE FROM t", nil, false, true},
+		// $1 in a function body is the function's argument, not a Bind's.
+		{"CREATE FUNCTION f(int) RETURNS void LANGUAGE sql AS 'DELETE FROM t WHERE id = coalesce($1, id)'", nil, false, true},
+	} {
+		info := Classify(ProtocolPostgres, tc.sql)
+		if got := info.BindDependent(); got != tc.dependent {
+			t.Errorf("%q: BindDependent %v, want %v", tc.sql, got, tc.dependent)
+		}
+		if got := ClassifyBound(tc.sql, tc.params).Flags.Has(FlagNoEffectiveWhere); got != tc.touchesAll {
+			t.Errorf("%q %+v: bound no_effective_where %v, want %v", tc.sql, tc.params, got, tc.touchesAll)
 		}
 	}
 }
 
 // TestEffectiveWhereOnServer runs every corpus statement against a real PostgreSQL, in a
-// transaction that is rolled back, and checks the corpus's touchesAll against the rows the
-// server really touched: the classifier is judged by the effect, not by the shape.
+// transaction that is rolled back, and checks each corpus against the rows the server really
+// touched: the classifier is judged by the effect, not by the shape.
 func TestEffectiveWhereOnServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
 	}
+	schema, err := os.ReadFile("testdata/where_schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := testpg.Start(t)
-	if _, err := srv.Psql("postgres", `CREATE TABLE customers (id int PRIMARY KEY, email text);
-		INSERT INTO customers VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, NULL);
-		CREATE TABLE victim (id int PRIMARY KEY, cid int, name text, n int DEFAULT 0, flag bool DEFAULT false,
-			deleted_at timestamptz, created timestamptz DEFAULT now());
-		INSERT INTO victim (id, cid, name, flag, deleted_at)
-			SELECT i, i % 3 + 1, CASE WHEN i <= 5 THEN 'ab' ELSE 'cd' END || i, i % 2 = 0, CASE WHEN i > 8 THEN now() END
-			FROM generate_series(1, 10) i`); err != nil {
+	if _, err := srv.Psql("postgres", string(schema)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -110,29 +153,34 @@ func TestEffectiveWhereOnServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	for _, tc := range dmlCorpus {
+	for _, tc := range loadWhereCorpus(t) {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// MERGE … DELETE reports its rows; the others report theirs; UPDATE … RETURNING
-		// is read to the end.
-		rows, err := tx.Query(ctx, tc.sql, tc.args...)
+		// UPDATE … RETURNING and SELECTs are read to the end.
+		rows, err := tx.Query(ctx, tc.SQL, tc.Args...)
 		if err != nil {
-			t.Fatalf("%q: %v", tc.sql, err)
+			t.Fatalf("%q: %v", tc.SQL, err)
 		}
 		for rows.Next() {
 		}
 		tag, err := rows.CommandTag(), rows.Err()
 		rows.Close()
 		if err != nil {
-			t.Errorf("%q: %v", tc.sql, err)
+			t.Errorf("%q: %v", tc.SQL, err)
 		}
 		if err := tx.Rollback(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if all := tag.RowsAffected() == 10; all != tc.touchesAll {
-			t.Errorf("%q touched %d of 10 rows on the server; the corpus says touchesAll=%v", tc.sql, tag.RowsAffected(), tc.touchesAll)
+		if tag.Select() {
+			if tc.TouchesAll {
+				t.Errorf("%q: a SELECT among the evasions", tc.SQL)
+			}
+			continue
+		}
+		if all := tag.RowsAffected() == 10; all != tc.TouchesAll {
+			t.Errorf("%q %v touched %d of 10 rows on the server; the corpus says touchesAll=%v", tc.SQL, tc.Args, tag.RowsAffected(), tc.TouchesAll)
 		}
 	}
 }
