@@ -191,11 +191,7 @@ func (ss *session) fromClient() error {
 		}
 		typ, total, msg, err := ss.cr.next()
 		if err != nil {
-			if errors.Is(err, errProtocol) {
-				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
-				return &sessionError{reason: reasonClientProtocol, err: err}
-			}
-			return err
+			return ss.clientFailed(err)
 		}
 		if typ == 'd' || typ == 'c' || typ == 'f' {
 			// COPY FROM STDIN data: forwarded as is; the markers let the response side
@@ -213,32 +209,39 @@ func (ss *session) fromClient() error {
 				_, err = ss.sw.Write(msg)
 			}
 			if err != nil {
-				return err
+				return ss.clientFailed(err)
 			}
 			continue
 		}
 		inCopy = false
 		if msg == nil {
 			if msg, err = ss.cr.readWhole(total); err != nil {
-				if errors.Is(err, errProtocol) {
-					ss.setFatal("54000", "Vigil proxy: "+err.Error())
-					return &sessionError{reason: reasonClientProtocol, err: err}
-				}
-				return err
+				return ss.clientFailed(err)
 			}
 		}
 		done, err := ss.clientMessage(typ, msg)
 		if err != nil {
-			if errors.Is(err, errProtocol) {
-				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
-				return &sessionError{reason: reasonClientProtocol, err: err}
-			}
-			return err
+			return ss.clientFailed(err)
 		}
 		if done {
 			return ss.sw.Flush()
 		}
 	}
+}
+
+// clientFailed turns an error on the client side into the session's end: a protocol violation
+// gets a FATAL the client can read (54000 for a message over the size limit, else 08P01)
+// and is counted and logged as reason client_protocol.
+func (ss *session) clientFailed(err error) error {
+	if !errors.Is(err, errProtocol) {
+		return err
+	}
+	code := "08P01"
+	if errors.Is(err, errTooLarge) {
+		code = "54000"
+	}
+	ss.setFatal(code, "Vigil proxy: "+err.Error())
+	return &sessionError{reason: reasonClientProtocol, err: err}
 }
 
 func (ss *session) pushKind(kind byte) {

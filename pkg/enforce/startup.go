@@ -146,13 +146,20 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 	}
 }
 
-// tellClient sends a refusal's FATAL message to the client, if it carries one.
+// tellClient sends a refusal's FATAL message to the client, if it carries one; a protocol
+// violation carries 08P01.
 func (ss *session) tellClient(err error) {
 	var se *sessionError
-	if !errors.As(err, &se) || se.resp == nil {
+	var resp *pgproto3.ErrorResponse
+	switch {
+	case errors.As(err, &se) && se.resp != nil:
+		resp = se.resp
+	case errors.Is(err, errProtocol):
+		resp = errorMsg("FATAL", "08P01", "Vigil proxy: "+err.Error(), "")
+	default:
 		return
 	}
-	msg, encErr := encode(nil, se.resp)
+	msg, encErr := encode(nil, resp)
 	if encErr != nil {
 		return
 	}
@@ -188,7 +195,7 @@ func (ss *session) negotiate(ctx context.Context) (*pgproto3.StartupMessage, []b
 		raw := make([]byte, n)
 		copy(raw, hdr[:])
 		if _, err := io.ReadFull(ss.client, raw[4:]); err != nil {
-			return nil, nil, fmt.Errorf("reading startup packet: %w", err)
+			return nil, nil, fmt.Errorf("reading startup packet: %w", truncated(err))
 		}
 		code := binary.BigEndian.Uint32(raw[4:8])
 		switch {
