@@ -21,6 +21,7 @@ const (
 	reasonTokenExpired   = "token_expired"   // the session's token expired
 	reasonIO             = "io"              // a connection broke mid-session
 	reasonInternal       = "internal"        // a bug: the session's code panicked (see fault.go)
+	reasonTooMany        = "max_connections" // over the proxy's max_connections (53300)
 )
 
 type metrics struct {

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -271,5 +273,56 @@ func TestProtocolStates(t *testing.T) {
 				t.Fatalf("no log line: %s", h.logs.String())
 			}
 		})
+	}
+}
+
+// TestMaxConnections: the session over max_connections gets FATAL 53300 before an upstream
+// connection is opened, and is counted; cancel requests still reach sessions of a full
+// proxy; a freed slot admits the next client.
+func TestMaxConnections(t *testing.T) {
+	h := start(t, func(c *Config) { c.MaxConnections = 2 })
+	ctx := context.Background()
+	a := h.connect(t, "analyst")
+	h.connect(t, "analyst")
+	upstream := len(h.srv.UpstreamConns())
+	_, err := pgx.Connect(ctx, h.dsn("analyst", "postgres"))
+	if pe := asPgError(err); pe == nil || pe.Code != "53300" || pe.Severity != "FATAL" || !strings.Contains(pe.Message, "max_connections is 2") {
+		t.Fatalf("third session: %v, want FATAL 53300", err)
+	}
+	if got := len(h.srv.UpstreamConns()); got != upstream {
+		t.Fatalf("the refused session opened an upstream connection: %d, were %d", got, upstream)
+	}
+	out, err := h.psql(t, "analyst", "-c", "SELECT 1")
+	if err == nil || !strings.Contains(out, "too many connections") {
+		t.Fatalf("psql over the limit: %q %v", out, err)
+	}
+	waitMetric(t, h, "vigil_proxy_session_errors_total", reasonTooMany, 2)
+	if !strings.Contains(h.logs.String(), "reason=max_connections") {
+		t.Fatal("no log line for the refusal")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.Exec(ctx, "SELECT pg_sleep(20)")
+		errc <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := a.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; pgCode(err) != "57014" {
+		t.Fatalf("cancel on a full proxy: %v", err)
+	}
+	a.Close(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, h.dsn("analyst", "postgres"))
+		if err == nil {
+			c.Close(ctx)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a session closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

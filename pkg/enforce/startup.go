@@ -107,6 +107,14 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 		ss.tellClient(err)
 		return err
 	}
+	if n := ss.srv.admitted.Add(1); n > int64(ss.srv.cfg.MaxConnections) {
+		ss.srv.admitted.Add(-1)
+		err := refuse(reasonTooMany, "53300", fmt.Sprintf("Vigil proxy: too many connections (this proxy's max_connections is %d)", ss.srv.cfg.MaxConnections),
+			"try again later, or raise max_connections in the proxy's configuration")
+		ss.tellClient(err)
+		return err
+	}
+	defer ss.srv.admitted.Add(-1)
 	if err := ss.admit(ctx, startup, upstream); err != nil {
 		ss.tellClient(err)
 		return err
