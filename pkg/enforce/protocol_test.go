@@ -53,10 +53,13 @@ func (rs *rawSession) write(b []byte) {
 // read returns the types of the messages that arrive until the n-th ReadyForQuery, a
 // CopyInResponse, the end of the connection ("<eof>") or a second of silence ("<hang>").
 // Errors are written as E(code).
-func (rs *rawSession) read(n int) string {
+func (rs *rawSession) read(n int) string { return rs.readWithin(n, time.Second) }
+
+// readWithin is read with silence of d taken as a hang.
+func (rs *rawSession) readWithin(n int, d time.Duration) string {
 	var sb strings.Builder
 	for n > 0 {
-		_ = rs.c.SetReadDeadline(time.Now().Add(time.Second))
+		_ = rs.c.SetReadDeadline(time.Now().Add(d))
 		m, err := rs.r.Receive()
 		var ne net.Error
 		switch {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -74,6 +75,9 @@ type clientSide struct {
 	portals   map[string]*stmt
 	described map[string]bool
 	scratch   []byte
+	// ownedMsg says the message being handled is in a buffer of its own (a large one that
+	// msgReader detached), which nothing overwrites.
+	ownedMsg bool
 }
 
 // serverSide is the state only fromServer, the server-to-client goroutine, touches.
@@ -214,9 +218,16 @@ func (ss *session) fromClient() error {
 			continue
 		}
 		inCopy = false
+		ss.ownedMsg = false
 		if msg == nil {
 			if msg, err = ss.cr.readWhole(total); err != nil {
 				return ss.clientFailed(err)
+			}
+			if typ == 'Q' || typ == 'P' {
+				// The statement's text is kept (judged, queued, recorded) as a view of
+				// this buffer rather than a copy of it.
+				ss.cr.detach()
+				ss.ownedMsg = true
 			}
 		}
 		done, err := ss.clientMessage(typ, msg)
@@ -259,7 +270,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || len(rest) != 0 {
 			return false, protoErr("malformed Query message")
 		}
-		st := ss.decide(string(text))
+		st := ss.decide(ss.msgText(text))
 		start := time.Now()
 		if st.dec.Action == policy.ActionRequireApproval {
 			if st, err = ss.approve(st, nil, ""); err != nil {
@@ -283,7 +294,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
 			return false, protoErr("malformed Parse message")
 		}
-		st := ss.perBind(ss.decide(string(query)))
+		st := ss.perBind(ss.decide(ss.msgText(query)))
 		it := ss.q.get()
 		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
 		if ss.srv.cfg.RecordParams {
@@ -413,6 +424,16 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 	}
 	_, err = ss.sw.Write(msg)
 	return false, err
+}
+
+// msgText returns the text of b, a part of the message being handled: a copy when the
+// message sits in the read buffer (which the next read overwrites), else a view of its own
+// buffer.
+func (ss *session) msgText(b []byte) string {
+	if ss.ownedMsg && len(b) > 0 {
+		return unsafe.String(&b[0], len(b))
+	}
+	return string(b)
 }
 
 // functionCall judges a FunctionCall message as the SELECT of that function it amounts to;

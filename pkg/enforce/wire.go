@@ -106,6 +106,11 @@ func (m *msgReader) readWhole(total int) ([]byte, error) {
 	return b, nil
 }
 
+// detach hands the buffer readWhole returned to the caller, which may keep it (as a
+// statement's text): the next large message gets a buffer of its own. A large statement is
+// thus held once, not copied.
+func (m *msgReader) detach() { m.big = nil }
+
 // streamTo copies a message that did not fit in the buffer to w without holding it.
 func (m *msgReader) streamTo(w *bufio.Writer, total int) error {
 	if _, err := io.CopyN(w, m.r, int64(total)); err != nil {
