@@ -3,6 +3,8 @@ package enforce
 import (
 	"slices"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/policy"
@@ -50,15 +52,42 @@ type stmt struct {
 	// perBind marks a prepared statement that needs an approval: the server prepared it,
 	// and each Bind of it is approved with its parameters or refused.
 	perBind bool
+	// estimateAtBind marks a prepared statement whose decision depends on the planner's
+	// estimate, which each Bind asks for with its parameters (of the types paramOIDs, as
+	// the Parse declared them; 0: the server infers them).
+	estimateAtBind bool
+	paramOIDs      []uint32
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
 type errorFields struct{ code, message, hint string }
 
-// decide judges one statement text for this session.
+// decide judges one statement text for this session, asking the planner first when the
+// decision depends on its estimate (a Query: no parameters).
 func (ss *session) decide(sql string) *stmt {
+	st := ss.decideEst(sql, nil)
+	if st.dec.NeedsEstimate {
+		st = ss.decideEst(sql, ss.estimateFor(st, nil))
+	}
+	return st
+}
+
+// estimateFor asks the planner about st, with a Bind's parameters when b is set.
+func (ss *session) estimateFor(st *stmt, b *pgproto3.Bind) *policy.Estimate {
+	if st.dec.Info != nil && len(st.dec.Info.Statements) > 1 {
+		return &policy.Estimate{Err: "a query of several statements cannot be estimated; send them one by one"}
+	}
+	if b == nil {
+		return ss.srv.cat.estimate(ss, st.text, nil, nil, nil)
+	}
+	return ss.srv.cat.estimate(ss, st.text, b.Parameters, b.ParameterFormatCodes, st.paramOIDs)
+}
+
+// decideEst judges one statement text with the planner's estimate (nil: not asked).
+func (ss *session) decideEst(sql string, est *policy.Estimate) *stmt {
 	req := ss.req
 	req.SQL = sql
+	req.Estimate = est
 	if app := ss.app.Load(); app != nil {
 		req.Application = *app
 	}

@@ -294,7 +294,13 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
 			return false, protoErr("malformed Parse message")
 		}
-		st := ss.perBind(ss.decide(ss.msgText(query)))
+		st := ss.perBind(ss.decideEst(ss.msgText(query), nil))
+		if st.dec.NeedsEstimate && !st.blocked {
+			// The planner is asked at each Bind, with its parameters.
+			c := *st
+			c.estimateAtBind, c.paramOIDs = true, declaredTypes(params)
+			st = &c
+		}
 		it := ss.q.get()
 		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
 		if ss.srv.cfg.RecordParams {
@@ -325,14 +331,19 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			// equivalent (the PREPARE itself was judged when it passed).
 			st = ss.decide("EXECUTE " + quoteIdent(string(name)))
 		}
-		if st.perBind {
+		if st.perBind || st.estimateAtBind {
 			var b pgproto3.Bind
 			if err := b.Decode(body); err != nil {
 				return false, protoErr("malformed Bind message: %v", err)
 			}
-			var err error
-			if st, err = ss.approve(st, &b, string(name)); err != nil {
-				return false, err
+			if st.estimateAtBind {
+				st = ss.perBind(ss.decideEst(st.text, ss.estimateFor(st, &b)))
+			}
+			if st.perBind {
+				var err error
+				if st, err = ss.approve(st, &b, string(name)); err != nil {
+					return false, err
+				}
 			}
 		}
 		ss.portals[string(portal)] = st
