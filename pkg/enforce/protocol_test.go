@@ -87,6 +87,17 @@ func (rs *rawSession) readWithin(n int, d time.Duration) string {
 	return sb.String()
 }
 
+// receiveMsg returns the next message (within 10 s).
+func (rs *rawSession) receiveMsg() pgproto3.BackendMessage {
+	rs.t.Helper()
+	_ = rs.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	m, err := rs.r.Receive()
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	return m
+}
+
 // wire encodes frontend messages back to back, as one write will send them.
 func wire(t testing.TB, msgs ...pgproto3.FrontendMessage) []byte {
 	t.Helper()

@@ -64,6 +64,10 @@ type session struct {
 	// writing to it.
 	fatalMu sync.Mutex
 	fatal   *pgproto3.ErrorResponse
+	// deadlineMu orders the client read deadline fromServer sets when it ends (serverDone)
+	// with the one a held statement's hangup watch sets and clears.
+	deadlineMu sync.Mutex
+	serverDone bool
 
 	clientSide
 	serverSide
@@ -123,7 +127,10 @@ func (ss *session) relay(ctx context.Context) error {
 		err := ss.guarded("server", ss.fromServer)
 		// Unblock fromClient without closing the client connection: a FATAL may still have
 		// to be written to it.
+		ss.deadlineMu.Lock()
+		ss.serverDone = true
 		_ = ss.client.SetReadDeadline(time.Unix(1, 0))
+		ss.deadlineMu.Unlock()
 		serr <- err
 	}()
 	cerr := ss.guarded("client", ss.fromClient)
