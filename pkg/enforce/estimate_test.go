@@ -63,10 +63,12 @@ CREATE TABLE secret (id int); INSERT INTO secret VALUES (1); ANALYZE secret;`); 
 			case tc.want != "" && !strings.Contains(msg, tc.want):
 				t.Fatalf("got %v, want a refusal with %q", err, tc.want)
 			}
-			if tc.want != "" {
-				if ev := h.log.Find(t, tc.sql); !strings.Contains(ev.ErrorMessage, tc.want) || ev.Rule != "blast-radius" {
-					t.Fatalf("event: rule %q error %q", ev.Rule, ev.ErrorMessage)
-				}
+			ev := h.log.Find(t, tc.sql)
+			if tc.want != "" && (!strings.Contains(ev.ErrorMessage, tc.want) || ev.Rule != "blast-radius") {
+				t.Fatalf("event: rule %q error %q", ev.Rule, ev.ErrorMessage)
+			}
+			if !strings.Contains(ev.Detail, "planner estimate") {
+				t.Fatalf("event detail without the estimate: %q", ev.Detail)
 			}
 		})
 	}

@@ -57,6 +57,9 @@ type stmt struct {
 	// the Parse declared them; 0: the server infers them).
 	estimateAtBind bool
 	paramOIDs      []uint32
+	// estimate is the planner's estimate the decision rests on (nil: none was asked for);
+	// events carry it in their detail.
+	estimate *policy.Estimate
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
@@ -92,7 +95,7 @@ func (ss *session) decideEst(sql string, est *policy.Estimate) *stmt {
 		req.Application = *app
 	}
 	d := ss.srv.policy.Decide(&req)
-	st := &stmt{text: sql, dec: d, mask: d.Mask}
+	st := &stmt{text: sql, dec: d, mask: d.Mask, estimate: est}
 	if d.Mask {
 		ss.masking.Store(true)
 	}
