@@ -134,10 +134,13 @@ func TestStartupProtocol(t *testing.T) {
 		name      string
 		steps     [][]byte
 		closeSend bool
+		want      string // "": a FATAL 08P01, counted as client_protocol
 	}{
 		{name: "startup length below 8", steps: [][]byte{{0, 0, 0, 4}}},
 		{name: "startup length over the limit", steps: [][]byte{{0, 1, 0, 0, 0, 3, 0, 0}}},
 		{name: "startup packet cut short", steps: [][]byte{startup("analyst")[:12]}, closeSend: true},
+		{name: "cancel request without its key", steps: [][]byte{{0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1}}},
+		{name: "unknown protocol version", steps: [][]byte{{0, 0, 0, 8, 0, 9, 0, 0}}, want: "E(0A000)<eof>"},
 		{name: "query instead of a password", steps: [][]byte{startup("vigil_md5"), wire(t, &pgproto3.Query{String: "SELECT 1"})}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -156,8 +159,12 @@ func TestStartupProtocol(t *testing.T) {
 				}
 				got = rs.read(1)
 			}
-			if !strings.HasSuffix(got, "E(08P01)<eof>") {
-				t.Fatalf("answer %q, want a FATAL 08P01", got)
+			want := c.want
+			if want == "" {
+				want = "E(08P01)<eof>"
+			}
+			if !strings.HasSuffix(got, want) {
+				t.Fatalf("answer %q, want %s", got, want)
 			}
 			waitMetric(t, h, "vigil_proxy_session_errors_total", reasonClientProtocol, before+1)
 		})
