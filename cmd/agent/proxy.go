@@ -28,7 +28,8 @@ import (
 // newProxy builds one enforcement proxy listener. Its upstream connections are announced to
 // capture, which then leaves them to the proxy: each statement is recorded once.
 func newProxy(px config.Proxy, recordParams bool, engine *policy.Engine, sink event.Sink, capt *capture.Capturer, st *steering, approvals *approval.Store, idOpts identity.Options, reg prometheus.Registerer, log *slog.Logger) (*enforce.Server, error) {
-	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams, Approvals: approvals}
+	cfg := enforce.Config{Listen: px.Listen, Upstream: px.Upstream, RecordParams: recordParams, Approvals: approvals,
+		MaxConnections: px.MaxConnections, MaxMessageSize: px.MaxMessageSize}
 	if px.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(px.TLSCert, px.TLSKey)
 		if err != nil {

@@ -264,6 +264,12 @@ type Proxy struct {
 	// `vigil login`), verified against OIDC; unset: as above.
 	Auth string `yaml:"auth"`
 	OIDC *OIDC  `yaml:"oidc"`
+	// MaxConnections caps the proxy's concurrent client sessions; the next one gets FATAL
+	// 53300 before any upstream connection is opened. Zero: 1000.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxMessageSize caps one message the proxy holds to inspect (a statement, a row it
+	// masks), in bytes; larger ones end the session with 54000. Zero: 64 MiB.
+	MaxMessageSize int `yaml:"max_message_size"`
 }
 
 // OIDC is the identity provider a proxy with auth: oidc trusts, and the upstream roles its
@@ -525,6 +531,9 @@ func (c *Config) Validate() error {
 		}
 		if p.UpstreamUser == "" && (p.UpstreamPasswordEnv != "" || p.ClientPasswordEnv != "") {
 			errs = append(errs, fmt.Errorf("proxies[%d]: upstream_password_env and client_password_env terminate authentication and need upstream_user", i))
+		}
+		if p.MaxConnections < 0 || p.MaxMessageSize < 0 {
+			errs = append(errs, fmt.Errorf("proxies[%d]: max_connections and max_message_size must not be negative (0: the default)", i))
 		}
 		errs = append(errs, p.validateAuth(i)...)
 	}

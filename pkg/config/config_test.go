@@ -40,6 +40,8 @@ func TestParse(t *testing.T) {
 		{"keep across restarts typo", "capture:\n  keep_accross_restarts: false\n", "line 2: field keep_accross_restarts not found"},
 		{"keep across restarts not a bool", "capture:\n  keep_across_restarts: sometimes\n", "line 2"},
 		{"oidc", "proxies:\n  - listen: a:1\n    upstream: b:2\n    auth: oidc\n    oidc:\n      issuer: https://id.example.com\n      client_id: vigil\n      clock_skew: 10s\n      roles:\n        - {group: dba, user: dba_role, password_env: DBA_PW}\n        - {group: '*', user: reader, password_file: /etc/vigil/reader.pw}\n", ""},
+		{"proxy limits", "proxies: [{listen: a:1, upstream: b:2, max_connections: 50, max_message_size: 16777216}]\n", ""},
+		{"proxy negative limit", "proxies: [{listen: a:1, upstream: b:2, max_connections: -1}]\n", "must not be negative"},
 		{"oidc without section", "proxies: [{listen: a:1, upstream: b:2, auth: oidc}]\n", "needs an oidc section"},
 		{"oidc section without auth", "proxies: [{listen: a:1, upstream: b:2, oidc: {issuer: https://x, client_id: c}}]\n", "set auth: oidc"},
 		{"oidc bad auth", "proxies: [{listen: a:1, upstream: b:2, auth: ldap}]\n", "proxies[0].auth"},

@@ -1,9 +1,11 @@
 package enforce
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -33,6 +35,9 @@ import (
 //	58030 the request could not be recorded
 
 var errClientCancel = errors.New("the client cancelled the statement")
+
+// errClientGone ends a hold whose client closed its connection.
+var errClientGone = errors.New("the client closed its connection")
 
 // requester names the session's principal for approvals: the verified identity when
 // there is one, else the database user.
@@ -113,7 +118,6 @@ func (ss *session) approve(st *stmt, b *pgproto3.Bind, stmtName string) (*stmt, 
 	defer stop()
 	ss.srv.holds.Store(ss.key, withdraw)
 	defer ss.srv.holds.Delete(ss.key)
-	go ss.watchHangup(ctx, withdraw)
 	// Earlier requests of the batch go to the server now: their answers are not held.
 	if err := ss.sw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing to upstream: %w", err)
@@ -122,7 +126,36 @@ func (ss *session) approve(st *stmt, b *pgproto3.Bind, stmtName string) (*stmt, 
 		return nil, err
 	}
 	store.Note(r.ID, "notified", fmt.Sprintf("notified: the client was told to wait up to %s", terms.Hold))
-	return ss.hold(ctx, st, req, r.ID, terms.Hold), nil
+	stopWatch := ss.watchHangup(withdraw)
+	held := ss.hold(ctx, st, req, r.ID, terms.Hold)
+	stopWatch()
+	return held, nil
+}
+
+// watchHangup withdraws a hold (cancelling with errClientGone) when the client's connection
+// ends while fromClient, its only reader, waits: a statement whose client left must not run
+// unattended once approved. A client that sends more meanwhile is no longer watched (its
+// data stays buffered for fromClient). The returned func stops the watch before fromClient
+// reads again.
+func (ss *session) watchHangup(withdraw context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Past the held message itself, which may still sit in the buffer.
+		_, err := ss.cr.r.Peek(ss.cr.pending + 1)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, bufio.ErrBufferFull) {
+			withdraw(errClientGone)
+		}
+	}()
+	return func() {
+		ss.deadlineMu.Lock()
+		defer ss.deadlineMu.Unlock()
+		_ = ss.client.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		if !ss.serverDone {
+			_ = ss.client.SetReadDeadline(time.Time{})
+		}
+	}
 }
 
 // hold waits for the decision on request id until ctx ends (the hold's timeout, a client
@@ -161,7 +194,7 @@ func (ss *session) hold(ctx context.Context, st *stmt, req approval.Statement, i
 	case errors.Is(context.Cause(ctx), errClientCancel):
 		r, err = store.Withdraw(id, approval.StatusWithdrawn, "withdrawn: the client cancelled the statement")
 	case errors.Is(context.Cause(ctx), errClientGone):
-		r, err = store.Withdraw(id, approval.StatusWithdrawn, "withdrawn: the client disconnected while the statement was held")
+		r, err = store.Withdraw(id, approval.StatusWithdrawn, "withdrawn: the client closed its connection while the statement was held")
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		r, err = store.Withdraw(id, approval.StatusExpired, fmt.Sprintf("expired: no decision within the %s hold", d))
 	default:
@@ -264,27 +297,4 @@ func (ss *session) notice(text string) error {
 		return fmt.Errorf("writing to client: %w", err)
 	}
 	return nil
-}
-
-// hangupPoll is how often a held client's connection is looked at: the delay before its
-// request is withdrawn after it hangs up.
-const hangupPoll = 250 * time.Millisecond
-
-// watchHangup withdraws the held request (through withdraw) once the client hangs up, until
-// ctx ends. Nothing reads the client during a hold, so without it a client that gave up
-// would stay pending for approvers until the hold's timeout.
-func (ss *session) watchHangup(ctx context.Context, withdraw context.CancelCauseFunc) {
-	t := time.NewTicker(hangupPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if clientGone(ss.client) {
-				withdraw(errClientGone)
-				return
-			}
-		}
-	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/approval"
@@ -202,10 +203,36 @@ func TestExtendedProtocolApprovals(t *testing.T) {
 
 func itoa(n int) string { return stringInt(int32(n)) }
 
-// TestHeldClientHangsUp: a client that disconnects while its statement is held has its
+// TestHeldClientHangsUp: a client that goes away while its statement is held withdraws the
+// request at once; it is not left pending, to run unattended if someone approves it later.
+func TestHeldClientHangsUp(t *testing.T) {
+	h, store := approvalHarness(t)
+	rs := rawDial(t, h.addr, "analyst")
+	const sql = "DELETE FROM accounts WHERE id = 1"
+	rs.write(wire(t, &pgproto3.Query{String: sql}))
+	if _, ok := rs.receiveMsg().(*pgproto3.NoticeResponse); !ok {
+		t.Fatal("no NOTICE of the hold")
+	}
+	r := pendingRequest(t, store, sql)
+	rs.c.Close()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got, _ := store.Get(r.ID)
+		if got.Status == approval.StatusWithdrawn {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request %s is %s after its client left", r.ID, got.Status)
+		}
+	}
+	if out, _ := h.pg.Psql("postgres", "SELECT count(*) FROM accounts WHERE id = 1"); out != "1" {
+		t.Fatalf("the held DELETE ran: %s", out)
+	}
+}
+
+// TestHeldPsqlKilled: a client that is killed while its statement is held has its
 // request withdrawn within a poll, so approvers are not asked for what nobody waits for,
 // and the statement never runs.
-func TestHeldClientHangsUp(t *testing.T) {
+func TestHeldPsqlKilled(t *testing.T) {
 	h, store := approvalHarness(t)
 	ctx := context.Background()
 	// psql killed: gone without a Terminate or a CancelRequest (pgx would send one).
@@ -224,7 +251,7 @@ func TestHeldClientHangsUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.Status == approval.StatusWithdrawn {
-			if !strings.Contains(got.Detail, "disconnected") {
+			if !strings.Contains(got.Detail, "closed its connection") {
 				t.Errorf("withdrawn with detail %q", got.Detail)
 			}
 			t.Logf("withdrawn %v after the hangup", time.Since(start).Round(time.Millisecond))

@@ -36,9 +36,15 @@ func (ss *session) atBind(st *stmt) *stmt {
 	return &c
 }
 
-// decideBound judges the statement text of st with the values of Bind b.
+// decideBound judges the statement text of st (as its Parse declared it) with the values
+// of Bind b, asking the planner with them when the decision depends on its estimate.
 func (ss *session) decideBound(st *stmt, b *pgproto3.Bind) *stmt {
-	return ss.decideParams(st.text, bindParams(b))
+	params := bindParams(b)
+	d := ss.judge(st.text, params, nil)
+	if d.dec.NeedsEstimate && !d.blocked {
+		d = ss.judge(st.text, params, ss.estimateFor(st, b))
+	}
+	return d
 }
 
 // bindParams is what the classifier can read of a Bind's values.

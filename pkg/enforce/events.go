@@ -253,6 +253,9 @@ func (ss *session) fillStatement(e *event.Event, st *stmt) {
 	if e.Decision == event.DecisionAllow && len(e.MaskedColumns) > 0 {
 		e.Decision = event.DecisionMask
 	}
+	if st.estimate != nil {
+		e.Detail = joinDetail(e.Detail, st.estimate.String())
+	}
 	if info := st.dec.Info; info != nil {
 		e.Kind, e.Tables, e.Fingerprint = info.Kind, info.Tables, info.Fingerprint
 		e.NoCredentials = !info.MayCarryCredentials()

@@ -21,6 +21,7 @@ const (
 	reasonTokenExpired   = "token_expired"   // the session's token expired
 	reasonIO             = "io"              // a connection broke mid-session
 	reasonInternal       = "internal"        // a bug: the session's code panicked (see fault.go)
+	reasonTooMany        = "max_connections" // over the proxy's max_connections (53300)
 )
 
 type metrics struct {
@@ -36,6 +37,7 @@ type metrics struct {
 	redactedErrors prometheus.Counter
 	cancels        *prometheus.CounterVec
 	catalogLookups *prometheus.CounterVec
+	estimates      *prometheus.CounterVec
 	unanswered     prometheus.Counter
 }
 
@@ -67,6 +69,9 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		catalogLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_proxy_catalog_lookups_total", Help: "Catalog queries for result-column sources, by result (ok, error).", ConstLabels: cl},
 			[]string{"result"}),
+		estimates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_planner_estimates_total", Help: "EXPLAIN estimates asked for by estimate rules, by result (ok, error: counted as over the threshold).", ConstLabels: cl},
+			[]string{"result"}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_proxy_statements_unanswered_total", Help: "Statements recorded without the server's answer because the session ended first (outcome unknown).", ConstLabels: cl}),
 	}
@@ -78,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
-		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.unanswered} {
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.estimates, m.unanswered} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

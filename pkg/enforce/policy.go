@@ -3,6 +3,8 @@ package enforce
 import (
 	"slices"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/policy"
@@ -53,24 +55,50 @@ type stmt struct {
 	// atBind marks a prepared statement whose decision depends on its parameters: each
 	// Bind of it is judged with its values (bind.go).
 	atBind bool
+	// estimateAtBind marks a prepared statement whose decision depends on the planner's
+	// estimate, which each Bind asks for with its parameters (of the types paramOIDs, as
+	// the Parse declared them; 0: the server infers them).
+	estimateAtBind bool
+	paramOIDs      []uint32
+	// estimate is the planner's estimate the decision rests on (nil: none was asked for);
+	// events carry it in their detail.
+	estimate *policy.Estimate
 }
 
 // errorFields are the parts of an ErrorResponse the proxy writes itself.
 type errorFields struct{ code, message, hint string }
 
-// decide judges one statement text for this session.
-func (ss *session) decide(sql string) *stmt { return ss.decideParams(sql, nil) }
+// decide judges one statement text for this session, asking the planner first when the
+// decision depends on its estimate (a Query: no parameters).
+func (ss *session) decide(sql string) *stmt {
+	st := ss.judge(sql, nil, nil)
+	if st.dec.NeedsEstimate {
+		st = ss.judge(sql, nil, ss.estimateFor(st, nil))
+	}
+	return st
+}
 
-// decideParams judges a statement text with the values bound to its parameters (nil: as
-// prepared, or not prepared).
-func (ss *session) decideParams(sql string, params []sqlparse.Param) *stmt {
+// estimateFor asks the planner about st, with a Bind's parameters when b is set.
+func (ss *session) estimateFor(st *stmt, b *pgproto3.Bind) *policy.Estimate {
+	if st.dec.Info != nil && len(st.dec.Info.Statements) > 1 {
+		return &policy.Estimate{Err: "a query of several statements cannot be estimated; send them one by one"}
+	}
+	if b == nil {
+		return ss.srv.cat.estimate(ss, st.text, nil, nil, nil)
+	}
+	return ss.srv.cat.estimate(ss, st.text, b.Parameters, b.ParameterFormatCodes, st.paramOIDs)
+}
+
+// judge decides one statement text with the values bound to its parameters (nil: as
+// prepared, or not prepared) and the planner's estimate (nil: not asked).
+func (ss *session) judge(sql string, params []sqlparse.Param, est *policy.Estimate) *stmt {
 	req := ss.req
-	req.SQL, req.Params = sql, params
+	req.SQL, req.Params, req.Estimate = sql, params, est
 	if app := ss.app.Load(); app != nil {
 		req.Application = *app
 	}
 	d := ss.srv.policy.Decide(&req)
-	st := &stmt{text: sql, dec: d, mask: d.Mask}
+	st := &stmt{text: sql, dec: d, mask: d.Mask, estimate: est}
 	if d.Mask {
 		ss.masking.Store(true)
 	}

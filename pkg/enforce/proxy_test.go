@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +68,7 @@ type harness struct {
 	addr string
 	log  *testsink.Collector
 	reg  *prometheus.Registry
+	logs *lockedBuffer // the proxy's own log
 }
 
 type harnessOpt func(*Config)
@@ -93,8 +95,8 @@ func startWith(t testing.TB, pg *testpg.Server, pol Policy, opts ...harnessOpt) 
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h := &harness{pg: pg, log: &testsink.Collector{}, reg: prometheus.NewRegistry()}
-	srv, err := New(cfg, pol, h.log, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := &harness{pg: pg, log: &testsink.Collector{}, reg: prometheus.NewRegistry(), logs: &lockedBuffer{}}
+	srv, err := New(cfg, pol, h.log, h.reg, slog.New(slog.NewTextHandler(h.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +116,24 @@ func startWith(t testing.TB, pg *testpg.Server, pol Policy, opts ...harnessOpt) 
 	}
 	h.srv, h.addr = srv, srv.Addr().String()
 	return h
+}
+
+// lockedBuffer collects a proxy's log lines (written from its session goroutines).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (h *harness) port() string { _, p, _ := net.SplitHostPort(h.addr); return p }

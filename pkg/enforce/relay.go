@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -63,6 +64,10 @@ type session struct {
 	// writing to it.
 	fatalMu sync.Mutex
 	fatal   *pgproto3.ErrorResponse
+	// deadlineMu orders the client read deadline fromServer sets when it ends (serverDone)
+	// with the one a held statement's hangup watch sets and clears.
+	deadlineMu sync.Mutex
+	serverDone bool
 
 	clientSide
 	serverSide
@@ -74,6 +79,9 @@ type clientSide struct {
 	portals   map[string]*stmt
 	described map[string]bool
 	scratch   []byte
+	// ownedMsg says the message being handled is in a buffer of its own (a large one that
+	// msgReader detached), which nothing overwrites.
+	ownedMsg bool
 }
 
 // serverSide is the state only fromServer, the server-to-client goroutine, touches.
@@ -119,7 +127,10 @@ func (ss *session) relay(ctx context.Context) error {
 		err := ss.guarded("server", ss.fromServer)
 		// Unblock fromClient without closing the client connection: a FATAL may still have
 		// to be written to it.
+		ss.deadlineMu.Lock()
+		ss.serverDone = true
 		_ = ss.client.SetReadDeadline(time.Unix(1, 0))
+		ss.deadlineMu.Unlock()
 		serr <- err
 	}()
 	cerr := ss.guarded("client", ss.fromClient)
@@ -191,11 +202,7 @@ func (ss *session) fromClient() error {
 		}
 		typ, total, msg, err := ss.cr.next()
 		if err != nil {
-			if errors.Is(err, errProtocol) {
-				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
-				return &sessionError{reason: reasonClientProtocol, err: err}
-			}
-			return err
+			return ss.clientFailed(err)
 		}
 		if typ == 'd' || typ == 'c' || typ == 'f' {
 			// COPY FROM STDIN data: forwarded as is; the markers let the response side
@@ -213,32 +220,46 @@ func (ss *session) fromClient() error {
 				_, err = ss.sw.Write(msg)
 			}
 			if err != nil {
-				return err
+				return ss.clientFailed(err)
 			}
 			continue
 		}
 		inCopy = false
+		ss.ownedMsg = false
 		if msg == nil {
 			if msg, err = ss.cr.readWhole(total); err != nil {
-				if errors.Is(err, errProtocol) {
-					ss.setFatal("54000", "Vigil proxy: "+err.Error())
-					return &sessionError{reason: reasonClientProtocol, err: err}
-				}
-				return err
+				return ss.clientFailed(err)
+			}
+			if typ == 'Q' || typ == 'P' {
+				// The statement's text is kept (judged, queued, recorded) as a view of
+				// this buffer rather than a copy of it.
+				ss.cr.detach()
+				ss.ownedMsg = true
 			}
 		}
 		done, err := ss.clientMessage(typ, msg)
 		if err != nil {
-			if errors.Is(err, errProtocol) {
-				ss.setFatal("08P01", "Vigil proxy: "+err.Error())
-				return &sessionError{reason: reasonClientProtocol, err: err}
-			}
-			return err
+			return ss.clientFailed(err)
 		}
 		if done {
 			return ss.sw.Flush()
 		}
 	}
+}
+
+// clientFailed turns an error on the client side into the session's end: a protocol violation
+// gets a FATAL the client can read (54000 for a message over the size limit, else 08P01)
+// and is counted and logged as reason client_protocol.
+func (ss *session) clientFailed(err error) error {
+	if !errors.Is(err, errProtocol) {
+		return err
+	}
+	code := "08P01"
+	if errors.Is(err, errTooLarge) {
+		code = "54000"
+	}
+	ss.setFatal(code, "Vigil proxy: "+err.Error())
+	return &sessionError{reason: reasonClientProtocol, err: err}
 }
 
 func (ss *session) pushKind(kind byte) {
@@ -256,7 +277,7 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || len(rest) != 0 {
 			return false, protoErr("malformed Query message")
 		}
-		st := ss.decide(string(text))
+		st := ss.decide(ss.msgText(text))
 		start := time.Now()
 		if st.dec.Action == policy.ActionRequireApproval {
 			if st, err = ss.approve(st, nil, ""); err != nil {
@@ -280,7 +301,18 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 		if !ok || !ok2 || len(params) < 2 || len(params) != 2+4*int(binary.BigEndian.Uint16(params)) {
 			return false, protoErr("malformed Parse message")
 		}
-		st := ss.perBind(ss.atBind(ss.decide(string(query))))
+		st := ss.perBind(ss.atBind(ss.judge(ss.msgText(query), nil, nil)))
+		if st.dec.NeedsEstimate && !st.blocked {
+			// The planner is asked at each Bind, with its parameters.
+			c := *st
+			c.estimateAtBind = true
+			st = &c
+		}
+		if st.atBind || st.estimateAtBind {
+			c := *st
+			c.paramOIDs = declaredTypes(params)
+			st = &c
+		}
 		it := ss.q.get()
 		it.kind, it.st, it.start, it.name = 'P', st, time.Now(), string(name)
 		if ss.srv.cfg.RecordParams {
@@ -311,12 +343,12 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			// equivalent (the PREPARE itself was judged when it passed).
 			st = ss.decide("EXECUTE " + quoteIdent(string(name)))
 		}
-		if st.perBind || st.atBind {
+		if st.perBind || st.atBind || st.estimateAtBind {
 			var b pgproto3.Bind
 			if err := b.Decode(body); err != nil {
 				return false, protoErr("malformed Bind message: %v", err)
 			}
-			if st.atBind {
+			if st.atBind || st.estimateAtBind {
 				st = ss.perBind(ss.decideBound(st, &b))
 			}
 			if st.perBind {
@@ -415,6 +447,16 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 	}
 	_, err = ss.sw.Write(msg)
 	return false, err
+}
+
+// msgText returns the text of b, a part of the message being handled: a copy when the
+// message sits in the read buffer (which the next read overwrites), else a view of its own
+// buffer.
+func (ss *session) msgText(b []byte) string {
+	if ss.ownedMsg && len(b) > 0 {
+		return unsafe.String(&b[0], len(b))
+	}
+	return string(b)
 }
 
 // functionCall judges a FunctionCall message as the SELECT of that function it amounts to;

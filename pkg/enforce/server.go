@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,11 +81,21 @@ type Config struct {
 	RecordParams bool
 
 	// MaxMessageSize bounds any single message the proxy has to hold to inspect it (a
-	// statement, a row to mask). Zero: 64 MiB.
+	// statement, a row to mask); a larger one ends its session with 54000. Zero: 64 MiB.
 	MaxMessageSize int
+	// MaxConnections caps concurrent client sessions: the next client gets FATAL 53300
+	// once its startup packet is read, before an upstream connection is opened (cancel
+	// requests are still served). With MaxMessageSize it bounds the proxy's memory. Zero:
+	// DefaultMaxConnections.
+	MaxConnections int
 	// DialTimeout bounds connecting to the upstream. Zero: 10 s.
 	DialTimeout time.Duration
 }
+
+// DefaultMaxConnections is the session cap of a proxy configured without one: above
+// PostgreSQL's own default (100), so that the server, not the proxy, is what limits an
+// ordinary deployment.
+const DefaultMaxConnections = 1000
 
 // Credentials are a PostgreSQL login.
 type Credentials struct {
@@ -133,6 +144,8 @@ type Server struct {
 	upMu     sync.Mutex
 	upstream map[string]net.Addr // open upstream connections by local address
 	sessions sync.WaitGroup
+	// admitted counts the sessions past startup negotiation, against cfg.MaxConnections.
+	admitted atomic.Int64
 	// holds are the sessions holding a statement for approval, by the key a client's
 	// CancelRequest names: a cancel withdraws the request.
 	holds sync.Map // proxyKey -> context.CancelCauseFunc
@@ -159,6 +172,9 @@ func New(cfg Config, engine Policy, sink event.Sink, reg prometheus.Registerer, 
 	}
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 20
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second

@@ -107,6 +107,14 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 		ss.tellClient(err)
 		return err
 	}
+	if n := ss.srv.admitted.Add(1); n > int64(ss.srv.cfg.MaxConnections) {
+		ss.srv.admitted.Add(-1)
+		err := refuse(reasonTooMany, "53300", fmt.Sprintf("Vigil proxy: too many connections (this proxy's max_connections is %d)", ss.srv.cfg.MaxConnections),
+			"try again later, or raise max_connections in the proxy's configuration")
+		ss.tellClient(err)
+		return err
+	}
+	defer ss.srv.admitted.Add(-1)
 	if err := ss.admit(ctx, startup, upstream); err != nil {
 		ss.tellClient(err)
 		return err
@@ -146,13 +154,20 @@ func (ss *session) run(ctx context.Context, upstream string) error {
 	}
 }
 
-// tellClient sends a refusal's FATAL message to the client, if it carries one.
+// tellClient sends a refusal's FATAL message to the client, if it carries one; a protocol
+// violation carries 08P01.
 func (ss *session) tellClient(err error) {
 	var se *sessionError
-	if !errors.As(err, &se) || se.resp == nil {
+	var resp *pgproto3.ErrorResponse
+	switch {
+	case errors.As(err, &se) && se.resp != nil:
+		resp = se.resp
+	case errors.Is(err, errProtocol):
+		resp = errorMsg("FATAL", "08P01", "Vigil proxy: "+err.Error(), "")
+	default:
 		return
 	}
-	msg, encErr := encode(nil, se.resp)
+	msg, encErr := encode(nil, resp)
 	if encErr != nil {
 		return
 	}
@@ -188,7 +203,7 @@ func (ss *session) negotiate(ctx context.Context) (*pgproto3.StartupMessage, []b
 		raw := make([]byte, n)
 		copy(raw, hdr[:])
 		if _, err := io.ReadFull(ss.client, raw[4:]); err != nil {
-			return nil, nil, fmt.Errorf("reading startup packet: %w", err)
+			return nil, nil, fmt.Errorf("reading startup packet: %w", truncated(err))
 		}
 		code := binary.BigEndian.Uint32(raw[4:8])
 		switch {

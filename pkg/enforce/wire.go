@@ -20,6 +20,20 @@ const bufSize = 64 << 10
 // closed; nothing else is affected.
 var errProtocol = errors.New("protocol violation")
 
+// errTooLarge marks a message over the proxy's size limit (a protocol violation answered with
+// 54000 program_limit_exceeded rather than 08P01).
+var errTooLarge = errors.New("message over the size limit")
+
+// truncated says why a read stopped: a connection that ends inside a message is a protocol
+// violation (the peer is told, and the session is counted), one that ends between messages a
+// hangup.
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the connection ended in the middle of a message", errProtocol)
+	}
+	return err
+}
+
 func protoErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errProtocol, fmt.Sprintf(format, a...))
 }
@@ -54,6 +68,9 @@ func (m *msgReader) next() (typ byte, total int, msg []byte, err error) {
 	}
 	hdr, err := m.r.Peek(5)
 	if err != nil {
+		if m.r.Buffered() > 0 {
+			err = truncated(err)
+		}
 		return 0, 0, nil, err
 	}
 	typ = hdr[0]
@@ -67,7 +84,7 @@ func (m *msgReader) next() (typ byte, total int, msg []byte, err error) {
 	}
 	msg, err = m.r.Peek(total)
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, truncated(err)
 	}
 	m.pending = total
 	return typ, total, msg, nil
@@ -76,22 +93,30 @@ func (m *msgReader) next() (typ byte, total int, msg []byte, err error) {
 // readWhole reads a message that did not fit in the buffer into m.big.
 func (m *msgReader) readWhole(total int) ([]byte, error) {
 	if total > m.max {
-		return nil, protoErr("message of %d bytes exceeds the proxy limit of %d bytes", total, m.max)
+		return nil, fmt.Errorf("%w: %w: a message of %d bytes exceeds the proxy's limit of %d bytes (max_message_size)",
+			errProtocol, errTooLarge, total, m.max)
 	}
 	if cap(m.big) < total {
 		m.big = make([]byte, total)
 	}
 	b := m.big[:total]
 	if _, err := io.ReadFull(m.r, b); err != nil {
-		return nil, err
+		return nil, truncated(err)
 	}
 	return b, nil
 }
 
+// detach hands the buffer readWhole returned to the caller, which may keep it (as a
+// statement's text): the next large message gets a buffer of its own. A large statement is
+// thus held once, not copied.
+func (m *msgReader) detach() { m.big = nil }
+
 // streamTo copies a message that did not fit in the buffer to w without holding it.
 func (m *msgReader) streamTo(w *bufio.Writer, total int) error {
-	_, err := io.CopyN(w, m.r, int64(total))
-	return err
+	if _, err := io.CopyN(w, m.r, int64(total)); err != nil {
+		return truncated(err)
+	}
+	return nil
 }
 
 // nextComplete reports whether the next message is already complete in the buffer, so that the

@@ -31,6 +31,42 @@ type Request struct {
 	// PostgreSQL statement prepared with $1, $2, …): the statement is judged as it runs
 	// with them (sqlparse.ClassifyBound), not as prepared.
 	Params []sqlparse.Param
+	// Estimate is the planner's estimate for the statement, which the proxy asks for when a
+	// decision says NeedsEstimate; nil: not asked.
+	Estimate *Estimate
+}
+
+// Estimate is what the server's planner expects an UPDATE, DELETE or MERGE to touch.
+type Estimate struct {
+	// Rows is the planner's row estimate; Table names the target and TableRows is its
+	// pg_class.reltuples (below 0: never analyzed, the share is unknown).
+	Rows      float64
+	Table     string
+	TableRows float64
+	// Err says why there is no estimate (EXPLAIN failed, timed out, was not allowed): the
+	// statement then matches every estimate condition.
+	Err string
+}
+
+// Share is Rows as a share of TableRows; ok is false when the table's size is unknown.
+func (e *Estimate) Share() (share float64, ok bool) {
+	if e.TableRows < 0 || e.Err != "" {
+		return 0, false
+	}
+	if e.TableRows == 0 {
+		return 1, e.Rows > 0 // an empty table (as far as the statistics know)
+	}
+	return e.Rows / e.TableRows, true
+}
+
+func (e *Estimate) String() string {
+	if e.Err != "" {
+		return "no planner estimate (" + e.Err + "): treated as over the threshold"
+	}
+	if share, ok := e.Share(); ok {
+		return fmt.Sprintf("planner estimate %.0f rows of %.0f in %s (%.0f%%)", e.Rows, e.TableRows, e.Table, 100*share)
+	}
+	return fmt.Sprintf("planner estimate %.0f rows in %s (table never analyzed: its size is unknown)", e.Rows, e.Table)
 }
 
 // Decision is what the policy says about a request.
@@ -52,6 +88,11 @@ type Decision struct {
 	Approval *Approval
 	// Flag is the deciding rule's flag block (nil: the rule flags nothing).
 	Flag *RuleFlag
+	// NeedsEstimate says a rule with an estimate condition (estimated_rows_over,
+	// estimated_share_over) comes before the deciding rule and matches on everything else:
+	// the decision holds only if the planner's estimate stays under its thresholds. The
+	// proxy asks the planner and decides again with Request.Estimate set.
+	NeedsEstimate bool
 }
 
 // FlagsWorkloads reports whether any rule has a flag block.
@@ -285,8 +326,10 @@ func (e *Engine) Decide(req *Request) Decision {
 	ctx := evalCtx{e: e, req: req, info: info}
 	var best Decision
 	bestSev := -1
+	needs := false
 	judge := func(st *sqlparse.Stmt) {
 		d := ctx.decide(st)
+		needs = needs || d.NeedsEstimate
 		if sev := severity[d.Action]; sev > bestSev {
 			best, bestSev = d, sev
 		}
@@ -300,6 +343,8 @@ func (e *Engine) Decide(req *Request) Decision {
 		}
 	}
 	best.Info = info
+	// A refusal needs no estimate: nothing the planner says can make it pass.
+	best.NeedsEstimate = needs && best.Action != ActionBlock
 	return best
 }
 
@@ -448,19 +493,67 @@ func anyExact(list []string, s string) bool {
 }
 
 func (c *evalCtx) decide(st *sqlparse.Stmt) Decision {
+	needs := false
 	for i := range c.e.rules {
 		r := &c.e.rules[i]
 		if !c.matches(r, st) {
 			continue
 		}
-		d := Decision{Action: r.Action, Rule: r.Name, Message: r.Message, Approval: r.Approval, Flag: r.Flag}
+		msg := r.Message
+		if estimated(r) {
+			over, why, ok := c.overEstimate(r)
+			if !ok {
+				needs = true
+				continue
+			}
+			if !over {
+				continue
+			}
+			msg = joinMessage(msg, why)
+		}
+		d := Decision{Action: r.Action, Rule: r.Name, Message: msg, Approval: r.Approval, Flag: r.Flag, NeedsEstimate: needs}
 		d.Mask = c.e.maskByDef && !r.Raw
 		if r.Action == ActionMask {
 			d.Mask = true
 		}
 		return d
 	}
-	return Decision{Action: c.e.p.DefaultAction, Rule: DefaultRule, Mask: c.e.maskByDef}
+	return Decision{Action: c.e.p.DefaultAction, Rule: DefaultRule, Mask: c.e.maskByDef, NeedsEstimate: needs}
+}
+
+// estimated reports a rule with an estimate condition.
+func estimated(r *rule) bool {
+	return r.Match.EstimatedRowsOver != nil || r.Match.EstimatedShareOver != nil
+}
+
+// overEstimate judges a rule's estimate conditions (any one exceeded suffices) against the
+// request's estimate; ok is false when there is none yet. why gives the estimate and the
+// threshold for the refusal message.
+func (c *evalCtx) overEstimate(r *rule) (over bool, why string, ok bool) {
+	est := c.req.Estimate
+	if est == nil {
+		return false, "", false
+	}
+	m := &r.Match
+	var limits []string
+	if m.EstimatedRowsOver != nil {
+		limits = append(limits, fmt.Sprintf("more than %.0f rows", *m.EstimatedRowsOver))
+		over = over || est.Err != "" || est.Rows > *m.EstimatedRowsOver
+	}
+	if m.EstimatedShareOver != nil {
+		limits = append(limits, fmt.Sprintf("more than %.0f%% of the table", 100**m.EstimatedShareOver))
+		share, known := est.Share()
+		// A table the statistics know nothing of could be any size: fail closed.
+		over = over || !known || share > *m.EstimatedShareOver
+	}
+	return over, est.String() + "; the rule's threshold: " + strings.Join(limits, " or "), true
+}
+
+func joinMessage(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + " (" + b + ")"
 }
 
 func (c *evalCtx) matches(r *rule, st *sqlparse.Stmt) bool {
@@ -530,6 +623,11 @@ func (c *evalCtx) matches(r *rule, st *sqlparse.Stmt) bool {
 		return false
 	}
 	if r.prg != nil && !c.cel(r, st) {
+		return false
+	}
+	if estimated(r) && (req.Source != event.SourceProxy || (st.Kind != sqlparse.KindUpdate && st.Kind != sqlparse.KindDelete && st.Kind != sqlparse.KindMerge)) {
+		// Only the proxy can ask the planner, and only about the statements that change
+		// rows.
 		return false
 	}
 	return true

@@ -211,6 +211,13 @@ type Match struct {
 	Flags []string `yaml:"flags"`
 	// NoEffectiveWhere matches UPDATE/DELETE/MERGE that touch every row.
 	NoEffectiveWhere *bool `yaml:"no_effective_where"`
+	// EstimatedRowsOver and EstimatedShareOver match UPDATE, DELETE and MERGE that the
+	// server's planner expects to touch more rows than this, or more than this share (0 to
+	// 1) of the target table's rows (pg_class.reltuples). Only the proxy can ask the
+	// planner; a statement it could not get an estimate for matches (fail closed). Capture
+	// never matches them.
+	EstimatedRowsOver  *float64 `yaml:"estimated_rows_over"`
+	EstimatedShareOver *float64 `yaml:"estimated_share_over"`
 	// When is a CEL expression over statement, principal, environment, database, source,
 	// protocol; see docs/policy.md.
 	When string `yaml:"when"`

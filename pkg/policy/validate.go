@@ -299,6 +299,12 @@ func (v *validator) match(path []any, m *Match, p *Policy, envs map[string]bool)
 	for i, w := range m.Workloads {
 		v.workload(at(path, "workloads", i), w)
 	}
+	if r := m.EstimatedRowsOver; r != nil && *r < 0 {
+		v.errorf(at(path, "estimated_rows_over"), "want a row count of 0 or more, got %v", *r)
+	}
+	if s := m.EstimatedShareOver; s != nil && (*s < 0 || *s >= 1) {
+		v.errorf(at(path, "estimated_share_over"), "want a share of the table from 0 up to (not including) 1, got %v", *s)
+	}
 	if m.When != "" {
 		if _, err := compileCEL(m.When); err != nil {
 			v.errorf(at(path, "when"), "%v", err)

@@ -331,8 +331,14 @@ func scanTemplate(sql string) (tpl template, ok bool) {
 	if len(tpl.lits) == 0 {
 		return template{}, false
 	}
+	// The key's exact size: a statement that is mostly one large literal must not cost a
+	// second copy of itself.
+	size := n
+	for _, l := range tpl.lits {
+		size += 2 - (l.end - l.start)
+	}
 	var b strings.Builder
-	b.Grow(n + 2*len(tpl.lits))
+	b.Grow(size)
 	last := 0
 	for _, l := range tpl.lits {
 		// NUL cannot occur in the text (the scan gives up on it), so the key's markers
