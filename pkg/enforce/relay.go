@@ -86,7 +86,7 @@ type serverSide struct {
 	curPlan     *rowPlan
 	planSet     bool
 	piiGen      uint64 // the catalog's PII generation planCache was built under
-	skipping    bool // after an error in an extended-protocol batch, until ReadyForQuery
+	skipping    bool   // after an error in an extended-protocol batch, until ReadyForQuery
 	// With RecordParams: each statement's parameter types (declared by Parse or reported
 	// by ParameterDescription) and each portal's parameters, as events record them.
 	stmtOIDs     map[string][]uint32
