@@ -1,8 +1,10 @@
 package enforce
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -13,10 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-db/vigil/internal/testch"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/event"
+	"github.com/vigil-db/vigil/pkg/forensics"
 	"github.com/vigil-db/vigil/pkg/mask"
 	"github.com/vigil-db/vigil/pkg/policy"
+	"github.com/vigil-db/vigil/pkg/store/clickhouse"
 )
 
 type sensitiveCorpus struct {
@@ -230,5 +235,62 @@ func TestParseTag(t *testing.T) {
 	}
 	if tg, ok := classifyTags("", "sepgsql=public", def); !ok || tg.pii {
 		t.Errorf("a public label: %+v %v", tg, ok)
+	}
+}
+
+// TestRawReceiversLedger: the proxy's events, stored in ClickHouse, answer "who received
+// raw phone numbers, through which workload" with the raw-pii-receivers forensic query.
+func TestRawReceiversLedger(t *testing.T) {
+	b, err := os.ReadFile("testdata/sensitive-columns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var corpus sensitiveCorpus
+	if err := yaml.Unmarshal(b, &corpus); err != nil {
+		t.Fatal(err)
+	}
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", schemaSQL+corpus.Schema); err != nil {
+		t.Fatal(err)
+	}
+	h := startWith(t, pg, defaultPolicyRawAdmin(t), func(c *Config) {
+		c.Identify = func(context.Context, net.Conn) Principal {
+			return Principal{Process: &event.Process{PID: 99, Comm: "report-job", Exe: "/opt/reports/report-job", Pod: "reports-1"}}
+		}
+	})
+	rowsText(t, h.connect(t, "analyst"), "SELECT phone FROM people", pgx.QueryExecModeCacheStatement)
+	rowsText(t, h.connect(t, "postgres"), "SELECT id, phone FROM people", pgx.QueryExecModeCacheStatement)
+	evs := h.log.Wait(t, 2, "selects", func(e *event.Event) bool { return strings.Contains(e.Statement, "phone FROM people") })
+
+	ch := testch.Start(t)
+	if _, err := ch.Query("CREATE DATABASE vigil"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clickhouse.ParseURL(ch.DSN("vigil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := clickhouse.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i, e := range evs {
+		e.AgentID, e.Seq, e.Hash = "agent-1", uint64(i+1), fmt.Sprintf("h%d", i+1)
+		if i > 0 {
+			e.PrevHash = evs[i-1].Hash
+		}
+	}
+	if err := st.Append(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := forensics.Run(context.Background(), st.Conn(), "raw-pii-receivers", map[string]string{"column": "%phone%", "since": "1h"}, &out, forensics.FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"raw_column":"people.phone"`) || !strings.Contains(lines[0], `"db_user":"postgres"`) ||
+		!strings.Contains(lines[0], `"process_exe":"/opt/reports/report-job"`) || !strings.Contains(lines[0], `"rows":4`) {
+		t.Fatalf("raw receivers:\n%s", out.String())
 	}
 }
