@@ -194,7 +194,7 @@ func TestQueriesOn1816(t *testing.T) {
 		"volume-anomalies":     {`"db_user":"bob"`},
 		"trail-integrity":      {`"problem":"missing","from_seq":253,"to_seq":255`, `"problem":"broken_link","from_seq":257`, `"problem":"declared_loss"`},
 		"trail-summary":        {`"missing":3`, `"declared_lost":12`},
-		"raw-pii-receivers": {`"raw_column":"payments.card_number","identity":"sam@example.com","db_user":"support"`, `"process_exe":"/srv/support-ui"`, `"process_pod":"support-5"`, `"statements":1,"rows":40`},
+		"raw-pii-receivers":    {`"raw_column":"payments.card_number","identity":"sam@example.com","db_user":"support"`, `"process_exe":"/srv/support-ui"`, `"process_pod":"support-5"`, `"statements":1,"rows":40`},
 		"steered-sessions":     {`"session_id":"s-2","steered_by":"batch-jobs"`, `"process_pod":"batch-7"`, `"statements":2,"blocked":1`, `"a_blocked_statement":"DROP TABLE orders"`},
 	}
 	for _, q := range List() {
