@@ -78,7 +78,10 @@ settings). It connects with --dsn, or as the catalog login of the configured pro
 				return fmt.Errorf("connecting: %w", err)
 			}
 			defer conn.Close(context.Background())
-			found, err := enforce.Scan(cmd.Context(), conn, engine)
+			found, skipped, err := enforce.Scan(cmd.Context(), conn, engine)
+			for _, s := range skipped {
+				fmt.Fprintf(cmd.ErrOrStderr(), "not sampled: %s\n", s)
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

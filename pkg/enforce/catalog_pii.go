@@ -294,11 +294,15 @@ func (c *catalog) discover(ctx context.Context, ss *session, d *catalogDB, sp Se
 	if err != nil {
 		return nil, err
 	}
-	found, err := discover(ctx, conn, c.srv.policy.Masker(), sp, cfg)
+	found, skipped, err := discover(ctx, conn, c.srv.policy.Masker(), sp, cfg)
 	if conn.IsBusy() || ctx.Err() != nil {
 		d.discard(conn)
 	} else {
 		d.release(conn)
+	}
+	if len(skipped) > 0 {
+		c.srv.log.Warn("PII discovery could not sample some tables (grant the catalog login SELECT on them)",
+			"upstream", ss.upstream, "database", ss.database, "skipped", len(skipped), "first", skipped[0])
 	}
 	return found, err
 }
@@ -329,19 +333,18 @@ LIMIT $1`
 const discoverValueLen = 256
 
 // discover samples up to cfg.MaxTables tables, cfg.SampleRows rows each, and returns the
-// columns where one detector recognizes at least cfg.MinShare of the non-NULL values.
-// A table it may not read (privileges) is skipped; the run stops at ctx's deadline with
-// what it found so far.
-func discover(ctx context.Context, conn *pgconn.PgConn, m *mask.Masker, sp SensitivePolicy, cfg policy.Discovery) ([]finding, error) {
+// columns where one detector recognizes at least cfg.MinShare of the non-NULL values, and
+// the tables it could not sample (no privilege, a broken view: the message says), which it
+// skips. The run stops at ctx's deadline with what it found so far.
+func discover(ctx context.Context, conn *pgconn.PgConn, m *mask.Masker, sp SensitivePolicy, cfg policy.Discovery) (out []finding, skipped []string, err error) {
 	res := conn.ExecParams(ctx, discoverTablesSQL, [][]byte{[]byte(strconv.Itoa(cfg.MaxTables))}, nil, nil, nil).Read()
 	if res.Err != nil {
-		return nil, fmt.Errorf("listing tables to sample: %w", res.Err)
+		return nil, nil, fmt.Errorf("listing tables to sample: %w", res.Err)
 	}
 	perTable := max(cfg.Timeout/10, time.Second)
-	var out []finding
-	for _, r := range res.Rows {
+	for i, r := range res.Rows {
 		if ctx.Err() != nil {
-			return out, fmt.Errorf("discovery stopped after %d of %d tables: %w", len(out), len(res.Rows), ctx.Err())
+			return out, skipped, fmt.Errorf("discovery stopped after %d of %d tables: %w", i, len(res.Rows), ctx.Err())
 		}
 		schema, table, cols := string(r[0]), string(r[1]), strings.Split(string(r[2]), ",")
 		exprs := make([]string, len(cols))
@@ -354,9 +357,10 @@ func discover(ctx context.Context, conn *pgconn.PgConn, m *mask.Masker, sp Sensi
 		cancel()
 		if sample.Err != nil {
 			if conn.IsClosed() {
-				return out, fmt.Errorf("sampling %s.%s: %w", schema, table, sample.Err)
+				return out, skipped, fmt.Errorf("sampling %s.%s: %w", schema, table, sample.Err)
 			}
-			continue // no privilege, a broken view: the next table
+			skipped = append(skipped, fmt.Sprintf("%s.%s: %v", schema, table, sample.Err))
+			continue
 		}
 		for i, col := range cols {
 			counts := map[string]int{}
@@ -390,5 +394,5 @@ func discover(ctx context.Context, conn *pgconn.PgConn, m *mask.Masker, sp Sensi
 			})
 		}
 	}
-	return out, nil
+	return out, skipped, nil
 }

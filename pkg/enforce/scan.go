@@ -33,22 +33,23 @@ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 
 
 // Scan finds the sensitive columns of conn's database as the proxy does: by name (the
 // policy's columns and dictionary), by the catalog's tags, and by sampling values (bounded
-// by the policy's discovery settings, run even when the proxy's discovery is off).
-func Scan(ctx context.Context, conn *pgconn.PgConn, pol Policy) ([]Finding, error) {
+// by the policy's discovery settings, run even when the proxy's discovery is off). It also
+// returns the tables it could not sample, with why.
+func Scan(ctx context.Context, conn *pgconn.PgConn, pol Policy) (_ []Finding, skipped []string, _ error) {
 	sp, ok := pol.(SensitivePolicy)
 	if !ok {
-		return nil, fmt.Errorf("pii scan: the policy does not classify columns by name")
+		return nil, nil, fmt.Errorf("pii scan: the policy does not classify columns by name")
 	}
 	cfg := sp.Discovery()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout+catalogTimeout)
 	defer cancel()
 	res := conn.ExecParams(ctx, scanColumnsSQL, nil, nil, nil, nil).Read()
 	if res.Err != nil {
-		return nil, fmt.Errorf("pii scan: listing columns: %w", res.Err)
+		return nil, nil, fmt.Errorf("pii scan: listing columns: %w", res.Err)
 	}
 	tagRows := conn.ExecParams(ctx, tagsSQL, [][]byte{[]byte(tagPrefilter)}, nil, nil, nil).Read()
 	if tagRows.Err != nil {
-		return nil, fmt.Errorf("pii scan: reading column tags: %w", tagRows.Err)
+		return nil, nil, fmt.Errorf("pii scan: reading column tags: %w", tagRows.Err)
 	}
 	tags := map[colName]colTag{}
 	for _, r := range tagRows.Rows {
@@ -57,7 +58,7 @@ func Scan(ctx context.Context, conn *pgconn.PgConn, pol Policy) ([]Finding, erro
 		}
 	}
 	dctx, dcancel := context.WithTimeout(ctx, cfg.Timeout)
-	found, derr := discover(dctx, conn, pol.Masker(), sp, cfg)
+	found, skipped, derr := discover(dctx, conn, pol.Masker(), sp, cfg)
 	dcancel()
 	disc := map[colName]finding{}
 	for _, f := range found {
@@ -90,9 +91,9 @@ func Scan(ctx context.Context, conn *pgconn.PgConn, pol Policy) ([]Finding, erro
 		return a.Column < b.Column
 	})
 	if derr != nil {
-		return out, fmt.Errorf("pii scan: sampling values (findings so far are listed): %w", derr)
+		return out, skipped, fmt.Errorf("pii scan: sampling values (findings so far are listed): %w", derr)
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
 // resolveSensitivity orders what is known about a column: the policy's own columns, the

@@ -177,9 +177,24 @@ func TestScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	found, err := Scan(context.Background(), conn, defaultPolicyRawAdmin(t))
+	if _, err := conn.Exec(context.Background(), "CREATE TABLE private_notes (body text); REVOKE ALL ON private_notes FROM PUBLIC; GRANT SELECT ON people, customers, accounts TO analyst").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	found, skipped, err := Scan(context.Background(), conn, defaultPolicyRawAdmin(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(skipped) != 0 {
+		t.Errorf("skipped as postgres: %q", skipped)
+	}
+	// A login that may not read a table: it is skipped, and said so.
+	conn2, err := pgconn.Connect(context.Background(), h.pg.DSN("analyst", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close(context.Background())
+	if _, skipped, err := Scan(context.Background(), conn2, defaultPolicyRawAdmin(t)); err != nil || len(skipped) != 1 || !strings.Contains(skipped[0], "private_notes: ERROR: permission denied") {
+		t.Errorf("skipped as analyst: %q %v", skipped, err)
 	}
 	got := map[string]string{}
 	for _, f := range found {
