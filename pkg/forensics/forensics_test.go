@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -13,6 +14,7 @@ import (
 	"github.com/vigil-db/vigil/internal/testch"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store/clickhouse"
+	"github.com/vigil-db/vigil/pkg/store/local"
 )
 
 func TestLibrary(t *testing.T) {
@@ -103,7 +105,9 @@ func requiredParams(q Query) map[string]string {
 }
 
 // Seed writes a small trail that every query has something to say about.
-func Seed(t testing.TB, st *clickhouse.Store) {
+func Seed(t testing.TB, st interface {
+	Append(context.Context, []*event.Event) error
+}) {
 	t.Helper()
 	now := time.Now().UTC()
 	var evs []*event.Event
@@ -233,6 +237,33 @@ func TestQueriesOn1816(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(cards.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], `"identity":"sam@example.com"`) {
 		t.Errorf("raw card receivers:\n%s", cards.String())
+	}
+	// The queries that also run on the local store give the same rows from the same trail.
+	ls, err := local.Open(t.TempDir(), local.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	Seed(t, ls)
+	for _, q := range List() {
+		if !RunsLocally(q.Name) {
+			continue
+		}
+		for _, params := range []map[string]string{requiredParams(q), {"column": "%card%"}} {
+			var fromCH, fromLocal bytes.Buffer
+			if err := Run(ctx, st.Conn(), q.Name, params, &fromCH, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if err := RunLocal(ctx, ls, q.Name, params, &fromLocal, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if fromCH.String() != fromLocal.String() || fromCH.Len() == 0 {
+				t.Errorf("%s %v: ClickHouse\n%s\nlocal\n%s", q.Name, params, fromCH.String(), fromLocal.String())
+			}
+		}
+	}
+	if err := RunLocal(ctx, ls, "top-talkers", nil, io.Discard, FormatJSON); err == nil || !strings.Contains(err.Error(), "ClickHouse only") {
+		t.Errorf("a ClickHouse-only query on the local store: %v", err)
 	}
 	// A hostile value is a value, not SQL.
 	var out bytes.Buffer
