@@ -131,15 +131,16 @@ func openClickHouseStore(_ context.Context, cfg *config.Config, reg prometheus.R
 
 func newForensicsCmd() *cobra.Command {
 	var (
-		storeURL string
-		params   []string
-		asJSON   bool
+		storeURL, stateDir string
+		params             []string
+		asJSON             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "forensics [NAME]",
 		Short: "List the shipped forensic queries, or run one against ClickHouse",
 		Example: `  vigil forensics
-  vigil forensics who-touched-table --store clickhouse://127.0.0.1:9000/vigil --param table=customers --param since=7d`,
+  vigil forensics who-touched-table --store clickhouse://127.0.0.1:9000/vigil --param table=customers --param since=7d
+  vigil forensics raw-pii-receivers --param column=%card%   # on the agent's local store`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
@@ -168,7 +169,9 @@ func newForensicsCmd() *cobra.Command {
 			if _, ok := forensics.Get(args[0]); !ok {
 				return fmt.Errorf("no forensic query %q: `vigil forensics` lists them", args[0])
 			}
-			if storeURL == "" {
+			// The local store when asked for, or by default for the queries that run on it.
+			local := strings.HasPrefix(storeURL, "local:") || (storeURL == "" && forensics.RunsLocally(args[0]))
+			if storeURL == "" && !local {
 				return fmt.Errorf("--store clickhouse://host:port/db is required to run a query")
 			}
 			kv := map[string]string{}
@@ -179,19 +182,28 @@ func newForensicsCmd() *cobra.Command {
 				}
 				kv[k] = v
 			}
+			format := forensics.FormatTable
+			if asJSON {
+				format = forensics.FormatJSON
+			}
+			if local {
+				r, closeFn, err := openReader(cmd.Context(), storeURL, stateDir)
+				if err != nil {
+					return err
+				}
+				defer closeFn()
+				return forensics.RunLocal(cmd.Context(), r, args[0], kv, out, format)
+			}
 			st, err := openClickHouse(storeURL, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			format := forensics.FormatTable
-			if asJSON {
-				format = forensics.FormatJSON
-			}
 			return forensics.Run(cmd.Context(), st.Conn(), args[0], kv, out, format)
 		},
 	}
-	cmd.Flags().StringVar(&storeURL, "store", "", "clickhouse://[user[:password]@]host:port/db")
+	cmd.Flags().StringVar(&storeURL, "store", "", "clickhouse://[user[:password]@]host:port/db; queries that also run on the local store (raw-pii-receivers) take local:DIR, the default")
+	cmd.Flags().StringVar(&stateDir, "state-dir", config.Default().StateDir, "the agent's state directory (its local store is the default for local queries)")
 	cmd.Flags().StringArrayVar(&params, "param", nil, "k=v query parameter (repeatable)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON lines (or the query list as JSON)")
 	return cmd

@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newUnpinCmd(),
 		newApprovalsCmd(),
 		newLoginCmd(),
+		newPIICmd(),
 	)
 	return root
 }

@@ -61,6 +61,26 @@ func BenchmarkRelay(b *testing.B) {
 				}
 			}
 		})
+		// A prepared statement executed without a Describe of its portal (pgx's default):
+		// the proxy Describes it to learn its columns, for masking or for the egress ledger.
+		b.Run(tc.name+"-prepared", func(b *testing.B) {
+			ctx := context.Background()
+			c, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://%s@%s/postgres?sslmode=disable", tc.user, tc.addr))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close(ctx)
+			if _, err := c.Prepare(ctx, "point", "SELECT id, email, score FROM customers WHERE id = $1", nil); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := c.ExecPrepared(ctx, "point", [][]byte{[]byte("1")}, nil, nil).Read(); r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+		})
 	}
 }
 

@@ -40,6 +40,8 @@ type catalog struct {
 	srv *Server
 	mu  sync.Mutex
 	dbs map[[2]string]*catalogDB
+	// runs are the PII discovery runs (catalog_pii.go).
+	runs piiRuns
 }
 
 type catalogDB struct {
@@ -51,6 +53,8 @@ type catalogDB struct {
 	// a token in slots is one connection open, idle or in use.
 	idle  chan *pgconn.PgConn
 	slots chan struct{}
+	// pii holds the database's PII tags and discovery findings (catalog_pii.go).
+	pii piiState
 }
 
 func newCatalog(s *Server) *catalog { return &catalog{srv: s, dbs: make(map[[2]string]*catalogDB)} }
@@ -70,6 +74,7 @@ func (c *catalog) db(upstream, database string) *catalogDB {
 
 // close ends the idle side connections; it runs once every session has ended.
 func (c *catalog) close() {
+	c.runs.stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range c.dbs {

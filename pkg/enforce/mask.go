@@ -41,6 +41,8 @@ type rowPlan struct {
 	nullAll bool // column sources unknown: every value is replaced by NULL
 	// pii and masked are the columns classified by name, for the events.
 	pii, masked []string
+	// ledger: every column leaves raw; the plan only names the PII columns for the events.
+	ledger bool
 }
 
 // maxCachedPlans bounds the per-session cache of plans by decision and row description.
@@ -60,6 +62,11 @@ type planDecision struct {
 // first sight of that pair: classification costs catalog lookups and policy calls, and a
 // session runs the same statements again and again.
 func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
+	if g := ss.srv.cat.runs.gen.Load(); g != ss.piiGen {
+		// The catalog's tags or discovery changed what is PII: plan again.
+		clear(ss.planCache)
+		ss.plansCached, ss.piiGen = 0, g
+	}
 	dk := planDecision{h.st.dec.Rule, h.st.dec.Action, h.st.mask}
 	plans := ss.planCache[dk]
 	p, ok := plans[string(body)] // indexing by string(body) does not allocate
@@ -132,7 +139,8 @@ func (ss *session) planFor(body []byte, h *item) *rowPlan {
 }
 
 // plan classifies each result column: by the policy when it comes from a table column, by
-// the detectors otherwise. A nil plan means every column may leave raw.
+// the detectors otherwise. A nil plan means every column may leave raw; a ledger plan that
+// they may, and which of them are PII (a statement judged raw still records them).
 func (ss *session) plan(fields []field, h *item) *rowPlan {
 	var oids []uint32
 	for _, f := range fields {
@@ -171,13 +179,19 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 				plan.masked = append(plan.masked, cp.name)
 			}
 		}
+		if cp.action == colDetect && h.st != nil && !h.st.mask {
+			cp.action = colKeep // a statement judged raw: the plan only names its PII columns
+		}
 		if cp.action == colKeep {
 			keep++
 		}
 		plan.cols[i] = cp
 	}
-	if keep == len(fields) && len(plan.pii) == 0 {
-		return nil
+	if keep == len(fields) {
+		if len(plan.pii) == 0 {
+			return nil
+		}
+		plan.ledger = true
 	}
 	return plan
 }

@@ -39,6 +39,7 @@ type metrics struct {
 	catalogLookups *prometheus.CounterVec
 	estimates      *prometheus.CounterVec
 	unanswered     prometheus.Counter
+	discoveryRuns  *prometheus.CounterVec
 }
 
 // newMetrics registers the proxy's metrics; the listener label keeps several proxies in one
@@ -74,6 +75,9 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 			[]string{"result"}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_proxy_statements_unanswered_total", Help: "Statements recorded without the server's answer because the session ended first (outcome unknown).", ConstLabels: cl}),
+		discoveryRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_proxy_pii_discovery_runs_total", Help: "Background PII discovery runs (sampling table values with the detectors), by result (ok, error).", ConstLabels: cl},
+			[]string{"result"}),
 	}
 	m.byDecision = make(map[string]prometheus.Counter)
 	for _, d := range []string{event.DecisionAllow, event.DecisionAlert, event.DecisionBlock, event.DecisionMask, event.DecisionApprovalRequired} {
@@ -83,7 +87,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
-		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.estimates, m.unanswered} {
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.estimates, m.unanswered, m.discoveryRuns} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

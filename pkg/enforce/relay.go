@@ -93,7 +93,8 @@ type serverSide struct {
 	plansCached int
 	curPlan     *rowPlan
 	planSet     bool
-	skipping    bool // after an error in an extended-protocol batch, until ReadyForQuery
+	piiGen      uint64 // the catalog's PII generation planCache was built under
+	skipping    bool   // after an error in an extended-protocol batch, until ReadyForQuery
 	// With RecordParams: each statement's parameter types (declared by Parse or reported
 	// by ParameterDescription) and each portal's parameters, as events record them.
 	stmtOIDs     map[string][]uint32
@@ -397,8 +398,9 @@ func (ss *session) clientMessage(typ byte, msg []byte) (done bool, err error) {
 			st = ss.decide("FETCH ALL FROM " + quoteIdent(string(portal)))
 			ss.portals[string(portal)] = st
 		}
-		if st.mask && !ss.described[string(portal)] {
-			// Masking needs the portal's columns and formats: ask, and keep the answer.
+		if !ss.described[string(portal)] {
+			// Masking needs the portal's columns and formats, and the events of a raw
+			// statement name the PII columns that left: ask, and keep the answer.
 			it := ss.q.get()
 			it.kind, it.objType, it.name, it.st, it.injected = 'D', 'P', string(portal), st, true
 			ss.q.push(it)
@@ -572,8 +574,11 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 			if ss.curPlan == nil && h.st != nil && h.st.mask {
 				ss.curPlan = nullPlan
 			}
+			if ss.curPlan != nil {
+				h.cols.addPlan(ss.curPlan) // the Describe's plan names this Execute's columns
+			}
 		}
-		if ss.curPlan == nil {
+		if ss.curPlan == nil || ss.curPlan.ledger {
 			return ss.forward(total, msg, ss.sr)
 		}
 		if msg == nil {
@@ -623,14 +628,12 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		}
 		switch h.kind {
 		case 'Q':
-			ss.curPlan = nil
-			if h.st.mask {
-				ss.curPlan = ss.cachedPlan(body, h)
-			}
+			// A raw statement gets a plan too: its events name the PII columns that left raw.
+			ss.curPlan = ss.cachedPlan(body, h)
 		case 'D':
 			if h.objType == 'P' {
 				delete(ss.plans, h.name)
-				if h.st != nil && h.st.mask {
+				if h.st != nil {
 					ss.plans[h.name] = ss.cachedPlan(body, h)
 				}
 			}

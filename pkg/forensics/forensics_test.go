@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -13,6 +14,7 @@ import (
 	"github.com/vigil-db/vigil/internal/testch"
 	"github.com/vigil-db/vigil/pkg/event"
 	"github.com/vigil-db/vigil/pkg/store/clickhouse"
+	"github.com/vigil-db/vigil/pkg/store/local"
 )
 
 func TestLibrary(t *testing.T) {
@@ -102,10 +104,16 @@ func requiredParams(q Query) map[string]string {
 	return p
 }
 
+// seedNow is the time every Seed lays its trail out from, so that two stores seeded
+// seconds apart hold the same events.
+var seedNow = time.Now().UTC().Truncate(time.Second)
+
 // Seed writes a small trail that every query has something to say about.
-func Seed(t testing.TB, st *clickhouse.Store) {
+func Seed(t testing.TB, st interface {
+	Append(context.Context, []*event.Event) error
+}) {
 	t.Helper()
-	now := time.Now().UTC()
+	now := seedNow
 	var evs []*event.Event
 	seq := uint64(0)
 	prev := ""
@@ -152,6 +160,14 @@ func Seed(t testing.TB, st *clickhouse.Store) {
 		SessionID: "s-2", Steered: true, SteeredBy: "batch-jobs", Process: job, Statement: "SELECT count(*) FROM orders"})
 	add(&event.Event{Time: now.Add(-9 * time.Minute), DBUser: "etl", Database: "shop", Kind: "DDL", Decision: event.DecisionBlock, Rule: "no-drop-in-prod",
 		SessionID: "s-2", Steered: true, SteeredBy: "batch-jobs", Process: job, Statement: "DROP TABLE orders"})
+	// The egress ledger: a support tool receives card numbers raw, an analyst masked.
+	support := &event.Process{PID: 77, UID: &uid, Comm: "support-ui", Exe: "/srv/support-ui", Pod: "support-5"}
+	add(&event.Event{Time: now.Add(-8 * time.Minute), DBUser: "support", Database: "shop", Kind: "SELECT", Tables: []string{"payments"},
+		Rows: 40, Decision: event.DecisionAllow, PIIColumns: []string{"payments.card_number", "payments.email"}, MaskedColumns: []string{"payments.email"},
+		Identity: &event.Identity{Email: "sam@example.com"}, Process: support, SessionID: "s-3", Statement: "SELECT card_number, email FROM payments"})
+	add(&event.Event{Time: now.Add(-7 * time.Minute), DBUser: "analyst", Database: "shop", Kind: "SELECT", Tables: []string{"payments"},
+		Rows: 9, Decision: event.DecisionMask, PIIColumns: []string{"payments.card_number"}, MaskedColumns: []string{"payments.card_number"},
+		Process: psql, SessionID: "s-4", Statement: "SELECT card_number FROM payments"})
 	if err := st.Append(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +202,7 @@ func TestQueriesOn1816(t *testing.T) {
 		"volume-anomalies":     {`"db_user":"bob"`},
 		"trail-integrity":      {`"problem":"missing","from_seq":253,"to_seq":255`, `"problem":"broken_link","from_seq":257`, `"problem":"declared_loss"`},
 		"trail-summary":        {`"missing":3`, `"declared_lost":12`},
+		"raw-pii-receivers":    {`"raw_column":"payments.card_number","identity":"sam@example.com","db_user":"support"`, `"process_exe":"/srv/support-ui"`, `"process_pod":"support-5"`, `"statements":1,"rows":40`},
 		"steered-sessions":     {`"session_id":"s-2","steered_by":"batch-jobs"`, `"process_pod":"batch-7"`, `"statements":2,"blocked":1`, `"a_blocked_statement":"DROP TABLE orders"`},
 	}
 	for _, q := range List() {
@@ -215,6 +232,42 @@ func TestQueriesOn1816(t *testing.T) {
 				t.Errorf("table output has no column header: %q", header)
 			}
 		})
+	}
+	// Raw card numbers only: the analyst's masked ones and the support tool's masked emails
+	// are not there.
+	var cards bytes.Buffer
+	if err := Run(ctx, st.Conn(), "raw-pii-receivers", map[string]string{"column": "%CARD%"}, &cards, FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(cards.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], `"identity":"sam@example.com"`) {
+		t.Errorf("raw card receivers:\n%s", cards.String())
+	}
+	// The queries that also run on the local store give the same rows from the same trail.
+	ls, err := local.Open(t.TempDir(), local.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	Seed(t, ls)
+	for _, q := range List() {
+		if !RunsLocally(q.Name) {
+			continue
+		}
+		for _, params := range []map[string]string{requiredParams(q), {"column": "%card%"}} {
+			var fromCH, fromLocal bytes.Buffer
+			if err := Run(ctx, st.Conn(), q.Name, params, &fromCH, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if err := RunLocal(ctx, ls, q.Name, params, &fromLocal, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if fromCH.String() != fromLocal.String() || fromCH.Len() == 0 {
+				t.Errorf("%s %v: ClickHouse\n%s\nlocal\n%s", q.Name, params, fromCH.String(), fromLocal.String())
+			}
+		}
+	}
+	if err := RunLocal(ctx, ls, "top-talkers", nil, io.Discard, FormatJSON); err == nil || !strings.Contains(err.Error(), "ClickHouse only") {
+		t.Errorf("a ClickHouse-only query on the local store: %v", err)
 	}
 	// A hostile value is a value, not SQL.
 	var out bytes.Buffer

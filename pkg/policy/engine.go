@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -174,6 +175,9 @@ type Engine struct {
 	maskByDef bool
 	strategy  mask.Strategy
 	columns   []sensitiveColumns
+	dict      *Dictionary // nil: the dictionary is off
+	dictOff   map[string]bool
+	discovery Discovery
 	envCache  sync.Map // envKey -> string
 	// readsText: a rule's CEL condition can see the statement text, so decisions need
 	// each statement's own (sqlparse.Classify rather than ClassifyShape).
@@ -240,6 +244,13 @@ func NewEngine(p *Policy, opts ...Option) (*Engine, error) {
 		}
 		e.columns = append(e.columns, sc)
 	}
+	if d := s.Dictionary; d.Enabled == nil || *d.Enabled {
+		e.dict, e.dictOff = &d, map[string]bool{}
+		for _, c := range d.Disable {
+			e.dictOff[c] = true
+		}
+	}
+	e.discovery = s.Discovery.withDefaults()
 	for _, en := range p.Environments {
 		ev := env{name: en.Name, databases: en.Databases}
 		for _, s := range en.Servers {
@@ -352,6 +363,15 @@ func (e *Engine) Decide(req *Request) Decision {
 // sensitive, s how to mask it, raw whether this principal may see it unmasked.
 func (e *Engine) Column(req *Request, schema, table, column string) (pii bool, s mask.Strategy, raw bool) {
 	raw = !e.Decide(req).Mask
+	if sv, ok := e.ColumnSensitivity(schema, table, column); ok {
+		return true, sv.Strategy, raw
+	}
+	return false, e.strategy, raw
+}
+
+// ColumnSensitivity says whether a column is PII by its name: the policy's
+// sensitive.columns first, then the name dictionary.
+func (e *Engine) ColumnSensitivity(schema, table, column string) (Sensitivity, bool) {
 	qualified := table
 	if schema != "" {
 		qualified = schema + "." + table
@@ -370,11 +390,35 @@ func (e *Engine) Column(req *Request, schema, table, column string) (pii bool, s
 			}
 		}
 		if anyGlob(c.columns, column) {
-			return true, c.strategy, raw
+			return Sensitivity{Source: SourcePolicy, Strategy: c.strategy}, true
 		}
 	}
-	return false, e.strategy, raw
+	if e.dict == nil || anyGlob(e.dict.Except, column) {
+		return Sensitivity{}, false
+	}
+	cat, words, ok := matchDictionary(column, e.dictOff)
+	if !ok {
+		return Sensitivity{}, false
+	}
+	return Sensitivity{Source: SourceName, Category: cat, Strategy: e.CategoryStrategy(cat), Detail: "name matches " + strconv.Quote(words)}, true
 }
+
+// CategoryStrategy is how columns of a dictionary category, or values of a detector, are
+// masked: sensitive.dictionary.strategies, else sensitive.strategy.
+func (e *Engine) CategoryStrategy(category string) mask.Strategy {
+	if e.dict != nil {
+		if s, ok := e.dict.Strategies[category]; ok {
+			return s
+		}
+		if s, ok := e.dict.Strategies[categoryOfDetector(category)]; ok {
+			return s
+		}
+	}
+	return e.strategy
+}
+
+// Discovery is the policy's discovery configuration with its defaults filled in.
+func (e *Engine) Discovery() Discovery { return e.discovery }
 
 // Enforced reports whether the policy's enforce section selects this connection's client:
 // the agent steers such connections into the proxy.

@@ -107,8 +107,13 @@ type Sensitive struct {
 	Strategy *mask.Strategy `yaml:"strategy"`
 	// TokenKeyEnv names the environment variable holding the key of the token strategy.
 	TokenKeyEnv string `yaml:"token_key_env"`
-	// Columns lists sensitive columns by table and name patterns.
+	// Columns lists sensitive columns by table and name patterns. They come before the
+	// dictionary and the catalog's tags, and extend the dictionary.
 	Columns []SensitiveColumns `yaml:"columns"`
+	// Dictionary configures the shipped dictionary of PII column names.
+	Dictionary Dictionary `yaml:"dictionary"`
+	// Discovery configures sampling of values to find PII columns.
+	Discovery Discovery `yaml:"discovery"`
 }
 
 // SensitiveColumns marks columns of matching tables as PII.

@@ -68,7 +68,8 @@ func TestExamplePolicies(t *testing.T) {
 	}{
 		{"public", "users", "email", true, "token"},
 		{"", "customers", "email", true, "token"},
-		{"public", "orders", "email", false, "full"},
+		{"public", "orders", "email", true, "full"}, // the name dictionary
+		{"public", "orders", "total", false, "full"},
 		{"public", "people", "us_ssn", true, "partial:4"},
 		{"public", "cards", "pan", true, "null"},
 		{"public", "cards", "id", false, "full"},

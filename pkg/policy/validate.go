@@ -224,6 +224,39 @@ func (v *validator) sensitive(s *Sensitive) {
 			}
 		}
 	}
+	dp := at(path, "dictionary")
+	known := map[string]bool{}
+	for _, c := range DictionaryCategories() {
+		known[c] = true
+	}
+	for i, c := range s.Dictionary.Disable {
+		if !known[c] {
+			v.errorf(at(dp, "disable", i), "unknown category %q (known: %s)", c, strings.Join(DictionaryCategories(), ", "))
+		}
+	}
+	v.globs(at(dp, "except"), s.Dictionary.Except)
+	for c, st := range s.Dictionary.Strategies {
+		if !known[c] {
+			v.errorf(at(dp, "strategies", c), "unknown category %q (known: %s)", c, strings.Join(DictionaryCategories(), ", "))
+		} else if err := st.Validate(); err != nil {
+			v.errorf(at(dp, "strategies", c), "%v", err)
+		}
+	}
+	d, dsp := s.Discovery, at(path, "discovery")
+	switch {
+	case d.Interval < 0:
+		v.errorf(at(dsp, "interval"), "must not be negative")
+	case d.Timeout < 0:
+		v.errorf(at(dsp, "timeout"), "must not be negative")
+	case d.SampleRows < 0 || d.SampleRows > 10000:
+		v.errorf(at(dsp, "sample_rows"), "must be between 1 and 10000")
+	case d.MaxTables < 0:
+		v.errorf(at(dsp, "max_tables"), "must not be negative")
+	case d.MinShare < 0 || d.MinShare > 1:
+		v.errorf(at(dsp, "min_share"), "must be between 0 and 1")
+	case d.MinValues < 0:
+		v.errorf(at(dsp, "min_values"), "must not be negative")
+	}
 }
 
 func (v *validator) workload(path []any, w Workload) {
