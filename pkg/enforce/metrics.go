@@ -37,6 +37,7 @@ type metrics struct {
 	cancels        *prometheus.CounterVec
 	catalogLookups *prometheus.CounterVec
 	unanswered     prometheus.Counter
+	unanalysed     prometheus.Counter
 }
 
 // newMetrics registers the proxy's metrics; the listener label keeps several proxies in one
@@ -69,6 +70,8 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 			[]string{"result"}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_proxy_statements_unanswered_total", Help: "Statements recorded without the server's answer because the session ended first (outcome unknown).", ConstLabels: cl}),
+		unanalysed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_results_unanalysed_total", Help: "Masked results whose columns the taint analysis could not trace to their sources: every column was masked.", ConstLabels: cl}),
 	}
 	m.byDecision = make(map[string]prometheus.Counter)
 	for _, d := range []string{event.DecisionAllow, event.DecisionAlert, event.DecisionBlock, event.DecisionMask, event.DecisionApprovalRequired} {
@@ -78,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
-		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.unanswered} {
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.unanswered, m.unanalysed} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
