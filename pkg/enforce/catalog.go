@@ -47,7 +47,7 @@ type catalogDB struct {
 	cols   map[attKey]colName
 	loaded map[uint32]time.Time
 	funcs  map[uint32]string
-	rels   map[string]relEntry // by schema "\x00" name, for the taint analysis
+	rels   map[string]relEntry // by name, for the taint analysis
 	fns    map[string]fnEntry  // by function name
 	// idle holds open side connections not in use (a pgconn serves one query at a time);
 	// a token in slots is one connection open, idle or in use.

@@ -9,14 +9,13 @@ import (
 
 // Catalog lookups for the taint analysis (pkg/lineage): relations by name with their column
 // lists and view definitions, and functions by name with their language and SQL bodies.
-// Cached per (upstream, database) for catalogTTL, like the column names. Unqualified names
-// resolve along the catalog role's search path, not the client session's (which the proxy
-// does not follow): a documented limit.
+// Cached per (upstream, database) for catalogTTL, like the column names. The proxy does not
+// follow the client session's search_path, so an unqualified name stands for every relation
+// or function of that name, whatever its schema.
 
 type relEntry struct {
-	rel lineage.Relation
-	ok  bool
-	at  time.Time
+	rels []lineage.Relation
+	at   time.Time
 }
 
 type fnEntry struct {
@@ -27,48 +26,60 @@ type fnEntry struct {
 // lineageCatalog is lineage.Catalog over a session's catalog connection.
 type lineageCatalog struct{ ss *session }
 
-func (lc lineageCatalog) Relation(schema, name string) (lineage.Relation, bool, error) {
+// Relations returns the relations of that name: in schema, or with schema "" in every
+// schema, since which one the client's session reads depends on its search_path.
+func (lc lineageCatalog) Relations(schema, name string) ([]lineage.Relation, error) {
 	ss := lc.ss
 	d := ss.srv.cat.db(ss.upstream, ss.database)
-	key := schema + "\x00" + name
 	d.mu.Lock()
-	e, hit := d.rels[key]
+	e, hit := d.rels[name]
 	d.mu.Unlock()
 	if hit && time.Since(e.at) < catalogTTL {
-		return e.rel, e.ok, nil
-	}
-	qname := quoteIdent(name)
-	if schema != "" {
-		qname = quoteIdent(schema) + "." + qname
+		return inSchema(e.rels, schema), nil
 	}
 	rows, err := ss.srv.cat.query(ss, d, `SELECT n.nspname, c.relname,
-  CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END, a.attname
+  CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
+  c.relpersistence = 't', a.attname
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.oid = pg_catalog.to_regclass($1)
-ORDER BY a.attnum`, qname)
+WHERE c.relname = $1 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+ORDER BY n.nspname, a.attnum`, name)
 	if err != nil {
-		return lineage.Relation{}, false, err
+		return nil, err
 	}
-	e = relEntry{ok: len(rows) > 0, at: time.Now()}
-	for i, r := range rows {
-		if i == 0 {
-			e.rel = lineage.Relation{Schema: string(r[0]), Name: string(r[1]), View: string(r[2])}
+	e = relEntry{at: time.Now()}
+	var cur *lineage.Relation
+	for _, r := range rows {
+		if cur == nil || cur.Schema != string(r[0]) {
+			e.rels = append(e.rels, lineage.Relation{Schema: string(r[0]), Name: string(r[1]), View: string(r[2]), Temp: string(r[3]) == "t"})
+			cur = &e.rels[len(e.rels)-1]
 		}
-		if r[3] != nil {
-			e.rel.Columns = append(e.rel.Columns, string(r[3]))
+		if r[4] != nil {
+			cur.Columns = append(cur.Columns, string(r[4]))
 		}
 	}
 	d.mu.Lock()
-	d.rels[key] = e
+	d.rels[name] = e
 	d.mu.Unlock()
-	return e.rel, e.ok, nil
+	return inSchema(e.rels, schema), nil
 }
 
-// Functions returns the functions schema.name may call. Unqualified, a name pg_catalog has
-// is taken as the builtin (pg_catalog is searched first unless a session puts it later);
-// otherwise every schema's function of that name counts, whichever the session would call.
+func inSchema(rels []lineage.Relation, schema string) []lineage.Relation {
+	if schema == "" {
+		return rels
+	}
+	var out []lineage.Relation
+	for _, r := range rels {
+		if r.Schema == schema {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Functions returns the functions schema.name may call. Unqualified, every schema's
+// function of that name counts: a session can put its own schema before pg_catalog.
 func (lc lineageCatalog) Functions(schema, name string) ([]lineage.Function, error) {
 	ss := lc.ss
 	d := ss.srv.cat.db(ss.upstream, ss.database)
@@ -96,19 +107,14 @@ WHERE p.proname = $1`, name)
 		d.fns[name] = e
 		d.mu.Unlock()
 	}
-	var out, builtin []lineage.Function
+	if schema == "" {
+		return e.fns, nil
+	}
+	var out []lineage.Function
 	for _, f := range e.fns {
-		switch {
-		case schema != "" && f.Schema == schema:
-			out = append(out, f)
-		case schema == "" && f.Schema == "pg_catalog":
-			builtin = append(builtin, f)
-		case schema == "":
+		if f.Schema == schema {
 			out = append(out, f)
 		}
-	}
-	if len(builtin) > 0 {
-		return builtin, nil
 	}
 	return out, nil
 }

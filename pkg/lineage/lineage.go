@@ -94,6 +94,9 @@ type Relation struct {
 	Columns      []string // in attribute order, dropped columns left out
 	// View is the definition (a SELECT) of a view or materialized view; empty for tables.
 	View string
+	// Temp: a temporary relation (of this or another session): its contents were written
+	// by a session, and an unqualified name may resolve to it first.
+	Temp bool
 }
 
 // Function is one function of a name.
@@ -106,9 +109,10 @@ type Function struct {
 
 // Catalog answers what the analysis needs to know of the database.
 type Catalog interface {
-	// Relation finds a relation; schema "" resolves the name along the search path. ok is
-	// false when there is no such relation.
-	Relation(schema, name string) (r Relation, ok bool, err error)
+	// Relations returns the relations schema.name may refer to: with schema "", those of
+	// that name in every schema (the session's search_path, which decides among them, is
+	// not known to the analysis; all are taken, and their columns united by name).
+	Relations(schema, name string) ([]Relation, error)
 	// Functions returns the functions a call of schema.name may resolve to (schema "":
 	// along the search path, pg_catalog first): every overload.
 	Functions(schema, name string) ([]Function, error)
@@ -523,15 +527,52 @@ func (a *analyzer) rangeVar(rv *pg.RangeVar, sc *scope) *item {
 			return newItem(alias, c.cols, names)
 		}
 	}
-	rel, ok, err := a.cat.Relation(rv.Schemaname, rv.Relname)
+	rels, err := a.cat.Relations(rv.Schemaname, rv.Relname)
 	if err != nil {
 		a.failf("catalog: %v", err)
 		return nil
 	}
-	if !ok {
+	if len(rels) == 0 {
 		a.failf("unknown relation %s", qualified(rv.Schemaname, rv.Relname))
 		return nil
 	}
+	var it *item
+	for _, rel := range rels {
+		if rel.Temp {
+			a.failf("%s is a temporary relation", qualified(rel.Schema, rel.Name))
+			return nil
+		}
+		cols := a.relation(rel)
+		if a.fail != "" {
+			return nil
+		}
+		it = unite(it, newItem(alias, cols, names))
+	}
+	return it
+}
+
+// unite merges the candidates an unqualified name may refer to: columns by name, in the
+// order first seen.
+func unite(it, other *item) *item {
+	if it == nil {
+		return other
+	}
+	for i, n := range other.names {
+		if j := slices.Index(it.names, n); j >= 0 {
+			d := it.cols[j].Direct && other.cols[i].Direct && slices.Equal(it.cols[j].Sources, other.cols[i].Sources)
+			it.cols[j] = merge(it.cols[j], other.cols[i])
+			it.cols[j].Name, it.cols[j].Direct = n, d
+			continue
+		}
+		it.names = append(it.names, n)
+		it.cols = append(it.cols, other.cols[i])
+	}
+	return it
+}
+
+// relation returns a relation's columns: a table's are themselves, a view's what its
+// definition reads (nil after a failure).
+func (a *analyzer) relation(rel Relation) []Column {
 	var cols []Column
 	if rel.View != "" {
 		if a.depth >= a.opt.MaxDepth {
@@ -564,7 +605,7 @@ func (a *analyzer) rangeVar(rv *pg.RangeVar, sc *scope) *item {
 			cols[i] = Column{Name: c, Sources: []Source{{rel.Schema, rel.Name, c}}, Direct: true}
 		}
 	}
-	return newItem(alias, cols, names)
+	return cols
 }
 
 func qualified(schema, name string) string {

@@ -2,6 +2,7 @@ package lineage
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,15 +15,18 @@ type memCatalog struct {
 	fail  bool
 }
 
-func (m *memCatalog) Relation(schema, name string) (Relation, bool, error) {
+func (m *memCatalog) Relations(schema, name string) ([]Relation, error) {
 	if m.fail {
-		return Relation{}, false, errors.New("catalog down")
+		return nil, errors.New("catalog down")
 	}
-	if schema == "" {
-		schema = "public"
+	var out []Relation
+	for _, r := range m.rels {
+		if r.Name == name && (schema == "" || schema == r.Schema) {
+			out = append(out, r)
+		}
 	}
-	r, ok := m.rels[schema+"."+name]
-	return r, ok, nil
+	slices.SortFunc(out, func(a, b Relation) int { return strings.Compare(a.Schema, b.Schema) })
+	return out, nil
 }
 
 func (m *memCatalog) Functions(schema, name string) ([]Function, error) {
@@ -44,6 +48,11 @@ func testCatalog() *memCatalog {
 			"public.v_customers": {Schema: "public", Name: "v_customers", Columns: []string{"id", "mail"}, View: "SELECT id, lower(email) AS mail FROM customers"},
 			"public.v_plain":     {Schema: "public", Name: "v_plain", Columns: []string{"id", "email"}, View: "SELECT id, email FROM customers"},
 			"public.v_loop":      {Schema: "public", Name: "v_loop", Columns: []string{"x"}, View: "SELECT x FROM v_loop"},
+			// The same name in two schemas: which one a session reads depends on its
+			// search_path, so both count.
+			"public.accounts": {Schema: "public", Name: "accounts", Columns: []string{"id", "balance"}},
+			"evil.accounts":   {Schema: "evil", Name: "accounts", Columns: []string{"balance"}, View: "SELECT reverse(email) AS balance FROM customers"},
+			"pg_temp_3.stash": {Schema: "pg_temp_3", Name: "stash", Columns: []string{"id"}, Temp: true},
 		},
 		funcs: map[string][]Function{
 			"get_email": {{Schema: "public", Language: "sql", Body: "SELECT email FROM customers WHERE id = $1"}},
@@ -127,6 +136,8 @@ func TestAnalyze(t *testing.T) {
 		{"SELECT coalesce(email, 'none') FROM customers", "~" + em},
 		{"SELECT email = 'a@b.c' FROM customers", "~" + em},
 		{"SELECT ssn FROM hr.staff", "=hr.staff.ssn"},
+		{"SELECT balance FROM accounts", "~accounts.balance," + em},
+		{"SELECT balance FROM public.accounts", "=accounts.balance"},
 		{"VALUES (1, (SELECT email FROM customers LIMIT 1))", " | =" + em},
 		{"COPY (SELECT email FROM customers) TO STDOUT", "=" + em},
 		{"COPY customers (email) TO STDOUT", "=" + em},
@@ -149,6 +160,7 @@ func TestAnalyze(t *testing.T) {
 		{"EXPLAIN SELECT email FROM customers", ""},
 		// Fail closed.
 		{"SELECT email FROM nowhere", "FAIL"},
+		{"SELECT id FROM stash", "FAIL"},
 		{"SELECT nope FROM customers", "FAIL"},
 		{"SELECT * FROM v_loop", "FAIL"},
 		{"SELECT no_such_function(email) FROM customers", "FAIL"},
