@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/pkg/policy"
 	"github.com/vigil-db/vigil/pkg/sqlparse"
 )
 
@@ -179,5 +181,39 @@ func TestTaintFailClosed(t *testing.T) {
 	e := h.log.Find(t, "SELECT id, p FROM stash")
 	if !strings.Contains(e.Detail, "every column masked") || !strings.Contains(e.Detail, "stash") {
 		t.Errorf("event detail %q", e.Detail)
+	}
+}
+
+// TestTaintCleanFunctions: length and friends are masked unless the policy lets them pass
+// (sensitive.clean_functions); count and IS NULL always pass.
+func TestTaintCleanFunctions(t *testing.T) {
+	pg := testpg.Start(t)
+	if _, err := pg.Psql("postgres", schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const q = "SELECT length(email), count(*) OVER (), email IS NULL FROM customers ORDER BY id"
+	for _, tc := range []struct {
+		clean []string
+		want  string
+	}{
+		{nil, "|2|f||2|f"},
+		{[]string{"length"}, "17|2|f|15|2|f"},
+	} {
+		p := policy.Default()
+		p.Sensitive.Columns = []policy.SensitiveColumns{{Tables: []string{"customers"}, Columns: []string{"email"}}}
+		p.Sensitive.CleanFunctions = tc.clean
+		e, err := policy.NewEngine(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := startWith(t, pg, e)
+		simple, binary, err := runBoth(ctx, h.connect(t, "analyst").PgConn(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(simple, "|"); got != tc.want || len(binary) != len(simple) {
+			t.Errorf("clean %v: %q (binary %q), want %q", tc.clean, got, binary, tc.want)
+		}
 	}
 }

@@ -106,6 +106,10 @@ type Sensitive struct {
 	TokenKeyEnv string `yaml:"token_key_env"`
 	// Columns lists sensitive columns by table and name patterns.
 	Columns []SensitiveColumns `yaml:"columns"`
+	// CleanFunctions names pg_catalog functions whose result may leave unmasked although
+	// it is computed from a sensitive column (length, octet_length, ...): a policy choice,
+	// none by default. count, EXISTS and IS [NOT] NULL always pass.
+	CleanFunctions []string `yaml:"clean_functions"`
 }
 
 // SensitiveColumns marks columns of matching tables as PII.
