@@ -206,3 +206,13 @@ func TestCleanFunctions(t *testing.T) {
 		t.Fatalf("clean: %q", got)
 	}
 }
+
+func BenchmarkAnalyze(b *testing.B) {
+	cat := testCatalog()
+	const q = "SELECT c.id, lower(c.email), sum(o.total) FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.created_at > now() - interval '1 day' GROUP BY 1, 2"
+	for b.Loop() {
+		if r := Analyze(q, cat, Options{}); r.Failed != "" {
+			b.Fatal(r.Failed)
+		}
+	}
+}
