@@ -152,7 +152,7 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 	}
 	names, err := ss.srv.cat.columns(ss, oids)
 	if err != nil {
-		ss.srv.log.Warn("resolving result columns; falling back to value detectors", "session_id", ss.id, "err", err)
+		ss.srv.log.Warn("resolving result columns; judging them by taint and the value detectors", "session_id", ss.id, "err", err)
 	}
 	req := ss.req
 	if h.st != nil {
