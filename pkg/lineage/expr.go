@@ -217,6 +217,8 @@ func (a *analyzer) call(fc *pg.FuncCall, sc *scope) Column {
 	out := args
 	for _, f := range fns {
 		switch {
+		case f.Schema == "pg_catalog" && name == "current_setting" && customSetting(fc.Args):
+			out.Opaque = "current_setting of a custom setting, which a session can have set to any value"
 		case f.Schema == "pg_catalog" && readsByName[name]:
 			out.Opaque = fmt.Sprintf("pg_catalog.%s reads a table or query it is given by name", name)
 		case f.Schema == "pg_catalog":
@@ -252,4 +254,18 @@ func (a *analyzer) sqlBody(f Function, name string, argv []Column) Column {
 		out.Opaque = fmt.Sprintf("function %s.%s: %s", f.Schema, name, sub.fail)
 	}
 	return out
+}
+
+// customSetting reports a current_setting argument that is not a literal naming a built-in
+// setting: custom settings (with a dot) hold what set_config put there.
+func customSetting(args []*pg.Node) bool {
+	if len(args) == 0 {
+		return true
+	}
+	c, ok := args[0].Node.(*pg.Node_AConst)
+	if !ok {
+		return true
+	}
+	sv, ok := c.AConst.Val.(*pg.A_Const_Sval)
+	return !ok || strings.Contains(sv.Sval.Sval, ".")
 }

@@ -17,7 +17,8 @@
 // inference, one bit per row); data laundered through a write (CREATE TABLE AS, INSERT into
 // another table, then reading that table) is not followed; a function that is not
 // LANGUAGE sql and not in pg_catalog is opaque (its output is treated as tainted); builtins
-// that read tables by name (query_to_xml and friends) are opaque too. What cannot be
+// that read tables by name (query_to_xml and friends) and custom settings (where set_config
+// can have stashed a value) are opaque too. What cannot be
 // analysed at all (parse failure, unknown relation or column, depth exceeded, catalog
 // error) is reported as Failed: the caller masks every column.
 package lineage
@@ -136,7 +137,7 @@ var readsByName = map[string]bool{
 	"cursor_to_xml": true, "cursor_to_xmlschema": true,
 	"schema_to_xml": true, "schema_to_xml_and_xmlschema": true, "schema_to_xmlschema": true,
 	"database_to_xml": true, "database_to_xml_and_xmlschema": true, "database_to_xmlschema": true,
-	"ts_stat": true, "pg_read_file": true, "pg_read_binary_file": true, "lo_get": true,
+	"pg_show_all_settings": true, "ts_stat": true, "pg_read_file": true, "pg_read_binary_file": true, "lo_get": true,
 	"loread": true, "lo_export": true,
 }
 
@@ -253,6 +254,12 @@ func (a *analyzer) statement(n *pg.Node, sc *scope) *Result {
 		}
 		c := a.call(x.CallStmt.Funccall, &scope{parent: sc})
 		return &Result{Columns: []Column{c}, All: c}
+	case *pg.Node_VariableShowStmt:
+		if strings.Contains(x.VariableShowStmt.Name, ".") {
+			c := Column{Name: x.VariableShowStmt.Name, Opaque: "SHOW of a custom setting, which a session can have set to any value"}
+			return &Result{Columns: []Column{c}}
+		}
+		return &Result{Kind: NoTableData}
 	case *pg.Node_ExplainStmt:
 		// EXPLAIN shows plans (names and literals), not values; EXPLAIN ANALYZE runs
 		// the statement but returns none of its rows.
