@@ -265,7 +265,9 @@ func (a *analyzer) statement(n *pg.Node, sc *scope) *Result {
 		// the statement but returns none of its rows.
 		return &Result{Kind: NoTableData}
 	}
-	return &Result{Kind: NoTableData}
+	// Other statements return no rows; one that does is not understood: fail closed.
+	a.failf("rows of a %s statement are not analysed", strings.TrimPrefix(fmt.Sprintf("%T", n.Node), "*pg_query.Node_"))
+	return &Result{}
 }
 
 func (a *analyzer) selectStmt(s *pg.SelectStmt, outer *scope) []Column {

@@ -195,6 +195,10 @@ func TestAnalyzeKinds(t *testing.T) {
 	if r.Defines != "c" || !r.DefinesCursor || !r.All.Tainted() {
 		t.Fatalf("declare: %+v", r)
 	}
+	// A statement kind the analysis does not know: should it return rows, they are masked.
+	if r := Analyze("DO 'BEGIN END'", cat, Options{}); r.Failed != "rows of a DoStmt statement are not analysed" {
+		t.Fatalf("unknown kind: %+v", r)
+	}
 	cat.fail = true
 	if r := Analyze("SELECT 1 FROM customers", cat, Options{}); r.Failed == "" || !strings.Contains(r.Failed, "catalog down") {
 		t.Fatalf("catalog error: %+v", r)
