@@ -38,8 +38,7 @@ func (lc lineageCatalog) Relations(schema, name string) ([]lineage.Relation, err
 		return inSchema(e.rels, schema), nil
 	}
 	rows, err := ss.srv.cat.query(ss, d, `SELECT n.nspname, c.relname,
-  CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
-  c.relpersistence = 't', a.attname
+  CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END, a.attname
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -52,11 +51,11 @@ ORDER BY n.nspname, a.attnum`, name)
 	var cur *lineage.Relation
 	for _, r := range rows {
 		if cur == nil || cur.Schema != string(r[0]) {
-			e.rels = append(e.rels, lineage.Relation{Schema: string(r[0]), Name: string(r[1]), View: string(r[2]), Temp: string(r[3]) == "t"})
+			e.rels = append(e.rels, lineage.Relation{Schema: string(r[0]), Name: string(r[1]), View: string(r[2])})
 			cur = &e.rels[len(e.rels)-1]
 		}
-		if r[4] != nil {
-			cur.Columns = append(cur.Columns, string(r[4]))
+		if r[3] != nil {
+			cur.Columns = append(cur.Columns, string(r[3]))
 		}
 	}
 	d.mu.Lock()

@@ -83,7 +83,9 @@ func defKey(cursor bool, name string) (key, what string) {
 // (tag is its CommandComplete tag), for the FETCH and EXECUTE that read it.
 func (ss *session) noteDefinition(h *item, tag []byte) {
 	t := strings.TrimRight(string(tag), "\x00")
-	if (t != "DECLARE CURSOR" && t != "PREPARE") || h.st == nil || (!h.st.mask && !ss.masking.Load()) {
+	// Recorded whatever the DECLARE's own decision: a later FETCH may be judged by another
+	// rule, one that masks.
+	if (t != "DECLARE CURSOR" && t != "PREPARE") || h.st == nil {
 		return
 	}
 	r := ss.analysis(h.resultText())

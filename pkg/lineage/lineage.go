@@ -95,9 +95,6 @@ type Relation struct {
 	Columns      []string // in attribute order, dropped columns left out
 	// View is the definition (a SELECT) of a view or materialized view; empty for tables.
 	View string
-	// Temp: a temporary relation (of this or another session): its contents were written
-	// by a session, and an unqualified name may resolve to it first.
-	Temp bool
 }
 
 // Function is one function of a name.
@@ -156,7 +153,9 @@ func Analyze(sql string, cat Catalog, opt Options) *Result {
 	a := &analyzer{cat: cat, opt: opt}
 	r := a.statement(tree.Stmts[0].Stmt, nil)
 	if a.fail != "" {
-		return &Result{Failed: a.fail}
+		// A cursor or prepared statement that cannot be analysed is still defined: what
+		// is fetched from it is masked whole.
+		return &Result{Failed: a.fail, Defines: r.Defines, DefinesCursor: r.DefinesCursor}
 	}
 	for i := range r.Columns {
 		r.All = merge(r.All, r.Columns[i])
@@ -547,10 +546,6 @@ func (a *analyzer) rangeVar(rv *pg.RangeVar, sc *scope) *item {
 	}
 	var it *item
 	for _, rel := range rels {
-		if rel.Temp {
-			a.failf("%s is a temporary relation", qualified(rel.Schema, rel.Name))
-			return nil
-		}
 		cols := a.relation(rel)
 		if a.fail != "" {
 			return nil

@@ -52,7 +52,7 @@ func testCatalog() *memCatalog {
 			// search_path, so both count.
 			"public.accounts": {Schema: "public", Name: "accounts", Columns: []string{"id", "balance"}},
 			"evil.accounts":   {Schema: "evil", Name: "accounts", Columns: []string{"balance"}, View: "SELECT reverse(email) AS balance FROM customers"},
-			"pg_temp_3.stash": {Schema: "pg_temp_3", Name: "stash", Columns: []string{"id"}, Temp: true},
+			"pg_temp_3.stash": {Schema: "pg_temp_3", Name: "stash", Columns: []string{"id"}},
 		},
 		funcs: map[string][]Function{
 			"get_email": {{Schema: "public", Language: "sql", Body: "SELECT email FROM customers WHERE id = $1"}},
@@ -140,6 +140,7 @@ func TestAnalyze(t *testing.T) {
 		{"SELECT coalesce(email, 'none') FROM customers", "~" + em},
 		{"SELECT email = 'a@b.c' FROM customers", "~" + em},
 		{"SELECT ssn FROM hr.staff", "=hr.staff.ssn"},
+		{"SELECT id FROM stash", "=pg_temp_3.stash.id"},
 		{"SELECT balance FROM accounts", "~accounts.balance," + em},
 		{"SELECT balance FROM public.accounts", "=accounts.balance"},
 		{"VALUES (1, (SELECT email FROM customers LIMIT 1))", " | =" + em},
@@ -164,7 +165,6 @@ func TestAnalyze(t *testing.T) {
 		{"EXPLAIN SELECT email FROM customers", ""},
 		// Fail closed.
 		{"SELECT email FROM nowhere", "FAIL"},
-		{"SELECT id FROM stash", "FAIL"},
 		{"SELECT nope FROM customers", "FAIL"},
 		{"SELECT * FROM v_loop", "FAIL"},
 		{"SELECT no_such_function(email) FROM customers", "FAIL"},
@@ -198,6 +198,10 @@ func TestAnalyzeKinds(t *testing.T) {
 	// A statement kind the analysis does not know: should it return rows, they are masked.
 	if r := Analyze("DO 'BEGIN END'", cat, Options{}); r.Failed != "rows of a DoStmt statement are not analysed" {
 		t.Fatalf("unknown kind: %+v", r)
+	}
+	r = Analyze("DECLARE c CURSOR FOR SELECT email FROM nowhere", cat, Options{})
+	if r.Defines != "c" || !r.DefinesCursor || r.Failed == "" {
+		t.Fatalf("declare of what cannot be analysed: %+v", r)
 	}
 	cat.fail = true
 	if r := Analyze("SELECT 1 FROM customers", cat, Options{}); r.Failed == "" || !strings.Contains(r.Failed, "catalog down") {
