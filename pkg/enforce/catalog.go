@@ -49,6 +49,8 @@ type catalogDB struct {
 	cols   map[attKey]colName
 	loaded map[uint32]time.Time
 	funcs  map[uint32]string
+	rels   map[string]relEntry // by name, for the taint analysis
+	fns    map[string]fnEntry  // by function name
 	// idle holds open side connections not in use (a pgconn serves one query at a time);
 	// a token in slots is one connection open, idle or in use.
 	idle  chan *pgconn.PgConn
@@ -66,6 +68,7 @@ func (c *catalog) db(upstream, database string) *catalogDB {
 	d := c.dbs[k]
 	if d == nil {
 		d = &catalogDB{cols: make(map[attKey]colName), loaded: make(map[uint32]time.Time), funcs: make(map[uint32]string),
+			rels: make(map[string]relEntry), fns: make(map[string]fnEntry),
 			idle: make(chan *pgconn.PgConn, catalogConns), slots: make(chan struct{}, catalogConns)}
 		c.dbs[k] = d
 	}

@@ -52,7 +52,7 @@ func (ss *session) emitAs(h *item, st *stmt, text, detail string, end time.Time)
 		b := ss.portalParams[h.name]
 		e.Params, detail = b.params, joinDetail(b.detail, detail)
 	}
-	e.Detail = detail
+	e.Detail = joinDetail(detail, h.cols.note)
 	ss.fillStatement(e, st)
 	e.Statement = text
 	ss.srv.m.duration.Observe(end.Sub(h.start).Seconds())

@@ -9,15 +9,19 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vigil-db/vigil/pkg/lineage"
 	"github.com/vigil-db/vigil/pkg/mask"
 )
 
-// Result masking. A column that comes straight from a table (RowDescription names its table
-// OID and attribute number) is classified by the policy by schema, table and column name; any
-// other column (expressions, casts, row_to_json, concatenations), and table columns the
-// policy does not name, are checked value by value with the detectors. A masked value keeps
-// its column's type valid for the client: text types get the strategy's output, json/jsonb a
-// JSON string (or the document with its PII leaves masked), any other type NULL.
+// Result masking. Which columns carry sensitive values is decided by taint (taint.go): the
+// statement's analysis says which table columns each output position reads, and a position
+// that reads a PII column is masked, with that column's strategy when it is the column
+// unchanged and wholesale when it is computed from it. A column that comes straight from a
+// table (RowDescription names its table OID and attribute number) is also classified by
+// name; computed columns that read no table column (literals, parameters) are checked value
+// by value with the detectors, the second net. A masked value keeps its column's type valid
+// for the client: text types get the strategy's output, json/jsonb a JSON string (or the
+// document with its PII leaves masked), any other type NULL.
 
 type colAction uint8
 
@@ -33,16 +37,21 @@ type colPlan struct {
 	oid    uint32 // data type
 	binary bool
 	name   string // for events: "table.column" or the result column's label
+	// derived: masked because its value is computed from a PII column (taint), not the
+	// column itself; strat then masks it wholesale.
+	derived bool
 }
 
 // rowPlan is how one result's rows are masked.
 type rowPlan struct {
 	cols    []colPlan
 	nullAll bool // column sources unknown: every value is replaced by NULL
-	// pii and masked are the columns classified by name, for the events.
+	// pii and masked are the PII columns the result reads and those that left masked,
+	// for the events; note says what the taint analysis could not follow.
 	pii, masked []string
 	// ledger: every column leaves raw; the plan only names the PII columns for the events.
 	ledger bool
+	note   string
 }
 
 // maxCachedPlans bounds the per-session cache of plans by decision and row description.
@@ -56,6 +65,7 @@ const maxCachedPlans = 128
 type planDecision struct {
 	rule, action string
 	mask         bool
+	lin          *lineage.Result // the statement's taint analysis (cached per text)
 }
 
 // cachedPlan returns the plan of a RowDescription for a masked statement, building it on the
@@ -67,7 +77,11 @@ func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
 		clear(ss.planCache)
 		ss.plansCached, ss.piiGen = 0, g
 	}
-	dk := planDecision{h.st.dec.Rule, h.st.dec.Action, h.st.mask}
+	var lin *lineage.Result
+	if masksResult(h) {
+		lin = ss.lineageOf(h)
+	}
+	dk := planDecision{h.st.dec.Rule, h.st.dec.Action, h.st.mask, lin}
 	plans := ss.planCache[dk]
 	p, ok := plans[string(body)] // indexing by string(body) does not allocate
 	if !ok {
@@ -88,6 +102,10 @@ func (ss *session) cachedPlan(body []byte, h *item) *rowPlan {
 	}
 	return p
 }
+
+// masksResult says whether h's result is masked: its statement was judged with masking (a
+// result with no statement of its own is masked, failing closed).
+func masksResult(h *item) bool { return h.st == nil || h.st.mask }
 
 // nullPlan is used when a result must be masked but its columns could not be learned.
 var nullPlan = &rowPlan{nullAll: true}
@@ -138,9 +156,11 @@ func (ss *session) planFor(body []byte, h *item) *rowPlan {
 	return ss.plan(fields, h)
 }
 
-// plan classifies each result column: by the policy when it comes from a table column, by
-// the detectors otherwise. A nil plan means every column may leave raw; a ledger plan that
-// they may, and which of them are PII (a statement judged raw still records them).
+// plan classifies each result column: by taint, by the policy when it comes from a table
+// column, by the detectors otherwise. A nil plan means every column may leave raw; a ledger
+// plan that they may, and which of them are PII (a statement judged raw still records the
+// PII columns it returns as they are; the taint analysis, which costs a parse, runs only
+// for masked statements).
 func (ss *session) plan(fields []field, h *item) *rowPlan {
 	var oids []uint32
 	for _, f := range fields {
@@ -150,7 +170,7 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 	}
 	names, err := ss.srv.cat.columns(ss, oids)
 	if err != nil {
-		ss.srv.log.Warn("resolving result columns; falling back to value detectors", "session_id", ss.id, "err", err)
+		ss.srv.log.Warn("resolving result columns; judging them by taint and the value detectors", "session_id", ss.id, "err", err)
 	}
 	req := ss.req
 	if h.st != nil {
@@ -179,15 +199,25 @@ func (ss *session) plan(fields []field, h *item) *rowPlan {
 				plan.masked = append(plan.masked, cp.name)
 			}
 		}
-		if cp.action == colDetect && h.st != nil && !h.st.mask {
+		if cp.action == colDetect && !masksResult(h) {
 			cp.action = colKeep // a statement judged raw: the plan only names its PII columns
-		}
-		if cp.action == colKeep {
-			keep++
 		}
 		plan.cols[i] = cp
 	}
-	if keep == len(fields) {
+	if masksResult(h) {
+		if reason := ss.applyTaint(plan, ss.lineageOf(h), &req); reason != "" {
+			ss.srv.m.unanalysed.Inc()
+			ss.srv.log.Warn("result columns cannot be traced to their sources; every column is masked",
+				"session_id", ss.id, "reason", reason)
+			plan.note = joinDetail(plan.note, "every column masked: "+reason)
+		}
+	}
+	for i := range plan.cols {
+		if plan.cols[i].action == colKeep {
+			keep++
+		}
+	}
+	if keep == len(fields) && plan.note == "" {
 		if len(plan.pii) == 0 {
 			return nil
 		}

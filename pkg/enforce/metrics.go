@@ -40,6 +40,7 @@ type metrics struct {
 	estimates      *prometheus.CounterVec
 	unanswered     prometheus.Counter
 	discoveryRuns  *prometheus.CounterVec
+	unanalysed     prometheus.Counter
 }
 
 // newMetrics registers the proxy's metrics; the listener label keeps several proxies in one
@@ -78,6 +79,8 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		discoveryRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_proxy_pii_discovery_runs_total", Help: "Background PII discovery runs (sampling table values with the detectors), by result (ok, error).", ConstLabels: cl},
 			[]string{"result"}),
+		unanalysed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_proxy_results_unanalysed_total", Help: "Masked results whose columns the taint analysis could not trace to their sources: every column was masked.", ConstLabels: cl}),
 	}
 	m.byDecision = make(map[string]prometheus.Counter)
 	for _, d := range []string{event.DecisionAllow, event.DecisionAlert, event.DecisionBlock, event.DecisionMask, event.DecisionApprovalRequired} {
@@ -87,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.active, m.sessionErrors, m.statements, m.duration,
-		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.estimates, m.unanswered, m.discoveryRuns} {
+		m.maskedValues, m.redactedErrors, m.cancels, m.catalogLookups, m.estimates, m.unanswered, m.discoveryRuns, m.unanalysed} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,8 +52,12 @@ type item struct {
 	failed  bool  // Query: a statement failed, the rest of the string was not run
 }
 
-// colSet collects result column names once each.
-type colSet struct{ pii, masked []string }
+// colSet collects result column names once each, and what the taint analysis could not
+// follow (for the event's detail).
+type colSet struct {
+	pii, masked []string
+	note        string
+}
 
 // addPlan adds the columns a plan classified by name. The first plan of a statement lends
 // its own lists (capped, so a later append copies instead of writing into the plan): a
@@ -60,6 +65,9 @@ type colSet struct{ pii, masked []string }
 func (c *colSet) addPlan(p *rowPlan) {
 	c.pii = addAll(c.pii, p.pii)
 	c.masked = addAll(c.masked, p.masked)
+	if p.note != "" && !strings.Contains(c.note, p.note) {
+		c.note = joinDetail(c.note, p.note)
+	}
 }
 
 func addAll(list, names []string) []string {

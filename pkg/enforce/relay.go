@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/vigil-db/vigil/pkg/lineage"
 	"github.com/vigil-db/vigil/pkg/pgwire"
 	"github.com/vigil-db/vigil/pkg/policy"
 )
@@ -101,6 +102,10 @@ type serverSide struct {
 	portalParams map[string]boundParams
 	copyOut      *copyPlan
 	rowBuf       []byte
+	// analyses caches taint analyses by statement text; defs holds those of the cursors
+	// and prepared statements the session defined (taint.go).
+	analyses map[string]*lineage.Result
+	defs     map[string]*lineage.Result
 }
 
 func newClientSide() clientSide {
@@ -698,6 +703,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 			if n, ok := pgwire.TagRows(body); ok {
 				h.rows = n
 			}
+			ss.noteDefinition(h, body)
 		}
 		if h.kind == 'Q' {
 			if typ != 's' {

@@ -475,6 +475,9 @@ func (e *Engine) EnforcesWorkloads() bool { return len(e.p.Enforce.Workloads) > 
 // Strategy is the masking strategy for values found by the detectors.
 func (e *Engine) Strategy() mask.Strategy { return e.strategy }
 
+// CleanFunctions are the functions the taint analysis lets pass (sensitive.clean_functions).
+func (e *Engine) CleanFunctions() []string { return e.p.Sensitive.CleanFunctions }
+
 // evalCtx evaluates rules for one request; principal facts are computed once, lazily.
 type evalCtx struct {
 	e        *Engine

@@ -114,6 +114,10 @@ type Sensitive struct {
 	Dictionary Dictionary `yaml:"dictionary"`
 	// Discovery configures sampling of values to find PII columns.
 	Discovery Discovery `yaml:"discovery"`
+	// CleanFunctions names pg_catalog functions whose result may leave unmasked although
+	// it is computed from a sensitive column (length, octet_length, ...): a policy choice,
+	// none by default. count, EXISTS and IS [NOT] NULL always pass.
+	CleanFunctions []string `yaml:"clean_functions"`
 }
 
 // SensitiveColumns marks columns of matching tables as PII.

@@ -120,6 +120,7 @@ func TestPolicyErrors(t *testing.T) {
 		{"unknown rule field", "rules:\n  - name: a\n    action: block\n    mtach: {}\n", "p.yaml: line 4: field mtach is not known in Rule"},
 		{"unknown match field", "rules:\n  - name: a\n    action: block\n    match:\n      tabels: [t]\n", "p.yaml: line 5: field tabels is not known in Match"},
 		{"bad action", "rules:\n  - name: a\n    action: deny\n", `p.yaml: line 3: rules[0].action: unknown action "deny"`},
+		{"bad clean function", "sensitive:\n  clean_functions: [length, pg_catalog.upper]\n", `p.yaml: line 2: sensitive.clean_functions[1]: "pg_catalog.upper" is not a function name`},
 		{"missing name", "rules:\n  - action: block\n", "p.yaml: line 2: rules[0].name: a rule needs a name"},
 		{"duplicate rule", "rules:\n  - name: a\n    action: block\n  - name: a\n    action: allow\n", `p.yaml: line 4: rules[1].name: rule "a" is defined twice`},
 		{"bad flag", "rules:\n  - name: a\n    action: block\n    match:\n      flags: [drop, dorp]\n", `p.yaml: line 5: rules[0].match.flags[1]: unknown flag "dorp"`},

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -199,6 +200,9 @@ func actionList() string {
 	return strings.Join([]string{ActionAllow, ActionAlert, ActionBlock, ActionMask, ActionRequireApproval}, ", ")
 }
 
+// cleanFunctionName is an unquoted PostgreSQL function name as the parser folds it.
+var cleanFunctionName = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+
 func (v *validator) sensitive(s *Sensitive) {
 	path := []any{"sensitive"}
 	if s.Detectors != nil {
@@ -209,6 +213,11 @@ func (v *validator) sensitive(s *Sensitive) {
 	if s.Strategy != nil {
 		if err := s.Strategy.Validate(); err != nil {
 			v.errorf(at(path, "strategy"), "%v", err)
+		}
+	}
+	for i, f := range s.CleanFunctions {
+		if !cleanFunctionName.MatchString(f) {
+			v.errorf(at(path, "clean_functions", i), "%q is not a function name (lower-case, unqualified: a pg_catalog function)", f)
 		}
 	}
 	for i, c := range s.Columns {
