@@ -12,17 +12,23 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vigil-db/vigil/pkg/event"
 )
 
 // channelSchema adds to schemaSQL the types the binary channel cases need: a card number
-// held as numeric, int8 and money, in an array, a composite value and a domain. No policy
-// names these columns: only the value detectors can find the card number in them.
+// held as numeric, int8 and money, in an array, a composite value and a domain (no policy
+// names these columns: only the value detectors can find the card number in them), and a
+// function whose body sends an email address to LISTEN ch.
 const channelSchema = `
 CREATE TYPE contact AS (label text, pan numeric, phone int8);
 CREATE DOMAIN pan_t AS numeric;
 CREATE TABLE cards (id int PRIMARY KEY, pan numeric, pan8 int8, pan_money money, pans numeric[], c contact);
 INSERT INTO cards VALUES (1, 4111111111111111, 4111111111111111, 4111111111111111, ARRAY[4111111111111111, 5], ROW('work', 4111111111111111, 4155550100));
 GRANT SELECT ON cards TO analyst;
+CREATE FUNCTION notify_email(int) RETURNS void LANGUAGE sql SECURITY DEFINER
+  AS $$ SELECT pg_notify('ch', (SELECT email FROM customers WHERE id = $1)) $$;
+GRANT EXECUTE ON FUNCTION notify_email(int) TO analyst;
 `
 
 type channelCase struct {
@@ -102,6 +108,12 @@ func TestChannelCorpus(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Refusals say why in the trail.
+	for stmt, rule := range map[string]string{"table_to_xml($1": "proxy:function_call_masked", "set_config('application_name', email": "proxy:masked_channel"} {
+		if e := h.log.Find(t, stmt); e.Rule != rule || e.Decision != event.DecisionBlock {
+			t.Errorf("event of %s: rule %q decision %q", stmt, e.Rule, e.Decision)
+		}
 	}
 }
 

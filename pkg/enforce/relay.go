@@ -434,7 +434,7 @@ func (ss *session) functionCall(msg []byte) error {
 			}
 			sql += fmt.Sprintf("$%d", i+1)
 		}
-		st = ss.decide(sql + ")")
+		st = functionCallRefusal(ss.decide(sql+")"), name)
 	}
 	it := ss.q.get()
 	it.kind, it.st, it.start = 'F', st, time.Now()
@@ -569,7 +569,19 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 		}
 	case 'S':
 		ss.noteParameter(body)
+		if ss.redacting() {
+			var err error
+			if msg, err = ss.maskParameter(msg); err != nil {
+				return err
+			}
+		}
 	case 'A':
+		if ss.redacting() {
+			var err error
+			if msg, err = ss.maskNotification(msg); err != nil {
+				return err
+			}
+		}
 	case 'T':
 		if h == nil {
 			return desync("RowDescription without a request")
