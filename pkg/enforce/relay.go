@@ -565,7 +565,7 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 	switch typ {
 	case 'N':
 		if ss.redacting() {
-			return ss.writeRedacted(msg, nil)
+			return ss.writeRedacted(msg, stmtText(h))
 		}
 	case 'S':
 		ss.noteParameter(body)
@@ -772,8 +772,8 @@ func (ss *session) serverError(h *item, msg []byte) error {
 	// error, as capture records it.
 	h.rows = 0
 	if ss.redacting() {
-		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, er.Message)
-		if err := ss.writeRedacted(msg, &er); err != nil {
+		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, 'M', er.Message, stmtText(h))
+		if err := ss.writeRedacted(msg, stmtText(h)); err != nil {
 			return err
 		}
 	} else if _, err := ss.cw.Write(msg); err != nil {
