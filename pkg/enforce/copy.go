@@ -130,7 +130,8 @@ func (cp *copyPlan) parse(sql string) (string, error) {
 		}
 	}
 	if c.Query != nil {
-		out, err := pg_query.Deparse(&pg_query.ParseResult{Stmts: []*pg_query.RawStmt{{Stmt: c.Query}}})
+		// Deparse refuses a tree without the parser's version.
+		out, err := pg_query.Deparse(&pg_query.ParseResult{Version: tree.Version, Stmts: []*pg_query.RawStmt{{Stmt: c.Query}}})
 		if err != nil {
 			return "", fmt.Errorf("deparsing the COPY query: %w", err)
 		}
@@ -229,7 +230,7 @@ func (cp *copyPlan) maskText(ss *session, out, row []byte) []byte {
 		if null {
 			out = cp.appendNull(out)
 		} else {
-			out = cp.appendField(out, masked)
+			out = cp.appendField(out, masked, f.quoted)
 		}
 	}
 	return append(out, row[eol:]...)
@@ -278,12 +279,18 @@ func (cp *copyPlan) appendNull(out []byte) []byte {
 	return append(out, cp.null...)
 }
 
-// appendField appends a masked value, quoted for CSV when it needs to be.
-func (cp *copyPlan) appendField(out, v []byte) []byte {
+// appendField appends a masked value, quoted for CSV when it needs to be or when the value
+// it replaces was (FORCE_QUOTE).
+func (cp *copyPlan) appendField(out, v []byte, quoted bool) []byte {
 	if cp.format == copyCSV {
-		if bytes.IndexByte(v, cp.delim) >= 0 || bytes.IndexByte(v, cp.quote) >= 0 || bytes.ContainsAny(v, "\r\n") {
+		if quoted || bytes.IndexByte(v, cp.delim) >= 0 || bytes.IndexByte(v, cp.quote) >= 0 || bytes.ContainsAny(v, "\r\n") {
 			out = append(out, cp.quote)
-			out = append(out, bytes.ReplaceAll(v, []byte{cp.quote}, []byte{cp.quote, cp.quote})...)
+			for _, c := range v {
+				if c == cp.quote || (c == cp.escape && cp.escape != cp.quote) {
+					out = append(out, cp.escape)
+				}
+				out = append(out, c)
+			}
 			return append(out, cp.quote)
 		}
 		return append(out, v...)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -320,19 +319,16 @@ func appendMasked(out []byte, cp *colPlan, masked []byte, null bool) []byte {
 }
 
 // detectValue runs the detectors over one value of a column that is not classified by name.
-// It returns the value to send (or null), and whether anything was found.
+// It returns the value to send (or null), and whether anything was found. Only text types
+// can carry a masked text; a value of any other type that carries PII becomes NULL.
 func detectValue(m *mask.Masker, cp *colPlan, v []byte) (out []byte, null, found bool) {
 	switch {
-	case textType(cp.oid) || (!cp.binary && cp.oid != oidJSON && cp.oid != oidJSONB):
+	case textType(cp.oid):
 		masked, ok := maskEmbedded(m, cp.strat, v)
 		if !ok {
 			return nil, false, false
 		}
-		if !textType(cp.oid) || masked == nil {
-			// Arrays, numbers, composite values: no masked text is valid for the type.
-			return nil, true, true
-		}
-		return masked, false, true
+		return masked, masked == nil, true
 	case cp.oid == oidJSON || cp.oid == oidJSONB:
 		doc := v
 		if cp.binary && cp.oid == oidJSONB {
@@ -349,26 +345,13 @@ func detectValue(m *mask.Masker, cp *colPlan, v []byte) (out []byte, null, found
 			masked = append([]byte{1}, masked...)
 		}
 		return masked, false, true
-	case cp.oid == oidInt8 || cp.oid == oidInt4 || cp.oid == oidInt2:
-		var n int64
-		switch len(v) {
-		case 8:
-			n = int64(binary.BigEndian.Uint64(v))
-		case 4:
-			n = int64(int32(binary.BigEndian.Uint32(v)))
-		case 2:
-			n = int64(int16(binary.BigEndian.Uint16(v)))
-		}
-		if _, ok := m.Detect(strconv.AppendInt(nil, n, 10)); ok {
-			return nil, true, true
-		}
-		return nil, false, false
-	case cp.oid == oidChar:
-		return nil, false, false
+	case cp.binary:
+		// Numbers, money, arrays, records: read by type and structure (values.go).
+		found := binaryPII(m, cp.strat, cp.oid, v, 0)
+		return nil, found, found
 	default:
-		// A binary value of a type the proxy cannot read as text (numeric, arrays, records):
-		// it can still carry PII, so look for text inside it.
-		if _, ok := maskEmbedded(m, cp.strat, v); ok {
+		// The text form of a non-text type: arrays, records, numbers as the type prints them.
+		if _, ok := maskEmbedded(m, cp.strat, v); ok || textNumberPII(m, v) {
 			return nil, true, true
 		}
 		return nil, false, false

@@ -119,6 +119,12 @@ func (ss *session) judge(sql string, params []sqlparse.Param, est *policy.Estima
 			st.blocked, st.refusal = true, f
 		}
 	}
+	if !st.blocked && st.mask {
+		if f, bad := channelRefusal(sql); bad {
+			st.blocked, st.refusal = true, f
+			st.dec.Action, st.dec.Rule, st.dec.Message = policy.ActionBlock, "proxy:masked_channel", f.message
+		}
+	}
 	return st
 }
 

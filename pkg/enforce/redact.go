@@ -2,23 +2,29 @@ package enforce
 
 import (
 	"bytes"
-
-	"github.com/jackc/pgx/v5/pgproto3"
+	"strings"
 
 	"github.com/vigil-db/vigil/pkg/mask"
 )
 
 // Errors and notices can echo values ("invalid input syntax for type integer: "x"",
-// "Key (email)=(...) already exists", "Failing row contains (...)"). For a session whose
-// results are masked, their text fields are redacted before they leave: everything the
-// detectors recognize, and for the error classes that quote data (22 data exception,
-// 23 integrity constraint violation, P0 raised by functions) and in every DETAIL, all quoted
-// and parenthesized values.
+// "Key (email)=(...) already exists", "Failing row contains (...)", "relation "bob@corp" does
+// not exist" for email::regclass). For a session whose results are masked, their text
+// fields (message, detail, hint, context, internal query) are redacted before they leave:
+// everything the detectors recognize; every quoted text the statement itself does not
+// contain (what the user wrote is no secret to them; anything else may come from a row);
+// for the error classes that quote data (22 data exception, 23 integrity constraint
+// violation, P0 raised by functions) all quoted and parenthesized values; and the DETAIL and
+// CONTEXT of 22 and 23 errors, which exist to show the offending value, are replaced whole.
 
 func (ss *session) redacting() bool { return ss.masking.Load() }
 
-// writeRedacted writes an ErrorResponse or NoticeResponse with its text fields redacted.
-func (ss *session) writeRedacted(msg []byte, _ *pgproto3.ErrorResponse) error {
+// redactedField replaces the DETAIL and CONTEXT of errors that echo data.
+const redactedField = "(redacted by the Vigil proxy: it may quote row values)"
+
+// writeRedacted writes an ErrorResponse or NoticeResponse with its text fields redacted;
+// sql is the statement it answers ("" if none).
+func (ss *session) writeRedacted(msg []byte, sql string) error {
 	body := msg[5:]
 	code := ""
 	for p := body; len(p) > 1; {
@@ -46,11 +52,7 @@ func (ss *session) writeRedacted(msg []byte, _ *pgproto3.ErrorResponse) error {
 		p = rest
 		switch f {
 		case 'M', 'D', 'H', 'W', 'q':
-			c := code
-			if f == 'D' {
-				c = "23" // details always quote data when they quote anything
-			}
-			r := redactText(ss.srv.policy.Masker(), c, string(v))
+			r := redactText(ss.srv.policy.Masker(), code, f, string(v), sql)
 			if r != string(v) {
 				changed = true
 			}
@@ -72,16 +74,56 @@ func (ss *session) writeRedacted(msg []byte, _ *pgproto3.ErrorResponse) error {
 
 var errMalformedNotice = protoErr("malformed error or notice fields")
 
-// redactText redacts one message text for an error of SQLSTATE code.
-func redactText(m *mask.Masker, code, s string) string {
+// redactText redacts one text field (M, D, H, W, q) of an error of SQLSTATE code answering
+// the statement sql.
+func redactText(m *mask.Masker, code string, field byte, s, sql string) string {
+	if s == "" {
+		return s
+	}
+	class := ""
+	if len(code) >= 2 {
+		class = code[:2]
+	}
+	if (field == 'D' || field == 'W') && (class == "22" || class == "23") {
+		return redactedField
+	}
 	b := []byte(s)
 	if out, ok := maskEmbedded(m, mask.Strategy{Kind: mask.Full}, b); ok && out != nil {
 		b = out
 	}
-	if len(code) >= 2 && (code[:2] == "22" || code[:2] == "23" || code[:2] == "P0") {
-		b = redactQuoted(b)
+	if field == 'D' || class == "22" || class == "23" || class == "P0" {
+		// A detail quotes data whenever it quotes anything.
+		return string(redactQuoted(b))
 	}
-	return string(b)
+	return string(redactForeignQuotes(b, strings.ToLower(sql)))
+}
+
+// redactForeignQuotes replaces the contents of "..." that sql (lower case) does not
+// contain: an identifier the user wrote is echoed back; a value read from a row is not.
+func redactForeignQuotes(b []byte, sql string) []byte {
+	var out bytes.Buffer
+	for i := 0; i < len(b); i++ {
+		if b[i] != '"' {
+			out.WriteByte(b[i])
+			continue
+		}
+		j := bytes.IndexByte(b[i+1:], '"')
+		if j < 0 {
+			out.WriteByte('"')
+			out.WriteString(mask.Placeholder)
+			break
+		}
+		q := b[i+1 : i+1+j]
+		out.WriteByte('"')
+		if len(q) > 0 && string(q) != mask.Placeholder && !strings.Contains(sql, strings.ToLower(string(q))) {
+			out.WriteString(mask.Placeholder)
+		} else {
+			out.Write(q)
+		}
+		out.WriteByte('"')
+		i += j + 1
+	}
+	return out.Bytes()
 }
 
 // redactQuoted replaces the contents of "..." and (...) with the placeholder.
@@ -114,4 +156,12 @@ func redactQuoted(b []byte) []byte {
 		i += j + 1
 	}
 	return out.Bytes()
+}
+
+// stmtText is the text of the statement h answers, "" when there is none.
+func stmtText(h *item) string {
+	if h == nil || h.st == nil {
+		return ""
+	}
+	return h.st.text
 }

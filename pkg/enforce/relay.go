@@ -488,7 +488,7 @@ func (ss *session) functionCall(msg []byte) error {
 			}
 			sql += fmt.Sprintf("$%d", i+1)
 		}
-		st = ss.decide(sql + ")")
+		st = functionCallRefusal(ss.decide(sql+")"), name)
 	}
 	it := ss.q.get()
 	it.kind, it.st, it.start = 'F', st, time.Now()
@@ -622,11 +622,23 @@ func (ss *session) serverMessage(typ byte, total int, msg []byte) error {
 	switch typ {
 	case 'N':
 		if ss.redacting() {
-			return ss.writeRedacted(msg, nil)
+			return ss.writeRedacted(msg, stmtText(h))
 		}
 	case 'S':
 		ss.noteParameter(body)
+		if ss.redacting() {
+			var err error
+			if msg, err = ss.maskParameter(msg); err != nil {
+				return err
+			}
+		}
 	case 'A':
+		if ss.redacting() {
+			var err error
+			if msg, err = ss.maskNotification(msg); err != nil {
+				return err
+			}
+		}
 	case 'T':
 		if h == nil {
 			return desync("RowDescription without a request")
@@ -816,8 +828,8 @@ func (ss *session) serverError(h *item, msg []byte) error {
 	// error, as capture records it.
 	h.rows = 0
 	if ss.redacting() {
-		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, er.Message)
-		if err := ss.writeRedacted(msg, &er); err != nil {
+		h.errMsg = redactText(ss.srv.policy.Masker(), er.Code, 'M', er.Message, stmtText(h))
+		if err := ss.writeRedacted(msg, stmtText(h)); err != nil {
 			return err
 		}
 	} else if _, err := ss.cw.Write(msg); err != nil {

@@ -72,14 +72,26 @@ func TestMaskEmbedded(t *testing.T) {
 
 func TestRedactText(t *testing.T) {
 	m, _ := mask.New(mask.Config{Key: []byte("k")})
-	for _, tc := range []struct{ code, in, want string }{
-		{"22P02", `invalid input syntax for type integer: "Alice"`, `invalid input syntax for type integer: "****"`},
-		{"23505", `Key (email)=(x@y.org) already exists.`, `Key (****) already exists.`},
-		{"42P01", `relation "nope" does not exist`, `relation "nope" does not exist`},
-		{"42P01", `mail bob@example.org here`, `mail **** here`},
+	for _, tc := range []struct {
+		code  string
+		field byte
+		in    string
+		want  string
+	}{
+		{"22P02", 'M', `invalid input syntax for type integer: "Alice"`, `invalid input syntax for type integer: "****"`},
+		{"23505", 'M', `duplicate key value violates unique constraint "customers_email_key"`, `duplicate key value violates unique constraint "****"`},
+		{"23505", 'D', `Key (email)=(x@y.org) already exists.`, redactedField},
+		{"22P02", 'W', `JSON data, line 1: Alice...`, redactedField},
+		{"42P01", 'M', `relation "nope" does not exist`, `relation "nope" does not exist`},
+		{"42P01", 'M', `relation "Nope" does not exist`, `relation "Nope" does not exist`},
+		{"42P01", 'M', `relation "liddell" does not exist`, `relation "****" does not exist`},
+		{"42601", 'W', `invalid type name "Alice Liddell"`, `invalid type name "****"`},
+		{"42P01", 'M', `mail bob@example.org here`, `mail **** here`},
+		{"42P01", 'D', `Key (email)=(x)`, `Key (****)`},
+		{"42P01", 'M', `unterminated "quote`, `unterminated "****`},
 	} {
-		if got := redactText(m, tc.code, tc.in); got != tc.want {
-			t.Errorf("%s %q: %q", tc.code, tc.in, got)
+		if got := redactText(m, tc.code, tc.field, tc.in, "SELECT * FROM nope JOIN x ON true"); got != tc.want {
+			t.Errorf("%s %c %q: %q", tc.code, tc.field, tc.in, got)
 		}
 	}
 }
