@@ -51,11 +51,7 @@ type slackCallback struct {
 
 // approvalChannels builds the configured channels, their secrets read from the environment.
 func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel, callbackSecrets, error) {
-	base := cfg.CallbackURL
-	if base == "" {
-		base = "http://" + cfg.CallbackListen
-	}
-	base = strings.TrimSuffix(base, "/")
+	base := cfg.CallbackBase()
 	// Each attempt is bounded by the store's context deadline; no redirects to wherever a
 	// receiver points.
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
