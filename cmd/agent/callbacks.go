@@ -151,7 +151,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		if decodeErr == nil && (d.Decision != "approve" && d.Decision != "deny") {
 			decodeErr = fmt.Errorf("decision %q: want approve or deny", d.Decision)
 		}
-		if decodeErr == nil && !isEmail(d.Approver) {
+		if decodeErr == nil && !approval.IsEmail(d.Approver) {
 			decodeErr = fmt.Errorf("approver %q: want the approver's email address", d.Approver)
 		}
 		if decodeErr != nil {
@@ -272,11 +272,4 @@ func (c callback) decide(id, decision string, approver approval.Approver, reason
 	}
 	c.results.WithLabelValues(c.channel, result).Inc()
 	writeDecision(c.w, approver, got, err)
-}
-
-// isEmail accepts what can name an approver as a verified email: one @, no spaces, and no
-// prefix that names another kind of principal (os:, db:, oidc:).
-func isEmail(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at > 0 && at == strings.LastIndexByte(s, '@') && at < len(s)-1 && !strings.ContainsAny(s, " \t\r\n:")
 }
