@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +37,25 @@ type callbackSecrets struct {
 	slack *slackCallback
 	// jira is the Jira channel's, when configured.
 	jira *jiraCallback
+	// web is the approval page's, when configured.
+	web *webPage
+}
+
+// webPage is the approval page's configuration and secrets.
+type webPage struct {
+	cfg          config.WebApprovals
+	base         string
+	clientSecret string
+	// key authenticates the page's cookies: derived from the agent's key, so that sessions
+	// outlive a restart and no other file holds a secret.
+	key []byte
+}
+
+// webCookieKey derives the approval page's cookie key from the agent's key.
+func webCookieKey(agent ed25519.PrivateKey) []byte {
+	m := hmac.New(sha256.New, agent.Seed())
+	m.Write([]byte("vigil approval page cookies v1"))
+	return m.Sum(nil)
 }
 
 // jiraCallback verifies and maps the Jira channel's webhooks.
@@ -95,6 +117,13 @@ func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel,
 		chans = append(chans, &approval.Jira{URL: j.URL, Project: j.Project, IssueType: j.IssueType, User: j.User, Token: token, AgentID: agentID, Client: client})
 		secrets.jira = &jiraCallback{secret: []byte(secret), approveStatus: j.ApproveStatus, denyStatus: j.DenyStatus, users: j.Users}
 	}
+	if w := cfg.Web; w != nil {
+		secret := os.Getenv(w.ClientSecretEnv)
+		if secret == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.web: the environment variable %s (client_secret_env) is empty or unset", w.ClientSecretEnv)
+		}
+		secrets.web = &webPage{cfg: *w, base: base, clientSecret: secret}
+	}
 	return chans, secrets, nil
 }
 
@@ -114,6 +143,9 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	}
 	if secrets.jira != nil {
 		names = append(names, "jira")
+	}
+	if secrets.web != nil {
+		names = append(names, "web")
 	}
 	for _, name := range names {
 		for _, r := range []string{"accepted", "refused", "failed"} {
@@ -169,6 +201,20 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		mux.HandleFunc("POST /v1/jira/webhook", func(w http.ResponseWriter, r *http.Request) {
 			serveJira(w, r, jc, store, results)
 		})
+	}
+	if wp := secrets.web; wp != nil {
+		web, err := approval.NewWeb(approval.WebOptions{
+			Store: store, Issuer: wp.cfg.Issuer, ClientID: wp.cfg.ClientID, ClientSecret: wp.clientSecret,
+			RedirectURL: wp.cfg.RedirectURL, Scopes: wp.cfg.Scopes, GroupsClaim: wp.cfg.GroupsClaim,
+			BaseURL: wp.base, Key: wp.key, Logger: log,
+			Count:  func(result string) { results.WithLabelValues("web", result).Inc() },
+			Client: &http.Client{Timeout: 15 * time.Second},
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("/approvals", web)
+		mux.Handle("/approvals/", web)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
