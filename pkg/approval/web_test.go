@@ -246,7 +246,9 @@ func TestWebPage(t *testing.T) {
 			if code, body := f.post(t, tc.hc, tc.form, tc.header); code != http.StatusForbidden || !strings.Contains(body, tc.want) {
 				t.Errorf("HTTP %d, want 403 saying %q:\n%s", code, tc.want, body)
 			}
-			if !slices.ContainsFunc(f.ev.details(), func(d string) bool { return strings.Contains(d, "refused: callback through web from 127.0.0.1:") && strings.Contains(d, tc.want) }) {
+			if !slices.ContainsFunc(f.ev.details(), func(d string) bool {
+				return strings.Contains(d, "refused: callback through web from 127.0.0.1:") && strings.Contains(d, tc.want)
+			}) {
 				t.Errorf("no refused step saying %q in %q", tc.want, f.ev.details())
 			}
 		})
@@ -314,7 +316,9 @@ func TestWebLoginRefusals(t *testing.T) {
 					t.Errorf("a session cookie after a refused login")
 				}
 			}
-			if !slices.ContainsFunc(f.ev.details(), func(d string) bool { return strings.Contains(d, "refused: login to the approval page") && strings.Contains(d, tc.want) }) {
+			if !slices.ContainsFunc(f.ev.details(), func(d string) bool {
+				return strings.Contains(d, "refused: login to the approval page") && strings.Contains(d, tc.want)
+			}) {
 				t.Errorf("no refused step in %q", f.ev.details())
 			}
 		})
