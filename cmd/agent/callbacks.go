@@ -132,7 +132,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	defer l.Close()
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_approval_callbacks_total",
-		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded), refused (bad signature, stale timestamp, malformed), failed (the decision was not taken: not pending, not an approver, ...).",
+		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded, or a login to the approval page), refused (bad signature, stale timestamp, malformed; the approval page's POSTs without the session, its CSRF token or the page's origin, and failed logins), failed (the decision was not taken: not pending, not an approver, ...).",
 	}, []string{"channel", "result"})
 	var names []string
 	for name := range secrets.webhooks {
