@@ -389,3 +389,30 @@ func TestWebSessionCookie(t *testing.T) {
 		t.Errorf("an altered session cookie: HTTP %d to %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestWebSecureCookies: behind an https callback_url the page's cookies are Secure, and
+// scoped to the page's path under the URL's.
+func TestWebSecureCookies(t *testing.T) {
+	f := newPageFixture(t)
+	web, err := NewWeb(WebOptions{Store: f.s, Issuer: f.idp.srv.URL, ClientID: f.idp.client, ClientSecret: f.idp.secret,
+		RedirectURL: "https://vigil.example.com/db1/approvals/callback", BaseURL: "https://vigil.example.com/db1/", Key: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	web.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/approvals/login", nil))
+	cookies := rec.Result().Cookies()
+	if rec.Code != http.StatusSeeOther || len(cookies) != 1 {
+		t.Fatalf("login: HTTP %d, cookies %v", rec.Code, cookies)
+	}
+	if c := cookies[0]; c.Name != webLoginCookie || !c.Secure || !c.HttpOnly || c.Path != "/db1/approvals" || c.SameSite != http.SameSiteLaxMode {
+		t.Errorf("login cookie %+v", c)
+	}
+	loc, _ := url.Parse(rec.Header().Get("Location"))
+	if q := loc.Query(); q.Get("redirect_uri") != "https://vigil.example.com/db1/approvals/callback" || q.Get("code_challenge_method") != "S256" || q.Get("nonce") == "" || q.Get("state") == "" {
+		t.Errorf("authorization request %s", loc)
+	}
+	if _, err := NewWeb(WebOptions{Store: f.s, Issuer: f.idp.srv.URL, ClientID: "c", RedirectURL: "https://x/approvals/callback", BaseURL: "https://x", Key: []byte("short")}); err == nil {
+		t.Error("a short cookie key accepted")
+	}
+}
