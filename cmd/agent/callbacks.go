@@ -207,8 +207,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 			Store: store, Issuer: wp.cfg.Issuer, ClientID: wp.cfg.ClientID, ClientSecret: wp.clientSecret,
 			RedirectURL: wp.cfg.RedirectURL, Scopes: wp.cfg.Scopes, GroupsClaim: wp.cfg.GroupsClaim,
 			BaseURL: wp.base, Key: wp.key, Logger: log,
-			Count:  func(result string) { results.WithLabelValues("web", result).Inc() },
-			Client: &http.Client{Timeout: 15 * time.Second},
+			Count: func(result string) { results.WithLabelValues("web", result).Inc() },
 		})
 		if err != nil {
 			return err

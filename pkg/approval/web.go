@@ -47,8 +47,9 @@ const (
 	webMaxSession = 12 * time.Hour
 	// webMaxReason bounds a decision's reason, which the trail records.
 	webMaxReason = 1000
-	// webProviderTimeout bounds each call to the provider.
-	webProviderTimeout = 10 * time.Second
+	// webProviderTimeout bounds each call to the provider: a login's discovery and code
+	// exchange together stay within the callback listener's 10 s write timeout.
+	webProviderTimeout = 4 * time.Second
 )
 
 // WebOptions configure the approval page.
