@@ -278,7 +278,19 @@ func TestWebPage(t *testing.T) {
 	if code, body := f.post(t, hc, url.Values{"id": {r.ID}, "decision": {"deny"}, "csrf": {csrf}}, origin); code != http.StatusConflict {
 		t.Errorf("deny after approval: HTTP %d:\n%s", code, body)
 	}
-	want := []string{"accepted", "refused", "refused", "refused", "refused", "refused", "refused", "accepted", "failed", "accepted", "failed"}
+	// A denial, with its reason.
+	r2, _, err := f.s.Submit(Statement{Requester: "alice@example.com", Database: "prod", Text: "DROP TABLE t", Display: "DROP TABLE t", Rule: "ddl"},
+		Terms{Hold: time.Minute, Approvers: []string{"group:dba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := f.post(t, hc, url.Values{"id": {r2.ID}, "decision": {"deny"}, "reason": {"not during business hours"}, "csrf": {csrf}}, origin); code != http.StatusOK || !strings.Contains(body, r2.ID+": denied") {
+		t.Errorf("denial: HTTP %d:\n%s", code, body)
+	}
+	if got, _ := f.s.Get(r2.ID); got.Status != StatusDenied || got.Denial == nil || got.Denial.Reason != "not during business hours (through the approval page)" {
+		t.Errorf("denied request %+v", got)
+	}
+	want := []string{"accepted", "refused", "refused", "refused", "refused", "refused", "refused", "accepted", "failed", "accepted", "failed", "accepted"}
 	if got := f.counted(); !slices.Equal(got, want) {
 		t.Errorf("counted %q, want %q", got, want)
 	}
