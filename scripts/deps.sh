@@ -8,6 +8,7 @@ pkgs=(
   clickhouse-server clickhouse-client            # the audit store of record
   zookeeper                                      # the cluster tests' replication (run standalone, not as a service)
   default-jdk-headless libpostgresql-jdbc-java   # the JDBC client in the proxy tests
+  chromium fonts-dejavu-core                     # the browser the approval page's test drives
   clang llvm libbpf-dev bpftool                  # make generate (eBPF objects)
   iproute2 procps util-linux ca-certificates git make gcc
 )

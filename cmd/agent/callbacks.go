@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +37,25 @@ type callbackSecrets struct {
 	slack *slackCallback
 	// jira is the Jira channel's, when configured.
 	jira *jiraCallback
+	// web is the approval page's, when configured.
+	web *webPage
+}
+
+// webPage is the approval page's configuration and secrets.
+type webPage struct {
+	cfg          config.WebApprovals
+	base         string
+	clientSecret string
+	// key authenticates the page's cookies: derived from the agent's key, so that sessions
+	// outlive a restart and no other file holds a secret.
+	key []byte
+}
+
+// webCookieKey derives the approval page's cookie key from the agent's key.
+func webCookieKey(agent ed25519.PrivateKey) []byte {
+	m := hmac.New(sha256.New, agent.Seed())
+	m.Write([]byte("vigil approval page cookies v1"))
+	return m.Sum(nil)
 }
 
 // jiraCallback verifies and maps the Jira channel's webhooks.
@@ -51,11 +73,7 @@ type slackCallback struct {
 
 // approvalChannels builds the configured channels, their secrets read from the environment.
 func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel, callbackSecrets, error) {
-	base := cfg.CallbackURL
-	if base == "" {
-		base = "http://" + cfg.CallbackListen
-	}
-	base = strings.TrimSuffix(base, "/")
+	base := cfg.CallbackBase()
 	// Each attempt is bounded by the store's context deadline; no redirects to wherever a
 	// receiver points.
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -99,6 +117,13 @@ func approvalChannels(cfg config.Approvals, agentID string) ([]approval.Channel,
 		chans = append(chans, &approval.Jira{URL: j.URL, Project: j.Project, IssueType: j.IssueType, User: j.User, Token: token, AgentID: agentID, Client: client})
 		secrets.jira = &jiraCallback{secret: []byte(secret), approveStatus: j.ApproveStatus, denyStatus: j.DenyStatus, users: j.Users}
 	}
+	if w := cfg.Web; w != nil {
+		secret := os.Getenv(w.ClientSecretEnv)
+		if secret == "" {
+			return nil, callbackSecrets{}, fmt.Errorf("approvals.web: the environment variable %s (client_secret_env) is empty or unset", w.ClientSecretEnv)
+		}
+		secrets.web = &webPage{cfg: *w, base: base, clientSecret: secret}
+	}
 	return chans, secrets, nil
 }
 
@@ -107,7 +132,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	defer l.Close()
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_approval_callbacks_total",
-		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded), refused (bad signature, stale timestamp, malformed), failed (the decision was not taken: not pending, not an approver, ...).",
+		Help: "Approval channel callbacks by channel and result: accepted (a decision recorded, or a login to the approval page), refused (bad signature, stale timestamp, malformed; the approval page's POSTs without the session, its CSRF token or the page's origin, and failed logins), failed (the decision was not taken: not pending, not an approver, ...).",
 	}, []string{"channel", "result"})
 	var names []string
 	for name := range secrets.webhooks {
@@ -118,6 +143,9 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 	}
 	if secrets.jira != nil {
 		names = append(names, "jira")
+	}
+	if secrets.web != nil {
+		names = append(names, "web")
 	}
 	for _, name := range names {
 		for _, r := range []string{"accepted", "refused", "failed"} {
@@ -155,7 +183,7 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		if decodeErr == nil && (d.Decision != "approve" && d.Decision != "deny") {
 			decodeErr = fmt.Errorf("decision %q: want approve or deny", d.Decision)
 		}
-		if decodeErr == nil && !isEmail(d.Approver) {
+		if decodeErr == nil && !approval.IsEmail(d.Approver) {
 			decodeErr = fmt.Errorf("approver %q: want the approver's email address", d.Approver)
 		}
 		if decodeErr != nil {
@@ -173,6 +201,19 @@ func serveCallbacks(ctx context.Context, l net.Listener, store *approval.Store, 
 		mux.HandleFunc("POST /v1/jira/webhook", func(w http.ResponseWriter, r *http.Request) {
 			serveJira(w, r, jc, store, results)
 		})
+	}
+	if wp := secrets.web; wp != nil {
+		web, err := approval.NewWeb(approval.WebOptions{
+			Store: store, Issuer: wp.cfg.Issuer, ClientID: wp.cfg.ClientID, ClientSecret: wp.clientSecret,
+			RedirectURL: wp.cfg.RedirectURL, Scopes: wp.cfg.Scopes, GroupsClaim: wp.cfg.GroupsClaim,
+			BaseURL: wp.base, Key: wp.key, Logger: log,
+			Count: func(result string) { results.WithLabelValues("web", result).Inc() },
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("/approvals", web)
+		mux.Handle("/approvals/", web)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
@@ -276,11 +317,4 @@ func (c callback) decide(id, decision string, approver approval.Approver, reason
 	}
 	c.results.WithLabelValues(c.channel, result).Inc()
 	writeDecision(c.w, approver, got, err)
-}
-
-// isEmail accepts what can name an approver as a verified email: one @, no spaces, and no
-// prefix that names another kind of principal (os:, db:, oidc:).
-func isEmail(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at > 0 && at == strings.LastIndexByte(s, '@') && at < len(s)-1 && !strings.ContainsAny(s, " \t\r\n:")
 }

@@ -367,6 +367,13 @@ func runAgent(ctx context.Context, cfg *config.Config, fl *runFlags, stdout io.W
 		if err != nil {
 			return abort(err)
 		}
+		if secrets.web != nil {
+			key, err := audit.LoadOrCreateKey(cfg.StateDir)
+			if err != nil {
+				return abort(fmt.Errorf("approvals.web: %w", err))
+			}
+			secrets.web.key = webCookieKey(key)
+		}
 		if cfg.Approvals.CallbackListen != "" {
 			cl, err := net.Listen("tcp", cfg.Approvals.CallbackListen)
 			if err != nil {

@@ -67,3 +67,18 @@ func FillDisk(t testing.TB, path string) {
 		}
 	}
 }
+
+// Chromium returns the path of Debian's Chromium, which browser tests drive. Without it
+// the test skips, or fails when VIGIL_REQUIRE_BPF=1 says the environment must be complete
+// (CI, where scripts/deps.sh installs it).
+func Chromium(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_BPF") == "1" {
+			t.Fatalf("chromium is required (apt-get install chromium, as scripts/deps.sh does; VIGIL_REQUIRE_BPF=1): %v", err)
+		}
+		t.Skipf("no chromium (set VIGIL_REQUIRE_BPF=1 to make this a failure): %v", err)
+	}
+	return p
+}

@@ -47,6 +47,10 @@ type Provider struct {
 
 	dir  string
 	proc *testproc.Proc
+	ui   *http.Server
+
+	mu          sync.Mutex
+	browserUser *User
 }
 
 // User is the person a test logs in as.
@@ -160,6 +164,13 @@ func start(bin string) (*Provider, error) {
 		return nil, err
 	}
 	p := &Provider{Issuer: fmt.Sprintf("http://127.0.0.1:%d", pub), Admin: fmt.Sprintf("http://127.0.0.1:%d", adm), dir: dir}
+	ui, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p.ui = &http.Server{Handler: http.HandlerFunc(p.serveUI), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = p.ui.Serve(ui) }()
+	uiURL := "http://" + ui.Addr().String()
 	secret := make([]byte, 24)
 	_, _ = rand.Read(secret)
 	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out")
@@ -167,9 +178,9 @@ func start(bin string) (*Provider, error) {
 	cmd.Env = append(os.Environ(),
 		"DSN=memory",
 		"URLS_SELF_ISSUER="+p.Issuer,
-		// Hydra redirects the browser here; the flow driver intercepts these redirects and
-		// never follows them.
-		"URLS_LOGIN=http://127.0.0.1:1/login", "URLS_CONSENT=http://127.0.0.1:1/consent",
+		// Hydra redirects the browser here: Authorize intercepts these redirects, a real
+		// browser follows them to serveUI.
+		"URLS_LOGIN="+uiURL+"/login", "URLS_CONSENT="+uiURL+"/consent",
 		fmt.Sprintf("SERVE_PUBLIC_PORT=%d", pub), "SERVE_PUBLIC_HOST=127.0.0.1",
 		fmt.Sprintf("SERVE_ADMIN_PORT=%d", adm), "SERVE_ADMIN_HOST=127.0.0.1",
 		"SECRETS_SYSTEM="+hex.EncodeToString(secret),
@@ -210,6 +221,9 @@ func start(bin string) (*Provider, error) {
 
 // Stop kills the provider and removes its files.
 func (p *Provider) Stop() {
+	if p.ui != nil {
+		p.ui.Close()
+	}
 	if p.proc != nil {
 		_ = p.proc.Signal(os.Kill)
 		<-p.proc.Done()
@@ -349,36 +363,13 @@ func (p *Provider) Authorize(authURL string, u User) (*url.URL, error) {
 		case q.Get("error") != "":
 			return nil, fmt.Errorf("provider refused: %s: %s", q.Get("error"), q.Get("error_description"))
 		case q.Get("login_challenge") != "":
-			var r redirect
-			if err := p.admin(http.MethodPut, "/admin/oauth2/auth/requests/login/accept?login_challenge="+url.QueryEscape(q.Get("login_challenge")),
-				map[string]any{"subject": u.Subject}, &r); err != nil {
-				return nil, fmt.Errorf("accepting login: %w", err)
+			if next, err = p.acceptLogin(q.Get("login_challenge"), u); err != nil {
+				return nil, err
 			}
-			next = r.To
 		case q.Get("consent_challenge") != "":
-			var cr struct {
-				Scope    []string `json:"requested_scope"`
-				Audience []string `json:"requested_access_token_audience"`
+			if next, err = p.acceptConsent(q.Get("consent_challenge"), u); err != nil {
+				return nil, err
 			}
-			ch := url.QueryEscape(q.Get("consent_challenge"))
-			if err := p.admin(http.MethodGet, "/admin/oauth2/auth/requests/consent?consent_challenge="+ch, nil, &cr); err != nil {
-				return nil, fmt.Errorf("reading consent request: %w", err)
-			}
-			claims := map[string]any{}
-			if u.Email != "" {
-				claims["email"], claims["email_verified"] = u.Email, true
-			}
-			if u.Groups != nil {
-				claims["groups"] = u.Groups
-			}
-			var r redirect
-			if err := p.admin(http.MethodPut, "/admin/oauth2/auth/requests/consent/accept?consent_challenge="+ch, map[string]any{
-				"grant_scope": cr.Scope, "grant_access_token_audience": cr.Audience,
-				"session": map[string]any{"id_token": claims},
-			}, &r); err != nil {
-				return nil, fmt.Errorf("accepting consent: %w", err)
-			}
-			next = r.To
 		case strings.HasPrefix(loc.String(), p.Issuer):
 			next = loc.String()
 		default:
@@ -390,6 +381,81 @@ func (p *Provider) Authorize(authURL string, u User) (*url.URL, error) {
 
 type redirect struct {
 	To string `json:"redirect_to"`
+}
+
+// acceptLogin accepts a login request as u and returns where the browser goes next.
+func (p *Provider) acceptLogin(challenge string, u User) (string, error) {
+	var r redirect
+	if err := p.admin(http.MethodPut, "/admin/oauth2/auth/requests/login/accept?login_challenge="+url.QueryEscape(challenge),
+		map[string]any{"subject": u.Subject}, &r); err != nil {
+		return "", fmt.Errorf("accepting login: %w", err)
+	}
+	return r.To, nil
+}
+
+// acceptConsent grants a consent request what it asks, with u's claims in the ID token,
+// and returns where the browser goes next.
+func (p *Provider) acceptConsent(challenge string, u User) (string, error) {
+	var cr struct {
+		Scope    []string `json:"requested_scope"`
+		Audience []string `json:"requested_access_token_audience"`
+	}
+	ch := url.QueryEscape(challenge)
+	if err := p.admin(http.MethodGet, "/admin/oauth2/auth/requests/consent?consent_challenge="+ch, nil, &cr); err != nil {
+		return "", fmt.Errorf("reading consent request: %w", err)
+	}
+	claims := map[string]any{}
+	if u.Email != "" {
+		claims["email"], claims["email_verified"] = u.Email, true
+	}
+	if u.Groups != nil {
+		claims["groups"] = u.Groups
+	}
+	var r redirect
+	if err := p.admin(http.MethodPut, "/admin/oauth2/auth/requests/consent/accept?consent_challenge="+ch, map[string]any{
+		"grant_scope": cr.Scope, "grant_access_token_audience": cr.Audience,
+		"session": map[string]any{"id_token": claims},
+	}, &r); err != nil {
+		return "", fmt.Errorf("accepting consent: %w", err)
+	}
+	return r.To, nil
+}
+
+// SetBrowserUser makes the provider's login page log real browsers in as u: Hydra sends
+// them to its login and consent URLs, which this provider answers at once, accepting the
+// requests through the admin API as Authorize does, as a login page would after checking
+// a password.
+func (p *Provider) SetBrowserUser(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.browserUser = &u
+}
+
+// serveUI is the login and consent page Hydra sends browsers to.
+func (p *Provider) serveUI(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	u := p.browserUser
+	p.mu.Unlock()
+	if u == nil {
+		http.Error(w, "testoidc: no browser user (SetBrowserUser)", http.StatusForbidden)
+		return
+	}
+	var next string
+	var err error
+	switch r.URL.Path {
+	case "/login":
+		next, err = p.acceptLogin(r.URL.Query().Get("login_challenge"), *u)
+	case "/consent":
+		next, err = p.acceptConsent(r.URL.Query().Get("consent_challenge"), *u)
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	if err != nil {
+		http.Error(w, "testoidc: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusFound)
 }
 
 // admin calls the admin API with a JSON body (nil: none) and decodes the answer into out.

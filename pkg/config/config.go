@@ -79,6 +79,27 @@ type Approvals struct {
 	Slack *Slack `yaml:"slack"`
 	// Jira files each new request as a Jira issue; moving it to a status decides.
 	Jira *Jira `yaml:"jira"`
+	// Web serves a page for approvers at <callback_url>/approvals, behind an OIDC login.
+	Web *WebApprovals `yaml:"web"`
+}
+
+// WebApprovals is the approval page: people log in with the identity provider (the
+// authorization code flow with PKCE) and approve or deny as the email address in their ID
+// token, matched against the rules' approvers as any channel's approver is.
+type WebApprovals struct {
+	// Issuer is the identity provider's issuer URL; ClientID and the secret in
+	// ClientSecretEnv the OAuth client registered for the page.
+	Issuer          string `yaml:"issuer"`
+	ClientID        string `yaml:"client_id"`
+	ClientSecretEnv string `yaml:"client_secret_env"`
+	// RedirectURL is the redirect URI registered with the client; default
+	// <callback_url>/approvals/callback.
+	RedirectURL string `yaml:"redirect_url"`
+	// Scopes asked for; default openid and email (openid is always asked for).
+	Scopes []string `yaml:"scopes"`
+	// GroupsClaim names the ID token claim listing the person's groups, which rules'
+	// approver groups match; default "groups".
+	GroupsClaim string `yaml:"groups_claim"`
 }
 
 // Jira is the Jira channel: issues created through the REST API, decisions from a Jira
@@ -694,13 +715,61 @@ func (a *Approvals) validate() []error {
 		}
 		errs = append(errs, approverEmails("approvals.jira.users", j.Users)...)
 	}
-	if (len(a.Webhooks) > 0 || a.Slack != nil || a.Jira != nil) && a.CallbackListen == "" {
-		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks, slack or jira (their decisions come back to it)"))
+	if (len(a.Webhooks) > 0 || a.Slack != nil || a.Jira != nil || a.Web != nil) && a.CallbackListen == "" {
+		errs = append(errs, errors.New("approvals.callback_listen: required with webhooks, slack, jira or web (their decisions come back to it)"))
 	}
 	if a.CallbackURL != "" {
-		if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if u, err := url.Parse(a.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			errs = append(errs, fmt.Errorf("approvals.callback_url: %q: want an http:// or https:// URL", a.CallbackURL))
 		}
+	}
+	if a.Web != nil {
+		errs = append(errs, a.Web.validate(a.CallbackBase())...)
+	}
+	return errs
+}
+
+// CallbackBase is the callback listener's URL as receivers and browsers reach it, without a
+// trailing slash: callback_url, or http://<callback_listen>.
+func (a *Approvals) CallbackBase() string {
+	base := a.CallbackURL
+	if base == "" {
+		base = "http://" + a.CallbackListen
+	}
+	return strings.TrimSuffix(base, "/")
+}
+
+func (w *WebApprovals) validate(base string) []error {
+	var errs []error
+	if u, err := url.Parse(w.Issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("approvals.web.issuer: %q: want the identity provider's issuer URL", w.Issuer))
+	}
+	if w.ClientID == "" {
+		errs = append(errs, errors.New("approvals.web.client_id: required (the OAuth client registered for the page)"))
+	}
+	if w.ClientSecretEnv == "" {
+		errs = append(errs, errors.New("approvals.web.client_secret_env: required (the variable holding the client's secret)"))
+	}
+	if w.RedirectURL == "" {
+		w.RedirectURL = base + "/approvals/callback"
+	}
+	if u, err := url.Parse(w.RedirectURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.HasSuffix(u.Path, "/approvals/callback") {
+		errs = append(errs, fmt.Errorf("approvals.web.redirect_url: %q: want the callback listener's /approvals/callback as browsers reach it", w.RedirectURL))
+	}
+	if !slices.Contains(w.Scopes, "openid") {
+		if len(w.Scopes) == 0 {
+			w.Scopes = []string{"openid", "email"}
+		} else {
+			w.Scopes = append([]string{"openid"}, w.Scopes...)
+		}
+	}
+	for i, s := range w.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			errs = append(errs, fmt.Errorf("approvals.web.scopes[%d]: %q: want a scope name", i, s))
+		}
+	}
+	if w.GroupsClaim == "" {
+		w.GroupsClaim = "groups"
 	}
 	return errs
 }

@@ -71,6 +71,13 @@ func TestParse(t *testing.T) {
 		{"jira same statuses", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: a@b.c}, approve_status: Done, deny_status: done}\n", "both \"Done\""},
 		{"jira user not an email", "approvals:\n  callback_listen: :1\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: bob}}\n", "approvals.jira.users.acc-1"},
 		{"jira without callback_listen", "approvals:\n  jira: {url: https://x.atlassian.net, project: OPS, user: bot@x.com, token_env: T, webhook_secret_env: S, users: {acc-1: a@b.c}}\n", "approvals.callback_listen: required"},
+		{"web", "approvals:\n  callback_listen: :1\n  web: {issuer: https://idp.example.com, client_id: vigil, client_secret_env: S}\n", ""},
+		{"web without callback_listen", "approvals:\n  web: {issuer: https://idp.example.com, client_id: vigil, client_secret_env: S}\n", "approvals.callback_listen: required"},
+		{"web bad issuer", "approvals:\n  callback_listen: :1\n  web: {issuer: idp.example.com, client_id: vigil, client_secret_env: S}\n", "approvals.web.issuer"},
+		{"web without client_id", "approvals:\n  callback_listen: :1\n  web: {issuer: https://idp.example.com, client_secret_env: S}\n", "approvals.web.client_id: required"},
+		{"web without secret", "approvals:\n  callback_listen: :1\n  web: {issuer: https://idp.example.com, client_id: vigil}\n", "approvals.web.client_secret_env: required"},
+		{"web redirect elsewhere", "approvals:\n  callback_listen: :1\n  web: {issuer: https://idp.example.com, client_id: vigil, client_secret_env: S, redirect_url: https://x/cb}\n", "approvals.web.redirect_url"},
+		{"web bad scope", "approvals:\n  callback_listen: :1\n  web: {issuer: https://idp.example.com, client_id: vigil, client_secret_env: S, scopes: [\"a b\"]}\n", "approvals.web.scopes[1]"},
 		{"webhook twice", "approvals:\n  callback_listen: :1\n  webhooks:\n    - {name: a, url: http://h/x, secret_env: S}\n    - {name: a, url: http://h/y, secret_env: S}\n", "approvals.webhooks[1].name: \"a\" is used twice"},
 		{"bad callback_url", "approvals:\n  callback_url: vigil.example.com\n", "approvals.callback_url"},
 	} {
