@@ -411,3 +411,20 @@ func get(t *testing.T, reqs []approval.Request, id string) approval.Request {
 	t.Fatalf("no request %s", id)
 	return approval.Request{}
 }
+
+// approvalSteps lists the approval events of a trail (`vigil events --json`), one
+// "ID DETAIL" line each, in order.
+func approvalSteps(t *testing.T, trail string) string {
+	t.Helper()
+	var steps []string
+	for _, line := range strings.Split(strings.TrimSpace(trail), "\n") {
+		var e event.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == event.TypeApproval {
+			steps = append(steps, e.ApprovalID+" "+e.Detail)
+		}
+	}
+	return strings.Join(steps, "\n")
+}

@@ -25,7 +25,6 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/approval"
-	"github.com/vigil-db/vigil/pkg/event"
 )
 
 // TestSlackApprovalEndToEnd: through psql and the proxy, a held ALTER TABLE is posted to a
@@ -228,17 +227,7 @@ rules:
 	if strings.Contains(trail, token) || strings.Contains(trail, signing) {
 		t.Error("the Slack token or signing secret is in the trail")
 	}
-	var steps []string
-	for _, line := range strings.Split(strings.TrimSpace(trail), "\n") {
-		var e event.Event
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatal(err)
-		}
-		if e.Type == event.TypeApproval {
-			steps = append(steps, e.ApprovalID+" "+e.Detail)
-		}
-	}
-	all := strings.Join(steps, "\n")
+	all := approvalSteps(t, trail)
 	for _, want := range []string{
 		id + " notified: through slack",
 		id + " refused: callback through slack from 127.0.0.1:",

@@ -18,7 +18,6 @@ import (
 
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/approval"
-	"github.com/vigil-db/vigil/pkg/event"
 )
 
 // TestWebhookApprovalEndToEnd: through psql and the proxy, a held ALTER TABLE is POSTed,
@@ -190,17 +189,7 @@ func TestWebhookApprovalEndToEnd(t *testing.T) {
 	if strings.Contains(trail, secret) {
 		t.Error("the webhook secret is in the trail")
 	}
-	var steps []string
-	for _, line := range strings.Split(strings.TrimSpace(trail), "\n") {
-		var e event.Event
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatal(err)
-		}
-		if e.Type == event.TypeApproval {
-			steps = append(steps, e.ApprovalID+" "+e.Detail)
-		}
-	}
-	all := strings.Join(steps, "\n")
+	all := approvalSteps(t, trail)
 	for _, want := range []string{
 		wr.ID + " notified: through webhook ops",
 		wr.ID + " refused: callback through webhook ops from 127.0.0.1:",

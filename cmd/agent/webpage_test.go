@@ -25,7 +25,6 @@ import (
 	"github.com/vigil-db/vigil/internal/testoidc"
 	"github.com/vigil-db/vigil/internal/testpg"
 	"github.com/vigil-db/vigil/pkg/approval"
-	"github.com/vigil-db/vigil/pkg/event"
 )
 
 // TestApprovalPageEndToEnd: a statement that psql sends through the proxy (as a person
@@ -260,17 +259,7 @@ rules:
 			t.Error("a secret (client secret, token or CSRF token) is in the trail")
 		}
 	}
-	var steps []string
-	for _, line := range strings.Split(strings.TrimSpace(trail), "\n") {
-		var e event.Event
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatal(err)
-		}
-		if e.Type == event.TypeApproval {
-			steps = append(steps, e.ApprovalID+" "+e.Detail)
-		}
-	}
-	all := strings.Join(steps, "\n")
+	all := approvalSteps(t, trail)
 	for _, want := range []string{
 		id + " refused: approval by ana@dba.example.com: " + approval.ErrSelfApproval.Error(),
 		id + ` refused: callback through web from 127.0.0.1:`,
