@@ -139,7 +139,7 @@ func newForensicsCmd() *cobra.Command {
 		Use:   "forensics [NAME]",
 		Short: "List the shipped forensic queries, or run one against ClickHouse",
 		Example: `  vigil forensics
-  vigil forensics who-touched-table --store clickhouse://127.0.0.1:9000/vigil --param table=customers --param since=7d
+  vigil forensics table-access --store clickhouse://127.0.0.1:9000/vigil --param table=customers --param since=7d
   vigil forensics raw-pii-receivers --param column=%card%   # on the agent's local store`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
