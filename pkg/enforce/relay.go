@@ -156,6 +156,7 @@ func (ss *session) relay(ctx context.Context) error {
 			_ = ss.client.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			_, _ = ss.cw.Write(msg)
 			_ = ss.cw.Flush()
+			lingerClose(ss.client)
 		}
 	}
 	switch {
@@ -165,6 +166,37 @@ func (ss *session) relay(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// A session that ends on a FATAL reads what its client still sends for at most lingerTime,
+// and stops once nothing came for lingerIdle.
+const (
+	lingerTime = 2 * time.Second
+	lingerIdle = 100 * time.Millisecond
+)
+
+// lingerClose half-closes c after the FATAL was written and discards what the client is
+// still sending (the rest of a message over the size limit) until it closes its side, goes
+// quiet, or lingerTime passes. Closing with unread data would answer it with a reset, and a
+// client's kernel drops what it had received on a reset: the client would never read the
+// FATAL.
+func lingerClose(c net.Conn) {
+	hc, ok := c.(interface{ CloseWrite() error })
+	if !ok || hc.CloseWrite() != nil {
+		return
+	}
+	end := time.Now().Add(lingerTime)
+	buf := make([]byte, 64<<10)
+	for time.Now().Before(end) {
+		d := time.Now().Add(lingerIdle)
+		if d.After(end) {
+			d = end
+		}
+		_ = c.SetReadDeadline(d)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // guarded runs one direction of the relay, a panic in it closing just this session.
