@@ -257,37 +257,14 @@ func isScalarSubquery(n *pg.Node) bool {
 // readsTargetIn reports whether an expression holds a subquery that reads the target's
 // relation without restricting which of its rows it reads.
 func (p *pred) readsTargetIn(n *pg.Node) bool {
-	found := false
-	var visit func(m protoreflect.Message)
-	visit = func(m protoreflect.Message) {
-		if found {
-			return
-		}
+	return anyNode(n.ProtoReflect(), func(m protoreflect.Message) (found, stop bool) {
 		if sl, ok := m.Interface().(*pg.SubLink); ok {
 			if sel := sl.Subselect.GetSelectStmt(); sel != nil && p.readsTarget(sel, 0) && !p.restrictedRead(sel, 0) {
-				found = true
-				return
+				return true, true
 			}
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-				return true
-			}
-			if fd.IsList() {
-				l := v.List()
-				for i := 0; i < l.Len(); i++ {
-					visit(l.Get(i).Message())
-				}
-			} else {
-				visit(v.Message())
-			}
-			return !found
-		})
-	}
-	if n != nil {
-		visit(n.ProtoReflect())
-	}
-	return found
+		return false, false
+	})
 }
 
 func (p *pred) restrictsExpr(e *pg.A_Expr) bool {
@@ -452,28 +429,34 @@ func (p *pred) readsTarget(sel *pg.SelectStmt, depth int) bool {
 
 // subqueryReads reports whether an expression holds a subquery that reads the target.
 func (p *pred) subqueryReads(n *pg.Node, depth int) bool {
-	found := false
-	var visit func(m protoreflect.Message)
-	visit = func(m protoreflect.Message) {
+	return anyNode(n.ProtoReflect(), func(m protoreflect.Message) (found, stop bool) {
 		if sl, ok := m.Interface().(*pg.SubLink); ok {
-			found = found || p.readsTarget(sl.Subselect.GetSelectStmt(), depth+1)
-			return
+			return p.readsTarget(sl.Subselect.GetSelectStmt(), depth+1), true
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-				return true
-			}
-			if fd.IsList() {
-				for i, l := 0, v.List(); i < l.Len(); i++ {
-					visit(l.Get(i).Message())
-				}
-			} else {
-				visit(v.Message())
-			}
-			return !found
-		})
+		return false, false
+	})
+}
+
+// anyNode searches the parse tree under m depth first: match says whether a node is what is
+// sought, and whether to stop descending below it.
+func anyNode(m protoreflect.Message, match func(protoreflect.Message) (found, stop bool)) bool {
+	if found, stop := match(m); found || stop {
+		return found
 	}
-	visit(n.ProtoReflect())
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
+			for i, l := 0, v.List(); i < l.Len() && !found; i++ {
+				found = anyNode(l.Get(i).Message(), match)
+			}
+		} else {
+			found = anyNode(v.Message(), match)
+		}
+		return !found
+	})
 	return found
 }
 

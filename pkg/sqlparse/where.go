@@ -327,31 +327,12 @@ func (p *pred) emptyQuery(sel *pg.SelectStmt) bool {
 // hasAggregate reports a target list that may aggregate (SELECT count(*) … WHERE false is
 // one row): any function call counts.
 func hasAggregate(targets []*pg.Node) bool {
-	found := false
-	var visit func(m protoreflect.Message)
-	visit = func(m protoreflect.Message) {
-		if _, ok := m.Interface().(*pg.FuncCall); ok {
-			found = true
-			return
-		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-				return true
-			}
-			if fd.IsList() {
-				for i, l := 0, v.List(); i < l.Len(); i++ {
-					visit(l.Get(i).Message())
-				}
-			} else {
-				visit(v.Message())
-			}
-			return !found
+	return slices.ContainsFunc(targets, func(t *pg.Node) bool {
+		return anyNode(t.ProtoReflect(), func(m protoreflect.Message) (found, stop bool) {
+			_, ok := m.Interface().(*pg.FuncCall)
+			return ok, ok
 		})
-	}
-	for _, t := range targets {
-		visit(t.ProtoReflect())
-	}
-	return found
+	})
 }
 
 // emptyArray reports an array with no elements: '{}' (cast or not) or ARRAY[].
