@@ -19,11 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
 
 	"github.com/vigil-db/vigil/internal/testpg"
+	"github.com/vigil-db/vigil/internal/testslack"
 	"github.com/vigil-db/vigil/pkg/approval"
 )
 
@@ -46,7 +46,7 @@ func TestSlackApprovalEndToEnd(t *testing.T) {
 	slackSrv := slacktest.NewTestServer()
 	slackSrv.Start()
 	defer slackSrv.Stop()
-	feed := slackMessages(t, slackSrv)
+	feed := testslack.Messages(t, slackSrv)
 
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -247,28 +247,6 @@ rules:
 	if out, err := vigil(t, context.Background(), "verify", "--store", storeURL, "--state-dir", state); err != nil {
 		t.Errorf("verify: %v %s", err, out)
 	}
-}
-
-// slackMessages returns the messages slacktest's server receives through chat.postMessage,
-// which it relays to its websocket clients.
-func slackMessages(t *testing.T, s *slacktest.Server) <-chan slack.Message {
-	t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial(s.GetWSURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan slack.Message, 8)
-	go func() {
-		for {
-			var m slack.Message
-			if err := c.ReadJSON(&m); err != nil {
-				return
-			}
-			ch <- m
-		}
-	}()
-	return ch
 }
 
 func scrape(t *testing.T, addr string) string {

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
+	"github.com/vigil-db/vigil/internal/testslack"
 )
 
 // signSlack returns the headers Slack sends with body at t.
@@ -131,27 +131,6 @@ func TestParseSlackInteraction(t *testing.T) {
 	}
 }
 
-// slackFeed returns the messages slacktest's server receives through chat.postMessage.
-func slackFeed(t *testing.T, s *slacktest.Server) <-chan slack.Message {
-	t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial(s.GetWSURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan slack.Message, 8)
-	go func() {
-		for {
-			var m slack.Message
-			if err := c.ReadJSON(&m); err != nil {
-				return
-			}
-			ch <- m
-		}
-	}()
-	return ch
-}
-
 // TestSlackDelivery: a new request is posted to the channel with Approve and Deny buttons
 // carrying the request id; with Slack unreachable the request stays pending and the
 // failure is recorded and counted after the bounded retries.
@@ -159,7 +138,7 @@ func TestSlackDelivery(t *testing.T) {
 	srv := slacktest.NewTestServer()
 	srv.Start()
 	defer srv.Stop()
-	feed := slackFeed(t, srv)
+	feed := testslack.Messages(t, srv)
 	down := slacktest.NewTestServer()
 	down.Start()
 	down.Stop()
