@@ -47,11 +47,10 @@ func victimState(t *testing.T, pg *testpg.Server) string {
 	return out
 }
 
-// TestEffectiveWhereThroughProxy drives the effective-WHERE corpora through the proxy with
-// the shipped default policy: every evasion is refused, with psql (simple protocol) and
-// with pgx (extended protocol, its parameters bound), and the target's rows stay as they
-// were; every ordinary statement runs.
-func TestEffectiveWhereThroughProxy(t *testing.T) {
+// whereHarness is a proxy under the shipped default policy in front of a PostgreSQL that
+// holds the effective-WHERE corpora's schema.
+func whereHarness(t *testing.T) (*harness, *testpg.Server) {
+	t.Helper()
 	schema, err := os.ReadFile("../sqlparse/testdata/where_schema.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +63,15 @@ func TestEffectiveWhereThroughProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startWith(t, pg, eng)
+	return startWith(t, pg, eng), pg
+}
+
+// TestEffectiveWhereThroughProxy drives the effective-WHERE corpora through the proxy with
+// the shipped default policy: every evasion is refused, with psql (simple protocol) and
+// with pgx (extended protocol, its parameters bound), and the target's rows stay as they
+// were; every ordinary statement runs.
+func TestEffectiveWhereThroughProxy(t *testing.T) {
+	h, pg := whereHarness(t)
 	before := victimState(t, pg)
 	evasions, benign := loadWhereCases(t, "where_evasions.yaml"), loadWhereCases(t, "where_benign.yaml")
 
@@ -131,19 +138,7 @@ func TestEffectiveWhereThroughProxy(t *testing.T) {
 // parameter: bound to NULL it would delete every row and is refused at the Bind, in a
 // transaction too, and the same prepared statement bound to a value runs.
 func TestBindJudgedWithValues(t *testing.T) {
-	schema, err := os.ReadFile("../sqlparse/testdata/where_schema.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg := testpg.Start(t)
-	if _, err := pg.Psql("postgres", string(schema)); err != nil {
-		t.Fatal(err)
-	}
-	eng, err := policy.NewEngine(policy.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := startWith(t, pg, eng)
+	h, pg := whereHarness(t)
 	c := h.connect(t, "postgres")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
