@@ -7,7 +7,9 @@ pkgs=(
   postgresql-15 postgresql-client-15 pgbouncer   # servers and clients the tests drive
   clickhouse-server clickhouse-client            # the audit store of record
   zookeeper                                      # the cluster tests' replication (run standalone, not as a service)
-  default-jdk-headless libpostgresql-jdbc-java   # the JDBC client in the proxy tests
+  mariadb-server mariadb-client sysbench        # MariaDB capture and proxy tests, MySQL benchmarks
+  default-jdk-headless libpostgresql-jdbc-java libmariadb-java  # the JDBC clients in the proxy tests
+  python3-pymysql python3-mysqldb                # the Python MySQL clients in the proxy tests
   chromium fonts-dejavu-core                     # the browser the approval page's test drives
   clang llvm libbpf-dev bpftool                  # make generate (eBPF objects)
   iproute2 procps util-linux ca-certificates git make gcc

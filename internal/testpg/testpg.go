@@ -90,7 +90,7 @@ func StartServer(opts ...Options) (*Server, error) {
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	if err := writeCert(s.Dir, uid, gid); err != nil {
+	if err := WriteCert(s.Dir, uid, gid); err != nil {
 		os.RemoveAll(root)
 		return nil, err
 	}
@@ -244,8 +244,9 @@ func appendFile(path, text string) error {
 	return f.Close()
 }
 
-// writeCert writes a self-signed server certificate for 127.0.0.1/localhost.
-func writeCert(dir string, uid, gid int) error {
+// WriteCert writes a self-signed server certificate for 127.0.0.1/localhost into dir as
+// server.crt and server.key, owned by uid:gid (the server's user, which must read them).
+func WriteCert(dir string, uid, gid int) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-db/vigil/pkg/capture/decode"
 	"github.com/vigil-db/vigil/pkg/capture/ebpf"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/capture/tcpstream"
@@ -96,7 +97,7 @@ type Capturer struct {
 	tlsSocks map[uint32]tlsSock
 	live     map[*conn]struct{} // every open session, for the decoder metrics
 	flows    map[flowKey]*conn  // TCP connections by their ends
-	closed   postgres.Stats     // decoder counters of sessions already closed
+	closed   decode.Stats       // decoder counters of sessions already closed
 	pend     map[flowKey]pending
 	unix     *unixGate
 	// unixPend are clients' connects to a watched server's Unix socket, by client process,

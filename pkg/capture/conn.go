@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vigil-db/vigil/pkg/capture/decode"
 	"github.com/vigil-db/vigil/pkg/capture/ebpf"
 	"github.com/vigil-db/vigil/pkg/capture/postgres"
 	"github.com/vigil-db/vigil/pkg/capture/tcpstream"
@@ -22,7 +23,7 @@ import (
 // the first statement is emitted — not per packet.
 type conn struct {
 	c      *Capturer
-	sess   *postgres.Session
+	sess   decode.Session
 	id     string
 	client netip.AddrPort // zero for Unix sockets
 	server netip.AddrPort

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vigil-db/vigil/pkg/capture/postgres"
+	"github.com/vigil-db/vigil/pkg/capture/decode"
 	"github.com/vigil-db/vigil/pkg/capture/tcpstream"
 	"github.com/vigil-db/vigil/pkg/event"
 )
@@ -34,7 +34,7 @@ type metrics struct {
 	// snapshots of single-goroutine state, taken by housekeep for the scraper
 	mu      sync.Mutex
 	table   tcpstream.Stats
-	decoder postgres.Stats
+	decoder decode.Stats
 }
 
 func newMetrics(c *Capturer, reg prometheus.Registerer) (*metrics, error) {

@@ -210,7 +210,7 @@ func TestRecorded(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			byConn, st := decode(cfg, rec)
+			byConn, st := decodeRecording(cfg, rec)
 			var evs []*event.Event
 			for id := range len(byConn) + 64 {
 				evs = append(evs, byConn[id]...)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-db/vigil/pkg/capture/decode"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -105,7 +106,7 @@ func (r *relay) recording() []chunk {
 
 // decode feeds a recording into one Session per connection and returns each connection's
 // events.
-func decode(cfg Config, rec []chunk) (map[int][]*event.Event, Stats) {
+func decodeRecording(cfg Config, rec []chunk) (map[int][]*event.Event, decode.Stats) {
 	out := map[int][]*event.Event{}
 	sessions := map[int]*Session{}
 	var last time.Time
@@ -119,7 +120,7 @@ func decode(cfg Config, rec []chunk) (map[int][]*event.Event, Stats) {
 		s.Feed(c.fromClient, c.data, c.at)
 		last = c.at
 	}
-	var st Stats
+	var st decode.Stats
 	for _, s := range sessions {
 		s.Close(last)
 		st.Add(s.Stats())

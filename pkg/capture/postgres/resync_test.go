@@ -50,7 +50,7 @@ func TestResyncEveryOffset(t *testing.T) {
 	cfg := Config{RecordParams: true}
 	for name, rec := range loadRecordings(t) {
 		for ci, conn := range byConn(rec) {
-			ref, _ := decode(cfg, conn)
+			ref, _ := decodeRecording(cfg, conn)
 			refEvents := ref[ci]
 			known := map[string][]*event.Event{} // by key without params
 			for _, e := range refEvents {
@@ -63,7 +63,7 @@ func TestResyncEveryOffset(t *testing.T) {
 			for i := range conn {
 				for j := range conn[i].data {
 					cut := append([]chunk{{conn[i].conn, conn[i].fromClient, conn[i].data[j:], conn[i].at}}, conn[i+1:]...)
-					evs, st := decode(cfg, cut)
+					evs, st := decodeRecording(cfg, cut)
 					got := evs[ci]
 					where := fmt.Sprintf("%s conn %d chunk %d byte %d", name, ci, i, j)
 					for _, e := range got {

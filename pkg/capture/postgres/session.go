@@ -40,6 +40,7 @@ package postgres
 import (
 	"time"
 
+	"github.com/vigil-db/vigil/pkg/capture/decode"
 	"github.com/vigil-db/vigil/pkg/event"
 )
 
@@ -80,42 +81,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Stats count what a Session decoded and what it could not. All are cumulative; Add sums
-// sessions for the agent's metrics.
-type Stats struct {
-	Messages           uint64 // protocol messages decoded, both directions
-	Statements         uint64 // statement events emitted
-	DecodeErrors       uint64 // impossible headers and malformed bodies
-	Resyncs            uint64 // times a lost message boundary was found again
-	SkippedBytes       uint64 // bytes not decoded: capture gaps, and bytes scanned over to resync
-	IgnoredBytes       uint64 // bytes not decoded because the stream is encrypted or over
-	UnmatchedResponses uint64 // responses that answer no request seen (joined mid-stream, gaps)
-	ResponsesNotSeen   uint64 // statements emitted without their response (gap, close)
-	TruncatedMessages  uint64 // statements cut at MaxStatementBytes, parameters not kept
-	PreparedEvicted    uint64 // prepared statements or portals forgotten for MaxPrepared(Bytes)
-}
-
-// Add adds b's counters to s.
-func (s *Stats) Add(b Stats) {
-	s.Messages += b.Messages
-	s.Statements += b.Statements
-	s.DecodeErrors += b.DecodeErrors
-	s.Resyncs += b.Resyncs
-	s.SkippedBytes += b.SkippedBytes
-	s.IgnoredBytes += b.IgnoredBytes
-	s.UnmatchedResponses += b.UnmatchedResponses
-	s.ResponsesNotSeen += b.ResponsesNotSeen
-	s.TruncatedMessages += b.TruncatedMessages
-	s.PreparedEvicted += b.PreparedEvicted
-}
-
 // Session decodes one connection. It is not safe for concurrent use.
 type Session struct {
 	cfg    Config
 	sink   func(*event.Event)
 	client framer
 	server framer
-	stats  Stats
+	stats  decode.Stats
 
 	user, database, app string
 	pid                 int32
@@ -205,7 +177,7 @@ func (s *Session) Close(_ time.Time) {
 func (s *Session) Encrypted() bool { return s.encrypted }
 
 // Stats returns the session's counters.
-func (s *Session) Stats() Stats { return s.stats }
+func (s *Session) Stats() decode.Stats { return s.stats }
 
 // BackendPID is the server process of the connection, once BackendKeyData was seen.
 func (s *Session) BackendPID() int32 { return s.pid }

@@ -23,7 +23,7 @@ func TestThroughReassembly(t *testing.T) {
 	cfg := Config{RecordParams: true}
 	server := netip.MustParseAddrPort("127.0.0.1:5432")
 	for name, rec := range loadRecordings(t) {
-		want, _ := decode(cfg, rec)
+		want, _ := decodeRecording(cfg, rec)
 		got := map[int][]*event.Event{}
 		for ci, conn := range byConn(rec) {
 			client := netip.AddrPortFrom(server.Addr(), uint16(40000+ci))
